@@ -1,0 +1,49 @@
+"""dtproto: the Dynatrace metric ingestion line protocol, fast and exact.
+
+Decode, validate and encode the text format that ``POST
+/api/v2/metrics/ingest`` accepts, with a Cython core and a pure-Python
+fallback that behave identically.  ``dtproto.IMPLEMENTATION`` tells which one
+is loaded (``"cython"`` or ``"python"``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._impl import IMPLEMENTATION, codec as _codec
+from .errors import DecodeError, DtprotoError, EncodeError, ErrorCode, SendError
+from .model import Metadata, Metric
+from .report import LineError, LineWarning, ValidationReport
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # type checkers see the fully annotated reference
+    from ._codec_py import Encoder, classic_key, decode, encode, iter_decode, validate
+else:
+    decode = _codec.decode
+    iter_decode = _codec.iter_decode
+    validate = _codec.validate
+    encode = _codec.encode
+    Encoder = _codec.Encoder
+    classic_key = _codec.classic_key
+
+__all__ = [
+    "IMPLEMENTATION",
+    "__version__",
+    "decode",
+    "iter_decode",
+    "validate",
+    "encode",
+    "Encoder",
+    "classic_key",
+    "Metric",
+    "Metadata",
+    "ValidationReport",
+    "LineError",
+    "LineWarning",
+    "DtprotoError",
+    "DecodeError",
+    "EncodeError",
+    "SendError",
+    "ErrorCode",
+]

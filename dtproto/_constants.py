@@ -1,0 +1,79 @@
+"""Limits and character classes of the strict profile (PROTOCOL.md §2–§9, §11).
+
+Imported by the pure-Python reference *and* the Cython core: every limit and
+character class lives here once, so the two implementations cannot drift.
+"""
+
+from __future__ import annotations
+
+# --- limits (PROTOCOL.md §11) ---------------------------------------------------
+MAX_LINE_CHARS = 50_000          # §2, [A-24]: code points, excluding the terminator
+MIN_METRIC_KEY = 3               # §4, [A-3]
+MAX_METRIC_KEY = 255             # §4, [A-1]
+MAX_DIMENSION_KEY = 100          # §5
+MAX_DIMENSION_VALUE = 255        # §6.2, [A-4]: decoded code points
+MAX_DIMENSIONS = 50              # §5
+MAX_UNIT = 63                    # §9, [A-17]
+MAX_DISPLAY_NAME = 300           # §9, [A-17]
+MAX_DESCRIPTION = 65_535         # §9, [A-17]
+MAX_INT64 = 2**63 - 1            # timestamps and summary counts
+MAX_TIMESTAMP_DIGITS = 19
+SUMMARY_TOLERANCE = 1e-6         # §7.3: absolute tolerance on min <= avg <= max
+WINDOW_PAST_MS = 3_600_000       # §8: now - 1 h (inclusive, [A-14])
+WINDOW_FUTURE_MS = 600_000       # §8: now + 10 min (inclusive)
+MAX_BODY_BYTES = 1_000_000       # §2, [A-21]: what a client sends at most
+SERVER_MAX_BODY_BYTES = 1_048_576  # [A-21]: what a server accepts
+ONEAGENT_MAX_LINES = 1_000       # §2: OneAgent local endpoint
+RESPONSE_MAX_ERRORS = 10         # §10.3: "First 10 errors reported"
+
+# The most bytes a line of MAX_LINE_CHARS code points can take in UTF-8 (plus a
+# CR).  A streaming reader that holds more than this without seeing LF knows the
+# line is too long and can stop buffering it.
+MAX_LINE_BYTES = MAX_LINE_CHARS * 4 + 1
+
+# --- character classes (PROTOCOL.md §3) -------------------------------------------
+ALPHA = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+LOWER = "abcdefghijklmnopqrstuvwxyz"
+DIGITS = "0123456789"
+# metric key: first section starts with ALPHA or "_", later ones also with DIGIT.
+METRIC_KEY_FIRST = frozenset(ALPHA + "_")
+METRIC_KEY_SECTION_START = frozenset(ALPHA + DIGITS + "_")
+METRIC_KEY_CHARS = frozenset(ALPHA + DIGITS + "_-")
+# dimension key: every section starts with LOWER or "_" ([A-5]).
+DIMENSION_KEY_SECTION_START = frozenset(LOWER + "_")
+DIMENSION_KEY_CHARS = frozenset(LOWER + DIGITS + "_-:")
+# unit: [A-Za-z0-9%[]{}/_]{1,63} (Java UnitValidator, [A-17]).
+UNIT_CHARS = frozenset(ALPHA + DIGITS + "%[]{}/_")
+# separators between key/dimensions, payload and timestamp ([A-15]).
+SEPARATORS = " \t"
+RESERVED_PREFIX = "dt."
+
+# Escapes that decode to a single character (§6.3); "\" + anything else is kept
+# literally as two characters ([A-9]).
+ESCAPES = {'"': '"', "\\": "\\", ",": ",", "=": "=", " ": " "}
+# What the encoder escapes in a bare value (the set all official libraries use).
+ESCAPED_BY_ENCODER = ',= \\"'
+
+# --- payload keywords (§3; lowercase and case-sensitive, [A-12]) -----------------
+KIND_GAUGE = "gauge"
+KIND_COUNT = "count"
+KIND_SUMMARY = "summary"
+KINDS = (KIND_GAUGE, KIND_COUNT, KIND_SUMMARY)
+SUMMARY_FIELDS = ("min", "max", "sum", "count")
+NON_FINITE_WORDS = frozenset(["nan", "inf", "infinity"])
+
+# --- metadata (§9) -----------------------------------------------------------------
+META_DISPLAY_NAME = "dt.meta.displayName"
+META_DISPLAY_NAME_ALT = "dt.meta.displayname"   # [A-17]: docs example spelling
+META_DESCRIPTION = "dt.meta.description"
+META_UNIT = "dt.meta.unit"
+META_PROPERTIES = frozenset([META_DISPLAY_NAME, META_DISPLAY_NAME_ALT, META_DESCRIPTION, META_UNIT])
+META_TYPES = frozenset([KIND_GAUGE, KIND_COUNT])
+
+# --- Metrics Classic key suffixing (§4.1) -----------------------------------------
+COUNT_SUFFIX = ".count"
+GAUGE_SUFFIX = ".gauge"
+CHANGED_KEY_WARNING = "metric key '%s' changed to '%s'"
+
+# --- environment switches (STYLE §2) -------------------------------------------------
+TRUE_WORDS = frozenset(["1", "true", "yes", "on"])
