@@ -614,6 +614,16 @@ BytesLike = Union[bytes, bytearray, memoryview]
 Source = Union[BytesLike, str, Any]
 
 
+def _now(now_ms: Any) -> Optional[int]:
+    """``now_ms`` as an int (floats are truncated), or None for no window."""
+    if now_ms is None:
+        return None
+    if isinstance(now_ms, bool) or not isinstance(now_ms, (int, float)):
+        raise TypeError("now_ms must be epoch milliseconds (int), not %s"
+                        % type(now_ms).__name__)
+    return int(now_ms)
+
+
 def _as_bytes(data: Any) -> bytes:
     if isinstance(data, bytes):
         return data
@@ -687,7 +697,7 @@ def decode(data: Union[BytesLike, str], *, now_ms: Optional[int] = None) -> List
         DecodeError: at the first invalid line, with its 1-based ``line``,
             ``column``, ``code`` and ``reason``.
     """
-    return list(_records(_lines_of(_as_bytes(data)), 1, now_ms, False))
+    return list(_records(_lines_of(_as_bytes(data)), 1, _now(now_ms), False))
 
 
 def _chunks_of(source: Any) -> Iterator[bytes]:
@@ -780,7 +790,12 @@ def iter_decode(
     """
     if errors not in ("raise", "skip"):
         raise ValueError("errors must be 'raise' or 'skip', not %r" % (errors,))
-    skip = errors == "skip"
+    # Arguments are checked now, not on the first next(): a generator function
+    # would defer the ValueError above to the first iteration.
+    return _iter_records(source, _now(now_ms), errors == "skip")
+
+
+def _iter_records(source: Any, now_ms: Optional[int], skip: bool) -> Iterator[Record]:
     for lineno, block in _stream_blocks(source):
         if isinstance(block, _TooLong):
             if not skip:
@@ -867,6 +882,7 @@ def validate(
         A :class:`~dtproto.ValidationReport`; ``to_response()`` gives the
         ingest API's ValidationResponse for the same body.
     """
+    now_ms = _now(now_ms)
     report = ValidationReport()
     total = 0
     for lineno, block in _stream_blocks(source):
