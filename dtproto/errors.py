@@ -189,7 +189,10 @@ def reason_text(code: ErrorCode, line: str, column: int, extra: Any = None) -> s
         )
     what = _WHAT[code]
     if code is ErrorCode.LINE_TOO_LONG:
-        return "%s: %d > %d characters" % (what, extra, 50_000)
+        # No measured length: a streaming reader stops buffering an over-long
+        # line (it cannot know its length in bounded memory), and the reason
+        # must be the same however the input was chunked.
+        return "%s: more than %d characters" % (what, 50_000)
     if code is ErrorCode.METRIC_KEY_LENGTH:
         return "%s: %d not in 3..255" % (what, extra)
     if code is ErrorCode.DIMENSION_KEY_TOO_LONG:
