@@ -948,8 +948,11 @@ def _check_int(x: Any, field: str, code: ErrorCode) -> str:
 
 
 def _check_metric_key(key: Any) -> str:
-    if _valid_keys.get(key) is not None:
-        return key
+    try:
+        if _valid_keys.get(key) is not None:
+            return key
+    except TypeError:  # unhashable, so not a str: rejected just below
+        pass
     if not isinstance(key, str):
         raise EncodeError("the metric key must be a str, not %s" % type(key).__name__,
                           "key", E.INVALID_METRIC_KEY)
@@ -1007,6 +1010,11 @@ def _head(key: Any, dimensions: Any) -> str:
             items = dimensions.items()
         else:
             items = dimensions
+        try:
+            items = iter(items)
+        except TypeError:
+            raise EncodeError("dimensions must be a mapping or an iterable of (key, value) pairs",
+                              "dimensions", E.INVALID_RECORD) from None
         segs = []
         for pair in items:
             try:
@@ -1048,13 +1056,13 @@ def _summary_payload(mn: Any, mx: Any, sm: Any, cnt: Any) -> str:
 
 def _metadata_line(key: Any, metric_type: Any, properties: Iterable[Any]) -> str:
     key = _check_metric_key(key)
-    if metric_type not in META_TYPES:
+    if not isinstance(metric_type, str) or metric_type not in META_TYPES:
         raise EncodeError("metric_type must be 'gauge' or 'count', not %r" % (metric_type,),
                           "metric_type", E.INVALID_METADATA_LINE)
     parts = []
     for i, (name, value) in enumerate(properties):
         field = "properties[%d]" % i
-        if name not in META_PROPERTIES:
+        if not isinstance(name, str) or name not in META_PROPERTIES:
             raise EncodeError("unknown metadata property: %r" % (name,), field,
                               E.UNKNOWN_METADATA_PROPERTY)
         text = _escape_value(value, field, None)
