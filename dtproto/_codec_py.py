@@ -220,11 +220,18 @@ def _is_digits(t: str) -> bool:
     return t.isascii() and t.isdigit()
 
 
-def _scan_uint(s: str, a: int, b: int, invalid: ErrorCode, overflow: ErrorCode) -> int:
-    """``1*19DIGIT`` not above 2**63-1 (timestamps, summary counts)."""
+def _scan_uint(s: str, a: int, b: int, invalid: ErrorCode, overflow: ErrorCode,
+               any_width: bool = False) -> int:
+    """``1*19DIGIT`` not above 2**63-1 (timestamps, §8).
+
+    With ``any_width``: ``1*DIGIT`` not above 2**63-1 (summary counts, §7.3),
+    so leading zeros do not count toward the 19 digits.
+    """
     t = s[a:b]
     if not _is_digits(t):
         raise _LineFault(invalid, a)
+    if any_width:
+        t = t.lstrip("0") or "0"
     if len(t) > MAX_TIMESTAMP_DIGITS:
         raise _LineFault(overflow, a)
     v = int(t)
@@ -384,7 +391,7 @@ def _scan_summary(s: str, payload_start: int, r: int, j: int) -> tuple:
             raise _LineFault(E.INVALID_SUMMARY_FIELD, p)
         if name == "count":
             fields[name] = _scan_uint(
-                s, eq + 1, q, E.SUMMARY_COUNT_NOT_INTEGER, E.SUMMARY_COUNT_OVERFLOW
+                s, eq + 1, q, E.SUMMARY_COUNT_NOT_INTEGER, E.SUMMARY_COUNT_OVERFLOW, True
             )
         else:
             fields[name] = _scan_number(s, eq + 1, q)
