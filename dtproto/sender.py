@@ -1,0 +1,1464 @@
+"""A thin, streaming HTTP sender for ``POST /api/v2/metrics/ingest`` (PROTOCOL.md §10).
+
+Pure Python on the standard library (``http.client``); no runtime dependency.
+
+What it guarantees:
+
+* **Chunking.** Input is streamed into request bodies of at most ``max_bytes``
+  (default 1,000,000 bytes, *uncompressed*) and at most ``max_lines`` lines
+  (off by default; forced to 1,000 for the OneAgent local endpoint).  A chunk
+  always ends at a line boundary, so no line is ever split.  Memory stays
+  bounded by about one chunk plus one read block, whatever the input size.
+* **Line numbers.** Every line the server rejects or warns about is reported
+  with its line number in *your* input (1-based).  The server numbers lines
+  1-based within each request body, counting blank and metadata lines
+  (PROTOCOL.md §10.3); the sender forwards blank lines unchanged, so the
+  mapping is ``input_line = first_line_of_chunk + server_line - 1``.
+* **Oversized lines.** A line whose bytes plus its newline exceed
+  ``max_bytes`` can never be delivered: it is reported as rejected by the
+  client (``InvalidLine.source == "client"``) with its line number and is
+  never sent.
+* **Retries.** 429, 500, 502, 503, 504 and connection failures are retried
+  with exponential backoff and full jitter; ``Retry-After`` is honoured up to
+  the backoff cap; a per-request time budget bounds the whole thing.  400,
+  401, 403, 404, 405 and 413 are never retried.
+* **Exactly once, or said so.** A failure *after* the whole request was
+  handed to the network (a read timeout, or the connection dropped before a
+  response arrived) is *ambiguous*: the server may already have stored the
+  lines.  Re-sending then can duplicate ``count,delta`` lines (and add extra
+  gauge samples), so it is only done with ``retry_ambiguous=True``.  By
+  default such a chunk is reported as not delivered, with
+  ``Undelivered.ambiguous == True``.
+* **No silent loss.** A chunk that cannot be delivered stops the send and
+  raises a :class:`~dtproto.errors.SendError` subclass whose ``result``
+  attribute holds everything known so far (what was accepted, rejected,
+  and which input lines were not delivered, and why).
+* **Token hygiene.** The API token is never part of a ``repr``, a log record
+  or an exception message.
+
+Nothing here starts a thread: the batching API (:meth:`Sender.add`) checks
+its flush triggers when you call it.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import email.utils
+import gzip as _gzip
+import http.client
+import ipaddress
+import json
+import logging
+import random
+import select
+import socket
+import ssl
+import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+from ._constants import MAX_BODY_BYTES, ONEAGENT_MAX_LINES
+from .errors import DtprotoError, SendError
+from .model import Metadata, Metric
+
+__all__ = [
+    "Sender",
+    "SendResult",
+    "RequestInfo",
+    "InvalidLine",
+    "WarnedLine",
+    "Undelivered",
+    "ConfigurationError",
+    "AuthenticationError",
+    "MissingScopeError",
+    "EndpointNotFoundError",
+    "PayloadTooLargeError",
+    "DeliveryError",
+    "ingest_url",
+    "INGEST_PATH",
+    "ONEAGENT_PATH",
+    "ONEAGENT_PORT",
+    "RETRY_STATUSES",
+]
+
+log = logging.getLogger("dtproto.sender")
+
+INGEST_PATH = "/api/v2/metrics/ingest"
+"""Path of the metric ingest API (SaaS, Managed, ActiveGate)."""
+ONEAGENT_PATH = "/metrics/ingest"
+"""Path of the OneAgent local ingest API."""
+ONEAGENT_PORT = 14499
+"""Default port of the OneAgent local ingest API."""
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+"""HTTP statuses that are retried (USERS.md §6, the gcp-monitor set)."""
+
+# How much input is read (or sliced) at a time.  Big enough that the per-block
+# Python overhead vanishes, small enough to keep memory bounded.
+_READ_BLOCK = 256 * 1024
+# Records are encoded this many at a time: one encode() call per batch keeps
+# the per-record overhead low without building the whole body in memory.
+_RECORD_BATCH = 512
+# Small str/bytes items of an iterable are joined into blocks of about this size.
+_JOIN_BYTES = 64 * 1024
+# Results keep at most this many per-line entries (counts stay exact).
+_MAX_KEPT = 100_000
+_WS = b" \t\r\n\x0b\x0c"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ConfigurationError(DtprotoError, ValueError):
+    """The sender is configured in a way that cannot work or would leak the token.
+
+    Raised by the :class:`Sender` constructor, before anything is sent.
+    """
+
+
+class _SendFailure(SendError):
+    """Common base: a :class:`~dtproto.errors.SendError` with the partial result."""
+
+    def __init__(
+        self,
+        message: str,
+        status: Optional[int] = None,
+        body: str = "",
+        result: Optional["SendResult"] = None,
+        ambiguous: bool = False,
+    ) -> None:
+        super().__init__(message, status, body)
+        #: :class:`SendResult` of everything done before (and including) the failure.
+        self.result = result
+        #: True when the server may have stored the failed chunk anyway.
+        self.ambiguous = ambiguous
+        #: For the batching API: the bytes that were not delivered (the failed
+        #: chunk and everything after it), so they can be re-sent or saved.
+        self.unsent: Optional[bytes] = None
+
+
+class AuthenticationError(_SendFailure):
+    """401: the API token is missing, unknown, expired or revoked. Never retried."""
+
+
+class MissingScopeError(_SendFailure):
+    """403: the token is valid but lacks the ``metrics.ingest`` scope. Never retried."""
+
+
+class EndpointNotFoundError(_SendFailure):
+    """404/405: wrong URL path or environment, or the OneAgent ingest module is off."""
+
+
+class PayloadTooLargeError(_SendFailure):
+    """413: the server's body limit is below ``max_bytes``. Never retried."""
+
+
+class DeliveryError(_SendFailure):
+    """A chunk was not delivered: retries exhausted, an ambiguous failure without
+    ``retry_ambiguous``, or an unexpected status.  ``ambiguous`` tells whether
+    the server may have stored it anyway."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class InvalidLine:
+    """A line that was not accepted, with its line number in the caller's input.
+
+    Attributes:
+        line: 1-based line number in the input of :meth:`Sender.send` (or in
+            the sequence of lines added to the sender, for the batching API).
+        reason: the server's reason text (``source == "server"``) or the
+            client's (``source == "client"``, the line was never sent).
+        source: ``"server"`` or ``"client"``.
+        request: index into :attr:`SendResult.requests`, or ``None`` for a
+            client-side rejection.
+    """
+
+    line: int
+    reason: str
+    source: str = "server"
+    request: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class WarnedLine:
+    """A line the server accepted with a warning (e.g. a changed metric key)."""
+
+    line: int
+    message: str
+    request: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Undelivered:
+    """A range of input lines that were not delivered.
+
+    Attributes:
+        first_line, last_line: inclusive range of input line numbers.
+        lines: number of lines in the range.
+        reason: why (last error seen).
+        status: last HTTP status, or ``None`` when no response arrived.
+        ambiguous: True when the server may have stored these lines anyway
+            (timeout or dropped connection after the request was sent).
+    """
+
+    first_line: int
+    last_line: int
+    lines: int
+    reason: str
+    status: Optional[int] = None
+    ambiguous: bool = False
+
+
+@dataclass
+class RequestInfo:
+    """One chunk and what happened to it.
+
+    Attributes:
+        index: position in :attr:`SendResult.requests`.
+        first_line: input line number of the chunk's first line.
+        lines: lines in the chunk (blank lines included).
+        bytes: uncompressed body size.
+        wire_bytes: bytes actually sent (differs with gzip).
+        status: final HTTP status, or ``None`` when no response arrived.
+        attempts: requests made for this chunk (1 + retries).
+        latency: seconds from the first attempt to the final answer,
+            backoff included.
+        history: one entry per attempt: the status, or an error description.
+        lines_ok: the server's ``linesOk`` (or ``linesValid``).
+        lines_invalid: the server's ``linesInvalid``.
+    """
+
+    index: int
+    first_line: int
+    lines: int
+    bytes: int
+    wire_bytes: int = 0
+    status: Optional[int] = None
+    attempts: int = 0
+    latency: float = 0.0
+    history: List[Union[int, str]] = field(default_factory=list)
+    lines_ok: int = 0
+    lines_invalid: int = 0
+
+
+@dataclass
+class SendResult:
+    """What happened to the lines of one :meth:`Sender.send` or flush.
+
+    Counters are exact; the per-line lists keep at most 100,000 entries each.
+
+    Attributes:
+        lines_ok: lines the server accepted (sum of ``linesOk``/``linesValid``).
+        lines_invalid: lines the server rejected (sum of its ``linesInvalid``,
+            the true count) plus lines rejected by the client.
+        invalid_lines: rejected lines with input line numbers and reasons.
+            The server lists at most 10 per request ("First 10 errors
+            reported"), so this list can be shorter than ``lines_invalid``;
+            :attr:`unreported_invalid` says by how much.
+        warnings: lines accepted with a warning, with input line numbers.
+        undelivered: line ranges that were not delivered, and why.
+        requests: one :class:`RequestInfo` per chunk sent.
+        lines_sent: lines in chunks that got a definitive answer (202/400),
+            blank lines included (the server skips those and counts them in
+            neither ``linesOk`` nor ``linesInvalid``).
+        lines_skipped: lines of chunks made only of blank lines, which are
+            not sent at all.
+    """
+
+    lines_ok: int = 0
+    lines_invalid: int = 0
+    invalid_lines: List[InvalidLine] = field(default_factory=list)
+    warnings: List[WarnedLine] = field(default_factory=list)
+    undelivered: List[Undelivered] = field(default_factory=list)
+    requests: List[RequestInfo] = field(default_factory=list)
+    lines_sent: int = 0
+    lines_skipped: int = 0
+    bytes_sent: int = 0
+
+    @property
+    def lines_not_delivered(self) -> int:
+        """Number of lines in :attr:`undelivered` ranges."""
+        return sum(u.lines for u in self.undelivered)
+
+    @property
+    def lines_rejected_by_client(self) -> int:
+        """Lines never sent because they can never fit a request (or failed to encode)."""
+        return sum(1 for i in self.invalid_lines if i.source == "client")
+
+    @property
+    def unreported_invalid(self) -> int:
+        """Invalid lines the server counted but did not list (its list is capped at 10)."""
+        return max(0, self.lines_invalid - len(self.invalid_lines))
+
+    @property
+    def ok(self) -> bool:
+        """True when everything was delivered and no line was rejected."""
+        return not self.undelivered and self.lines_invalid == 0
+
+    def merge(self, other: "SendResult") -> None:
+        """Add ``other``'s counts and entries to this result (request indexes are shifted)."""
+        shift = len(self.requests)
+        self.lines_ok += other.lines_ok
+        self.lines_invalid += other.lines_invalid
+        self.lines_sent += other.lines_sent
+        self.lines_skipped += other.lines_skipped
+        self.bytes_sent += other.bytes_sent
+        for r in other.requests:
+            self.requests.append(dataclasses.replace(r, index=r.index + shift))
+        room = _MAX_KEPT - len(self.invalid_lines)
+        self.invalid_lines.extend(
+            InvalidLine(i.line, i.reason, i.source, None if i.request is None else i.request + shift)
+            for i in other.invalid_lines[: max(room, 0)]
+        )
+        room = _MAX_KEPT - len(self.warnings)
+        self.warnings.extend(
+            WarnedLine(w.line, w.message, None if w.request is None else w.request + shift)
+            for w in other.warnings[: max(room, 0)]
+        )
+        self.undelivered.extend(other.undelivered)
+
+    def summary(self) -> str:
+        """One line for logs: counts only, never line content."""
+        text = "%d lines ok, %d invalid, %d not delivered in %d requests (%d bytes)" % (
+            self.lines_ok, self.lines_invalid, self.lines_not_delivered,
+            len(self.requests), self.bytes_sent,
+        )
+        if self.invalid_lines:
+            first = self.invalid_lines[0]
+            text += "; first invalid: line %d: %s" % (first.line, first.reason[:200])
+        return text
+
+
+# --------------------------------------------------------------------------- chunking
+
+
+class _Reject:
+    """Marker in the block stream: one line here is rejected by the client."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class _Chunk:
+    """One request body: ``lines`` complete lines starting at input line ``first_line``."""
+
+    __slots__ = ("body", "first_line", "lines")
+
+    def __init__(self, body: bytes, first_line: int, lines: int) -> None:
+        self.body = body
+        self.first_line = first_line
+        self.lines = lines
+
+
+class _Rejected:
+    """Chunker output: input line ``line`` is rejected without sending."""
+
+    __slots__ = ("line", "reason")
+
+    def __init__(self, line: int, reason: str) -> None:
+        self.line = line
+        self.reason = reason
+
+
+def _too_long(size: int, max_bytes: int) -> str:
+    return "line too long for one request: %d bytes with its newline > max_bytes %d" % (
+        size, max_bytes)
+
+
+def _chunk_stream(
+    blocks: Iterable[Any], first_line: int, max_bytes: int, max_lines: Optional[int]
+) -> Iterator[Union[_Chunk, _Rejected]]:
+    """Cut a stream of byte blocks into request bodies at line boundaries.
+
+    ``blocks`` yields bytes-like pieces of one continuous byte stream (cut
+    anywhere) and :class:`_Reject` markers (which only occur at a line
+    boundary).  Yields :class:`_Chunk` and :class:`_Rejected` in input order.
+
+    All the work is done by ``bytes.find/rfind/count`` over a single
+    ``bytearray``, so the per-line cost is C speed; only the per-chunk
+    bookkeeping is Python.  Memory: the buffer never holds more than
+    ``max_bytes`` plus one block, because a full chunk is cut as soon as one
+    is available, and an oversized line is skipped without buffering it.
+    """
+    buf = bytearray()
+    nl = 0                 # newlines in buf
+    line = first_line      # input line number of buf[0]
+    skip_size = -1         # >= 0 while discarding an oversized line: bytes seen so far
+
+    def cut(final: bool) -> Iterator[Union[_Chunk, _Rejected]]:
+        # Emits as many chunks as are complete.  With final=True the buffer
+        # ends with a newline and is drained completely.
+        nonlocal buf, nl, line, skip_size
+        while buf:
+            end = -1
+            if max_lines and nl >= max_lines:
+                # Line cap reached: the chunk ends after the max_lines-th line,
+                # unless that is beyond max_bytes (then the byte cut below wins).
+                pos = -1
+                for _ in range(max_lines):
+                    pos = buf.find(b"\n", pos + 1)
+                if pos < max_bytes:
+                    end = pos + 1
+            if end < 0:
+                if len(buf) <= max_bytes:
+                    if not final:
+                        return          # wait for more data: the chunk may still grow
+                    end = len(buf)
+                else:
+                    i = buf.rfind(b"\n", 0, max_bytes)
+                    if i < 0:
+                        # The first line alone does not fit a request.
+                        j = buf.find(b"\n", max_bytes)
+                        if j < 0:
+                            skip_size = len(buf)
+                            buf = bytearray()
+                            nl = 0
+                            return
+                        yield _Rejected(line, _too_long(j + 1, max_bytes))
+                        del buf[: j + 1]
+                        nl -= 1
+                        line += 1
+                        continue
+                    end = i + 1
+            if end == len(buf):
+                body = bytes(buf)
+                n = nl
+                buf = bytearray()
+            else:
+                body = bytes(buf[:end])
+                n = body.count(b"\n")
+                del buf[:end]   # bytearray deletes from the front in O(1) amortized
+            nl -= n
+            yield _Chunk(body, line, n)
+            line += n
+
+    for block in blocks:
+        if type(block) is _Reject:
+            if skip_size >= 0:   # cannot happen: markers come at line boundaries
+                skip_size = -1
+            if buf:
+                if buf[-1] != 10:
+                    buf += b"\n"
+                    nl += 1
+                yield from cut(True)
+            yield _Rejected(line, block.reason)
+            line += 1
+            continue
+        if not block:
+            continue
+        if skip_size >= 0:
+            i = block.find(b"\n")
+            if i < 0:
+                skip_size += len(block)
+                continue
+            yield _Rejected(line, _too_long(skip_size + i + 1, max_bytes))
+            line += 1
+            skip_size = -1
+            block = memoryview(block)[i + 1:]
+            if not block:
+                continue
+        start = len(buf)
+        buf += block
+        nl += buf.count(b"\n", start)
+        if len(buf) > max_bytes or (max_lines and nl >= max_lines):
+            yield from cut(False)
+    if skip_size >= 0:
+        yield _Rejected(line, _too_long(skip_size + 1, max_bytes))
+        line += 1
+    if buf:
+        if buf[-1] != 10:
+            # The last line has no newline; adding one makes every chunk a
+            # sequence of complete lines (the server treats both the same).
+            buf += b"\n"
+            nl += 1
+        yield from cut(True)
+
+
+def _is_encoder(obj: Any) -> bool:
+    return hasattr(obj, "getvalue") and hasattr(obj, "clear") and not hasattr(obj, "read")
+
+
+def _blocks(data: Any) -> Iterator[Any]:
+    """Turn any supported input into a stream of byte blocks and :class:`_Reject` markers."""
+    if isinstance(data, (bytes, bytearray)):
+        view = memoryview(data)
+        for i in range(0, len(view), _READ_BLOCK):
+            yield view[i: i + _READ_BLOCK]
+        return
+    if isinstance(data, memoryview):
+        view = data.cast("B")
+        for i in range(0, len(view), _READ_BLOCK):
+            yield view[i: i + _READ_BLOCK]
+        return
+    if isinstance(data, str):
+        # Python str slices never split a code point, so slices encode independently.
+        for i in range(0, len(data), _READ_BLOCK):
+            yield data[i: i + _READ_BLOCK].encode("utf-8", "surrogateescape")
+        return
+    if isinstance(data, (Metric, Metadata)):
+        data = (data,)
+    elif _is_encoder(data):
+        yield data.getvalue()
+        return
+    read = getattr(data, "read", None)
+    if read is not None:
+        while True:
+            block = read(_READ_BLOCK)
+            if not block:
+                return
+            if isinstance(block, str):    # a text file: encode as UTF-8
+                block = block.encode("utf-8", "surrogateescape")
+            yield block
+    yield from _items(data)
+
+
+def _items(items: Iterable[Any]) -> Iterator[Any]:
+    """An iterable of lines (``str``), byte chunks (bytes-like) and records."""
+    from ._impl import codec
+
+    encode = codec.encode
+    parts: List[bytes] = []
+    size = 0
+    records: List[Any] = []
+    at_line_start = True
+
+    def encode_records() -> Iterator[Any]:
+        # One encode() per batch; a record that cannot be encoded becomes a
+        # client-side rejection at its own line number, the rest still go.
+        batch = records[:]
+        records.clear()
+        while batch:
+            try:
+                yield encode(batch)
+                return
+            except DtprotoError as exc:   # EncodeError names the failing record
+                k = getattr(exc, "record", None)
+                if not isinstance(k, int) or not 0 <= k < len(batch):
+                    k = 0
+                    try:
+                        yield encode(batch[:1])
+                        batch = batch[1:]
+                        continue
+                    except DtprotoError as exc1:
+                        exc = exc1
+                if k:
+                    yield encode(batch[:k])
+                yield _Reject("cannot encode record: %s" % (exc,))
+                batch = batch[k + 1:]
+            except (TypeError, ValueError) as exc:
+                k = 0
+                if len(batch) > 1:   # find the culprit one by one
+                    for k, rec in enumerate(batch):
+                        try:
+                            encode([rec])
+                        except Exception:
+                            break
+                if k:
+                    yield encode(batch[:k])
+                yield _Reject("cannot encode record: %s: %s" % (type(exc).__name__, exc))
+                batch = batch[k + 1:]
+
+    for item in items:
+        if isinstance(item, (Metric, Metadata)):
+            if parts:
+                yield b"".join(parts)
+                parts.clear()
+                size = 0
+            if not at_line_start:
+                yield b"\n"
+                at_line_start = True
+            records.append(item)
+            if len(records) >= _RECORD_BATCH:
+                yield from encode_records()
+            continue
+        if records:
+            yield from encode_records()
+        if isinstance(item, str):
+            # A str item is one line (or several, if it contains newlines).
+            b = item.encode("utf-8", "surrogateescape")
+            if not at_line_start:
+                b = b"\n" + b
+            if not b.endswith(b"\n"):
+                b += b"\n"
+            at_line_start = True
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            # Bytes items are pieces of a byte stream (like file reads): they
+            # are concatenated as they are.
+            b = bytes(item)
+            if not b:
+                continue
+            at_line_start = b.endswith(b"\n")
+        else:
+            raise TypeError(
+                "cannot send %s items: expected str lines, bytes chunks, Metric or Metadata"
+                % type(item).__name__
+            )
+        parts.append(b)
+        size += len(b)
+        if size >= _JOIN_BYTES:
+            yield b"".join(parts)
+            parts.clear()
+            size = 0
+    if records:
+        yield from encode_records()
+    if parts:
+        yield b"".join(parts)
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _safe_url(parts: urllib.parse.SplitResult) -> str:
+    """The URL without credentials, query or fragment: safe for messages."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = "[%s]" % host
+    netloc = host if parts.port is None else "%s:%d" % (host, parts.port)
+    return "%s://%s%s" % (parts.scheme, netloc, parts.path)
+
+
+def ingest_url(base_url: str) -> str:
+    """Complete a base URL with the ingest path, if it has none.
+
+    ``https://abc123.live.dynatrace.com`` becomes
+    ``https://abc123.live.dynatrace.com/api/v2/metrics/ingest``;
+    ``https://host/e/env`` becomes ``https://host/e/env/api/v2/metrics/ingest``;
+    a URL that already ends with an ingest path is returned unchanged.
+    """
+    url = base_url.rstrip("/")
+    path = urllib.parse.urlsplit(url).path
+    if path.endswith(INGEST_PATH) or path == ONEAGENT_PATH:
+        return url
+    if path.endswith("/api/v2"):
+        return url + "/metrics/ingest"
+    return url + INGEST_PATH
+
+
+def _parse_retry_after(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+# --------------------------------------------------------------------------- sender
+
+
+class _Attempt(Exception):
+    """One failed attempt that produced no usable HTTP status."""
+
+    def __init__(self, message: str, ambiguous: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.ambiguous = ambiguous
+
+
+def _version() -> str:
+    try:
+        from . import __version__
+        return str(__version__)
+    except Exception:  # during partial imports
+        return "0"
+
+
+class Sender:
+    """Stream protocol lines to a Dynatrace ingest endpoint.
+
+    Two ways to use it:
+
+    * ``send(data)``: send a whole input (bytes, str, a binary or text file,
+      an iterable, an :class:`~dtproto.Encoder`, records) and get a
+      :class:`SendResult`; line numbers in the result are 1-based positions
+      in ``data``.
+    * Batching: ``with Sender(...) as s: s.add(...)``.  Lines accumulate and
+      are flushed when a trigger fires (bytes, lines, interval), on
+      :meth:`flush` and on :meth:`close` / leaving the ``with`` block, so
+      nothing is lost at exit.  Triggers are checked **inside** :meth:`add`;
+      there is no background thread, so an idle sender does not flush by
+      itself: call :meth:`flush` when you stop producing.  Line numbers
+      count every line added since the sender was created.
+
+    Failures are never swallowed: a 400 comes back in the result (per-line
+    reasons mapped to input lines); anything that leaves lines undelivered
+    raises a :class:`~dtproto.errors.SendError` subclass carrying the partial
+    :class:`SendResult` as ``exc.result``.
+
+    A Sender holds one keep-alive connection and is not thread-safe; use one
+    per thread.
+
+    Args:
+        url: the full ingest URL, e.g.
+            ``https://{env}.live.dynatrace.com/api/v2/metrics/ingest``,
+            ``https://{host}:9999/e/{env}/api/v2/metrics/ingest`` or
+            ``http://localhost:14499/metrics/ingest`` (OneAgent).  See the
+            :meth:`saas`, :meth:`managed`, :meth:`activegate` and
+            :meth:`oneagent` helpers and :func:`ingest_url`.
+        token: API token with the ``metrics.ingest`` scope (not for OneAgent).
+        max_bytes: upper bound of each uncompressed request body.  Default
+            1,000,000 (the documented "1 MB", read conservatively).
+        max_lines: upper bound of lines per request; ``None`` means no line
+            cap (bytes govern).  The OneAgent endpoint forces at most 1,000.
+        gzip: compress bodies (``Content-Encoding: gzip``).  The public API
+            does not document gzip; the local endpoint accepts it.
+        gzip_level: compression level 1..9.
+        connect_timeout: seconds to establish the connection (TLS included).
+        read_timeout: seconds for each socket operation after connecting
+            (sending the body, waiting for the answer).
+        retries: retries per chunk after the first attempt (default 3).
+        backoff_base: first backoff ceiling in seconds (default 1); attempt
+            ``n`` sleeps ``uniform(0, min(backoff_cap, backoff_base * 2**n))``
+            ("full jitter").
+        backoff_cap: largest sleep, also the cap for ``Retry-After`` (default 30).
+        retry_budget: seconds one chunk may take from its first attempt to its
+            last, backoff included (default 120); no retry starts that would
+            end beyond it.
+        retry_ambiguous: re-send a chunk after an *ambiguous* failure (read
+            timeout, or connection dropped after the request was fully sent).
+            The server may have stored that chunk already, so this can store
+            ``count,delta`` lines twice (double counting) and gauge lines
+            twice.  Default ``False``: such a chunk is reported as
+            undelivered with ``ambiguous=True`` and the send stops.  Set it
+            to ``True`` when duplicates are acceptable or impossible (e.g. the
+            receiver is known to drop connections before processing).
+        verify: TLS verification: ``True`` (system CAs), a path to a CA bundle,
+            or ``False`` (not recommended; logged as a warning).
+        ssl_context: a ready :class:`ssl.SSLContext` (overrides ``verify``).
+        proxy: ``True`` (default) to honour ``HTTPS_PROXY``/``HTTP_PROXY`` and
+            ``NO_PROXY`` from the environment, ``False`` for none, or a proxy
+            URL.  Loopback destinations never use a proxy.
+        user_agent: ``User-Agent`` header; default ``dtproto/<version> Python/<x.y>``.
+        flush_bytes: batching trigger: flush when this many bytes are pending
+            (default ``max_bytes``; a line that would overflow it flushes first).
+        flush_lines: batching trigger: flush when this many lines are pending
+            (default ``max_lines``, i.e. off except for OneAgent).
+        flush_interval: batching trigger: on ``add``, flush if this many
+            seconds passed since the last flush (default 1.0; ``None`` = off).
+        allow_insecure: allow sending a token over plain HTTP to a host that is
+            not loopback (otherwise :class:`ConfigurationError`); logged as a warning.
+        check_url: reject URLs whose path is not an ingest path (default True).
+        on_flush: optional callback called with the :class:`SendResult` of
+            every successful flush of the batching API.
+
+    Raises:
+        ConfigurationError: bad URL, a token for the OneAgent endpoint, a token
+            over plain HTTP to a remote host, a malformed token.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: Optional[str] = None,
+        *,
+        max_bytes: int = MAX_BODY_BYTES,
+        max_lines: Optional[int] = None,
+        gzip: bool = False,
+        gzip_level: int = 6,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        retries: int = 3,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 30.0,
+        retry_budget: float = 120.0,
+        retry_ambiguous: bool = False,
+        verify: Union[bool, str] = True,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        proxy: Union[bool, str] = True,
+        user_agent: Optional[str] = None,
+        flush_bytes: Optional[int] = None,
+        flush_lines: Optional[int] = None,
+        flush_interval: Optional[float] = 1.0,
+        allow_insecure: bool = False,
+        check_url: bool = True,
+        on_flush: Optional[Callable[[SendResult], None]] = None,
+    ) -> None:
+        if not isinstance(url, str):
+            raise ConfigurationError("url must be a str")
+        parts = urllib.parse.urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(
+                "url must be an http:// or https:// URL with a host, e.g. "
+                "https://{environment-id}.live.dynatrace.com%s" % INGEST_PATH
+            )
+        if parts.username or parts.password:
+            raise ConfigurationError(
+                "credentials in the URL are not supported; pass the API token as token=")
+        try:
+            parts.port
+        except ValueError as exc:
+            raise ConfigurationError("invalid port in url: %s" % exc) from None
+        path = parts.path.rstrip("/") or "/"
+        self._oneagent = path == ONEAGENT_PATH
+        self.url = _safe_url(parts._replace(path=path))
+        if check_url and not (path.endswith(INGEST_PATH) or self._oneagent):
+            raise ConfigurationError(
+                "%s is not a metric ingest URL: the path must end with %s (SaaS, "
+                "Managed, ActiveGate) or be %s (OneAgent). Did you mean %s ?"
+                % (self.url, INGEST_PATH, ONEAGENT_PATH, ingest_url(self.url))
+            )
+        self._host = parts.hostname or ""
+        self._https = parts.scheme == "https"
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = path + ("?" + parts.query if parts.query else "")
+
+        if token is not None:
+            if not isinstance(token, str) or not token.strip():
+                raise ConfigurationError("token must be a non-empty str (token not shown)")
+            token = token.strip()
+            # Checked here because http.client would otherwise raise an error
+            # that quotes the whole header value, token included.
+            if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F or ord(c) > 0x7E for c in token):
+                raise ConfigurationError(
+                    "token contains whitespace, control or non-ASCII characters (token not shown)")
+            if self._oneagent:
+                raise ConfigurationError(
+                    "the OneAgent local endpoint (%s) takes no API token; pass token=None "
+                    "(a token sent there is exposed to every local process for nothing)"
+                    % self.url
+                )
+            if not self._https and not _is_loopback(self._host):
+                if not allow_insecure:
+                    raise ConfigurationError(
+                        "refusing to send the API token over plain HTTP to %s; use https:// "
+                        "or pass allow_insecure=True" % self._host
+                    )
+                log.warning("sending the API token over plain HTTP to %s (allow_insecure=True)",
+                            self._host)
+        elif not self._oneagent:
+            log.warning("no API token given for %s; the server will answer 401 unless a "
+                        "proxy adds one", self.url)
+        self.__token = token   # name-mangled, never in repr or vars() dumps by accident
+
+        if max_bytes < 2:
+            raise ConfigurationError("max_bytes must be at least 2")
+        if max_lines is not None and max_lines < 1:
+            raise ConfigurationError("max_lines must be positive or None")
+        if self._oneagent:
+            max_lines = min(max_lines or ONEAGENT_MAX_LINES, ONEAGENT_MAX_LINES)
+        self.max_bytes = int(max_bytes)
+        self.max_lines = max_lines
+        self.gzip = bool(gzip)
+        self.gzip_level = int(gzip_level)
+        self.connect_timeout = float(connect_timeout)
+        self.read_timeout = float(read_timeout)
+        if connect_timeout <= 0 or read_timeout <= 0:
+            raise ConfigurationError("timeouts must be positive (they are always set)")
+        self.retries = int(retries)
+        self.backoff_base = float(backoff_base)
+        self.backoff_cap = float(backoff_cap)
+        self.retry_budget = float(retry_budget)
+        self.retry_ambiguous = bool(retry_ambiguous)
+        self.user_agent = user_agent or "dtproto/%s Python/%d.%d" % (
+            _version(), sys.version_info[0], sys.version_info[1])
+        self.flush_bytes = int(flush_bytes) if flush_bytes else self.max_bytes
+        self.flush_lines = flush_lines if flush_lines is not None else self.max_lines
+        self.flush_interval = flush_interval
+        self.on_flush = on_flush
+
+        if ssl_context is not None:
+            self._ssl = ssl_context
+        elif verify is False:
+            log.warning("TLS certificate verification is disabled (verify=False)")
+            self._ssl = ssl._create_unverified_context()
+        elif isinstance(verify, str):
+            self._ssl = ssl.create_default_context(cafile=verify)
+        else:
+            self._ssl = ssl.create_default_context()
+
+        self._proxy = self._find_proxy(proxy)
+        self._conn: Optional[http.client.HTTPConnection] = None
+        self._rng = random.Random()
+        self._closed = False
+        # Batching state.
+        self._pending = bytearray()
+        self._pending_lines = 0
+        self._next_line = 1
+        self._last_flush = time.monotonic()
+        #: Cumulative :class:`SendResult` of every flush of the batching API.
+        self.totals = SendResult()
+
+    # ---------------------------------------------------------------- helpers for URLs
+
+    @classmethod
+    def saas(cls, environment_id: str, token: str, **kwargs: Any) -> "Sender":
+        """Sender for Dynatrace SaaS: ``https://{environment_id}.live.dynatrace.com/api/v2/metrics/ingest``."""
+        return cls("https://%s.live.dynatrace.com%s" % (_env_id(environment_id), INGEST_PATH),
+                   token, **kwargs)
+
+    @classmethod
+    def managed(cls, domain: str, environment_id: str, token: str, **kwargs: Any) -> "Sender":
+        """Sender for Dynatrace Managed: ``https://{domain}/e/{environment_id}/api/v2/metrics/ingest``."""
+        return cls("https://%s/e/%s%s" % (domain, _env_id(environment_id), INGEST_PATH),
+                   token, **kwargs)
+
+    @classmethod
+    def activegate(cls, host: str, environment_id: str, token: str, port: int = 9999,
+                   **kwargs: Any) -> "Sender":
+        """Sender for an Environment ActiveGate:
+        ``https://{host}:{port}/e/{environment_id}/api/v2/metrics/ingest`` (port 9999)."""
+        return cls("https://%s:%d/e/%s%s" % (host, port, _env_id(environment_id), INGEST_PATH),
+                   token, **kwargs)
+
+    @classmethod
+    def oneagent(cls, host: str = "localhost", port: int = ONEAGENT_PORT,
+                 **kwargs: Any) -> "Sender":
+        """Sender for the OneAgent local API ``http://localhost:14499/metrics/ingest``:
+        no token, at most 1,000 lines per request."""
+        return cls("http://%s:%d%s" % (host, port, ONEAGENT_PATH), None, **kwargs)
+
+    def __repr__(self) -> str:
+        # The token is deliberately absent: only whether one is set.
+        return "Sender(%r, token=%s, max_bytes=%d, max_lines=%r, gzip=%r)" % (
+            self.url, "<set>" if self.__token else None, self.max_bytes, self.max_lines,
+            self.gzip)
+
+    def __reduce__(self) -> Any:
+        # Pickling would write the token out; refuse rather than leak it.
+        raise TypeError("a Sender cannot be pickled (it holds a token and a connection)")
+
+    # ---------------------------------------------------------------- transport
+
+    def _find_proxy(self, proxy: Union[bool, str]) -> Optional[urllib.parse.SplitResult]:
+        if proxy is False or _is_loopback(self._host):
+            return None
+        if proxy is True:
+            scheme = "https" if self._https else "http"
+            found = urllib.request.getproxies().get(scheme)
+            if not found or urllib.request.proxy_bypass(self._host):
+                return None
+            proxy = found
+        p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        if not p.hostname:
+            raise ConfigurationError("invalid proxy URL (not shown, it may hold credentials)")
+        return p
+
+    def _proxy_headers(self) -> Dict[str, str]:
+        p = self._proxy
+        if p is None or not p.username:
+            return {}
+        cred = "%s:%s" % (urllib.parse.unquote(p.username), urllib.parse.unquote(p.password or ""))
+        return {"Proxy-Authorization": "Basic " + base64.b64encode(cred.encode()).decode()}
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            # A pooled connection the server closed while idle is readable
+            # (EOF): detect that before writing, so a stale keep-alive
+            # connection never turns into an ambiguous failure (urllib3 does
+            # the same check).
+            try:
+                readable = select.select([conn.sock], [], [], 0)[0]
+            except (OSError, ValueError):
+                readable = [True]
+            if not readable:
+                return conn
+            conn.close()
+        elif conn is not None:
+            conn.close()
+        self._conn = None
+        p = self._proxy
+        if p is not None:
+            host, port = p.hostname or "", p.port or (443 if p.scheme == "https" else 80)
+        else:
+            host, port = self._host, self._port
+        if self._https:
+            conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout,
+                                               context=self._ssl)
+            if p is not None:
+                conn.set_tunnel(self._host, self._port, headers=self._proxy_headers())
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
+        conn.connect()
+        # Separate read timeout: http.client has a single timeout, which was
+        # the connect timeout until now.
+        if conn.sock is not None:
+            conn.sock.settimeout(self.read_timeout)
+            try:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+            self._conn = None
+
+    def _attempt(self, payload: bytes) -> Tuple[int, Dict[str, str], bytes]:
+        """One POST; returns (status, headers, body) or raises :class:`_Attempt`."""
+        where = "%s:%d" % (self._host, self._port)
+        try:
+            conn = self._connection()
+        except ssl.SSLCertVerificationError as exc:
+            self._drop_connection()
+            raise DeliveryError(
+                "TLS certificate verification failed for %s: %s (pass verify='/path/to/ca.pem' "
+                "for a private CA)" % (where, exc.verify_message or exc)) from None
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop_connection()
+            raise _Attempt("cannot connect to %s: %s: %s" % (where, type(exc).__name__, exc),
+                           ambiguous=False) from None
+        target = self._path
+        if self._proxy is not None and not self._https:
+            target = "http://%s:%d%s" % (self._host, self._port, self._path)
+        try:
+            conn.putrequest("POST", target, skip_accept_encoding=True)
+            conn.putheader("Content-Type", "text/plain; charset=utf-8")
+            conn.putheader("Accept", "application/json")
+            conn.putheader("User-Agent", self.user_agent)
+            if self.__token:
+                conn.putheader("Authorization", "Api-Token " + self.__token)
+            if self.gzip:
+                conn.putheader("Content-Encoding", "gzip")
+            if self._proxy is not None and not self._https:
+                for k, v in self._proxy_headers().items():
+                    conn.putheader(k, v)
+            conn.putheader("Content-Length", str(len(payload)))
+            conn.endheaders(payload)
+        except (OSError, http.client.HTTPException) as exc:
+            # The request did not leave completely, so the server cannot have
+            # processed it: retrying is safe.  The server may still have
+            # answered early (e.g. 413 before reading the body); use that.
+            early = self._early_response(conn)
+            if early is not None:
+                return early
+            self._drop_connection()
+            raise _Attempt("connection failed while sending to %s: %s: %s"
+                           % (where, type(exc).__name__, exc), ambiguous=False) from None
+        try:
+            resp = conn.getresponse()
+            data = resp.read()
+        except socket.timeout:
+            self._drop_connection()
+            raise _Attempt("no response from %s within read_timeout=%gs after the request "
+                           "was sent" % (where, self.read_timeout), ambiguous=True) from None
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop_connection()
+            raise _Attempt("connection to %s dropped after the request was sent (%s)"
+                           % (where, type(exc).__name__), ambiguous=True) from None
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        if resp.will_close:
+            self._drop_connection()
+        return resp.status, headers, data
+
+    def _early_response(self, conn: http.client.HTTPConnection) -> Optional[Tuple[int, Dict[str, str], bytes]]:
+        try:
+            if conn.sock is None:
+                return None
+            conn.sock.settimeout(min(1.0, self.read_timeout))
+            resp = conn.getresponse()
+            data = resp.read()
+        except Exception:
+            return None
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        self._drop_connection()
+        return resp.status, headers, data
+
+    # ---------------------------------------------------------------- one chunk
+
+    def _deliver(self, chunk: _Chunk, result: SendResult) -> None:
+        """Send one chunk with retries; record the outcome in ``result``.
+
+        Raises a :class:`_SendFailure` subclass (with ``result`` attached)
+        when the chunk cannot be delivered.
+        """
+        payload = chunk.body
+        if self.gzip:
+            payload = _gzip.compress(payload, compresslevel=self.gzip_level, mtime=0)
+        info = RequestInfo(len(result.requests), chunk.first_line, chunk.lines, len(chunk.body),
+                           len(payload))
+        result.requests.append(info)
+        start = time.monotonic()
+        status: Optional[int] = None
+        body = b""
+        reason = ""
+        ambiguous = False
+        attempt = 0
+        while True:
+            info.attempts += 1
+            retry_after: Optional[float] = None
+            try:
+                status, headers, body = self._attempt(payload)
+            except _Attempt as exc:
+                status, body, reason, ambiguous = None, b"", exc.message, exc.ambiguous
+                info.history.append(exc.message)
+                retryable = not exc.ambiguous or self.retry_ambiguous
+                if exc.ambiguous and not self.retry_ambiguous:
+                    reason += ("; not retried because the server may have stored the lines "
+                               "(retry_ambiguous=False)")
+            except _SendFailure as exc:
+                info.latency = time.monotonic() - start
+                self._undelivered(result, chunk, str(exc), None, False)
+                exc.result = result
+                raise
+            else:
+                info.history.append(status)
+                ambiguous = False
+                if status in RETRY_STATUSES:
+                    retryable = True
+                    retry_after = _parse_retry_after(headers.get("retry-after"))
+                    reason = "HTTP %d%s" % (status, _brief(body))
+                else:
+                    break
+            if not retryable:
+                break
+            if attempt >= self.retries:
+                reason += " (gave up after %d attempts)" % info.attempts
+                break
+            if retry_after is not None:
+                delay = min(retry_after, self.backoff_cap)
+            else:
+                delay = self._rng.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** attempt))
+            if time.monotonic() - start + delay > self.retry_budget:
+                reason += " (retry budget of %gs exhausted after %d attempts)" % (
+                    self.retry_budget, info.attempts)
+                break
+            log.debug("request %d (lines %d..%d): %s; retry %d in %.3fs", info.index,
+                      chunk.first_line, chunk.first_line + chunk.lines - 1, info.history[-1],
+                      attempt + 1, delay)
+            time.sleep(delay)
+            attempt += 1
+        info.latency = time.monotonic() - start
+        info.status = status
+        if status is not None and (200 <= status < 300 or status == 400):
+            if self._record_response(chunk, info, status, body, result):
+                return
+            reason = "HTTP %d without a ValidationResponse%s" % (status, _brief(body))
+        self._fail(result, chunk, status, body, reason, ambiguous)
+
+    def _record_response(self, chunk: _Chunk, info: RequestInfo, status: int, body: bytes,
+                         result: SendResult) -> bool:
+        try:
+            doc = json.loads(body) if body else None
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            if status == 400:
+                return False
+            # A 2xx means every line was accepted even if the body is unusable.
+            log.warning("request %d: HTTP %d with an unreadable body; counting its %d lines "
+                        "as accepted", info.index, status, chunk.lines)
+            info.lines_ok = chunk.lines
+        else:
+            ok = doc.get("linesOk", doc.get("linesValid", 0))
+            info.lines_ok = ok if isinstance(ok, int) else 0
+            bad = doc.get("linesInvalid", 0)
+            info.lines_invalid = bad if isinstance(bad, int) else 0
+            base = chunk.first_line - 1
+            err = doc.get("error")
+            listed = 0
+            if isinstance(err, dict):
+                for item in err.get("invalidLines") or ():
+                    if not isinstance(item, dict):
+                        continue
+                    n = item.get("line")
+                    if not isinstance(n, int):
+                        continue
+                    listed += 1
+                    if len(result.invalid_lines) < _MAX_KEPT:
+                        result.invalid_lines.append(
+                            InvalidLine(base + n, str(item.get("error", "")), "server", info.index))
+                if status == 400 and not listed and info.lines_ok == 0 and info.lines_invalid == 0:
+                    # "empty request" for a non-blank chunk, or a 400 we do not understand.
+                    msg = str(err.get("message", ""))
+                    if msg != "empty request":
+                        return False
+            elif status == 400:
+                return False
+            # Trust the count over the list, but never report fewer than listed.
+            info.lines_invalid = max(info.lines_invalid, listed)
+            warn = doc.get("warnings")
+            if isinstance(warn, dict):
+                items = warn.get("changedMetricKeys")
+                if items is None:
+                    items = warn.get("warningLines")   # what real responses use ([A-18])
+                for item in items or ():
+                    if isinstance(item, dict) and isinstance(item.get("line"), int):
+                        if len(result.warnings) < _MAX_KEPT:
+                            result.warnings.append(WarnedLine(
+                                base + item["line"], str(item.get("warning", "")), info.index))
+        result.lines_ok += info.lines_ok
+        result.lines_invalid += info.lines_invalid
+        result.lines_sent += chunk.lines
+        result.bytes_sent += info.wire_bytes
+        return True
+
+    def _undelivered(self, result: SendResult, chunk: _Chunk, reason: str,
+                     status: Optional[int], ambiguous: bool) -> None:
+        result.undelivered.append(Undelivered(
+            chunk.first_line, chunk.first_line + chunk.lines - 1, chunk.lines, reason,
+            status, ambiguous))
+
+    def _fail(self, result: SendResult, chunk: _Chunk, status: Optional[int], body: bytes,
+              reason: str, ambiguous: bool) -> None:
+        lines = "lines %d..%d" % (chunk.first_line, chunk.first_line + chunk.lines - 1)
+        text = body.decode("utf-8", "replace")
+        cls: type = DeliveryError
+        if status == 401:
+            cls = AuthenticationError
+            msg = ("401 Unauthorized from %s: the API token is missing, unknown, expired or "
+                   "revoked; create a token with the 'metrics.ingest' scope and pass it as "
+                   "token=" % self.url)
+        elif status == 403:
+            cls = MissingScopeError
+            msg = ("403 Forbidden from %s: the token lacks the 'metrics.ingest' scope "
+                   "(\"Ingest metrics\"); add that scope to the token" % self.url)
+        elif status in (404, 405):
+            cls = EndpointNotFoundError
+            msg = ("%d from %s: wrong URL. Check the path (%s, or %s for OneAgent) and the "
+                   "environment ID; for the OneAgent local API, enable the Extension "
+                   "Execution Controller and the local HTTP Metric API"
+                   % (status, self.url, INGEST_PATH, ONEAGENT_PATH))
+        elif status == 413:
+            cls = PayloadTooLargeError
+            msg = ("413 Payload Too Large from %s for a %d-byte body: the server's limit is "
+                   "below max_bytes=%d; lower max_bytes" % (self.url, len(chunk.body),
+                                                             self.max_bytes))
+        else:
+            msg = "%s not delivered: %s" % (lines, reason)
+        if cls is not DeliveryError:
+            msg = "%s (%s not delivered)" % (msg, lines)
+        self._undelivered(result, chunk, reason or msg, status, ambiguous)
+        log.info("send stopped: %s; %s", msg, result.summary())
+        raise cls(msg, status, text, result, ambiguous)
+
+    # ---------------------------------------------------------------- public API
+
+    def send(self, data: Any) -> SendResult:
+        """Send ``data`` in chunks and return what happened to every line.
+
+        ``data`` may be: ``bytes``/``bytearray``/``memoryview`` or ``str``
+        (protocol text); a binary or text file object (read in blocks); an
+        :class:`~dtproto.Encoder` (its content; it is not cleared); a
+        :class:`~dtproto.Metric`/:class:`~dtproto.Metadata`; or an iterable
+        whose items are ``str`` (each one line; a missing newline is added),
+        bytes-like (pieces of a byte stream, concatenated as they are, like
+        file reads) or records (encoded in batches; a record that cannot be
+        encoded is reported as a client-side invalid line at its position and
+        the others still go).
+
+        Line numbers in the result are 1-based positions in ``data``, blank
+        lines included.  Blank lines are forwarded unchanged (the server
+        skips them), so server line numbers map back by a plain offset.
+
+        Returns:
+            :class:`SendResult`.  ``result.ok`` is True when every line was
+            delivered and accepted.
+
+        Raises:
+            AuthenticationError, MissingScopeError, EndpointNotFoundError,
+            PayloadTooLargeError, DeliveryError: a chunk could not be
+            delivered.  The send stops there (later input is not read);
+            ``exc.result`` holds the partial result, whose ``undelivered``
+            names the failed line range.
+        """
+        self._check_open()
+        return self._send_blocks(_blocks(data), 1)
+
+    def _send_blocks(self, blocks: Iterable[Any], first_line: int) -> SendResult:
+        result = SendResult()
+        for item in _chunk_stream(blocks, first_line, self.max_bytes, self.max_lines):
+            if type(item) is _Rejected:
+                result.lines_invalid += 1
+                if len(result.invalid_lines) < _MAX_KEPT:
+                    result.invalid_lines.append(InvalidLine(item.line, item.reason, "client"))
+                continue
+            body = item.body
+            if body[0] in _WS and not body.strip(_WS):
+                result.lines_skipped += item.lines   # only blank lines: nothing to send
+                continue
+            self._deliver(item, result)
+        if result.requests or result.lines_invalid:
+            log.info("sent to %s: %s", self.url, result.summary())
+        return result
+
+    def add(self, item: Any) -> Optional[SendResult]:
+        """Queue one record, or protocol text, for the next flush.
+
+        ``item`` is a :class:`~dtproto.Metric`/:class:`~dtproto.Metadata`
+        (encoded now: an :class:`~dtproto.EncodeError` is raised here and
+        nothing is queued), ``str`` or bytes-like protocol text (one or more
+        lines; a missing final newline is added), or an
+        :class:`~dtproto.Encoder` (its content is taken and the encoder is
+        cleared).
+
+        Flush triggers are checked here, not by a timer: before queueing, if
+        the item would push the pending bytes past ``flush_bytes`` or the
+        pending lines past ``flush_lines``; after queueing, if either limit is
+        reached or ``flush_interval`` seconds passed since the last flush.
+
+        Returns:
+            The :class:`SendResult` of a flush this call triggered, else ``None``.
+
+        Raises:
+            The errors of :meth:`flush`, when a triggered flush fails.
+        """
+        self._check_open()
+        if isinstance(item, (Metric, Metadata)):
+            from ._impl import codec
+            data = codec.encode((item,))
+            lines = 1
+        elif isinstance(item, str):
+            data = item.encode("utf-8", "surrogateescape")
+            if not data.endswith(b"\n"):
+                data += b"\n"
+            lines = data.count(b"\n")
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            data = bytes(item)
+            if not data.endswith(b"\n"):
+                data += b"\n"
+            lines = data.count(b"\n")
+        elif _is_encoder(item):
+            data = item.getvalue()
+            item.clear()
+            lines = data.count(b"\n")
+            if data and not data.endswith(b"\n"):
+                data += b"\n"
+                lines += 1
+        else:
+            raise TypeError("cannot add %s: expected a Metric, Metadata, str, bytes or Encoder"
+                            % type(item).__name__)
+        if not data:
+            return None
+        out: Optional[SendResult] = None
+        if self._pending and (
+            len(self._pending) + len(data) > self.flush_bytes
+            or (self.flush_lines and self._pending_lines + lines > self.flush_lines)
+        ):
+            out = self.flush()
+        self._pending += data
+        self._pending_lines += lines
+        if (
+            len(self._pending) >= self.flush_bytes
+            or (self.flush_lines and self._pending_lines >= self.flush_lines)
+            or (self.flush_interval is not None
+                and time.monotonic() - self._last_flush >= self.flush_interval)
+        ):
+            r = self.flush()
+            if out is None:
+                out = r
+            else:
+                out.merge(r)
+        return out
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued by :meth:`add` and not flushed yet."""
+        return len(self._pending)
+
+    @property
+    def pending_lines(self) -> int:
+        """Lines queued by :meth:`add` and not flushed yet."""
+        return self._pending_lines
+
+    def flush(self) -> SendResult:
+        """Send everything queued by :meth:`add` now.
+
+        The queue is handed over to the send first, so a failed flush does not
+        send the same lines again on the next one.
+
+        Returns:
+            The :class:`SendResult` of this flush (also merged into :attr:`totals`).
+
+        Raises:
+            The errors of :meth:`send`; ``exc.unsent`` then holds the bytes
+            from the failed chunk on (not delivered, or — if
+            ``exc.ambiguous`` — possibly delivered), so they can be re-sent
+            or saved, and ``exc.result`` their line numbers.
+        """
+        body = bytes(self._pending)
+        first = self._next_line
+        self._next_line += self._pending_lines
+        self._pending = bytearray()
+        self._pending_lines = 0
+        self._last_flush = time.monotonic()
+        if not body:
+            return SendResult()
+        try:
+            result = self._send_blocks((body,), first)
+        except _SendFailure as exc:
+            if exc.result is not None:
+                if exc.result.undelivered:
+                    # Offset of the failed chunk's first line within body.
+                    skip = exc.result.undelivered[-1].first_line - first
+                    pos = 0
+                    for _ in range(skip):
+                        pos = body.index(b"\n", pos) + 1
+                    exc.unsent = body[pos:]
+                self.totals.merge(exc.result)
+            raise
+        self.totals.merge(result)
+        if self.on_flush is not None:
+            self.on_flush(result)
+        return result
+
+    def close(self) -> SendResult:
+        """Flush what is queued, then close the connection. Idempotent.
+
+        Returns:
+            The :class:`SendResult` of the final flush.
+        """
+        if self._closed:
+            return SendResult()
+        try:
+            return self.flush()
+        finally:
+            self._closed = True
+            self._drop_connection()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DtprotoError("this Sender is closed")
+
+    def __enter__(self) -> "Sender":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        # Flush even when the block raised: queued lines are not dropped.  If
+        # the flush fails too, its error propagates with the block's error as
+        # its __context__.
+        self.close()
+
+
+def _env_id(environment_id: str) -> str:
+    if not environment_id or not all(c.isalnum() or c in "-_" for c in environment_id):
+        raise ConfigurationError("invalid environment id %r" % (environment_id[:64],))
+    return environment_id
+
+
+def _brief(body: bytes) -> str:
+    if not body:
+        return ""
+    text = body[:300].decode("utf-8", "replace").strip()
+    return ": " + text if text else ""
