@@ -82,6 +82,8 @@ __all__ = [
 #: recomputation per name.
 CACHE_SIZE = 4096
 
+_T = TypeVar("_T")
+
 
 def _memoized(fn: Callable[[str], _T]) -> Callable[[str], _T]:
     """Bounded memo for a one-argument pure function; ``.cache_clear()`` empties it."""
@@ -133,7 +135,6 @@ _SIMPLE_LOWER_TO_ASCII = {"\u0130": "i", "\u212a": "k"}
 # Python's own Unicode database decides what is unassigned.
 _INVALID_CATEGORIES = frozenset(["Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"])
 _category = unicodedata.category
-_T = TypeVar("_T")
 
 
 def is_invalid_value_char(ch: str) -> bool:
