@@ -433,7 +433,8 @@ def _chunk_stream(
                 n = nl
                 buf = bytearray()
             else:
-                body = bytes(buf[:end])
+                with memoryview(buf) as view:   # one copy, not slice + copy
+                    body = bytes(view[:end])
                 n = body.count(b"\n")
                 del buf[:end]   # bytearray deletes from the front in O(1) amortized
             nl -= n

@@ -1,0 +1,544 @@
+"""The Sender against the real local endpoint on loopback (no mocked HTTP)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import socket
+import time
+import tracemalloc
+
+import pytest
+
+import dtproto
+from dtproto.errors import SendError
+from dtproto.sender import (
+    AuthenticationError,
+    ConfigurationError,
+    DeliveryError,
+    EndpointNotFoundError,
+    MissingScopeError,
+    PayloadTooLargeError,
+    Sender,
+    _blocks,
+    _chunk_stream,
+    _Chunk,
+    _Rejected,
+    ingest_url,
+)
+from dtproto.server import Fault, IngestServer
+
+TOKEN = "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX.SECRETPARTOFTHETOKEN0123456789"
+
+
+@pytest.fixture
+def srv():
+    with IngestServer(tokens={TOKEN: ["metrics.ingest"], "readonly": ["metrics.read"]},
+                      keep_bodies=True) as s:
+        yield s
+
+
+def sender(srv: IngestServer, **kw) -> Sender:
+    """A sender with tiny backoff so retry tests stay fast."""
+    opts = dict(backoff_base=0.001, backoff_cap=0.02, retry_budget=10.0,
+                connect_timeout=2.0, read_timeout=5.0)
+    opts.update(kw)
+    token = opts.pop("token", TOKEN)
+    url = opts.pop("url", srv.url)
+    return Sender(url, token, **opts)
+
+
+def numbered(n: int, width: int = 0) -> bytes:
+    """n distinct valid lines; line i (1-based) carries i=<i>."""
+    pad = b"x" * width
+    return b"".join(b"t.metric,i=%d,p=a%s gauge,%d\n" % (i, pad, i) for i in range(1, n + 1))
+
+
+# --------------------------------------------------------------------------- chunking
+
+
+def test_chunks_respect_max_bytes_and_never_split_lines(srv):
+    data = b"".join(b"t.m,i=%d,pad=%s gauge,1\n" % (i, b"y" * (i % 37)) for i in range(1, 301))
+    with sender(srv, max_bytes=400) as s:
+        r = s.send(data)
+    assert r.ok and r.lines_ok == 300
+    bodies = [q.body for q in srv.requests]
+    assert len(bodies) > 10
+    assert all(len(b) <= 400 and b.endswith(b"\n") for b in bodies)
+    assert b"".join(bodies) == data                      # nothing split, lost or reordered
+    assert srv.accepted_lines == data.splitlines()
+    # Chunks are filled: each one plus the next line would not have fit.
+    for b, nxt in zip(bodies, bodies[1:]):
+        assert len(b) + len(nxt.split(b"\n", 1)[0]) + 1 > 400
+
+
+def test_line_cap(srv):
+    with sender(srv, max_lines=7) as s:
+        r = s.send(numbered(50))
+    assert r.lines_ok == 50
+    assert [q.body.count(b"\n") for q in srv.requests] == [7] * 7 + [1]
+
+
+def test_oneagent_endpoint_is_capped_at_1000_lines_and_linesvalid_is_read(srv):
+    s = Sender.oneagent("127.0.0.1", srv.port, backoff_base=0.001)
+    assert s.max_lines == 1000
+    with s:
+        r = s.send(numbered(2500))
+    assert r.lines_ok == 2500 and r.ok
+    assert [q.body.count(b"\n") for q in srv.requests] == [1000, 1000, 500]
+    assert all(q.auth == "not-checked" for q in srv.requests)
+
+
+def test_line_numbers_map_back_across_chunks(srv):
+    lines = [b"t.m,i=%d gauge,1" % i for i in range(1, 121)]
+    bad = {1, 17, 40, 41, 77, 119, 120}
+    for i in bad:
+        lines[i - 1] = b"bad key %d" % i
+    for i in (5, 6, 60):                      # blank lines count as lines
+        lines[i - 1] = b""
+    lines[30] = lines[30] + b"\r"             # CRLF line
+    lines[90] = b"t.m.counter,i=91 count,delta=1"   # accepted with a warning
+    data = b"\n".join(lines) + b"\n"
+    with sender(srv, max_bytes=300) as s:
+        r = s.send(data)
+    assert len(r.requests) > 5
+    assert sorted(i.line for i in r.invalid_lines) == sorted(bad)
+    assert r.lines_invalid == len(bad) and r.unreported_invalid == 0
+    # The reason is the server's, for that very line.
+    for inv in r.invalid_lines:
+        assert inv.source == "server"
+        expect = dtproto.validate(lines[inv.line - 1]).errors[0].message
+        assert inv.reason == expect
+    assert [(w.line, w.message) for w in r.warnings] == [
+        (91, "metric key 't.m.counter' changed to 't.m.counter.count'")]
+    assert r.lines_ok == 120 - len(bad) - 3
+
+
+def test_partial_acceptance_is_returned_not_raised(srv):
+    data = b"a.b 1\nbad key\nc.d 2\n"
+    with sender(srv) as s:
+        r = s.send(data)
+    assert (r.lines_ok, r.lines_invalid, r.ok) == (2, 1, False)
+    assert r.requests[0].status == 400 and r.requests[0].attempts == 1   # 400 never retried
+    assert len(srv.requests) == 1
+    assert srv.accepted_lines == [b"a.b 1", b"c.d 2"]
+
+
+def test_server_count_kept_separate_from_truncated_list(srv):
+    data = b"".join(b"bad key %d\n" % i for i in range(25)) + b"a.b 1\n"
+    with sender(srv) as s:
+        r = s.send(data)
+    assert r.lines_invalid == 25
+    assert len(r.invalid_lines) == 10 and r.unreported_invalid == 15
+    assert [i.line for i in r.invalid_lines] == list(range(1, 11))
+
+
+def test_oversized_line_is_rejected_with_its_number_and_never_sent(srv):
+    big = b"t.big,pad=" + b"z" * 600 + b" 1"
+    data = b"a.b 1\n" + big + b"\nc.d 2\n"
+    with sender(srv, max_bytes=200) as s:
+        r = s.send(data)
+    assert [(i.line, i.source) for i in r.invalid_lines] == [(2, "client")]
+    assert "613 bytes" in r.invalid_lines[0].reason
+    assert r.lines_ok == 2 and r.lines_rejected_by_client == 1
+    assert all(b"zzz" not in q.body for q in srv.requests)
+    # The same when the long line arrives in many small pieces of a stream.
+    pieces = [data[i:i + 7] for i in range(0, len(data), 7)]
+    with sender(srv, max_bytes=200) as s:
+        r2 = s.send(pieces)
+    assert [(i.line, i.reason) for i in r2.invalid_lines] == [(2, r.invalid_lines[0].reason)]
+    assert r2.lines_ok == 2
+
+
+def test_chunker_memory_stays_bounded():
+    block = numbered(2000)                    # ~60 KB, repeated lazily: ~60 MB in total
+
+    def stream():
+        for _ in range(1000):
+            yield block
+
+    tracemalloc.start()
+    try:
+        lines = 0
+        for item in _chunk_stream(stream(), 1, 1_000_000, None):
+            assert isinstance(item, _Chunk) and len(item.body) <= 1_000_000
+            lines += item.lines
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lines == 2_000_000
+    assert peak < 4_500_000                  # a few chunk-sized buffers, not the input
+
+
+def test_chunker_last_line_without_newline_and_rejects_at_boundaries():
+    out = list(_chunk_stream(_blocks(b"a 1\nb 2"), 1, 100, None))
+    assert [(c.first_line, c.lines, c.body) for c in out] == [(1, 2, b"a 1\nb 2\n")]
+    out = list(_chunk_stream(_blocks(b"x" * 50), 1, 10, None))
+    assert len(out) == 1 and isinstance(out[0], _Rejected) and out[0].line == 1
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_accepts_every_input_kind(srv):
+    text = "a.b 1\nc.d 2\n"
+    enc = dtproto.Encoder()
+    enc.gauge("e.f", 3.0)
+    records = [dtproto.Metric.gauge("g.h", 4.0), dtproto.Metric.gauge("1bad", 1.0),
+               dtproto.Metric.gauge("i.j", 5.0)]
+    cases = [
+        (text, 2), (text.encode(), 2), (bytearray(text.encode()), 2),
+        (memoryview(text.encode()), 2), (io.BytesIO(text.encode()), 2),
+        (io.StringIO(text), 2), (["a.b 1", "c.d 2\n"], 2), ([b"a.b", b" 1\nc.d 2\n"], 2),
+        (enc, 1), (dtproto.Metric.gauge("k.l", 1.0), 1),
+    ]
+    with sender(srv) as s:
+        for data, ok in cases:
+            r = s.send(data)
+            assert r.ok and r.lines_ok == ok, data
+        assert enc.lines == 1                         # send() leaves an Encoder alone
+        r = s.send(records)
+    # The record that cannot be encoded is a client-side rejection at its position.
+    assert r.lines_ok == 2
+    assert [(i.line, i.source) for i in r.invalid_lines] == [(2, "client")]
+    assert "cannot encode record" in r.invalid_lines[0].reason
+
+
+def test_blank_only_input_sends_nothing(srv):
+    with sender(srv) as s:
+        r = s.send(b"\n\n  \n")
+    assert r.requests == [] and r.lines_skipped == 3 and r.ok
+    assert len(srv.requests) == 0
+
+
+# --------------------------------------------------------------------------- retries
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_retryable_statuses_are_retried(srv, status):
+    srv.faults = [Fault(str(status), requests={1})]
+    with sender(srv) as s:
+        r = s.send(b"a.b 1\n")
+    assert r.ok and r.requests[0].history == [status, 202] and r.requests[0].attempts == 2
+    assert srv.accepted_lines == [b"a.b 1"]
+
+
+def test_retry_after_is_honoured(srv):
+    srv.faults = [Fault("429", requests={1}, retry_after=0.3)]
+    with sender(srv, backoff_cap=5.0) as s:
+        r = s.send(b"a.b 1\n")
+    assert r.ok and r.requests[0].latency >= 0.3
+
+
+def test_retry_after_is_capped(srv):
+    srv.faults = [Fault("429", requests={1}, retry_after=60)]
+    with sender(srv, backoff_cap=0.05) as s:
+        t = time.perf_counter()
+        r = s.send(b"a.b 1\n")
+    assert r.ok and time.perf_counter() - t < 5
+
+
+def test_retries_exhausted_raise_with_partial_result(srv):
+    srv.faults = [Fault("503", requests={2, 3, 4})]
+    with sender(srv, retries=2, max_bytes=12) as s:     # two lines per chunk
+        with pytest.raises(DeliveryError) as ei:
+            s.send(b"a.b 1\nc.d 2\ne.f 3\ng.h 4\n")
+    e = ei.value
+    assert e.status == 503 and not e.ambiguous
+    assert e.result.lines_ok == 2                     # first chunk was delivered
+    [u] = e.result.undelivered
+    assert (u.first_line, u.last_line, u.status) == (3, 4, 503)
+    assert "gave up after 3 attempts" in u.reason
+    assert len(srv.requests) == 4                     # 1 ok + 3 attempts; rest not read
+
+
+def test_retry_budget_bounds_the_time(srv):
+    srv.faults = [Fault("503", rate=1.0)]
+    with sender(srv, retries=1000, backoff_base=0.05, backoff_cap=0.05, retry_budget=0.3) as s:
+        t = time.perf_counter()
+        with pytest.raises(DeliveryError, match="budget"):
+            s.send(b"a.b 1\n")
+    assert time.perf_counter() - t < 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+def test_connection_refused_is_retried_then_raised():
+    port = _free_port()
+    s = Sender("http://127.0.0.1:%d/api/v2/metrics/ingest" % port, TOKEN, retries=2,
+               backoff_base=0.001, backoff_cap=0.01)
+    with pytest.raises(DeliveryError) as ei:
+        s.send(b"a.b 1\n")
+    s.close()
+    info = ei.value.result.requests[0]
+    assert info.attempts == 3 and all("cannot connect" in h for h in info.history)
+    assert ei.value.status is None and not ei.value.ambiguous
+
+
+def test_drop_before_processing_with_retry_ambiguous_stores_exactly_once(srv):
+    srv.faults = [Fault("drop-before", requests={1, 2})]
+    with sender(srv, retry_ambiguous=True) as s:
+        r = s.send(b"a.b 1\n")
+    assert r.ok and r.requests[0].attempts == 3
+    assert srv.accepted_lines == [b"a.b 1"]
+
+
+def test_drop_after_storing_with_retry_ambiguous_duplicates(srv):
+    # The documented risk: the server stored the chunk, the answer was lost,
+    # the retry stores it again (a count,delta line is then counted twice).
+    srv.faults = [Fault("drop-after", requests={1})]
+    with sender(srv, retry_ambiguous=True) as s:
+        r = s.send(b"c.d count,delta=5\n")
+    assert r.ok
+    assert srv.accepted_lines == [b"c.d count,delta=5"] * 2
+
+
+@pytest.mark.parametrize("kind,stored", [("drop-after", 1), ("drop-before", 0)])
+def test_ambiguous_failure_is_not_retried_by_default(srv, kind, stored):
+    srv.faults = [Fault(kind, requests={1})]
+    with sender(srv) as s:
+        with pytest.raises(DeliveryError) as ei:
+            s.send(b"c.d count,delta=5\n")
+    e = ei.value
+    assert e.ambiguous and e.result.undelivered[0].ambiguous
+    assert "retry_ambiguous=False" in str(e)
+    assert len(srv.requests) == 1
+    assert len(srv.accepted_lines) == stored
+
+
+def test_read_timeout_is_ambiguous(srv):
+    srv.faults = [Fault("slow", requests={1}, delay=0.6)]
+    with sender(srv, read_timeout=0.15) as s:
+        with pytest.raises(DeliveryError, match="no response") as ei:
+            s.send(b"a.b 1\n")
+    assert ei.value.ambiguous
+
+
+def test_stale_keepalive_connection_is_replaced_not_failed():
+    with IngestServer(idle_timeout=0.1) as srv:
+        with sender(srv) as s:
+            assert s.send(b"a.b 1\n").ok
+            time.sleep(0.4)                # the server closes the idle connection
+            assert s.send(b"c.d 2\n").ok   # detected before writing: no ambiguity
+        assert srv.accepted_lines == [b"a.b 1", b"c.d 2"]
+
+
+# --------------------------------------------------------------------------- fatal statuses
+
+
+@pytest.mark.parametrize("setup,exc,text", [
+    ({"token": "wrong-token"}, AuthenticationError, "metrics.ingest"),
+    ({"token": "readonly"}, MissingScopeError, "lacks the 'metrics.ingest' scope"),
+    ({"fault": "404"}, EndpointNotFoundError, "wrong URL"),
+    ({"fault": "405"}, EndpointNotFoundError, "wrong URL"),
+    ({"fault": "413"}, PayloadTooLargeError, "lower max_bytes"),
+    ({"fault": "400"}, DeliveryError, "without a ValidationResponse"),
+])
+def test_fatal_statuses_are_not_retried(srv, setup, exc, text):
+    if "fault" in setup:
+        srv.faults = [Fault(setup["fault"], rate=1.0)]
+    with sender(srv, token=setup.get("token", TOKEN)) as s:
+        with pytest.raises(exc, match=text) as ei:
+            s.send(b"a.b 1\n")
+    assert isinstance(ei.value, SendError)
+    assert len(srv.requests) == 1
+    assert ei.value.result.undelivered[0].lines == 1
+
+
+def test_real_404_on_a_wrong_path(srv):
+    with sender(srv, url=srv.base_url + "/api/v1/metrics", check_url=False) as s:
+        with pytest.raises(EndpointNotFoundError):
+            s.send(b"a.b 1\n")
+
+
+def test_real_413_from_the_server_limit():
+    with IngestServer(max_body=100) as srv:
+        with sender(srv, max_bytes=1000) as s:
+            with pytest.raises(PayloadTooLargeError):
+                s.send(numbered(20))
+        assert len(srv.requests) == 1
+
+
+# --------------------------------------------------------------------------- token hygiene
+
+
+def test_token_never_in_repr_logs_or_errors(srv, caplog):
+    caplog.set_level(logging.DEBUG)
+    s = sender(srv, retries=1)
+    assert TOKEN not in repr(s) and "token=<set>" in repr(s)
+    with pytest.raises(TypeError):
+        pickle.dumps(s)
+    errors = []
+    srv.faults = [Fault("503", rate=1.0)]
+    for tok in (TOKEN, "readonly"):
+        with sender(srv, token=tok, retries=1) as t:
+            try:
+                t.send(b"a.b 1\nbad key\n")
+            except SendError as e:
+                errors.append(e)
+    srv.faults = []
+    with sender(srv, token="wrong" + TOKEN) as t:
+        try:
+            t.send(b"a.b 1\n")
+        except SendError as e:
+            errors.append(e)
+    assert len(errors) == 3
+    for e in errors:
+        for text in (str(e), repr(e), e.body, repr(e.result), repr(e.args)):
+            assert TOKEN not in text
+    assert TOKEN not in caplog.text
+    s.close()
+
+
+@pytest.mark.parametrize("bad", [TOKEN[:20] + "\n" + TOKEN[20:], "a b", "tok\x00en", "tökén"])
+def test_malformed_token_is_refused_without_echoing_it(bad):
+    with pytest.raises(ConfigurationError) as ei:
+        Sender("https://abc.live.dynatrace.com/api/v2/metrics/ingest", bad)
+    assert bad.strip() not in str(ei.value)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_url_helpers_and_checks():
+    assert Sender.saas("abc123", TOKEN).url == "https://abc123.live.dynatrace.com/api/v2/metrics/ingest"
+    assert Sender.managed("dt.example.com", "env1", TOKEN).url == \
+        "https://dt.example.com/e/env1/api/v2/metrics/ingest"
+    assert Sender.activegate("ag.example.com", "env1", TOKEN).url == \
+        "https://ag.example.com:9999/e/env1/api/v2/metrics/ingest"
+    assert Sender.oneagent().url == "http://localhost:14499/metrics/ingest"
+    assert ingest_url("https://abc.live.dynatrace.com/") == \
+        "https://abc.live.dynatrace.com/api/v2/metrics/ingest"
+    with pytest.raises(ConfigurationError, match="Did you mean https://abc.live.dynatrace.com/api/v2"):
+        Sender("https://abc.live.dynatrace.com", TOKEN)
+    with pytest.raises(ConfigurationError, match="takes no API token"):
+        Sender("http://localhost:14499/metrics/ingest", TOKEN)
+    with pytest.raises(ConfigurationError, match="credentials in the URL"):
+        Sender("https://u:p@abc.live.dynatrace.com/api/v2/metrics/ingest", TOKEN)
+    with pytest.raises(ConfigurationError):
+        Sender.saas("abc/../x", TOKEN)
+
+
+def test_token_over_plain_http_to_a_remote_host(caplog):
+    # Raised in the constructor: nothing is ever sent.
+    with pytest.raises(ConfigurationError, match="plain HTTP"):
+        Sender("http://metrics.example.com/api/v2/metrics/ingest", TOKEN)
+    caplog.set_level(logging.WARNING, logger="dtproto.sender")
+    Sender("http://metrics.example.com/api/v2/metrics/ingest", TOKEN, allow_insecure=True)
+    assert "plain HTTP" in caplog.text
+    # Loopback over HTTP is fine (the local endpoint).
+    Sender("http://127.0.0.1:1/api/v2/metrics/ingest", TOKEN)
+
+
+def test_proxy_from_environment(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.com:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    s = Sender("https://abc.live.dynatrace.com/api/v2/metrics/ingest", TOKEN)
+    assert s._proxy is not None and s._proxy.hostname == "proxy.example.com"
+    monkeypatch.setenv("NO_PROXY", "abc.live.dynatrace.com")
+    assert Sender("https://abc.live.dynatrace.com/api/v2/metrics/ingest", TOKEN)._proxy is None
+    # Loopback never goes through a proxy.
+    assert Sender("http://127.0.0.1:1/api/v2/metrics/ingest", TOKEN)._proxy is None
+
+
+# --------------------------------------------------------------------------- transport
+
+
+def test_headers_gzip_and_keepalive(srv):
+    with sender(srv, gzip=True, max_bytes=2000) as s:
+        r = s.send(numbered(200))
+    assert r.ok and r.lines_ok == 200 and len(r.requests) > 2
+    for q in srv.requests:
+        assert q.content_type == "text/plain; charset=utf-8"
+        assert q.content_encoding == "gzip"
+        assert q.user_agent.startswith("dtproto/")
+        assert q.wire_bytes < q.body_bytes <= 2000
+    assert len({q.client for q in srv.requests}) == 1     # one keep-alive connection
+    assert srv.accepted_lines == numbered(200).splitlines()
+
+
+def test_warning_lines_key_is_understood():
+    with IngestServer(warnings_key="warningLines") as srv:
+        with sender(srv, token=None) as s:
+            r = s.send(b"a.b 1\nx.y count,delta=1\n")
+    assert [(w.line, w.message) for w in r.warnings] == [
+        (2, "metric key 'x.y' changed to 'x.y.count'")]
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def test_batching_flushes_on_lines_bytes_and_close(srv):
+    with sender(srv, flush_lines=10, flush_interval=None) as s:
+        for i in range(25):
+            s.add(dtproto.Metric.gauge("b.m", float(i), {"i": str(i)}))
+        assert s.pending_lines == 5
+        assert len(srv.requests) == 2
+    # Leaving the block flushed the rest: nothing lost.
+    assert len(srv.accepted_lines) == 25 and len(srv.requests) == 3
+    assert s.totals.lines_ok == 25
+
+    srv.reset()
+    with sender(srv, flush_bytes=100, flush_interval=None) as s:
+        for i in range(20):
+            s.add("b.m,i=%d gauge,1" % i)            # ~17 bytes per line
+        assert all(q.wire_bytes <= 100 for q in srv.requests)
+    assert len(srv.accepted_lines) == 20
+
+
+def test_batching_interval_is_checked_on_add(srv):
+    with sender(srv, flush_interval=0.1) as s:
+        s.add("a.b 1")
+        assert len(srv.requests) == 0 and s.pending_lines == 1
+        time.sleep(0.15)
+        out = s.add("a.b 2")                          # the trigger fires inside add()
+        assert out is not None and out.lines_ok == 2
+        assert s.pending_lines == 0
+
+
+def test_batching_line_numbers_run_across_flushes(srv):
+    with sender(srv, flush_lines=3, flush_interval=None) as s:
+        for line in ["a.b 1", "a.b 2", "a.b 3", "a.b 4", "bad key", "a.b 6", "a.b 7"]:
+            s.add(line)
+        enc = dtproto.Encoder()
+        enc.gauge("e.f", 1.0)
+        enc.gauge("e.f", 2.0)
+        s.add(enc)
+        assert enc.lines == 0                         # taken and cleared
+    assert [i.line for i in s.totals.invalid_lines] == [5]
+    assert s.totals.lines_ok == 8
+
+
+def test_add_rejects_unencodable_record_immediately(srv):
+    with sender(srv) as s:
+        with pytest.raises(dtproto.EncodeError):
+            s.add(dtproto.Metric.gauge("1bad", 1.0))
+        assert s.pending_lines == 0
+
+
+def test_exit_with_exception_still_flushes(srv):
+    with pytest.raises(RuntimeError):
+        with sender(srv, flush_interval=None) as s:
+            s.add("a.b 1")
+            raise RuntimeError("boom")
+    assert srv.accepted_lines == [b"a.b 1"]
+
+
+def test_failed_flush_raises_with_unsent_bytes(srv):
+    srv.faults = [Fault("503", rate=1.0)]
+    s = sender(srv, retries=1, flush_interval=None, max_bytes=12, flush_bytes=1000)
+    s.add("a.b 1")
+    s.add("c.d 2")
+    with pytest.raises(DeliveryError) as ei:
+        s.flush()
+    assert ei.value.unsent == b"a.b 1\nc.d 2\n"
+    assert ei.value.result.undelivered[0].first_line == 1
+    srv.faults = []
+    s.close()   # nothing left pending: the failed lines are the caller's (exc.unsent)
+    assert srv.accepted_lines == []
