@@ -1,0 +1,1351 @@
+# cython: language_level=3
+"""Cython core of dtproto: the same codec as ``dtproto._codec_py``, over raw bytes.
+
+How this file relates to the pure-Python reference
+--------------------------------------------------
+The reference (``dtproto/_codec_py.py``) defines the behaviour.  This module
+mirrors its *verdicts* in C, one pass per line over the UTF-8 bytes, with no
+Python object touched for a valid line until its record is built (and none at
+all in ``validate``).
+
+Every *error* is diagnosed by the reference scanner: when the C scanner rejects
+a line, the line is handed to ``_codec_py._scan_line``, which produces the code,
+the column and the message.  Messages therefore cannot drift, and if the two
+scanners ever disagree on validity a ``RuntimeError`` says so (the differential
+tests look for it).  Errors are rare; valid lines never leave C.
+
+Each section names the pure function it mirrors.  Differences in semantics
+(fixed-width integers, bounds checks off, bytes instead of code points) are
+commented where they occur.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
+from cpython.list cimport PyList_Append
+from cpython.long cimport PyLong_FromLongLong
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
+from libc.math cimport isinf, isnan
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memchr, memcmp, memcpy
+
+cdef extern from "Python.h":
+    double PyOS_string_to_double(const char *s, char **endptr,
+                                 PyObject *overflow_exception) except? -1.0
+    char *PyOS_double_to_string(double val, char format_code, int precision,
+                                int flags, int *ptype) except NULL
+    PyObject *PyType_GenericAlloc(PyTypeObject *tp, Py_ssize_t nitems) except NULL
+    void PyObject_GC_UnTrack(void *op)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    const char *PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except NULL
+
+from dtproto import _codec_py as _py
+from dtproto import _constants as _k
+from dtproto.errors import EncodeError
+from dtproto.model import Metadata, Metric
+from dtproto.report import LineWarning, ValidationReport
+
+__all__ = ["decode", "iter_decode", "validate", "encode", "Encoder", "classic_key"]
+
+# classic_key is a five-line string function: C would not make it faster, and
+# sharing it keeps one definition (§4.1).
+classic_key = _py.classic_key
+
+# --- constants, all from dtproto._constants (one source) ----------------------
+cdef Py_ssize_t MAX_LINE_CHARS = _k.MAX_LINE_CHARS
+cdef Py_ssize_t MIN_METRIC_KEY = _k.MIN_METRIC_KEY
+cdef Py_ssize_t MAX_METRIC_KEY = _k.MAX_METRIC_KEY
+cdef Py_ssize_t MAX_DIMENSION_KEY = _k.MAX_DIMENSION_KEY
+cdef Py_ssize_t MAX_DIMENSION_VALUE = _k.MAX_DIMENSION_VALUE
+cdef int MAX_DIMENSIONS = _k.MAX_DIMENSIONS
+cdef int64_t MAX_INT64 = _k.MAX_INT64
+cdef Py_ssize_t MAX_TS_DIGITS = _k.MAX_TIMESTAMP_DIGITS
+cdef double SUMMARY_TOLERANCE = _k.SUMMARY_TOLERANCE
+cdef object WINDOW_PAST_MS = _k.WINDOW_PAST_MS
+cdef object WINDOW_FUTURE_MS = _k.WINDOW_FUTURE_MS
+cdef object CHANGED_KEY_WARNING = _k.CHANGED_KEY_WARNING
+cdef object KIND_GAUGE = _k.KIND_GAUGE
+cdef object KIND_COUNT = _k.KIND_COUNT
+cdef object KIND_SUMMARY = _k.KIND_SUMMARY
+if MAX_DIMENSIONS != 50:  # LineScan.dims in the .pxd is sized for it
+    raise ImportError("_codec_c was built for MAX_DIMENSIONS == 50")
+
+cdef enum:
+    K_GAUGE = 0
+    K_COUNT = 1
+    K_SUMMARY = 2
+
+# scan results
+cdef enum:
+    R_INVALID = -1
+    R_BLANK = 0
+    R_DATA = 1
+    R_META = 2
+
+# --- character class table, built from the _constants sets -------------------
+cdef enum:
+    C_MK_FIRST = 1       # first char of a metric key
+    C_MK_SECTION = 2     # first char of a later key section
+    C_MK_CHAR = 4        # any key char but "."
+    C_DK_SECTION = 8     # first char of a dimension key section
+    C_DK_CHAR = 16       # any dimension key char but "."
+    C_DIGIT = 32
+    C_ESCAPE_ONE = 64    # "\" + this decodes to one character (§6.3)
+
+cdef uint8_t CLS[256]
+cdef int _b
+for _b in range(256):
+    CLS[_b] = 0
+for _c in _k.METRIC_KEY_FIRST:
+    CLS[ord(_c)] |= C_MK_FIRST
+for _c in _k.METRIC_KEY_SECTION_START:
+    CLS[ord(_c)] |= C_MK_SECTION
+for _c in _k.METRIC_KEY_CHARS:
+    CLS[ord(_c)] |= C_MK_CHAR
+for _c in _k.DIMENSION_KEY_SECTION_START:
+    CLS[ord(_c)] |= C_DK_SECTION
+for _c in _k.DIMENSION_KEY_CHARS:
+    CLS[ord(_c)] |= C_DK_CHAR
+for _c in _k.DIGITS:
+    CLS[ord(_c)] |= C_DIGIT
+for _c in _k.ESCAPES:
+    CLS[ord(_c)] |= C_ESCAPE_ONE
+
+cdef inline bint is_sep(uint8_t c) nogil:
+    return c == 32 or c == 9
+
+
+cdef inline bint is_control(uint8_t c) nogil:
+    return c < 32 or c == 127
+
+
+cdef inline Py_ssize_t utf8_seq(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) nogil:
+    """Length of the valid UTF-8 sequence at p[i] (lead byte >= 0x80), or 0.
+
+    Accepts exactly what CPython's strict UTF-8 decoder accepts (RFC 3629: no
+    overlongs, no surrogates, nothing above U+10FFFF), so the verdict equals
+    the reference's "no lone surrogate after surrogateescape decoding".
+    """
+    cdef uint8_t c = p[i], c1, c2, c3
+    if 0xC2 <= c <= 0xDF:
+        if i + 1 < n and (p[i + 1] & 0xC0) == 0x80:
+            return 2
+        return 0
+    if 0xE0 <= c <= 0xEF:
+        if i + 2 >= n:
+            return 0
+        c1 = p[i + 1]
+        c2 = p[i + 2]
+        if (c1 & 0xC0) != 0x80 or (c2 & 0xC0) != 0x80:
+            return 0
+        if c == 0xE0 and c1 < 0xA0:
+            return 0
+        if c == 0xED and c1 > 0x9F:
+            return 0
+        return 3
+    if 0xF0 <= c <= 0xF4:
+        if i + 3 >= n:
+            return 0
+        c1 = p[i + 1]
+        c2 = p[i + 2]
+        c3 = p[i + 3]
+        if (c1 & 0xC0) != 0x80 or (c2 & 0xC0) != 0x80 or (c3 & 0xC0) != 0x80:
+            return 0
+        if c == 0xF0 and c1 < 0x90:
+            return 0
+        if c == 0xF4 and c1 > 0x8F:
+            return 0
+        return 4
+    return 0
+
+
+# --- numbers (mirrors _scan_number / _scan_uint) ------------------------------
+
+cdef double POW10[23]
+POW10[0] = 1.0
+for _b in range(1, 23):
+    POW10[_b] = POW10[_b - 1] * 10.0
+
+cdef char NUMBUF[72]
+
+
+cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, double *out) except -1:
+    """Grammar of §7.1 on p[a:b], then a correctly rounded conversion.
+
+    Returns 1 and sets ``*out``, or 0 when the text is not a finite number.
+    Simple decimals (at most 15 significant digits, |exponent| <= 22) take
+    Clinger's fast path: one exact integer times or divided by an exact power
+    of ten is a single correctly rounded IEEE operation, so the result equals
+    float(text) bit for bit.  Everything else goes through CPython's own
+    correctly rounded PyOS_string_to_double, i.e. exactly what float() does.
+    """
+    cdef Py_ssize_t i = a, digits = 0, sig = 0, frac = 0, int_digits = 0
+    cdef bint neg = False, exp_neg = False, any_digit = False
+    cdef uint64_t mant = 0
+    cdef int64_t exp = 0, e10
+    cdef uint8_t c
+    cdef double v
+    if i < b and (p[i] == 43 or p[i] == 45):  # + -
+        neg = p[i] == 45
+        i += 1
+    while i < b and CLS[p[i]] & C_DIGIT:
+        c = p[i] - 48
+        if sig > 0 or c != 0:
+            if sig < 19:
+                mant = mant * 10 + c
+            sig += 1
+            if sig > 19:
+                frac -= 1  # digit dropped from the mantissa: shifts the scale
+        any_digit = True
+        i += 1
+    if i < b and p[i] == 46:  # .
+        i += 1
+        while i < b and CLS[p[i]] & C_DIGIT:
+            c = p[i] - 48
+            if sig > 0 or c != 0:
+                if sig < 19:
+                    mant = mant * 10 + c
+                    frac += 1
+                sig += 1
+            else:
+                frac += 1
+            any_digit = True
+            i += 1
+    if not any_digit:
+        return 0
+    if i < b and (p[i] == 101 or p[i] == 69):  # e E
+        i += 1
+        if i < b and (p[i] == 43 or p[i] == 45):
+            exp_neg = p[i] == 45
+            i += 1
+        if i >= b or not (CLS[p[i]] & C_DIGIT):
+            return 0
+        while i < b and CLS[p[i]] & C_DIGIT:
+            if exp < 100000000:
+                exp = exp * 10 + (p[i] - 48)
+            i += 1
+        if exp_neg:
+            exp = -exp
+    if i != b:
+        return 0
+    e10 = exp - frac
+    if sig <= 15 and -22 <= e10 <= 22:
+        v = <double>mant
+        if e10 >= 0:
+            v = v * POW10[e10]
+        else:
+            v = v / POW10[-e10]
+    else:
+        if b - a < 70:
+            memcpy(NUMBUF, p + a, b - a)
+            NUMBUF[b - a] = 0
+            v = PyOS_string_to_double(NUMBUF, NULL, NULL)
+        else:  # very long literal: let float() allocate
+            v = float(PyBytes_FromStringAndSize(<const char *>p + a, b - a))
+        if isinf(v):
+            return 0
+        out[0] = v
+        return 1
+    out[0] = -v if neg else v
+    return 1
+
+
+cdef inline int parse_uint(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, int64_t *out) nogil:
+    """``1*19DIGIT`` not above 2**63-1; 1 and ``*out``, or 0."""
+    cdef Py_ssize_t i
+    cdef uint64_t v = 0
+    if b <= a or b - a > MAX_TS_DIGITS:
+        return 0
+    for i in range(a, b):
+        if not (CLS[p[i]] & C_DIGIT):
+            return 0
+        v = v * 10 + (p[i] - 48)  # 19 digits fit in uint64
+    if v > <uint64_t>MAX_INT64:
+        return 0
+    out[0] = <int64_t>v
+    return 1
+
+
+# --- the line scanner (mirrors _prepare_line, _scan_data_line, ...) -----------
+
+cdef inline bint summary_ok(double mn, double mx, double sm, int64_t cnt) nogil:
+    """Mirrors _summary_problem (§7.3): True when consistent."""
+    cdef double avg
+    if mn > mx:
+        return False
+    if cnt == 0:
+        return mn == 0.0 and mx == 0.0 and sm == 0.0
+    # Python divides by the int converted to the nearest double; so does C.
+    avg = sm / <double>cnt
+    return not (mn - avg > SUMMARY_TOLERANCE or avg - mx > SUMMARY_TOLERANCE)
+
+
+cdef Py_ssize_t scan_value(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
+                           DimSpan *d) nogil:
+    """Mirrors _scan_value; returns the terminator offset or -1 when invalid."""
+    cdef Py_ssize_t chars = 0, k
+    cdef uint8_t c, e
+    d.escaped = 0
+    if i < n and p[i] == 34:  # quoted
+        i += 1
+        d.vs = i
+        while True:
+            if i >= n:
+                return -1
+            c = p[i]
+            if c == 34:
+                break
+            if c == 92:
+                if i + 1 >= n:
+                    return -1
+                e = p[i + 1]
+                d.escaped = 1
+                if e < 128:
+                    if is_control(e):
+                        return -1
+                    chars += 1 if CLS[e] & C_ESCAPE_ONE else 2
+                    i += 2
+                else:
+                    k = utf8_seq(p, i + 1, n)
+                    if k == 0:
+                        return -1
+                    chars += 2
+                    i += 1 + k
+                continue
+            if c < 128:
+                if is_control(c):
+                    return -1
+                i += 1
+            else:
+                k = utf8_seq(p, i, n)
+                if k == 0:
+                    return -1
+                i += k
+            chars += 1
+        d.ve = i
+        i += 1
+        if i < n and not (p[i] == 44 or is_sep(p[i])):
+            return -1
+    else:
+        d.vs = i
+        while i < n:
+            c = p[i]
+            if c == 44 or c == 32:
+                break
+            if c == 92:
+                if i + 1 >= n:
+                    return -1
+                e = p[i + 1]
+                d.escaped = 1
+                if e < 128:
+                    if is_control(e):
+                        return -1
+                    chars += 1 if CLS[e] & C_ESCAPE_ONE else 2
+                    i += 2
+                else:
+                    k = utf8_seq(p, i + 1, n)
+                    if k == 0:
+                        return -1
+                    chars += 2
+                    i += 1 + k
+                continue
+            if c < 128:
+                if c == 61 or c == 34 or is_control(c):  # = " and controls (HTAB too)
+                    return -1
+                i += 1
+            else:
+                k = utf8_seq(p, i, n)
+                if k == 0:
+                    return -1
+                i += k
+            chars += 1
+        d.ve = i
+    if chars > MAX_DIMENSION_VALUE:
+        return -1
+    return i
+
+
+cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) nogil:
+    """Metric key and dimensions; returns the offset after them or -1.
+
+    Mirrors _scan_metric_key, _scan_dimension_key and the dimension loop of
+    _scan_data_line.
+    """
+    cdef Py_ssize_t i = 0, ks
+    cdef bint sec = True, first = True
+    cdef uint8_t c
+    cdef DimSpan *d
+    while i < n:
+        c = p[i]
+        if c == 44 or is_sep(c):
+            break
+        if sec:
+            if CLS[c] & (C_MK_FIRST if first else C_MK_SECTION):
+                sec = False
+            else:
+                return -1
+        elif c == 46:
+            sec = True
+            first = False
+        elif not (CLS[c] & C_MK_CHAR):
+            return -1
+        i += 1
+    if sec or i < MIN_METRIC_KEY or i > MAX_METRIC_KEY:  # sec: empty key or trailing dot
+        return -1
+    if p[0] == 100 and p[1] == 116 and p[2] == 46:  # "dt."
+        return -1
+    L.keylen = i
+    L.ndims = 0
+    if i < n and p[i] == 44:
+        i += 1
+        while True:
+            if L.ndims == MAX_DIMENSIONS:
+                return -1
+            d = &L.dims[L.ndims]
+            ks = i
+            sec = True
+            while i < n:
+                c = p[i]
+                if c == 61 or c == 44 or is_sep(c):
+                    break
+                if sec:
+                    if CLS[c] & C_DK_SECTION:
+                        sec = False
+                    else:
+                        return -1
+                elif c == 46:
+                    sec = True
+                elif not (CLS[c] & C_DK_CHAR):
+                    return -1
+                i += 1
+            if sec or i - ks > MAX_DIMENSION_KEY or i >= n or p[i] != 61:
+                return -1
+            d.ks = ks
+            d.kl = i - ks
+            i = scan_value(p, i + 1, n, d)
+            if i < 0:
+                return -1
+            L.ndims += 1
+            if i < n and p[i] == 44:
+                i += 1
+                continue
+            break
+    if i >= n:
+        return -1
+    return i
+
+
+cdef int scan_tail(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, LineScan *L,
+                   int64_t lo, int64_t hi) except -2:
+    """Payload, timestamp and trailing content from the separator at ``i``.
+
+    Mirrors _scan_payload, _scan_summary and the end of _scan_data_line.
+    ``lo``/``hi`` is the inclusive timestamp window (lo > hi: no timestamp fits;
+    lo = 0 and hi = MAX_INT64: no window).  Returns R_DATA or R_INVALID.
+    """
+    cdef Py_ssize_t j, r, q, eq, f
+    cdef int seen = 0, bit
+    cdef uint8_t c
+    cdef double v
+    cdef int64_t t
+    while i < n and is_sep(p[i]):
+        i += 1
+    j = i
+    while j < n and not is_sep(p[j]):
+        j += 1
+    L.mn = L.mx = L.sm = 0.0
+    L.cnt = 0
+    if j - i >= 6 and memcmp(p + i, b"gauge,", 6) == 0:
+        r = i + 6
+        if memchr(p + r, 61, j - r) == NULL:
+            L.kind = K_GAUGE
+            if not parse_number(p, r, j, &L.value):
+                return R_INVALID
+        else:
+            L.kind = K_SUMMARY
+            q = r
+            while True:
+                f = q
+                while q < j and p[q] != 44:
+                    q += 1
+                eq = f
+                while eq < q and p[eq] != 61:
+                    eq += 1
+                if eq >= q:
+                    return R_INVALID
+                if eq - f == 3 and memcmp(p + f, b"min", 3) == 0:
+                    bit = 1
+                elif eq - f == 3 and memcmp(p + f, b"max", 3) == 0:
+                    bit = 2
+                elif eq - f == 3 and memcmp(p + f, b"sum", 3) == 0:
+                    bit = 4
+                elif eq - f == 5 and memcmp(p + f, b"count", 5) == 0:
+                    bit = 8
+                else:
+                    return R_INVALID
+                if seen & bit:
+                    return R_INVALID
+                seen |= bit
+                if bit == 8:
+                    if not parse_uint(p, eq + 1, q, &L.cnt):
+                        return R_INVALID
+                else:
+                    if not parse_number(p, eq + 1, q, &v):
+                        return R_INVALID
+                    if bit == 1:
+                        L.mn = v
+                    elif bit == 2:
+                        L.mx = v
+                    else:
+                        L.sm = v
+                if q >= j:
+                    break
+                q += 1
+            if seen != 15 or not summary_ok(L.mn, L.mx, L.sm, L.cnt):
+                return R_INVALID
+    elif j - i >= 6 and memcmp(p + i, b"count,", 6) == 0:
+        r = i + 6
+        if j - r < 6 or memcmp(p + r, b"delta=", 6) != 0:
+            return R_INVALID
+        L.kind = K_COUNT
+        if not parse_number(p, r + 6, j, &L.value):
+            return R_INVALID
+    else:
+        c = p[i]
+        # A letter here is "invalid metric type" or a nan/inf word: both invalid.
+        if (65 <= c <= 90) or (97 <= c <= 122):
+            return R_INVALID
+        L.kind = K_GAUGE
+        if not parse_number(p, i, j, &L.value):
+            return R_INVALID
+    L.has_ts = 0
+    i = j
+    while i < n and is_sep(p[i]):
+        i += 1
+    if i < n:
+        j = i
+        while j < n and not is_sep(p[j]):
+            j += 1
+        if not parse_uint(p, i, j, &t):
+            return R_INVALID
+        if t < lo or t > hi:
+            return R_INVALID
+        L.has_ts = 1
+        L.ts = t
+        while j < n and is_sep(p[j]):
+            j += 1
+        if j < n:
+            return R_INVALID
+    return R_DATA
+
+
+cdef int prepare_line(const uint8_t *p, Py_ssize_t *np) except -2:
+    """Mirrors _prepare_line on p[:*np]: strips CR and trailing blanks.
+
+    Returns R_BLANK, R_META, R_DATA (scan it) or R_INVALID; updates ``*np``.
+    """
+    cdef Py_ssize_t n = np[0]
+    if n > 0 and p[n - 1] == 13:
+        n -= 1
+    if n > MAX_LINE_CHARS:
+        # More bytes than the limit allows characters: count code points the
+        # way the reference does (undecodable bytes count one each).
+        if len(PyBytes_FromStringAndSize(<const char *>p, n).decode(
+                "utf-8", "surrogateescape")) > MAX_LINE_CHARS:
+            return R_INVALID
+    while n > 0 and is_sep(p[n - 1]):
+        n -= 1
+    np[0] = n
+    if n == 0:
+        return R_BLANK
+    if is_sep(p[0]):
+        return R_INVALID
+    if p[0] == 35:  # "#": metadata lines are rare, the reference scans them
+        return R_META
+    return R_DATA
+
+
+# --- building records ---------------------------------------------------------
+
+cdef enum:
+    HEAD_SLOTS = 4096     # direct-mapped cache of key+dimension heads
+
+cdef HeadEntry HEADS[HEAD_SLOTS]
+for _b in range(HEAD_SLOTS):
+    HEADS[_b].length = 0
+    HEADS[_b].data = NULL
+    HEADS[_b].key = NULL
+    HEADS[_b].dims = NULL
+
+cdef char *UNESC = NULL       # scratch buffer for unescaping values
+cdef Py_ssize_t UNESC_CAP = 0
+cdef object LAST_TS = None    # timestamps repeat across a batch: reuse the int
+cdef int64_t LAST_TS_VALUE = -1
+
+
+cdef inline uint64_t head_hash(const uint8_t *p, Py_ssize_t n) nogil:
+    # FNV-1a; the slot is verified with memcmp, so quality only affects hits.
+    cdef uint64_t h = 14695981039346656037ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ p[i]) * 1099511628211ULL
+    return h ^ (h >> 29) ^ (h >> 47)
+
+
+cdef object make_value(const uint8_t *p, DimSpan *d):
+    """The decoded value of a dimension (mirrors the unescaping of _scan_value)."""
+    global UNESC, UNESC_CAP
+    cdef Py_ssize_t i, o = 0, need
+    cdef uint8_t c, e
+    if not d.escaped:
+        return PyUnicode_DecodeUTF8(<const char *>p + d.vs, d.ve - d.vs, NULL)
+    need = d.ve - d.vs
+    if need > UNESC_CAP:
+        UNESC = <char *>PyMem_Realloc(UNESC, need + 64)
+        if UNESC == NULL:
+            UNESC_CAP = 0
+            raise MemoryError()
+        UNESC_CAP = need + 64
+    i = d.vs
+    while i < d.ve:
+        c = p[i]
+        if c == 92:
+            e = p[i + 1]
+            if e < 128 and CLS[e] & C_ESCAPE_ONE:
+                UNESC[o] = <char>e
+                o += 1
+                i += 2
+                continue
+            # unknown escape: "\" and the character are both kept ([A-9])
+            UNESC[o] = <char>c
+            o += 1
+            i += 1
+            continue
+        UNESC[o] = <char>c
+        o += 1
+        i += 1
+    return PyUnicode_DecodeUTF8(UNESC, o, NULL)
+
+
+cdef object make_head(const uint8_t *p, LineScan *L):
+    """(key, dims) objects for a scanned head; pair and dims tuples untracked."""
+    cdef int k
+    cdef DimSpan *d
+    cdef object key = PyUnicode_DecodeLatin1(<const char *>p, L.keylen, NULL)
+    cdef object dims = PyTuple_New(L.ndims)
+    cdef object pair, dk, dv
+    for k in range(L.ndims):
+        d = &L.dims[k]
+        dk = PyUnicode_DecodeLatin1(<const char *>p + d.ks, d.kl, NULL)
+        dv = make_value(p, d)
+        pair = PyTuple_New(2)
+        Py_INCREF(dk)
+        PyTuple_SET_ITEM(pair, 0, dk)
+        Py_INCREF(dv)
+        PyTuple_SET_ITEM(pair, 1, dv)
+        # A tuple of str cannot be part of a cycle: the collector need not
+        # track it (CPython untracks such tuples itself, but only later).
+        PyObject_GC_UnTrack(<void *>pair)
+        Py_INCREF(pair)
+        PyTuple_SET_ITEM(dims, k, pair)
+    PyObject_GC_UnTrack(<void *>dims)
+    return (key, dims)
+
+
+cdef inline void set_item(object t, Py_ssize_t i, object o):
+    Py_INCREF(o)
+    PyTuple_SET_ITEM(t, i, o)
+
+
+cdef object make_metric(object key, object dims, LineScan *L):
+    """A Metric built in place (the same layout tuple.__new__(Metric, ...) gives).
+
+    The record holds only str, float, int, None and an untracked dims tuple,
+    so it is untracked too: building a million records triggers no collector
+    work proportional to what is already alive.
+    """
+    global LAST_TS, LAST_TS_VALUE
+    cdef PyObject *raw = PyType_GenericAlloc(<PyTypeObject *>Metric, 9)
+    cdef object rec = <object>raw
+    Py_DECREF(rec)  # <object> took its own reference
+    set_item(rec, 0, key)
+    set_item(rec, 1, dims)
+    if L.kind == K_SUMMARY:
+        set_item(rec, 2, KIND_SUMMARY)
+        set_item(rec, 3, None)
+        set_item(rec, 4, PyFloat_FromDouble(L.mn))
+        set_item(rec, 5, PyFloat_FromDouble(L.mx))
+        set_item(rec, 6, PyFloat_FromDouble(L.sm))
+        set_item(rec, 7, PyLong_FromLongLong(L.cnt))
+    else:
+        set_item(rec, 2, KIND_GAUGE if L.kind == K_GAUGE else KIND_COUNT)
+        set_item(rec, 3, PyFloat_FromDouble(L.value))
+        set_item(rec, 4, None)
+        set_item(rec, 5, None)
+        set_item(rec, 6, None)
+        set_item(rec, 7, None)
+    if L.has_ts:
+        if L.ts != LAST_TS_VALUE:
+            LAST_TS = PyLong_FromLongLong(L.ts)
+            LAST_TS_VALUE = L.ts
+        set_item(rec, 8, LAST_TS)
+    else:
+        set_item(rec, 8, None)
+    PyObject_GC_UnTrack(<void *>rec)
+    return rec
+
+
+cdef HeadEntry *cached_head(const uint8_t *p, Py_ssize_t n, Py_ssize_t *after):
+    """The cache slot holding this line's head, or NULL; ``*after`` = head end on a hit."""
+    cdef Py_ssize_t fs = 0
+    cdef uint64_t h
+    cdef HeadEntry *e
+    while fs < n and not is_sep(p[fs]):
+        fs += 1
+    # Only heads ending at a SP are cached: after a bare value HTAB is a
+    # control character, not a separator, so "k,d=v<TAB>" is a different head.
+    if fs >= n or p[fs] != 32:
+        return NULL
+    h = head_hash(p, fs)
+    e = &HEADS[h & (HEAD_SLOTS - 1)]
+    if e.length == fs and e.hash == h and memcmp(e.data, p, fs) == 0:
+        after[0] = fs
+        return e
+    return NULL
+
+
+cdef void remember_head(const uint8_t *p, Py_ssize_t n, LineScan *L, object key, object dims):
+    """Cache a valid head if it ends at the line's first separator.
+
+    A head whose quoted value holds a space ends later; the lookup, which cuts
+    at the first separator, could never find it, so it is not stored.
+    """
+    cdef Py_ssize_t fs = 0
+    cdef uint64_t h
+    cdef HeadEntry *e
+    cdef char *copy
+    while fs < n and not is_sep(p[fs]):
+        fs += 1
+    if fs != L.head_end or p[fs] != 32:
+        return
+    h = head_hash(p, fs)
+    e = &HEADS[h & (HEAD_SLOTS - 1)]
+    copy = <char *>PyMem_Malloc(fs)
+    if copy == NULL:
+        return  # the cache is an optimisation: skip it under memory pressure
+    memcpy(copy, p, fs)
+    PyMem_Free(e.data)
+    Py_XDECREF(<PyObject *>e.key)
+    Py_XDECREF(<PyObject *>e.dims)
+    Py_INCREF(key)
+    Py_INCREF(dims)
+    e.data = copy
+    e.length = fs
+    e.hash = h
+    e.key = <void *>key
+    e.dims = <void *>dims
+
+
+# --- window -----------------------------------------------------------------
+
+cdef void window(object now_ms, int64_t *lo, int64_t *hi):
+    """The inclusive window as int64 (mirrors the check in _scan_data_line).
+
+    Python compares unbounded ints; clamping to the representable timestamps
+    0..2**63-1 gives the same verdict for every timestamp the grammar allows.
+    """
+    if now_ms is None:
+        lo[0] = 0
+        hi[0] = MAX_INT64
+        return
+    plo = now_ms - WINDOW_PAST_MS
+    phi = now_ms + WINDOW_FUTURE_MS
+    if phi < 0 or plo > MAX_INT64:
+        lo[0] = 1
+        hi[0] = 0
+        return
+    lo[0] = 0 if plo < 0 else plo
+    hi[0] = MAX_INT64 if phi > MAX_INT64 else phi
+
+
+# --- bodies -----------------------------------------------------------------
+
+cdef object diagnose(bytes buf, Py_ssize_t a, Py_ssize_t b, object now_ms, Py_ssize_t lineno):
+    """Run the reference scanner on a line the C scanner did not accept.
+
+    Returns (fault, raw) for an invalid line, or (None, record) when it is a
+    metadata line (or a blank one) the reference accepts.
+    """
+    raw = buf[a:b].decode("utf-8", "surrogateescape")
+    try:
+        rec = _py._scan_line(raw, now_ms)
+    except _py._LineFault as f:
+        return f, raw
+    return None, rec
+
+
+cdef object disagreement(object rec, Py_ssize_t lineno):
+    return RuntimeError(
+        "internal error: the Cython scanner rejected line %d but the reference "
+        "accepts it as %r; please report this" % (lineno, rec))
+
+
+cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip, list out):
+    """Decode whole lines of ``buf`` into ``out``; return the first DecodeError or None.
+
+    Mirrors _records.  Line ``lineno`` is the first line of ``buf``.
+    """
+    cdef const uint8_t *base = <const uint8_t *>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t pos = 0, end, n, after
+    cdef const uint8_t *p
+    cdef const void *nl
+    cdef int r
+    cdef int64_t lo, hi
+    cdef LineScan L
+    cdef HeadEntry *hit
+    window(now_ms, &lo, &hi)
+    while pos < size:
+        nl = memchr(base + pos, 10, size - pos)
+        end = (<const uint8_t *>nl - base) if nl != NULL else size
+        p = base + pos
+        n = end - pos
+        r = prepare_line(p, &n)
+        if r == R_DATA:
+            hit = cached_head(p, n, &after)
+            if hit != NULL:
+                r = scan_tail(p, after, n, &L, lo, hi)
+                if r == R_DATA:
+                    out.append(make_metric(<object>hit.key, <object>hit.dims, &L))
+            else:
+                after = scan_head(p, n, &L)
+                if after < 0:
+                    r = R_INVALID
+                else:
+                    L.head_end = after
+                    r = scan_tail(p, after, n, &L, lo, hi)
+                    if r == R_DATA:
+                        key, dims = make_head(p, &L)
+                        remember_head(p, n, &L, key, dims)
+                        out.append(make_metric(key, dims, &L))
+        if r == R_INVALID or r == R_META:
+            fault, rec = diagnose(buf, pos, end, now_ms, lineno)
+            if fault is None:
+                if r == R_INVALID:
+                    raise disagreement(rec, lineno)
+                if rec is not None:
+                    out.append(rec)
+            elif not skip:
+                return _py._fault_to_error(fault, rec, lineno)
+        pos = end + 1
+        lineno += 1
+    return None
+
+
+def decode(data, *, now_ms=None):
+    now_ms = _py._now(now_ms)
+    cdef bytes buf = _py._as_bytes(data)
+    cdef list out = []
+    err = decode_block(buf, 1, now_ms, False, out)
+    if err is not None:
+        raise err
+    return out
+
+
+def _iter_records(source, now_ms, bint skip):
+    cdef list out
+    for lineno, block in _py._stream_blocks(source):
+        if isinstance(block, _py._TooLong):
+            if not skip:
+                f, raw = _py._too_long_fault(block)
+                raise _py._fault_to_error(f, raw, lineno)
+            continue
+        out = []
+        err = decode_block(block, lineno, now_ms, skip, out)
+        yield from out
+        if err is not None:
+            raise err
+
+
+def iter_decode(source, *, now_ms=None, errors="raise"):
+    if errors not in ("raise", "skip"):
+        raise ValueError("errors must be 'raise' or 'skip', not %r" % (errors,))
+    return _iter_records(source, _py._now(now_ms), errors == "skip")
+
+
+cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, object now_ms,
+                               object max_errors, object max_warnings) except -1:
+    """Mirrors _validate_lines: counts only, no Python object per valid line."""
+    cdef const uint8_t *base = <const uint8_t *>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t pos = 0, end, n, after, ok = 0, warned = 0, cap_w
+    cdef const uint8_t *p
+    cdef const void *nl
+    cdef int r
+    cdef bint suffix
+    cdef int64_t lo, hi
+    cdef LineScan L
+    cdef list warnings = report.warnings
+    cap_w = -1 if max_warnings is None else max_warnings
+    window(now_ms, &lo, &hi)
+    while pos < size:
+        nl = memchr(base + pos, 10, size - pos)
+        end = (<const uint8_t *>nl - base) if nl != NULL else size
+        p = base + pos
+        n = end - pos
+        r = prepare_line(p, &n)
+        if r == R_DATA:
+            after = scan_head(p, n, &L)
+            if after < 0:
+                r = R_INVALID
+            else:
+                r = scan_tail(p, after, n, &L, lo, hi)
+        if r == R_DATA:
+            ok += 1
+            suffix = L.keylen >= 6 and memcmp(p + L.keylen - 6, b".count", 6) == 0
+            if suffix != (L.kind == K_COUNT):
+                warned += 1
+                if cap_w < 0 or len(warnings) < cap_w:
+                    key = PyUnicode_DecodeLatin1(<const char *>p, L.keylen, NULL)
+                    kind = KIND_COUNT if L.kind == K_COUNT else (
+                        KIND_GAUGE if L.kind == K_GAUGE else KIND_SUMMARY)
+                    warnings.append(LineWarning(
+                        lineno, CHANGED_KEY_WARNING % (key, classic_key(key, kind))))
+        elif r == R_INVALID or r == R_META:
+            fault, rec = diagnose(buf, pos, end, now_ms, lineno)
+            if fault is None:
+                if r == R_INVALID:
+                    raise disagreement(rec, lineno)
+                if rec is not None:
+                    ok += 1
+            else:
+                _py._add_error(report, fault, rec, lineno, max_errors)
+        pos = end + 1
+        lineno += 1
+    report.lines_ok += ok
+    report.warnings_total += warned
+    return lineno
+
+
+def validate(source, *, now_ms=None, max_errors=10_000, max_warnings=10_000):
+    now_ms = _py._now(now_ms)
+    report = ValidationReport()
+    total = 0
+    for lineno, block in _py._stream_blocks(source):
+        if isinstance(block, _py._TooLong):
+            f, raw = _py._too_long_fault(block)
+            _py._add_error(report, f, raw, lineno, max_errors)
+            total = lineno
+            continue
+        total = validate_block(report, block, lineno, now_ms, max_errors, max_warnings) - 1
+    report.lines_total = total
+    return report
+
+
+# --- encoding (mirrors the encoder half of _codec_py) ------------------------
+
+cdef object _py_fail(object call, tuple args):
+    """Re-run a call that C rejected through the reference, which raises the error.
+
+    The reference is the single source of EncodeError fields and messages.
+    If it accepts what C rejected, that is a bug worth shouting about.
+    """
+    call(*args)
+    raise RuntimeError(
+        "internal error: the Cython encoder rejected %r but the reference accepts it; "
+        "please report this" % (args,))
+
+
+cdef object _materialize(object dimensions):
+    """Dimensions as something iterable twice (C first, the reference on error)."""
+    if dimensions is None or type(dimensions) is dict or type(dimensions) is tuple \
+            or type(dimensions) is list:
+        return dimensions
+    if hasattr(dimensions, "items"):
+        return dimensions
+    return list(dimensions)
+
+
+cdef class Encoder:
+    """A reusable buffer of encoded lines for hot loops.
+
+    Every method validates its input like the decoder would and appends one
+    canonical line (PROTOCOL.md §13) terminated by LF.  A call that raises
+    :class:`~dtproto.EncodeError` leaves the buffer exactly as it was.
+
+    ``dimensions`` accept a mapping or an iterable of ``(key, value)`` pairs.
+    """
+
+    def __cinit__(self):
+        self._cap = 1 << 16
+        self._buf = <char *>PyMem_Malloc(self._cap)
+        if self._buf == NULL:
+            raise MemoryError()
+        self._len = 0
+        self._lines = 0
+
+    def __init__(self):
+        pass
+
+    def __dealloc__(self):
+        PyMem_Free(self._buf)
+
+    cdef int _reserve(self, Py_ssize_t extra) except -1:
+        cdef Py_ssize_t cap = self._cap
+        cdef char *nb
+        if self._len + extra <= cap:
+            return 0
+        while cap < self._len + extra:
+            cap *= 2
+        nb = <char *>PyMem_Realloc(self._buf, cap)
+        if nb == NULL:
+            raise MemoryError()
+        self._buf = nb
+        self._cap = cap
+        return 0
+
+    cdef int _write(self, const char *s, Py_ssize_t n) except -1:
+        if self._len + n > self._cap:
+            self._reserve(n)
+        memcpy(self._buf + self._len, s, n)
+        self._len += n
+        return 1
+
+    cdef int _write_head(self, object key, object dims) except -1:
+        """Mirrors _head: 1 when written, 0 when the reference must diagnose."""
+        cdef Py_ssize_t n, i, kn, vn, count = 0
+        cdef const char *s
+        cdef const uint8_t *u
+        cdef bint sec, first
+        cdef uint8_t c
+        cdef char *o
+        if not isinstance(key, str):
+            return 0
+        s = PyUnicode_AsUTF8AndSize(key, &n)
+        u = <const uint8_t *>s
+        sec = True
+        first = True
+        for i in range(n):
+            c = u[i]
+            if sec:
+                if CLS[c] & (C_MK_FIRST if first else C_MK_SECTION):
+                    sec = False
+                else:
+                    return 0
+            elif c == 46:
+                sec = True
+                first = False
+            elif not (CLS[c] & C_MK_CHAR):
+                return 0
+        if sec or n < MIN_METRIC_KEY or n > MAX_METRIC_KEY:
+            return 0
+        if u[0] == 100 and u[1] == 116 and u[2] == 46:
+            return 0
+        self._write(s, n)
+        if not dims:
+            return 1
+        items = dims.items() if type(dims) is dict or hasattr(dims, "items") else dims
+        for pair in items:
+            if type(pair) is tuple and len(<tuple>pair) == 2:
+                k = (<tuple>pair)[0]
+                v = (<tuple>pair)[1]
+            else:
+                k, v = pair
+            count += 1
+            if not isinstance(k, str) or not isinstance(v, str):
+                return 0
+            s = PyUnicode_AsUTF8AndSize(k, &kn)
+            u = <const uint8_t *>s
+            if kn == 0 or kn > MAX_DIMENSION_KEY:
+                return 0
+            sec = True
+            for i in range(kn):
+                c = u[i]
+                if sec:
+                    if CLS[c] & C_DK_SECTION:
+                        sec = False
+                    else:
+                        return 0
+                elif c == 46:
+                    sec = True
+                elif not (CLS[c] & C_DK_CHAR):
+                    return 0
+            if sec:
+                return 0
+            if PyUnicode_GET_LENGTH(v) > MAX_DIMENSION_VALUE:
+                return 0
+            s = PyUnicode_AsUTF8AndSize(v, &vn)  # lone surrogates raise: the reference reports
+            # worst case every byte escaped: "," key "=" 2*value
+            self._reserve(kn + 2 + 2 * vn)
+            o = self._buf + self._len
+            o[0] = 44
+            memcpy(o + 1, u, kn)
+            o[kn + 1] = 61
+            o += kn + 2
+            u = <const uint8_t *>s
+            for i in range(vn):
+                c = u[i]
+                if c < 128:
+                    if is_control(c):
+                        return 0
+                    if c == 44 or c == 61 or c == 32 or c == 92 or c == 34:
+                        o[0] = 92
+                        o += 1
+                o[0] = <char>c
+                o += 1
+            self._len = o - self._buf
+        if count > MAX_DIMENSIONS:
+            return 0
+        return 1
+
+    cdef int _write_number(self, object x) except -1:
+        """Mirrors _format_number: shortest round trip, ``1.0E20`` exponents."""
+        cdef double v
+        cdef char *r
+        cdef Py_ssize_t n, e, i
+        cdef bint dot = False
+        if type(x) is float:
+            v = PyFloat_AS_DOUBLE(x)
+        elif isinstance(x, (int, float)) and type(x) is not bool:
+            try:
+                v = float(x)
+            except OverflowError:
+                return 0
+        else:
+            return 0
+        if isinf(v) or isnan(v):
+            return 0
+        r = PyOS_double_to_string(v, b'r', 0, 0, NULL)
+        try:
+            n = 0
+            e = -1
+            while r[n] != 0:
+                if r[n] == 101:
+                    e = n
+                elif r[n] == 46:
+                    dot = True
+                n += 1
+            if e < 0:
+                self._write(r, n)
+            else:
+                self._write(r, e)
+                if not dot:
+                    self._write(".0", 2)
+                self._write("E", 1)
+                i = e + 1
+                if r[i] == 43:
+                    i += 1
+                self._write(r + i, n - i)
+        finally:
+            PyMem_Free(r)
+        return 1
+
+    cdef int _write_uint(self, object x) except -1:
+        """Mirrors _check_int: an int (not bool) in 0..2**63-1, as decimal."""
+        cdef char tmp[24]
+        cdef int k = 24
+        cdef uint64_t v
+        if type(x) is bool or not isinstance(x, int):
+            return 0
+        if x < 0 or x > MAX_INT64:
+            return 0
+        v = <uint64_t>(<int64_t>x)
+        while True:
+            k -= 1
+            tmp[k] = <char>(48 + v % 10)
+            v //= 10
+            if v == 0:
+                break
+        self._write(tmp + k, 24 - k)
+        return 1
+
+    cdef int _finish(self, Py_ssize_t mark, object timestamp) except -1:
+        """Mirrors _finish: timestamp, LF and the 50,000-character limit."""
+        cdef Py_ssize_t n
+        if timestamp is not None:
+            self._write(" ", 1)
+            if not self._write_uint(timestamp):
+                return 0
+        n = self._len - mark
+        if n > MAX_LINE_CHARS:
+            # bytes exceed the limit; code points may not
+            if len(PyBytes_FromStringAndSize(self._buf + mark, n).decode("utf-8")) \
+                    > MAX_LINE_CHARS:
+                return 0
+        self._write("\n", 1)
+        self._lines += 1
+        return 1
+
+    cdef int _write_record(self, object record) except -1:
+        """Mirrors _record_line for a Metric (Metadata goes through the reference)."""
+        cdef Py_ssize_t mark = self._len
+        cdef tuple t
+        if type(record) is Metric:
+            t = <tuple>record
+            if not self._write_head(t[0], _materialize(t[1])):
+                return 0
+            kind = t[2]
+            if kind == KIND_GAUGE:
+                self._write(" gauge,", 7)
+                if not self._write_number(t[3]):
+                    return 0
+            elif kind == KIND_COUNT:
+                self._write(" count,delta=", 13)
+                if not self._write_number(t[3]):
+                    return 0
+            else:
+                if not self._summary(t[4], t[5], t[6], t[7]):
+                    return 0
+            return self._finish(mark, t[8])
+        if type(record) is Metadata:
+            line = _py._metadata_line(record[0], record[1], record[2]).encode("utf-8")
+            self._write(line, len(line))
+            self._lines += 1
+            return 1
+        return 0
+
+    cdef int _summary(self, object mn, object mx, object sm, object cnt) except -1:
+        self._write(" gauge,min=", 11)
+        if not self._write_number(mn):
+            return 0
+        self._write(",max=", 5)
+        if not self._write_number(mx):
+            return 0
+        self._write(",sum=", 5)
+        if not self._write_number(sm):
+            return 0
+        self._write(",count=", 7)
+        if not self._write_uint(cnt):
+            return 0
+        if not summary_ok(float(mn), float(mx), float(sm), <int64_t>cnt):
+            return 0
+        return 1
+
+    def gauge(self, key, value, dimensions=None, timestamp=None):
+        """Append ``key,dims gauge,<value> [timestamp]``."""
+        cdef Py_ssize_t mark = self._len
+        dimensions = _materialize(dimensions)
+        try:
+            ok = self._write_head(key, dimensions) and self._write(" gauge,", 7) \
+                and self._write_number(value) and self._finish(mark, timestamp)
+        except Exception:
+            ok = False  # e.g. a malformed pair: the reference names the error
+        except BaseException:
+            self._len = mark
+            raise
+        if not ok:
+            self._len = mark
+            _py_fail(_py.Encoder().gauge, (key, value, dimensions, timestamp))
+
+    def count(self, key, delta, dimensions=None, timestamp=None):
+        """Append ``key,dims count,delta=<delta> [timestamp]``."""
+        cdef Py_ssize_t mark = self._len
+        dimensions = _materialize(dimensions)
+        try:
+            ok = self._write_head(key, dimensions) and self._write(" count,delta=", 13) \
+                and self._write_number(delta) and self._finish(mark, timestamp)
+        except Exception:
+            ok = False
+        except BaseException:
+            self._len = mark
+            raise
+        if not ok:
+            self._len = mark
+            _py_fail(_py.Encoder().count, (key, delta, dimensions, timestamp))
+
+    def summary(self, key, min, max, sum, count, dimensions=None, timestamp=None):
+        """Append ``key,dims gauge,min=..,max=..,sum=..,count=.. [timestamp]``.
+
+        The fields must be consistent as the server checks them (§7.3).
+        """
+        cdef Py_ssize_t mark = self._len
+        dimensions = _materialize(dimensions)
+        try:
+            ok = self._write_head(key, dimensions) and self._summary(min, max, sum, count) \
+                and self._finish(mark, timestamp)
+        except Exception:
+            ok = False
+        except BaseException:
+            self._len = mark
+            raise
+        if not ok:
+            self._len = mark
+            _py_fail(_py.Encoder().summary, (key, min, max, sum, count, dimensions, timestamp))
+
+    def metadata(self, key, metric_type, display_name=None, description=None, unit=None):
+        """Append ``#key type dt.meta.description=..,dt.meta.unit=..,dt.meta.displayName=..``.
+
+        Properties are written in the official Java library's order; at least
+        one must be given.
+        """
+        tmp = _py.Encoder()
+        tmp.metadata(key, metric_type, display_name, description, unit)
+        line = tmp.getvalue()
+        self._write(line, len(line))
+        self._lines += 1
+
+    def add(self, record):
+        """Append a :class:`~dtproto.Metric` or :class:`~dtproto.Metadata`."""
+        cdef Py_ssize_t mark = self._len
+        try:
+            ok = self._write_record(record)
+        except Exception:
+            ok = False
+        except BaseException:
+            self._len = mark
+            raise
+        if not ok:
+            self._len = mark
+            _py_fail(_py._record_line, (record,))
+
+    def getvalue(self):
+        """The encoded lines so far, as ``bytes``."""
+        return PyBytes_FromStringAndSize(self._buf, self._len)
+
+    def clear(self):
+        """Forget every line."""
+        self._len = 0
+        self._lines = 0
+
+    @property
+    def lines(self):
+        """Number of lines in the buffer."""
+        return self._lines
+
+    def __len__(self):
+        """Size of the buffer in bytes."""
+        return self._len
+
+    def __repr__(self):
+        return "<Encoder lines=%d bytes=%d>" % (self._lines, self._len)
+
+
+def encode(records):
+    cdef Encoder enc = Encoder()
+    cdef Py_ssize_t index = 0, mark
+    for record in records:
+        mark = enc._len
+        try:
+            ok = enc._write_record(record)
+        except Exception:
+            ok = False
+        except BaseException:
+            enc._len = mark
+            raise
+        if not ok:
+            enc._len = mark
+            try:
+                _py_fail(_py._record_line, (record,))
+            except EncodeError as e:
+                e.record = index
+                raise
+        index += 1
+    return enc.getvalue()
+
+
+# Docstrings live once, in the reference (STYLE §7); the parity test checks them.
+for _name in ("decode", "iter_decode", "validate", "encode"):
+    globals()[_name].__doc__ = getattr(_py, _name).__doc__

@@ -1,0 +1,50 @@
+# cdef declarations of the Cython core (dtproto._codec_c).
+# Named after the *qualified* module name: csrc/ is not a package, and for a
+# module built as "dtproto._codec_c" Cython looks for "dtproto._codec_c.pxd"
+# beside the .pyx (a plain "_codec_c.pxd" would be silently ignored).
+
+from libc.stdint cimport int64_t, uint64_t
+
+
+cdef struct DimSpan:
+    Py_ssize_t ks         # dimension key: start offset within the line
+    Py_ssize_t kl         # dimension key: length in bytes (ASCII)
+    Py_ssize_t vs         # value: first byte after '=' (or after the opening quote)
+    Py_ssize_t ve         # value: end (exclusive; before the closing quote)
+    int escaped           # the value holds at least one backslash escape
+
+
+cdef struct LineScan:
+    Py_ssize_t keylen     # metric key length (ASCII, starts at offset 0)
+    Py_ssize_t head_end   # offset of the separator after key and dimensions
+    int ndims
+    DimSpan dims[50]      # MAX_DIMENSIONS; the scanner refuses a 51st
+    int kind              # KIND_* below
+    double value          # gauge value or count delta
+    double mn, mx, sm     # summary fields
+    int64_t cnt
+    int has_ts
+    int64_t ts
+
+
+cdef struct HeadEntry:
+    uint64_t hash
+    Py_ssize_t length     # bytes of the cached head; 0 = empty slot
+    char *data            # PyMem copy of the head bytes
+    void *key             # owned reference to the key str
+    void *dims            # owned reference to the dims tuple
+
+
+cdef class Encoder:
+    cdef char *_buf       # PyMem buffer, grows geometrically
+    cdef Py_ssize_t _len  # bytes in use
+    cdef Py_ssize_t _cap  # bytes allocated
+    cdef Py_ssize_t _lines
+    cdef int _reserve(self, Py_ssize_t extra) except -1
+    cdef int _write(self, const char *s, Py_ssize_t n) except -1
+    cdef int _write_head(self, object key, object dims) except -1
+    cdef int _write_number(self, object x) except -1
+    cdef int _write_uint(self, object x) except -1
+    cdef int _finish(self, Py_ssize_t mark, object timestamp) except -1
+    cdef int _write_record(self, object record) except -1
+    cdef int _summary(self, object mn, object mx, object sm, object cnt) except -1
