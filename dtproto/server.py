@@ -164,7 +164,8 @@ class RequestRecord:
         number: ingest request number (1-based), 0 for other paths.
         method, path: from the request line.
         status: the answer's status, or ``None`` when the connection was dropped.
-        fault: the fault kind applied, or ``None``.
+        fault: the fault kind applied (``"429+retry-after"`` when a
+            ``Retry-After`` header was sent), or ``None``.
         auth: ``"none"`` (no header), ``"valid"``, ``"unknown"`` (token not
             configured), ``"scope"`` (lacks metrics.ingest), ``"bad-scheme"``
             or ``"not-checked"`` (no tokens configured / OneAgent form).
@@ -608,6 +609,7 @@ class IngestServer:
                 if fault.retry_after is not None:
                     ra = fault.retry_after
                     headers["Retry-After"] = str(int(ra)) if ra == int(ra) else repr(ra)
+                    rec.fault += "+retry-after"
                 self._answer(h, rec, status, _doc(status, _FAULT_TEXT.get(status, "Injected fault")),
                              headers)
                 return
@@ -645,10 +647,11 @@ class IngestServer:
             raise _Drop()
         self._answer(h, rec, 202 if report.lines_invalid == 0 and report.lines_ok else 400, doc)
 
-    def _clock(self) -> Optional[int]:
+    def _clock(self) -> int:
         n = self._now_ms
         if n is None:
-            return None
+            # The real clock: the timestamp window (now-1h..now+10min) is checked.
+            return int(time.time() * 1000)
         return int(n() if callable(n) else n)
 
     def _check_token(self, header: Optional[str]) -> str:

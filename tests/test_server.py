@@ -168,6 +168,10 @@ def test_validates_against_the_clock():
         status, _, doc = post(s.url, body, token=None)
     assert status == 400 and doc["linesOk"] == 1
     assert doc["error"]["invalidLines"][0]["line"] == 2
+    # Without now_ms the real clock applies: a seconds timestamp is out of window.
+    with IngestServer() as s:
+        status, _, doc = post(s.url, b"a.b 1 %d\n" % int(time.time()), token=None)
+    assert status == 400 and doc["error"]["invalidLines"][0]["error"].startswith("timestamp out of range")
 
 
 def test_store_file_appends_accepted_lines(tmp_path):
@@ -197,7 +201,7 @@ def test_status_faults_by_request_number_with_and_without_retry_after(srv):
     assert "retry-after" not in h1 and h2["retry-after"] == "3"
     assert d1["error"]["code"] == 429 and d3["error"]["code"] == 503
     assert srv.accepted_lines == [b"a.b 1"]     # faults store nothing
-    assert [r.fault for r in srv.requests] == ["429", "429", "503", None]
+    assert [r.fault for r in srv.requests] == ["429", "429+retry-after", "503", None]
 
 
 def test_fault_rate_is_seeded_and_roughly_right():
