@@ -1,0 +1,145 @@
+"""Sender and local endpoint throughput on loopback (pytest-benchmark).
+
+* ``test_chunker``: the sender's own work without HTTP (block reads, line
+  boundaries, chunk cutting, bookkeeping).
+* ``test_send_noop*``: ``Sender.send`` against a no-op endpoint that reads the
+  body and answers a fixed 202, so the number is the sender's ceiling
+  (encode + chunk + HTTP client + bookkeeping), not the server's.
+* ``test_endpoint_*``: :class:`dtproto.server.IngestServer` validating and
+  storing what the sender sends (accepted MB/s, requests/s for big and for
+  one-line requests).
+
+Each bench records ``lines``, ``bytes``, ``lines_per_s`` and ``MB_per_s`` in
+``benchmark.extra_info``.  Run::
+
+    pytest bench/bench_sender.py --benchmark-only -p no:cacheprovider
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+
+import dtproto
+from dtproto.sender import Sender, _blocks, _chunk_stream
+from dtproto.server import IngestServer
+
+N_LINES = 200_000
+_NOOP_BODY = b'{"linesOk":0,"linesInvalid":0,"error":null,"warnings":null}'
+
+
+def _corpus(n: int) -> bytes:
+    # ~100 bytes per line, the shape of typical host metrics.
+    return b"".join(
+        b"bench.cpu.usage%d,host=host-%04d,region=eu-west-%d,service=checkout gauge,%d.%03d\n"
+        % (i % 40, i % 997, i % 3, i % 100, i % 1000) for i in range(n))
+
+
+@pytest.fixture(scope="module")
+def corpus() -> bytes:
+    return _corpus(N_LINES)
+
+
+class _NoopHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.wfile.write(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(_NOOP_BODY), _NOOP_BODY))
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def noop_url() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _NoopHandler)
+    httpd.daemon_threads = True
+    t = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    t.start()
+    try:
+        yield "http://127.0.0.1:%d/api/v2/metrics/ingest" % httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _record(benchmark: Any, lines: int, size: int) -> None:
+    mean = benchmark.stats.stats.mean
+    benchmark.extra_info.update(lines=lines, bytes=size, lines_per_s=round(lines / mean),
+                                MB_per_s=round(size / mean / 1e6, 1))
+
+
+def test_chunker(benchmark: Any, corpus: bytes) -> None:
+    def run() -> int:
+        return sum(c.lines for c in _chunk_stream(_blocks(corpus), 1, 1_000_000, None))
+
+    assert benchmark.pedantic(run, rounds=5, iterations=1) == N_LINES
+    _record(benchmark, N_LINES, len(corpus))
+
+
+def test_chunker_line_cap_1000(benchmark: Any, corpus: bytes) -> None:
+    def run() -> int:
+        return sum(c.lines for c in _chunk_stream(_blocks(corpus), 1, 1_000_000, 1000))
+
+    assert benchmark.pedantic(run, rounds=5, iterations=1) == N_LINES
+    _record(benchmark, N_LINES, len(corpus))
+
+
+@pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
+def test_send_noop(benchmark: Any, corpus: bytes, noop_url: str, gzip: bool) -> None:
+    with Sender(noop_url, "bench-token", gzip=gzip, gzip_level=1) as s:
+        result = benchmark.pedantic(lambda: s.send(corpus), rounds=5, iterations=1)
+    assert result.lines_sent == N_LINES
+    _record(benchmark, N_LINES, len(corpus))
+    benchmark.extra_info["requests"] = len(result.requests)
+
+
+def test_send_noop_records(benchmark: Any, noop_url: str) -> None:
+    n = N_LINES // 4
+    records = [dtproto.Metric.gauge("bench.cpu.usage%d" % (i % 40), float(i % 100),
+                                    {"host": "host-%04d" % (i % 997), "service": "checkout"})
+               for i in range(n)]
+    size = len(dtproto.encode(records))
+    with Sender(noop_url, "bench-token") as s:
+        result = benchmark.pedantic(lambda: s.send(records), rounds=3, iterations=1)
+    assert result.lines_sent == n
+    _record(benchmark, n, size)
+
+
+def test_endpoint_accepts_big_requests(benchmark: Any, corpus: bytes) -> None:
+    with IngestServer(tokens="bench-token", keep=False) as srv:
+        with Sender(srv.url, "bench-token") as s:
+            result = benchmark.pedantic(lambda: s.send(corpus), rounds=3, iterations=1)
+        assert result.lines_ok == N_LINES and result.ok
+        requests = len(result.requests)
+    _record(benchmark, N_LINES, len(corpus))
+    benchmark.extra_info["requests_per_s"] = round(requests / benchmark.stats.stats.mean, 1)
+
+
+def test_endpoint_small_requests(benchmark: Any) -> None:
+    n = 500
+    line = b"bench.small,host=host-0001 gauge,1.5\n"
+    with IngestServer(tokens="bench-token", keep=False, log_size=10) as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        headers = {"Authorization": "Api-Token bench-token",
+                   "Content-Type": "text/plain; charset=utf-8"}
+
+        def run() -> None:
+            for _ in range(n):
+                conn.request("POST", "/api/v2/metrics/ingest", body=line, headers=headers)
+                r = conn.getresponse()
+                r.read()
+                assert r.status == 202
+
+        try:
+            benchmark.pedantic(run, rounds=3, iterations=1)
+        finally:
+            conn.close()
+    _record(benchmark, n, n * len(line))
+    benchmark.extra_info["requests_per_s"] = round(n / benchmark.stats.stats.mean)
