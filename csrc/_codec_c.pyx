@@ -253,11 +253,24 @@ cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, double *out)
     return 1
 
 
-cdef inline int parse_uint(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, int64_t *out) nogil:
-    """``1*19DIGIT`` not above 2**63-1; 1 and ``*out``, or 0."""
+cdef inline int parse_uint(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, int64_t *out,
+                           bint any_width) nogil:
+    """``1*19DIGIT`` not above 2**63-1; 1 and ``*out``, or 0.
+
+    With ``any_width`` (summary counts, §7.3) leading zeros do not count
+    toward the 19 digits; timestamps (§8) keep the strict width.
+    """
     cdef Py_ssize_t i
     cdef uint64_t v = 0
-    if b <= a or b - a > MAX_TS_DIGITS:
+    if b <= a:
+        return 0
+    if any_width:
+        for i in range(a, b):
+            if not (CLS[p[i]] & C_DIGIT):
+                return 0
+        while b - a > 1 and p[a] == 48:
+            a += 1
+    if b - a > MAX_TS_DIGITS:
         return 0
     for i in range(a, b):
         if not (CLS[p[i]] & C_DIGIT):
@@ -490,7 +503,7 @@ cdef int scan_tail(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, LineScan *L,
                     return R_INVALID
                 seen |= bit
                 if bit == 8:
-                    if not parse_uint(p, eq + 1, q, &L.cnt):
+                    if not parse_uint(p, eq + 1, q, &L.cnt, True):
                         return R_INVALID
                 else:
                     if not parse_number(p, eq + 1, q, &v):
@@ -529,7 +542,7 @@ cdef int scan_tail(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, LineScan *L,
         j = i
         while j < n and not is_sep(p[j]):
             j += 1
-        if not parse_uint(p, i, j, &t):
+        if not parse_uint(p, i, j, &t, False):
             return R_INVALID
         if t < lo or t > hi:
             return R_INVALID
@@ -966,7 +979,10 @@ cdef object _materialize(object dimensions):
         return dimensions
     if hasattr(dimensions, "items"):
         return dimensions
-    return list(dimensions)
+    try:
+        return list(dimensions)
+    except TypeError:  # not iterable: the reference raises the EncodeError
+        return dimensions
 
 
 cdef class Encoder:
