@@ -488,12 +488,20 @@ def _prepare_line(raw: str) -> Optional[str]:
 
     Raises the fault for a line that is too long or starts with a blank.
     """
-    s = raw[:-1] if raw.endswith("\r") else raw
-    if len(s) > MAX_LINE_CHARS:
-        raise _LineFault(E.LINE_TOO_LONG, MAX_LINE_CHARS, len(s))
-    s = s.rstrip(" \t")
+    line = raw[:-1] if raw.endswith("\r") else raw
+    if len(line) > MAX_LINE_CHARS:
+        raise _LineFault(E.LINE_TOO_LONG, MAX_LINE_CHARS, len(line))
+    s = line.rstrip(" \t")
     if not s:
         return None
+    if s[-1] == "\\" and len(s) < len(line):
+        # "\" + SP (or HTAB) is an escape (§6.3), not a trailing blank [A-15]:
+        # after an odd run of backslashes the first blank belongs to the value.
+        k = len(s) - 1
+        while k > 0 and s[k - 1] == "\\":
+            k -= 1
+        if (len(s) - k) % 2:
+            s = line[: len(s) + 1]
     c = s[0]
     if c == " " or c == "\t":
         raise _LineFault(E.LEADING_WHITESPACE, 0)
