@@ -27,6 +27,29 @@ else:
     Encoder = _codec.Encoder
     classic_key = _codec.classic_key
 
+# The sender pulls in http.client, ssl and gzip: imported on first use so that
+# "import dtproto" (and the CLI's start-up) stays light.
+_LAZY = {
+    "Sender": "sender", "SendResult": "sender", "RequestInfo": "sender",
+    "InvalidLine": "sender", "WarnedLine": "sender", "Undelivered": "sender",
+    "ingest_url": "sender", "ConfigurationError": "sender",
+    "AuthenticationError": "sender", "MissingScopeError": "sender",
+    "EndpointNotFoundError": "sender", "PayloadTooLargeError": "sender",
+    "DeliveryError": "sender",
+}
+
+
+def __getattr__(name: str):  # PEP 562
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError("module 'dtproto' has no attribute %r" % (name,))
+    import importlib
+
+    value = getattr(importlib.import_module("dtproto." + module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "IMPLEMENTATION",
     "__version__",
@@ -46,4 +69,5 @@ __all__ = [
     "EncodeError",
     "SendError",
     "ErrorCode",
+    *sorted(_LAZY),
 ]
