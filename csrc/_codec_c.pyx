@@ -569,8 +569,17 @@ cdef int prepare_line(const uint8_t *p, Py_ssize_t *np) except -2:
         if len(PyBytes_FromStringAndSize(<const char *>p, n).decode(
                 "utf-8", "surrogateescape")) > MAX_LINE_CHARS:
             return R_INVALID
+    cdef Py_ssize_t full = n, k
     while n > 0 and is_sep(p[n - 1]):
         n -= 1
+    if n > 0 and n < full and p[n - 1] == 92:
+        # "" + SP is an escape (§6.3), not a trailing blank: after an odd run
+        # of backslashes the first blank belongs to the value.
+        k = n - 1
+        while k > 0 and p[k - 1] == 92:
+            k -= 1
+        if (n - k) % 2:
+            n += 1
     np[0] = n
     if n == 0:
         return R_BLANK
