@@ -1,0 +1,483 @@
+"""encode() and Encoder: the canonical strict form (PROTOCOL.md §13).
+
+Every invalid input raises EncodeError naming the field and the code the
+decoder would have reported, and a failed Encoder call leaves the buffer
+byte-identical.  Runs against each implementation (``impl``).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import re
+import types
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import strategies as S
+from dtproto import EncodeError, ErrorCode, Metadata, Metric
+
+E = ErrorCode
+MAX_INT64 = 2**63 - 1
+CANONICAL_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+(E-?[0-9]+)?)?\Z")
+
+
+def gauge_text(impl, x) -> str:
+    enc = impl.Encoder()
+    enc.gauge("abc", x)
+    out = enc.getvalue()
+    assert out.startswith(b"abc gauge,") and out.endswith(b"\n")
+    return out[len(b"abc gauge,"):-1].decode()
+
+
+# ---------------------------------------------------------------------------
+# canonical form
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value,text", [
+    (1, "1"), (1.0, "1"), (-1.0, "-1"), (0.0, "0"), (-0.0, "-0"), (1.5, "1.5"),
+    (0.1, "0.1"), (1 / 3, "0.3333333333333333"), (123456789.0, "123456789"),
+    (123456789012345.0, "123456789012345"), (9007199254740992.0, "9007199254740992"),
+    (1e16, "1.0E16"), (1e20, "1.0E20"), (-1e20, "-1.0E20"), (1.5e300, "1.5E300"),
+    (1.7976931348623157e308, "1.7976931348623157E308"), (5e-324, "5.0E-324"),
+    (1e-4, "0.0001"), (2**70, "1.1805916207174113E21"), (7, "7"), (-7, "-7"),
+])
+def test_number_formatting(impl, value, text):
+    assert gauge_text(impl, value) == text
+
+
+def test_small_exponent_form(impl):
+    # shortest round trip with a decimal point before the exponent (§13)
+    for x in (1e-5, 1.5e-7, 2.5e-300):
+        t = gauge_text(impl, x)
+        assert CANONICAL_NUMBER.match(t) and "E-" in t and float(t) == x
+
+
+@given(S.finite_floats())
+def test_number_is_shortest_round_trip(impl, x):
+    t = gauge_text(impl, x)
+    assert CANONICAL_NUMBER.match(t), t
+    assert float(t) == x and math.copysign(1, float(t)) == math.copysign(1, x)
+
+    def digits(s):
+        s = s.lower().lstrip("-").split("e")[0].replace(".", "").strip("0")
+        return s or "0"
+    assert len(digits(t)) <= len(digits(repr(x)))   # never more digits than repr
+
+
+def test_canonical_lines(impl):
+    enc = impl.Encoder()
+    enc.gauge("abc", 1)
+    enc.gauge("abc", 2.5, {"k": "v", "j": "w"}, 1_700_000_000_000)
+    enc.count("abc.count", -3, [("k", "v")])
+    enc.count("abc", 0.5, timestamp=5)
+    enc.summary("abc", 1, 3, 4, 2)
+    enc.summary("abc", 0, 0, 0, 0, {"k": ""}, 7)
+    enc.metadata("abc", "gauge", display_name="CPU load", description="d", unit="s")
+    enc.metadata("abc", "count", unit="MiB/s")
+    assert enc.getvalue() == (
+        b"abc gauge,1\n"
+        b"abc,k=v,j=w gauge,2.5 1700000000000\n"
+        b"abc.count,k=v count,delta=-3\n"
+        b"abc count,delta=0.5 5\n"
+        b"abc gauge,min=1,max=3,sum=4,count=2\n"
+        b"abc,k= gauge,min=0,max=0,sum=0,count=0 7\n"
+        b"#abc gauge dt.meta.description=d,dt.meta.unit=s,dt.meta.displayName=CPU\\ load\n"
+        b"#abc count dt.meta.unit=MiB/s\n"
+    )
+    assert enc.lines == 8
+
+
+@pytest.mark.parametrize("value,wire", [
+    ("v", "v"), ("", ""), ("a b", "a\\ b"), ("a,b", "a\\,b"), ("a=b", "a\\=b"),
+    ('a"b', 'a\\"b'), ("a\\b", "a\\\\b"), ("\\n", "\\\\n"), ("ü漢😀", "ü漢😀"),
+    ("a\u00a0b", "a\u00a0b"), (' ,="\\', '\\ \\,\\=\\"\\\\'), ("#x", "#x"),
+])
+def test_value_escaping(impl, value, wire):
+    enc = impl.Encoder()
+    enc.gauge("abc", 1, {"k": value})
+    assert enc.getvalue() == ("abc,k=%s gauge,1\n" % wire).encode()
+    assert impl.decode(enc.getvalue())[0].dimensions == (("k", value),)
+
+
+def test_encode_records_and_empty(impl):
+    recs = [Metric.gauge("abc", 1, {"k": "v"}), Metric.delta("abc", 2, timestamp=3),
+            Metric.summary_of("abc", 1, 1, 1, 1),
+            Metadata("abc", "gauge", [("dt.meta.displayname", "x y")])]
+    out = impl.encode(recs)
+    assert type(out) is bytes
+    assert out == (b"abc,k=v gauge,1\nabc count,delta=2 3\n"
+                   b"abc gauge,min=1,max=1,sum=1,count=1\n#abc gauge dt.meta.displayname=x\\ y\n")
+    assert impl.encode([]) == b""
+    assert impl.encode(iter(recs)) == out
+    assert impl.encode(r for r in recs) == out
+
+
+def test_encoder_add_matches_encode(impl):
+    recs = [Metric.gauge("abc", 1), Metadata("abc", "count", [("dt.meta.unit", "s")])]
+    enc = impl.Encoder()
+    for r in recs:
+        enc.add(r)
+    assert enc.getvalue() == impl.encode(recs)
+    assert enc.lines == 2
+
+
+# ---------------------------------------------------------------------------
+# dimensions: mapping or pairs
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dims", [
+    {"k": "v", "a": "b"},
+    [("k", "v"), ("a", "b")],
+    (("k", "v"), ("a", "b")),
+    collections.OrderedDict([("k", "v"), ("a", "b")]),
+    types.MappingProxyType({"k": "v", "a": "b"}),
+    [["k", "v"], ["a", "b"]],
+])
+def test_dimensions_mapping_or_pairs(impl, dims):
+    enc = impl.Encoder()
+    enc.gauge("abc", 1, dims)
+    assert enc.getvalue() == b"abc,k=v,a=b gauge,1\n"
+    enc2 = impl.Encoder()
+    enc2.gauge("abc", 1, iter(list(dims.items()) if hasattr(dims, "items") else dims))
+    assert enc2.getvalue() == enc.getvalue()
+
+
+def test_dimensions_duplicates_and_empty(impl):
+    enc = impl.Encoder()
+    enc.gauge("abc", 1, [("k", "1"), ("k", "2")])
+    enc.gauge("abc", 1, {})
+    enc.gauge("abc", 1, [])
+    enc.gauge("abc", 1, None)
+    assert enc.getvalue() == b"abc,k=1,k=2 gauge,1\n" + b"abc gauge,1\n" * 3
+
+
+def test_dimension_limits_are_accepted_at_the_boundary(impl):
+    dims = [("k" * 100, "ü" * 255)] * 50
+    enc = impl.Encoder()
+    enc.gauge("a" * 255, 1, dims)
+    assert impl.decode(enc.getvalue())[0] == Metric.gauge("a" * 255, 1, dims)
+
+
+# ---------------------------------------------------------------------------
+# errors: field and code
+# ---------------------------------------------------------------------------
+
+def enc_error(call) -> EncodeError:
+    with pytest.raises(EncodeError) as info:
+        call()
+    e = info.value
+    assert isinstance(e, ValueError) and isinstance(e.message, str) and e.message
+    return e
+
+
+@pytest.mark.parametrize("key,code", [
+    ("ab", E.METRIC_KEY_LENGTH), ("a" * 256, E.METRIC_KEY_LENGTH), ("", E.MISSING_METRIC_KEY),
+    ("1ab", E.INVALID_METRIC_KEY), ("a b", E.INVALID_METRIC_KEY), ("ab.", E.INVALID_METRIC_KEY),
+    ("äbc", E.INVALID_METRIC_KEY), ("dt.abc", E.RESERVED_PREFIX), (5, E.INVALID_METRIC_KEY),
+    (None, E.INVALID_METRIC_KEY), (b"abc", E.INVALID_METRIC_KEY), ([], E.INVALID_METRIC_KEY),
+])
+def test_error_metric_key(impl, key, code):
+    for call in (lambda: impl.Encoder().gauge(key, 1),
+                 lambda: impl.Encoder().count(key, 1),
+                 lambda: impl.Encoder().summary(key, 1, 1, 1, 1),
+                 lambda: impl.Encoder().metadata(key, "gauge", unit="s")):
+        e = enc_error(call)
+        assert (e.field, e.code, e.record) == ("key", code, None)
+
+
+def test_error_messages_reuse_decoder_reasons(impl):
+    e = enc_error(lambda: impl.Encoder().gauge("ab", 1))
+    assert e.message == "metric key length: 2 not in 3..255"
+    assert str(e) == "metric key length: 2 not in 3..255 (field 'key')"
+    e = enc_error(lambda: impl.Encoder().gauge("1ab", 1))
+    assert e.message == "invalid metric key in message '1'; error at '1' (index 0)"
+    e = enc_error(lambda: impl.Encoder().gauge("abc", 1, {"aB": "v"}))
+    assert e.message == "invalid dimension key in message 'aB'; error at 'B' (index 1)"
+    e = enc_error(lambda: impl.Encoder().gauge("abc", 1, {"k": "v" * 256}))
+    assert e.message == "dimension value length exceeded: 256 > 255"
+    e = enc_error(lambda: impl.Encoder().gauge("abc", float("nan")))
+    assert e.message == "non-finite number: 'nan'"
+    e = enc_error(lambda: impl.Encoder().summary("abc", 35.689672, 35.689672, 35.669104, 1))
+    assert e.message == (
+        "inconsistent gauge fields: min <= avg <= max doesn't hold: min: 35.689672, "
+        "max: 35.689672, sum: 35.669104, count: 1, avg: 35.669104, tolerance: 0.000001")
+
+
+@pytest.mark.parametrize("dims,field,code", [
+    ({"K": "v"}, "dimensions[0].key", E.INVALID_DIMENSION_KEY),
+    ({"": "v"}, "dimensions[0].key", E.EMPTY_DIMENSION_KEY),
+    ({"1a": "v"}, "dimensions[0].key", E.INVALID_DIMENSION_KEY),
+    ({"k" * 101: "v"}, "dimensions[0].key", E.DIMENSION_KEY_TOO_LONG),
+    ([("k", "v"), ("a.", "v")], "dimensions[1].key", E.INVALID_DIMENSION_KEY),
+    ([("k", "v"), (5, "v")], "dimensions[1].key", E.INVALID_DIMENSION_KEY),
+    ({"k": "v" * 256}, "dimensions[0].value", E.DIMENSION_VALUE_TOO_LONG),
+    ({"k": "😀" * 256}, "dimensions[0].value", E.DIMENSION_VALUE_TOO_LONG),
+    ({"k": "a\x01"}, "dimensions[0].value", E.CONTROL_CHARACTER),
+    ({"k": "a\tb"}, "dimensions[0].value", E.CONTROL_CHARACTER),
+    ({"k": "a\nb"}, "dimensions[0].value", E.CONTROL_CHARACTER),
+    ({"k": "\x7f"}, "dimensions[0].value", E.CONTROL_CHARACTER),
+    ({"k": "\ud800"}, "dimensions[0].value", E.INVALID_UTF8),
+    ({"k": 5}, "dimensions[0].value", E.INVALID_RECORD),
+    ({"k": None}, "dimensions[0].value", E.INVALID_RECORD),
+    ({"k": b"v"}, "dimensions[0].value", E.INVALID_RECORD),
+    ([("k", "v"), ("k",)], "dimensions[1]", E.INVALID_RECORD),
+    ([("k", "v", "w")], "dimensions[0]", E.INVALID_RECORD),
+    ([5], "dimensions[0]", E.INVALID_RECORD),
+    ("ab", "dimensions[0]", E.INVALID_RECORD),
+    (5, "dimensions", E.INVALID_RECORD),
+    ([("k%d" % i, "v") for i in range(51)], "dimensions", E.TOO_MANY_DIMENSIONS),
+])
+def test_error_dimensions(impl, dims, field, code):
+    e = enc_error(lambda: impl.Encoder().gauge("abc", 1, dims))
+    assert (e.field, e.code) == (field, code)
+
+
+@pytest.mark.parametrize("value,code", [
+    (float("nan"), E.NON_FINITE_NUMBER), (float("inf"), E.NON_FINITE_NUMBER),
+    (float("-inf"), E.NON_FINITE_NUMBER), (10**400, E.NON_FINITE_NUMBER),
+    ("1", E.INVALID_NUMBER), (None, E.INVALID_NUMBER), (True, E.INVALID_NUMBER),
+    (1j, E.INVALID_NUMBER), (b"1", E.INVALID_NUMBER),
+])
+def test_error_values(impl, value, code):
+    for call in (lambda: impl.Encoder().gauge("abc", value),
+                 lambda: impl.Encoder().count("abc", value)):
+        e = enc_error(call)
+        assert (e.field, e.code) == ("value", code)
+    for i, name in enumerate(("min", "max", "sum")):
+        args = [0.0, 0.0, 0.0]
+        args[i] = value
+        e = enc_error(lambda: impl.Encoder().summary("abc", *args, 1))
+        assert (e.field, e.code) == (name, code)
+
+
+@pytest.mark.parametrize("args,field,code", [
+    ((1, 1, 1, -1), "count", E.SUMMARY_COUNT_NOT_INTEGER),
+    ((1, 1, 1, 1.0), "count", E.SUMMARY_COUNT_NOT_INTEGER),
+    ((1, 1, 1, True), "count", E.SUMMARY_COUNT_NOT_INTEGER),
+    ((1, 1, 1, None), "count", E.SUMMARY_COUNT_NOT_INTEGER),
+    ((0, 0, 0, MAX_INT64 + 1), "count", E.SUMMARY_COUNT_NOT_INTEGER),
+    ((3, 1, 4, 2), "sum", E.SUMMARY_MIN_GT_MAX),
+    ((0, 1, 0, 0), "sum", E.SUMMARY_COUNT_ZERO),
+    ((2, 3, 2, 2), "sum", E.SUMMARY_INCONSISTENT),
+    ((1, 2, 10, 2), "sum", E.SUMMARY_INCONSISTENT),
+])
+def test_error_summary(impl, args, field, code):
+    e = enc_error(lambda: impl.Encoder().summary("abc", *args))
+    assert (e.field, e.code) == (field, code)
+
+
+def test_summary_boundaries_accepted(impl):
+    enc = impl.Encoder()
+    enc.summary("abc", 0, 0, 0, MAX_INT64)
+    enc.summary("abc", 1e-6, 1, 0, 1)       # min - avg == 1e-6: inclusive
+    enc.summary("abc", -0.0, 0.0, -0.0, 0)
+    assert [m.count for m in impl.decode(enc.getvalue())] == [MAX_INT64, 1, 0]
+
+
+@pytest.mark.parametrize("ts", [-1, MAX_INT64 + 1, 1.5, 1e12, True, "5", b"5"])
+def test_error_timestamp(impl, ts):
+    for call in (lambda: impl.Encoder().gauge("abc", 1, None, ts),
+                 lambda: impl.Encoder().count("abc", 1, timestamp=ts),
+                 lambda: impl.Encoder().summary("abc", 1, 1, 1, 1, timestamp=ts)):
+        e = enc_error(call)
+        assert (e.field, e.code) == ("timestamp", E.INVALID_TIMESTAMP)
+
+
+def test_timestamp_bounds_accepted(impl):
+    enc = impl.Encoder()
+    enc.gauge("abc", 1, timestamp=0)
+    enc.gauge("abc", 1, timestamp=MAX_INT64)
+    assert enc.getvalue() == b"abc gauge,1 0\nabc gauge,1 9223372036854775807\n"
+
+
+def test_error_metadata(impl):
+    def md(**kw):
+        return lambda: impl.Encoder().metadata("abc", kw.pop("metric_type", "gauge"), **kw)
+    cases = [
+        (md(metric_type="summary", unit="s"), "metric_type", E.INVALID_METADATA_LINE),
+        (md(metric_type="GAUGE", unit="s"), "metric_type", E.INVALID_METADATA_LINE),
+        (md(metric_type=None, unit="s"), "metric_type", E.INVALID_METADATA_LINE),
+        (md(metric_type=[], unit="s"), "metric_type", E.INVALID_METADATA_LINE),
+        (md(), "properties", E.INVALID_METADATA_LINE),
+        (md(unit=""), "properties[0]", E.INVALID_UNIT),
+        (md(unit="a b"), "properties[0]", E.INVALID_UNIT),
+        (md(unit="u" * 64), "properties[0]", E.INVALID_UNIT),
+        (md(description="d", unit="µs"), "properties[1]", E.INVALID_UNIT),
+        (md(display_name="x" * 301), "properties[0]", E.DISPLAY_NAME_LENGTH),
+        (md(description="x" * 65_536), "properties[0]", E.DESCRIPTION_LENGTH),
+        (md(description="x" * 60_000), "line", E.LINE_TOO_LONG),
+        (md(display_name="a\x00"), "properties[0]", E.CONTROL_CHARACTER),
+        (md(display_name=5), "properties[0]", E.INVALID_RECORD),
+    ]
+    for call, field, code in cases:
+        e = enc_error(call)
+        assert (e.field, e.code) == (field, code), (field, code, e.field, e.code)
+
+
+def test_metadata_boundaries_accepted(impl):
+    enc = impl.Encoder()
+    enc.metadata("abc", "gauge", display_name="x" * 300, unit="u" * 63)
+    head = "#abc gauge dt.meta.description="
+    enc.metadata("abc", "gauge", description="d" * (50_000 - len(head)))
+    assert len(enc.getvalue().split(b"\n")[1]) == 50_000
+    enc.metadata("abc", "count", display_name="", description="")
+    got = impl.decode(enc.getvalue())
+    assert got[0].display_name == "x" * 300 and got[2].description == ""
+
+
+def test_error_unknown_metadata_property_and_record_types(impl):
+    e = enc_error(lambda: impl.encode([Metadata("abc", "gauge", [("dt.meta.foo", "x")])]))
+    assert (e.field, e.code, e.record) == ("properties[0]", E.UNKNOWN_METADATA_PROPERTY, 0)
+    e = enc_error(lambda: impl.encode([Metadata("abc", "gauge", [(["x"], "x")])]))
+    assert (e.field, e.code) == ("properties[0]", E.UNKNOWN_METADATA_PROPERTY)
+    for bad in (object(), ("abc", (), "gauge", 1.0), None, "abc 1"):
+        e = enc_error(lambda: impl.encode([Metric.gauge("abc", 1), bad]))
+        assert (e.field, e.code, e.record) == ("record", E.INVALID_RECORD, 1)
+        e = enc_error(lambda: impl.Encoder().add(bad))
+        assert (e.field, e.code, e.record) == ("record", E.INVALID_RECORD, None)
+
+
+def test_encode_error_names_the_record(impl):
+    recs = [Metric.gauge("abc", 1), Metric.gauge("abc", 2), Metric.gauge("ab", 3)]
+    e = enc_error(lambda: impl.encode(recs))
+    assert (e.record, e.field, e.code) == (2, "key", E.METRIC_KEY_LENGTH)
+    assert str(e) == "metric key length: 2 not in 3..255 (record 2, field 'key')"
+    e = enc_error(lambda: impl.encode([Metric.gauge("abc", 1, {"k": "v" * 300})]))
+    assert (e.record, e.field) == (0, "dimensions[0].value")
+    e = enc_error(lambda: impl.encode([Metric("abc", (), "summary", None, 3, 1, 4, 2)]))
+    assert (e.record, e.field, e.code) == (0, "sum", E.SUMMARY_MIN_GT_MAX)
+    e = enc_error(lambda: impl.encode([Metric("abc", (), "gauge", None)]))
+    assert (e.record, e.field, e.code) == (0, "value", E.INVALID_NUMBER)
+
+
+# ---------------------------------------------------------------------------
+# Encoder buffer: atomicity, len, lines, clear, getvalue
+# ---------------------------------------------------------------------------
+
+def test_buffer_accounting(impl):
+    enc = impl.Encoder()
+    assert (len(enc), enc.lines, enc.getvalue()) == (0, 0, b"")
+    enc.gauge("abc", 1, {"k": "ü"})
+    line = "abc,k=ü gauge,1\n".encode()
+    assert (len(enc), enc.lines, enc.getvalue()) == (len(line), 1, line)
+    assert len(enc) == 17  # bytes, not characters
+    enc.count("abc", 1)
+    assert enc.lines == 2 and len(enc) == len(enc.getvalue())
+    v = enc.getvalue()
+    assert type(v) is bytes
+    enc.gauge("abc", 2)
+    assert v == line + b"abc count,delta=1\n"     # getvalue is a snapshot
+    enc.clear()
+    assert (len(enc), enc.lines, enc.getvalue()) == (0, 0, b"")
+    enc.gauge("abc", 3)
+    assert enc.getvalue() == b"abc gauge,3\n"
+    assert "lines=1" in repr(enc)
+
+
+BAD_CALLS = [
+    lambda e: e.gauge("ab", 1),
+    lambda e: e.gauge("abc", float("nan"), {"k": "v"}),
+    lambda e: e.gauge("abc", 1, {"k": "v", "K": "w"}),
+    lambda e: e.gauge("abc", 1, [("k", "v")] * 51),
+    lambda e: e.gauge("abc", 1, {"k": "v"}, -5),
+    lambda e: e.count("abc", 1, {"k": "v" * 256}),
+    lambda e: e.summary("abc", 3, 1, 4, 2, {"k": "v"}, 5),
+    lambda e: e.summary("abc", 1, 1, 1, -1),
+    lambda e: e.metadata("abc", "gauge", display_name="ok", unit="bad unit"),
+    lambda e: e.metadata("abc", "gauge", description="x" * 60_000),
+    lambda e: e.add(Metric.gauge("abc", 1, {"k": "\x00"})),
+    lambda e: e.add(object()),
+]
+
+
+@pytest.mark.parametrize("bad", range(len(BAD_CALLS)))
+def test_failed_call_leaves_buffer_unchanged(impl, bad):
+    enc = impl.Encoder()
+    enc.gauge("abc", 1, {"k": "v"})
+    enc.metadata("abc", "gauge", unit="s")
+    before = (enc.getvalue(), len(enc), enc.lines)
+    with pytest.raises(EncodeError):
+        BAD_CALLS[bad](enc)
+    assert (enc.getvalue(), len(enc), enc.lines) == before
+    enc.count("abc", 2)
+    assert enc.getvalue() == before[0] + b"abc count,delta=2\n"
+
+
+def test_generator_dimensions_failing_midway_leave_buffer_unchanged(impl):
+    def dims():
+        yield ("k", "v")
+        yield ("j", "w")
+        raise RuntimeError("boom")
+    enc = impl.Encoder()
+    enc.gauge("abc", 1)
+    before = enc.getvalue()
+    with pytest.raises(RuntimeError):
+        enc.gauge("abc", 1, dims())
+    assert enc.getvalue() == before and enc.lines == 1
+
+
+@given(st.lists(st.tuples(st.booleans(), S.records()), max_size=8))
+def test_atomicity_over_random_sequences(impl, ops):
+    enc = impl.Encoder()
+    expected = b""
+    for corrupt, rec in ops:
+        if corrupt:
+            rec = _corrupt(rec)
+            with pytest.raises(EncodeError):
+                enc.add(rec)
+        else:
+            enc.add(rec)
+            expected += impl.encode([rec])
+        assert enc.getvalue() == expected and len(enc) == len(expected)
+
+
+def _corrupt(rec):
+    if type(rec) is Metadata:
+        return Metadata(rec.key, rec.metric_type, rec.properties + (("dt.meta.unit", ""),))
+    return Metric(rec.key, rec.dimensions + (("Bad", "v"),), rec.kind, rec.value, rec.min,
+                  rec.max, rec.sum, rec.count, rec.timestamp)
+
+
+# ---------------------------------------------------------------------------
+# round trips
+# ---------------------------------------------------------------------------
+
+def _same(a, b):
+    assert a == b and type(a) is type(b)
+    if type(a) is Metric:
+        for x, y in zip(a[3:7], b[3:7]):
+            assert (x is None and y is None) or math.copysign(1, x) == math.copysign(1, y)
+
+
+@given(st.lists(S.records(), max_size=6))
+def test_decode_encode_round_trip(impl, records):
+    out = impl.encode(records)
+    got = impl.decode(out)
+    assert len(got) == len(records)
+    for a, b in zip(got, records):
+        _same(a, b)
+    assert impl.encode(got) == out                 # canonical: a fixed point
+
+
+@given(S.metrics())
+def test_encoder_methods_match_encode(impl, m):
+    enc = impl.Encoder()
+    dims = dict(m.dimensions) if len(dict(m.dimensions)) == len(m.dimensions) else m.dimensions
+    if m.kind == "gauge":
+        enc.gauge(m.key, m.value, dims, m.timestamp)
+    elif m.kind == "count":
+        enc.count(m.key, m.value, dims, m.timestamp)
+    else:
+        enc.summary(m.key, m.min, m.max, m.sum, m.count, dims, m.timestamp)
+    assert enc.getvalue() == impl.encode([m])
+
+
+@given(S.bodies())
+def test_encode_of_decoded_wire_forms_is_canonical(impl, case):
+    body, records = case
+    out = impl.encode(impl.decode(body))
+    assert out == impl.encode(records)
+    assert impl.decode(out) == records
