@@ -1,0 +1,378 @@
+"""The ``dtproto`` command line, driven as users drive it: in a subprocess.
+
+Every command runs through ``python -m dtproto`` (and one test through the
+installed ``dtproto`` script when it is on PATH).  Subprocesses import the
+same ``dtproto`` as this test process (an installed package or a checkout)
+and run in a temporary directory, so a source tree in the working directory
+cannot shadow the installed package.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pathlib
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+import dtproto
+from dtproto._corpus import make_corpus
+
+EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
+SAMPLE = EXAMPLES / "metrics.txt"
+SAMPLE_NOW = "2024-06-01T12:00:00Z"       # the sample's timestamps: 1717243200000
+PACKAGE_PARENT = str(pathlib.Path(dtproto.__file__).resolve().parent.parent)
+
+
+def _env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DT_API_TOKEN", None)
+    env["PYTHONPATH"] = PACKAGE_PARENT + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+def run(*args: Any, input: Optional[bytes] = None, env: Optional[Dict[str, str]] = None,
+        cwd: Optional[pathlib.Path] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dtproto", *map(str, args)], input=input,
+        stdin=None if input is not None else subprocess.DEVNULL, capture_output=True,
+        env=_env(env), cwd=str(cwd) if cwd else None, timeout=timeout)
+
+
+@pytest.fixture
+def work(tmp_path: pathlib.Path) -> pathlib.Path:
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """~6 MB of realistic lines, 2% invalid: more than one validation segment."""
+    path = tmp_path_factory.mktemp("big") / "big.txt"
+    path.write_bytes(make_corpus(48_000, seed=7, invalid_ratio=0.02))
+    return path
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_version() -> None:
+    p = run("--version")
+    assert p.returncode == 0
+    expected = "dtproto %s (%s)\n" % (dtproto.__version__, dtproto.IMPLEMENTATION)
+    assert p.stdout.decode() == expected
+
+
+def test_version_without_extensions() -> None:
+    p = run("--version", env={"DTPROTO_NO_EXTENSIONS": "1"})
+    assert p.stdout.decode() == "dtproto %s (python)\n" % dtproto.__version__
+
+
+def test_startup_imports_nothing_heavy() -> None:
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "dtproto", "--version"],
+                       capture_output=True, env=_env(), stdin=subprocess.DEVNULL, timeout=60)
+    assert p.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.decode().splitlines()
+                if line.startswith("import time:")}
+    assert "dtproto.cli" in imported
+    for heavy in ("http.client", "multiprocessing", "ssl", "dtproto.sender",
+                  "dtproto.server", "gzip", "json"):
+        assert heavy not in imported, heavy
+
+
+def test_console_script() -> None:
+    script = shutil.which("dtproto")
+    if script is None:
+        pytest.skip("the dtproto console script is not on PATH (package not installed)")
+    p = subprocess.run([script, "validate", "-q", str(SAMPLE)], capture_output=True,
+                       env=_env(), timeout=60)
+    assert p.returncode == 1
+    assert b"5 invalid" in p.stdout
+    assert subprocess.run([script, "--version"], capture_output=True,
+                          timeout=60).stdout.startswith(b"dtproto ")
+
+
+@pytest.mark.parametrize("args", [
+    [],                                      # no command
+    ["frobnicate"],                          # unknown command
+    ["validate", "--jobs", "0", "x"],        # bad value
+    ["validate", "--no-such-flag", "x"],     # unknown flag
+    ["validate", "--now", "yesterday", "x"],
+    ["send", "--max-bytes", "lots", "x"],
+])
+def test_usage_errors_exit_2(args: List[str]) -> None:
+    p = run(*args)
+    assert p.returncode == 2
+    assert p.stderr and not p.stdout
+
+
+def test_no_input_and_nothing_piped_is_a_usage_error(work: pathlib.Path) -> None:
+    # stdin is /dev/null here, not a terminal: it is read (and empty)
+    p = run("validate", "-q", cwd=work)
+    assert p.returncode == 0 and b"<stdin>: 0 lines" in p.stdout
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def test_validate_sample_human_output() -> None:
+    p = run("validate", SAMPLE)
+    assert p.returncode == 1
+    out = p.stdout.decode()
+    name = str(SAMPLE)
+    assert out.startswith("%s: 21 lines: 15 ok, 5 invalid, 1 blank line; 1 warning\n" % name)
+    assert "  summary_inconsistent  1\n" in out
+    # file:line: message, then the offending text
+    assert ("%s:12: count payload requires delta=: '12'\n"
+            "      app.http.server.requests.count,service=cart" % name) in out
+    assert ("%s:13: metric key 'app.errors.unhandled' changed to "
+            "'app.errors.unhandled.count'" % name) in out
+    assert re.search(r"validated 1 input, 1,\d{3} bytes in [\d.]+ s: [\d.]+ MB/s",
+                     p.stderr.decode())
+
+
+def test_validate_valid_input_exits_0(work: pathlib.Path) -> None:
+    f = work / "ok.txt"
+    f.write_bytes(make_corpus(500))
+    p = run("validate", f)
+    assert p.returncode == 0, p.stdout
+    assert b": 500 lines: 500 ok, 0 invalid" in p.stdout
+
+
+def test_validate_json_matches_the_library() -> None:
+    p = run("validate", "--json", SAMPLE)
+    assert p.returncode == 1
+    doc = json.loads(p.stdout)
+    expected = dtproto.validate(SAMPLE.read_bytes())
+    (f,) = doc["files"]
+    assert f["file"] == str(SAMPLE)
+    assert f["response"] == expected.to_response()
+    assert f["error_counts"] == {str(k): v for k, v in expected.error_counts.items()}
+    assert [(e["line"], e["column"], e["code"], e["message"], e["text"]) for e in f["errors"]] \
+        == [(e.line, e.column, str(e.code), e.message, e.text) for e in expected.errors]
+    assert f["lines_total"] == 21 and f["warnings_total"] == 1
+    assert (doc["lines_ok"], doc["lines_invalid"], doc["warnings_total"]) == (15, 5, 1)
+
+
+def test_validate_now_applies_the_timestamp_window() -> None:
+    p = run("validate", "--json", "--now", SAMPLE_NOW, SAMPLE)
+    assert json.loads(p.stdout)["files"][0]["error_counts"].get("timestamp_out_of_range") is None
+    two_hours_later = 1717243200000 + 2 * 3600 * 1000
+    p = run("validate", "--json", "--now", two_hours_later, SAMPLE)
+    counts = json.loads(p.stdout)["files"][0]["error_counts"]
+    assert counts["timestamp_out_of_range"] == 13   # every valid data line (not metadata)
+    p = run("validate", "--json", "--now", "2024-06-01T14:00:00+02:00", SAMPLE)
+    assert "timestamp_out_of_range" not in json.loads(p.stdout)["files"][0]["error_counts"]
+
+
+def test_validate_stdin(work: pathlib.Path) -> None:
+    data = SAMPLE.read_bytes()
+    for args in (["-"], []):
+        p = run("validate", "--json", *args, input=data, cwd=work)
+        assert p.returncode == 1
+        f = json.loads(p.stdout)["files"][0]
+        assert f["file"] == "<stdin>"
+        assert f["response"] == dtproto.validate(data).to_response()
+    p = run("validate", "-", "-", input=data)
+    assert p.returncode == 2 and b"only once" in p.stderr
+
+
+def test_validate_gzip_transparently(work: pathlib.Path) -> None:
+    gz = work / "metrics.txt.gz"
+    gz.write_bytes(gzip.compress(SAMPLE.read_bytes()))
+    plain = run("validate", "-q", SAMPLE).stdout.decode().replace(str(SAMPLE), "F")
+    p = run("validate", "--jobs", "2", gz)
+    assert p.returncode == 1
+    assert p.stdout.decode().replace(str(gz), "F") == plain
+    assert b"gzip input cannot be split; validating with 1 job" in p.stderr
+    p = run("validate", "-q", "-", input=gz.read_bytes())     # gzip on stdin too
+    assert p.stdout.decode().replace("<stdin>", "F") == plain
+
+
+def test_jobs_output_is_identical(big_file: pathlib.Path) -> None:
+    outs = {}
+    for jobs in (1, 2):
+        p = run("validate", "--jobs", jobs, "--examples", 4, big_file)
+        assert p.returncode == 1
+        assert ("(%d job" % jobs).encode() in p.stderr
+        outs[jobs] = p.stdout
+    assert outs[1] == outs[2]
+    assert b"big.txt: 48,000 lines" in outs[1]
+    js = [run("validate", "--json", "--jobs", j, "--max-errors", 50, big_file).stdout
+          for j in (1, 2)]
+    assert js[0] == js[1]
+    f = json.loads(js[0])["files"][0]
+    assert len(f["errors"]) == 50 and f["response"]["linesInvalid"] > 500
+    # the line numbers are input line numbers: check them against the file
+    lines = big_file.read_bytes().split(b"\n")
+    for e in f["errors"]:
+        assert lines[e["line"] - 1].decode().startswith(e["text"])
+
+
+def test_missing_file_exits_2_and_other_files_still_run(work: pathlib.Path) -> None:
+    p = run("validate", work / "nope.txt", SAMPLE)
+    assert p.returncode == 2
+    assert b"cannot open" in p.stderr and b"nope.txt" in p.stderr
+    assert b"21 lines: 15 ok, 5 invalid" in p.stdout
+    p = run("validate", "--json", work / "nope.txt")
+    assert p.returncode == 2
+    assert "io_error" in json.loads(p.stdout)["files"][0]
+
+
+def test_unreadable_inputs_exit_2(work: pathlib.Path) -> None:
+    p = run("validate", work)                               # a directory
+    assert p.returncode == 2 and b"Is a directory" in p.stderr
+    p = run("validate", SAMPLE / "x")                       # a file used as a directory
+    assert p.returncode == 2 and b"Not a directory" in p.stderr
+    bad = work / "broken.gz"
+    bad.write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
+    p = run("validate", bad)
+    assert p.returncode == 2 and b"cannot read" in p.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads files whatever their mode")
+def test_unreadable_file_exits_2(work: pathlib.Path) -> None:
+    f = work / "secret.txt"
+    f.write_bytes(b"a.b 1\n")
+    f.chmod(0)
+    p = run("validate", f)
+    assert p.returncode == 2 and b"Permission denied" in p.stderr
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    pty = pytest.importorskip("pty")
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.run([sys.executable, "-m", "dtproto", "validate", "-q", str(SAMPLE)],
+                           stdout=subprocess.DEVNULL, stderr=slave, env=_env(), timeout=60)
+        os.close(slave)
+        slave = -1
+        tty = b""
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            tty += chunk
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert p.returncode == 1
+    assert b"\r" in tty and b"MB/s" in tty and b"%" in tty
+    piped = run("validate", "-q", SAMPLE)
+    assert piped.stderr == b""
+
+
+# --------------------------------------------------------------------------- serve + send
+
+
+class Server:
+    def __init__(self, *args: Any) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dtproto", "serve", "--port", "0", *map(str, args)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+        assert select.select([self.proc.stdout], [], [], 30)[0], "serve printed nothing"
+        first = self.proc.stdout.readline().decode()        # type: ignore[union-attr]
+        m = re.match(r"dtproto ingest endpoint: (http://127\.0\.0\.1:\d+/api/v2/metrics/ingest)$",
+                     first.strip())
+        assert m, first
+        self.url = m.group(1)
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, err
+        return err.decode()
+
+
+@pytest.fixture
+def server(work: pathlib.Path) -> Any:
+    srv = Server("--token", "s3cret", "--now", SAMPLE_NOW, "--store", work / "stored.txt")
+    yield srv
+    if srv.proc.poll() is None:
+        srv.proc.kill()
+        srv.proc.wait()
+
+
+def test_serve_and_send(server: Server, work: pathlib.Path) -> None:
+    token = {"DT_API_TOKEN": "s3cret"}
+    p = run("send", "--json", SAMPLE, "--url", server.url, env=token)
+    assert p.returncode == 1                               # 5 lines rejected
+    (f,) = json.loads(p.stdout)["files"]
+    expected = dtproto.validate(SAMPLE.read_bytes())
+    assert (f["lines_ok"], f["lines_invalid"]) == (15, 5)
+    assert [i["line"] for i in f["invalid_lines"]] == [e.line for e in expected.errors]
+    assert [w["line"] for w in f["warnings"]] == [13]
+    assert f["requests"][0]["status"] == 400
+
+    good = work / "good.txt"           # the sample without its invalid lines
+    bad = {e.line for e in expected.errors}
+    good.write_bytes(b"".join(line + b"\n" for n, line in
+                              enumerate(SAMPLE.read_bytes().split(b"\n")[:-1], 1) if n not in bad))
+    tf = work / "token"
+    tf.write_text("s3cret\n")
+    p = run("send", good, "--url", server.url, "--token-file", tf, "-v")
+    assert p.returncode == 0, p.stdout
+    assert b"15 ok, 0 invalid, 0 not delivered" in p.stdout
+    assert b"request 1: lines 1-16, " in p.stdout and b": 202 after 1 attempt" in p.stdout
+    p = run("send", SAMPLE, "--url", server.url, env={"DT_API_TOKEN": "wrong"})
+    assert p.returncode == 1
+    assert b"401" in p.stdout and b"not delivered" in p.stdout
+    log = server.stop()
+    assert "POST /api/v2/metrics/ingest 401" in log and "stopped after 3 requests" in log
+    stored = (work / "stored.txt").read_bytes().splitlines()
+    assert len(stored) == 15 + 15
+
+
+def test_send_usage_errors(work: pathlib.Path) -> None:
+    p = run("send", SAMPLE)                                       # no --url
+    assert p.returncode == 2 and b"--url" in p.stderr
+    p = run("send", work / "nope.txt", "--url", "http://127.0.0.1:9/api/v2/metrics/ingest")
+    assert p.returncode == 2 and b"cannot open" in p.stderr
+    p = run("send", SAMPLE, "--url", "http://127.0.0.1:9/x", "--token-file", work / "none")
+    assert p.returncode == 2 and b"token file" in p.stderr
+    p = run("send", SAMPLE, "--url", "ftp://example.invalid/", env={"DT_API_TOKEN": "t"})
+    assert p.returncode == 2
+
+
+def test_send_dry_run_shows_the_chunks_send_makes(server: Server) -> None:
+    p = run("send", "--dry-run", "--max-bytes", 600, SAMPLE)
+    assert p.returncode == 1
+    out = p.stdout.decode()
+    assert "dry run, nothing sent: 4 requests of at most 600 bytes" in out
+    assert "chunk 1: lines 1-" in out and "invalid lines by reason:" in out
+    dry = json.loads(run("send", "--dry-run", "--json", "--max-bytes", 600, SAMPLE).stdout)
+    (f,) = dry["files"]
+    assert sum(c["lines"] for c in f["chunks"]) == 21
+    assert all(c["bytes"] <= 600 for c in f["chunks"])
+    assert f["response"]["linesInvalid"] == 5
+    sent = json.loads(run("send", "--json", "--max-bytes", 600, SAMPLE, "--url", server.url,
+                          env={"DT_API_TOKEN": "s3cret"}).stdout)["files"][0]
+    assert [(c["first_line"], c["lines"], c["bytes"]) for c in f["chunks"]] == \
+        [(r["first_line"], r["lines"], r["bytes"]) for r in sent["requests"]]
+    assert server.stop()
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def test_bench() -> None:
+    p = run("bench", "--lines", 2000, "--repeat", 1, "--no-peers")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.decode()
+    assert "2,000 lines" in out and "python: " in out and "machine: " in out
+    for impl in dtproto._impl.available_implementations():
+        for op in ("decode", "validate", "encode"):
+            assert re.search(r"dtproto %s +%s +[\d,]+ +[\d.]+\n" % (impl, op), out), (impl, op)
