@@ -29,7 +29,7 @@ from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.math cimport isinf, isnan
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy
 
 cdef extern from "Python.h":
@@ -94,8 +94,10 @@ cdef enum:
     C_DK_CHAR = 16       # any dimension key char but "."
     C_DIGIT = 32
     C_ESCAPE_ONE = 64    # "\" + this decodes to one character (§6.3)
+    C_BARE_PLAIN = 128   # taken as is in a bare value: printable ASCII but , SP \ = "
+    C_QUOTED_PLAIN = 256  # taken as is in a quoted value: printable ASCII but " \
 
-cdef uint8_t CLS[256]
+cdef uint16_t CLS[256]
 cdef int _b
 for _b in range(256):
     CLS[_b] = 0
@@ -113,16 +115,21 @@ for _c in _k.DIGITS:
     CLS[ord(_c)] |= C_DIGIT
 for _c in _k.ESCAPES:
     CLS[ord(_c)] |= C_ESCAPE_ONE
+for _b in range(0x20, 0x7F):
+    if chr(_b) not in ', \\="':
+        CLS[_b] |= C_BARE_PLAIN
+    if chr(_b) not in '\\"':
+        CLS[_b] |= C_QUOTED_PLAIN
 
-cdef inline bint is_sep(uint8_t c) nogil:
+cdef inline bint is_sep(uint8_t c) noexcept nogil:
     return c == 32 or c == 9
 
 
-cdef inline bint is_control(uint8_t c) nogil:
+cdef inline bint is_control(uint8_t c) noexcept nogil:
     return c < 32 or c == 127
 
 
-cdef inline Py_ssize_t utf8_seq(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) nogil:
+cdef inline Py_ssize_t utf8_seq(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
     """Length of the valid UTF-8 sequence at p[i] (lead byte >= 0x80), or 0.
 
     Accepts exactly what CPython's strict UTF-8 decoder accepts (RFC 3629: no
@@ -254,7 +261,7 @@ cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, double *out)
 
 
 cdef inline int parse_uint(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, int64_t *out,
-                           bint any_width) nogil:
+                           bint any_width) noexcept nogil:
     """``1*19DIGIT`` not above 2**63-1; 1 and ``*out``, or 0.
 
     With ``any_width`` (summary counts, §7.3) leading zeros do not count
@@ -284,7 +291,7 @@ cdef inline int parse_uint(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, int64_t
 
 # --- the line scanner (mirrors _prepare_line, _scan_data_line, ...) -----------
 
-cdef inline bint summary_ok(double mn, double mx, double sm, int64_t cnt) nogil:
+cdef inline bint summary_ok(double mn, double mx, double sm, int64_t cnt) noexcept nogil:
     """Mirrors _summary_problem (§7.3): True when consistent."""
     cdef double avg
     if mn > mx:
@@ -296,47 +303,61 @@ cdef inline bint summary_ok(double mn, double mx, double sm, int64_t cnt) nogil:
     return not (mn - avg > SUMMARY_TOLERANCE or avg - mx > SUMMARY_TOLERANCE)
 
 
+cdef inline Py_ssize_t scan_escape(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
+                                   Py_ssize_t *chars) noexcept nogil:
+    """The escape at p[i] == "\\": offset after it, or -1 (dangling, control, bad UTF-8)."""
+    cdef uint8_t e
+    cdef Py_ssize_t k
+    if i + 1 >= n:
+        return -1
+    e = p[i + 1]
+    if e < 128:
+        if is_control(e):
+            return -1
+        chars[0] += 1 if CLS[e] & C_ESCAPE_ONE else 2
+        return i + 2
+    k = utf8_seq(p, i + 1, n)
+    if k == 0:
+        return -1
+    chars[0] += 2  # unknown escape: "\" and the character are kept ([A-9])
+    return i + 1 + k
+
+
 cdef Py_ssize_t scan_value(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
-                           DimSpan *d) nogil:
-    """Mirrors _scan_value; returns the terminator offset or -1 when invalid."""
-    cdef Py_ssize_t chars = 0, k
-    cdef uint8_t c, e
+                           DimSpan *d) noexcept nogil:
+    """Mirrors _scan_value; returns the terminator offset or -1 when invalid.
+
+    The inner loops consume runs of plain ASCII with one table lookup a byte;
+    only escapes, non-ASCII and terminators leave them.
+    """
+    cdef Py_ssize_t chars = 0, k, start
+    cdef uint8_t c
     d.escaped = 0
     if i < n and p[i] == 34:  # quoted
         i += 1
         d.vs = i
         while True:
+            start = i
+            while i < n and CLS[p[i]] & C_QUOTED_PLAIN:
+                i += 1
+            chars += i - start
             if i >= n:
-                return -1
+                return -1  # unterminated
             c = p[i]
             if c == 34:
                 break
             if c == 92:
-                if i + 1 >= n:
-                    return -1
-                e = p[i + 1]
                 d.escaped = 1
-                if e < 128:
-                    if is_control(e):
-                        return -1
-                    chars += 1 if CLS[e] & C_ESCAPE_ONE else 2
-                    i += 2
-                else:
-                    k = utf8_seq(p, i + 1, n)
-                    if k == 0:
-                        return -1
-                    chars += 2
-                    i += 1 + k
+                i = scan_escape(p, i, n, &chars)
+                if i < 0:
+                    return -1
                 continue
             if c < 128:
-                if is_control(c):
-                    return -1
-                i += 1
-            else:
-                k = utf8_seq(p, i, n)
-                if k == 0:
-                    return -1
-                i += k
+                return -1  # control
+            k = utf8_seq(p, i, n)
+            if k == 0:
+                return -1
+            i += k
             chars += 1
         d.ve = i
         i += 1
@@ -344,36 +365,28 @@ cdef Py_ssize_t scan_value(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
             return -1
     else:
         d.vs = i
-        while i < n:
+        while True:
+            start = i
+            while i < n and CLS[p[i]] & C_BARE_PLAIN:
+                i += 1
+            chars += i - start
+            if i >= n:
+                break
             c = p[i]
             if c == 44 or c == 32:
                 break
             if c == 92:
-                if i + 1 >= n:
-                    return -1
-                e = p[i + 1]
                 d.escaped = 1
-                if e < 128:
-                    if is_control(e):
-                        return -1
-                    chars += 1 if CLS[e] & C_ESCAPE_ONE else 2
-                    i += 2
-                else:
-                    k = utf8_seq(p, i + 1, n)
-                    if k == 0:
-                        return -1
-                    chars += 2
-                    i += 1 + k
+                i = scan_escape(p, i, n, &chars)
+                if i < 0:
+                    return -1
                 continue
             if c < 128:
-                if c == 61 or c == 34 or is_control(c):  # = " and controls (HTAB too)
-                    return -1
-                i += 1
-            else:
-                k = utf8_seq(p, i, n)
-                if k == 0:
-                    return -1
-                i += k
+                return -1  # = " and controls (HTAB too: only SP ends a bare value)
+            k = utf8_seq(p, i, n)
+            if k == 0:
+                return -1
+            i += k
             chars += 1
         d.ve = i
     if chars > MAX_DIMENSION_VALUE:
@@ -381,32 +394,35 @@ cdef Py_ssize_t scan_value(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
     return i
 
 
-cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) nogil:
+cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) noexcept nogil:
     """Metric key and dimensions; returns the offset after them or -1.
 
     Mirrors _scan_metric_key, _scan_dimension_key and the dimension loop of
-    _scan_data_line.
+    _scan_data_line.  A section start is checked right after each ".", so the
+    inner loops only test "is a plain key character".
     """
-    cdef Py_ssize_t i = 0, ks
-    cdef bint sec = True, first = True
+    cdef Py_ssize_t i, ks
     cdef uint8_t c
     cdef DimSpan *d
-    while i < n:
+    if n == 0 or not (CLS[p[0]] & C_MK_FIRST):
+        return -1
+    i = 1
+    while True:
+        while i < n and CLS[p[i]] & C_MK_CHAR:
+            i += 1
+        if i >= n:
+            break
         c = p[i]
+        if c == 46:  # "." then a section start
+            i += 1
+            if i >= n or not (CLS[p[i]] & C_MK_SECTION):
+                return -1
+            i += 1
+            continue
         if c == 44 or is_sep(c):
             break
-        if sec:
-            if CLS[c] & (C_MK_FIRST if first else C_MK_SECTION):
-                sec = False
-            else:
-                return -1
-        elif c == 46:
-            sec = True
-            first = False
-        elif not (CLS[c] & C_MK_CHAR):
-            return -1
-        i += 1
-    if sec or i < MIN_METRIC_KEY or i > MAX_METRIC_KEY:  # sec: empty key or trailing dot
+        return -1
+    if i < MIN_METRIC_KEY or i > MAX_METRIC_KEY:
         return -1
     if p[0] == 100 and p[1] == 116 and p[2] == 46:  # "dt."
         return -1
@@ -419,22 +435,25 @@ cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) nogil:
                 return -1
             d = &L.dims[L.ndims]
             ks = i
-            sec = True
-            while i < n:
-                c = p[i]
-                if c == 61 or c == 44 or is_sep(c):
-                    break
-                if sec:
-                    if CLS[c] & C_DK_SECTION:
-                        sec = False
-                    else:
-                        return -1
-                elif c == 46:
-                    sec = True
-                elif not (CLS[c] & C_DK_CHAR):
+            if i >= n or not (CLS[p[i]] & C_DK_SECTION):
+                return -1
+            i += 1
+            while True:
+                while i < n and CLS[p[i]] & C_DK_CHAR:
+                    i += 1
+                if i >= n:
                     return -1
-                i += 1
-            if sec or i - ks > MAX_DIMENSION_KEY or i >= n or p[i] != 61:
+                c = p[i]
+                if c == 46:
+                    i += 1
+                    if i >= n or not (CLS[p[i]] & C_DK_SECTION):
+                        return -1
+                    i += 1
+                    continue
+                if c == 61:
+                    break
+                return -1
+            if i - ks > MAX_DIMENSION_KEY:
                 return -1
             d.ks = ks
             d.kl = i - ks
@@ -593,10 +612,13 @@ cdef int prepare_line(const uint8_t *p, Py_ssize_t *np) except -2:
 # --- building records ---------------------------------------------------------
 
 cdef enum:
-    HEAD_SLOTS = 4096     # direct-mapped cache of key+dimension heads
+    # A 2-way set-associative cache of validated key+dimension heads: realistic
+    # streams repeat a few thousand series, so most lines skip the head scan
+    # and reuse the key and dims objects.  32,768 entries bound its memory.
+    HEAD_SETS = 16384
 
-cdef HeadEntry HEADS[HEAD_SLOTS]
-for _b in range(HEAD_SLOTS):
+cdef HeadEntry HEADS[HEAD_SETS * 2]
+for _b in range(HEAD_SETS * 2):
     HEADS[_b].length = 0
     HEADS[_b].data = NULL
     HEADS[_b].key = NULL
@@ -608,13 +630,21 @@ cdef object LAST_TS = None    # timestamps repeat across a batch: reuse the int
 cdef int64_t LAST_TS_VALUE = -1
 
 
-cdef inline uint64_t head_hash(const uint8_t *p, Py_ssize_t n) nogil:
-    # FNV-1a; the slot is verified with memcmp, so quality only affects hits.
-    cdef uint64_t h = 14695981039346656037ULL
-    cdef Py_ssize_t i
-    for i in range(n):
-        h = (h ^ p[i]) * 1099511628211ULL
-    return h ^ (h >> 29) ^ (h >> 47)
+cdef inline uint64_t head_hash(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    # Eight bytes a step; the slot is verified with memcmp, so quality only
+    # affects the hit rate.
+    cdef uint64_t h = 0x9E3779B97F4A7C15ULL ^ <uint64_t>n, w
+    while n >= 8:
+        memcpy(&w, p, 8)
+        h = (h ^ w) * 0xff51afd7ed558ccdULL
+        h ^= h >> 32
+        p += 8
+        n -= 8
+    if n:
+        w = 0
+        memcpy(&w, p, n)
+        h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL
+    return h ^ (h >> 29)
 
 
 cdef object make_value(const uint8_t *p, DimSpan *d):
@@ -720,53 +750,76 @@ cdef object make_metric(object key, object dims, LineScan *L):
     return rec
 
 
-cdef HeadEntry *cached_head(const uint8_t *p, Py_ssize_t n, Py_ssize_t *after):
-    """The cache slot holding this line's head, or NULL; ``*after`` = head end on a hit."""
-    cdef Py_ssize_t fs = 0
+cdef HeadEntry *find_head(const uint8_t *p, Py_ssize_t n, Py_ssize_t *fs,
+                          uint64_t *hash) noexcept:
+    """The cache entry holding this line's head, or NULL.
+
+    The candidate head ends at the first SP (``*fs``, -1 when there is none).
+    Cached heads never hold an HTAB (see store_head), so a line whose first
+    separator is an HTAB can never match by mistake.
+    """
+    cdef const void *sp = memchr(p, 32, n)
     cdef uint64_t h
     cdef HeadEntry *e
-    while fs < n and not is_sep(p[fs]):
-        fs += 1
-    # Only heads ending at a SP are cached: after a bare value HTAB is a
-    # control character, not a separator, so "k,d=v<TAB>" is a different head.
-    if fs >= n or p[fs] != 32:
+    cdef Py_ssize_t f
+    if sp == NULL:
+        fs[0] = -1
         return NULL
-    h = head_hash(p, fs)
-    e = &HEADS[h & (HEAD_SLOTS - 1)]
-    if e.length == fs and e.hash == h and memcmp(e.data, p, fs) == 0:
-        after[0] = fs
+    f = <const uint8_t *>sp - p
+    fs[0] = f
+    h = head_hash(p, f)
+    hash[0] = h
+    e = &HEADS[(h & (HEAD_SETS - 1)) * 2]
+    if e.length == f and e.hash == h and memcmp(e.data, p, f) == 0:
+        return e
+    e += 1
+    if e.length == f and e.hash == h and memcmp(e.data, p, f) == 0:
         return e
     return NULL
 
 
-cdef void remember_head(const uint8_t *p, Py_ssize_t n, LineScan *L, object key, object dims):
-    """Cache a valid head if it ends at the line's first separator.
+cdef HeadEntry *store_head(const uint8_t *p, Py_ssize_t fs, uint64_t h,
+                           LineScan *L) noexcept:
+    """Remember a valid head that ends at ``fs``, the line's first SP; NULL if not.
 
-    A head whose quoted value holds a space ends later; the lookup, which cuts
-    at the first separator, could never find it, so it is not stored.
+    A head whose quoted value holds a space ends later, and one that ends at
+    an HTAB is a different head after a bare value (there the HTAB is a
+    control character): the lookup, which cuts at the first SP, must never
+    find those, so they are not stored.
     """
-    cdef Py_ssize_t fs = 0
-    cdef uint64_t h
     cdef HeadEntry *e
     cdef char *copy
-    while fs < n and not is_sep(p[fs]):
-        fs += 1
-    if fs != L.head_end or p[fs] != 32:
-        return
-    h = head_hash(p, fs)
-    e = &HEADS[h & (HEAD_SLOTS - 1)]
+    cdef Py_ssize_t i
+    if fs < 0 or fs != L.head_end:
+        return NULL
+    for i in range(fs):
+        if p[i] == 9:
+            return NULL
+    e = &HEADS[(h & (HEAD_SETS - 1)) * 2]
+    if e.length != 0 and (e + 1).length == 0:
+        e += 1
+    elif e.length != 0 and (h >> 40) & 1:
+        e += 1  # both ways taken: evict one by a hash bit
     copy = <char *>PyMem_Malloc(fs)
     if copy == NULL:
-        return  # the cache is an optimisation: skip it under memory pressure
+        return NULL  # the cache is an optimisation: skip it under memory pressure
     memcpy(copy, p, fs)
     PyMem_Free(e.data)
     Py_XDECREF(<PyObject *>e.key)
     Py_XDECREF(<PyObject *>e.dims)
-    Py_INCREF(key)
-    Py_INCREF(dims)
     e.data = copy
     e.length = fs
     e.hash = h
+    e.keylen = L.keylen
+    e.count_suffix = L.keylen >= 6 and memcmp(p + L.keylen - 6, b".count", 6) == 0
+    e.key = NULL
+    e.dims = NULL
+    return e
+
+
+cdef void attach_objects(HeadEntry *e, object key, object dims) noexcept:
+    Py_INCREF(key)
+    Py_INCREF(dims)
     e.key = <void *>key
     e.dims = <void *>dims
 
@@ -829,6 +882,8 @@ cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip,
     cdef int64_t lo, hi
     cdef LineScan L
     cdef HeadEntry *hit
+    cdef Py_ssize_t fs
+    cdef uint64_t h
     window(now_ms, &lo, &hi)
     while pos < size:
         nl = memchr(base + pos, 10, size - pos)
@@ -837,9 +892,9 @@ cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip,
         n = end - pos
         r = prepare_line(p, &n)
         if r == R_DATA:
-            hit = cached_head(p, n, &after)
-            if hit != NULL:
-                r = scan_tail(p, after, n, &L, lo, hi)
+            hit = find_head(p, n, &fs, &h)
+            if hit != NULL and hit.key != NULL:
+                r = scan_tail(p, fs, n, &L, lo, hi)
                 if r == R_DATA:
                     out.append(make_metric(<object>hit.key, <object>hit.dims, &L))
             else:
@@ -851,7 +906,10 @@ cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip,
                     r = scan_tail(p, after, n, &L, lo, hi)
                     if r == R_DATA:
                         key, dims = make_head(p, &L)
-                        remember_head(p, n, &L, key, dims)
+                        if hit == NULL:
+                            hit = store_head(p, fs, h, &L)
+                        if hit != NULL:
+                            attach_objects(hit, key, dims)
                         out.append(make_metric(key, dims, &L))
         if r == R_INVALID or r == R_META:
             fault, rec = diagnose(buf, pos, end, now_ms, lineno)
@@ -907,9 +965,12 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
     cdef const uint8_t *p
     cdef const void *nl
     cdef int r
-    cdef bint suffix
+    cdef bint suffix = False
     cdef int64_t lo, hi
     cdef LineScan L
+    cdef HeadEntry *hit
+    cdef Py_ssize_t fs, keylen = 0
+    cdef uint64_t h
     cdef list warnings = report.warnings
     cap_w = -1 if max_warnings is None else max_warnings
     window(now_ms, &lo, &hi)
@@ -920,18 +981,28 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
         n = end - pos
         r = prepare_line(p, &n)
         if r == R_DATA:
-            after = scan_head(p, n, &L)
-            if after < 0:
-                r = R_INVALID
+            hit = find_head(p, n, &fs, &h)
+            if hit != NULL:
+                r = scan_tail(p, fs, n, &L, lo, hi)
+                keylen = hit.keylen
+                suffix = hit.count_suffix
             else:
-                r = scan_tail(p, after, n, &L, lo, hi)
+                after = scan_head(p, n, &L)
+                if after < 0:
+                    r = R_INVALID
+                else:
+                    L.head_end = after
+                    r = scan_tail(p, after, n, &L, lo, hi)
+                    if r == R_DATA:
+                        store_head(p, fs, h, &L)
+                        keylen = L.keylen
+                        suffix = keylen >= 6 and memcmp(p + keylen - 6, b".count", 6) == 0
         if r == R_DATA:
             ok += 1
-            suffix = L.keylen >= 6 and memcmp(p + L.keylen - 6, b".count", 6) == 0
             if suffix != (L.kind == K_COUNT):
                 warned += 1
                 if cap_w < 0 or len(warnings) < cap_w:
-                    key = PyUnicode_DecodeLatin1(<const char *>p, L.keylen, NULL)
+                    key = PyUnicode_DecodeLatin1(<const char *>p, keylen, NULL)
                     kind = KIND_COUNT if L.kind == K_COUNT else (
                         KIND_GAUGE if L.kind == K_GAUGE else KIND_SUMMARY)
                     warnings.append(LineWarning(

@@ -31,8 +31,10 @@ cdef struct HeadEntry:
     uint64_t hash
     Py_ssize_t length     # bytes of the cached head; 0 = empty slot
     char *data            # PyMem copy of the head bytes
-    void *key             # owned reference to the key str
-    void *dims            # owned reference to the dims tuple
+    Py_ssize_t keylen     # metric key length within the head
+    int count_suffix      # the key ends with ".count" (Metrics Classic warning, §4.1)
+    void *key             # owned reference to the key str, or NULL (validate only)
+    void *dims            # owned reference to the dims tuple, or NULL (validate only)
 
 
 cdef class Encoder:

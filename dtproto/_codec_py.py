@@ -750,6 +750,13 @@ def _stream_blocks(source: Any) -> Iterator[Tuple[int, Any]]:
     for one line that exceeds MAX_LINE_BYTES (it cannot be valid, and only its
     beginning is kept for the error message).
     """
+    if isinstance(source, (bytes, bytearray, memoryview, str)):
+        # A whole body is one block: no copy, no line count.  Its over-long
+        # lines get the same error as the cut-off ones of a stream.
+        buf = _as_bytes(source)
+        if buf:
+            yield 1, buf
+        return
     lineno = 1
     carry = b""
     skipping: Optional[_TooLong] = None  # inside an over-long line
