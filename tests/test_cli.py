@@ -2,9 +2,10 @@
 
 Every command runs through ``python -m dtproto`` (and one test through the
 installed ``dtproto`` script when it is on PATH).  Subprocesses import the
-same ``dtproto`` as this test process (an installed package or a checkout)
-and run in a temporary directory, so a source tree in the working directory
-cannot shadow the installed package.
+same ``dtproto`` as this test process (an installed package or a checkout):
+they run in ``tests/`` with that package's parent on PYTHONPATH, because
+``-m`` puts the working directory first on ``sys.path`` and a source tree
+there would shadow the installed package.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 SAMPLE = EXAMPLES / "metrics.txt"
 SAMPLE_NOW = "2024-06-01T12:00:00Z"       # the sample's timestamps: 1717243200000
 PACKAGE_PARENT = str(pathlib.Path(dtproto.__file__).resolve().parent.parent)
+HERE = pathlib.Path(__file__).resolve().parent
 
 
 def _env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -45,7 +47,7 @@ def run(*args: Any, input: Optional[bytes] = None, env: Optional[Dict[str, str]]
     return subprocess.run(
         [sys.executable, "-m", "dtproto", *map(str, args)], input=input,
         stdin=None if input is not None else subprocess.DEVNULL, capture_output=True,
-        env=_env(env), cwd=str(cwd) if cwd else None, timeout=timeout)
+        env=_env(env), cwd=str(cwd or HERE), timeout=timeout)
 
 
 @pytest.fixture
@@ -78,7 +80,8 @@ def test_version_without_extensions() -> None:
 
 def test_startup_imports_nothing_heavy() -> None:
     p = subprocess.run([sys.executable, "-X", "importtime", "-m", "dtproto", "--version"],
-                       capture_output=True, env=_env(), stdin=subprocess.DEVNULL, timeout=60)
+                       capture_output=True, env=_env(), stdin=subprocess.DEVNULL, cwd=HERE,
+                       timeout=60)
     assert p.returncode == 0
     imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.decode().splitlines()
                 if line.startswith("import time:")}
@@ -93,11 +96,11 @@ def test_console_script() -> None:
     if script is None:
         pytest.skip("the dtproto console script is not on PATH (package not installed)")
     p = subprocess.run([script, "validate", "-q", str(SAMPLE)], capture_output=True,
-                       env=_env(), timeout=60)
-    assert p.returncode == 1
+                       cwd=HERE, timeout=60)
+    assert p.returncode == 1, p.stderr
     assert b"5 invalid" in p.stdout
-    assert subprocess.run([script, "--version"], capture_output=True,
-                          timeout=60).stdout.startswith(b"dtproto ")
+    p = subprocess.run([script, "--version"], capture_output=True, cwd=HERE, timeout=60)
+    assert p.stdout.startswith(b"dtproto 0.1.0 ("), p.stderr
 
 
 @pytest.mark.parametrize("args", [
@@ -253,7 +256,8 @@ def test_progress_bar_only_on_a_terminal() -> None:
     master, slave = pty.openpty()
     try:
         p = subprocess.run([sys.executable, "-m", "dtproto", "validate", "-q", str(SAMPLE)],
-                           stdout=subprocess.DEVNULL, stderr=slave, env=_env(), timeout=60)
+                           stdout=subprocess.DEVNULL, stderr=slave, env=_env(), cwd=HERE,
+                           timeout=60)
         os.close(slave)
         slave = -1
         tty = b""
@@ -282,7 +286,7 @@ class Server:
     def __init__(self, *args: Any) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dtproto", "serve", "--port", "0", *map(str, args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=HERE)
         assert select.select([self.proc.stdout], [], [], 30)[0], "serve printed nothing"
         first = self.proc.stdout.readline().decode()        # type: ignore[union-attr]
         m = re.match(r"dtproto ingest endpoint: (http://127\.0\.0\.1:\d+/api/v2/metrics/ingest)$",
