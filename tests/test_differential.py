@@ -1,0 +1,359 @@
+"""Differential tests: the Cython core against the pure-Python reference (STYLE.md §6).
+
+For generated valid lines and byte-mutated lines, both implementations return
+equal records of the same types or raise the same DecodeError (code, line,
+column, reason, text); reports, encoded bytes, EncodeErrors and Encoder state
+after an error are identical; each decodes what the other encodes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import strategies as S
+from dtproto import DecodeError, EncodeError, Metadata, Metric, _impl
+
+if _impl.env_flag("DTPROTO_NO_EXTENSIONS"):
+    pytest.skip("DTPROTO_NO_EXTENSIONS is set: only the pure-Python implementation",
+                allow_module_level=True)
+
+pytestmark = pytest.mark.hypothesis
+
+NOWS = [None, 1_700_000_000_000, 0]
+
+
+@pytest.fixture(scope="module")
+def both(request):
+    if request.config.getoption("--no-extensions"):
+        pytest.skip("--no-extensions: only the pure-Python implementation")
+    impls = _impl.available_implementations()
+    if "cython" not in impls:
+        pytest.fail("the Cython core is not importable (%s); build it or set "
+                    "DTPROTO_NO_EXTENSIONS=1" % _impl.extension_error())
+    return impls["python"], impls["cython"]
+
+
+def _value_key(x):
+    """Equality that also sees the sign of zero and the exact types."""
+    if type(x) is float:
+        return ("f", x, math.copysign(1.0, x))
+    if type(x) in (tuple, Metric, Metadata):
+        return (type(x).__name__, tuple(_value_key(v) for v in x))
+    return (type(x).__name__, x)
+
+
+def decode_outcome(mod, data, **kw):
+    try:
+        recs = mod.decode(data, **kw)
+    except DecodeError as e:
+        return ("error", type(e), e.code, e.line, e.column, e.reason, e.text, str(e), repr(e),
+                e.args)
+    except Exception as e:  # anything else is a bug in either implementation
+        return ("crash", type(e), str(e))
+    assert type(recs) is list
+    return ("ok", [_value_key(r) for r in recs])
+
+
+def stream_outcome(mod, chunks, **kw):
+    out = []
+    try:
+        for r in mod.iter_decode(chunks, **kw):
+            out.append(_value_key(r))
+    except DecodeError as e:
+        return out, (e.code, e.line, e.column, e.reason, e.text)
+    return out, None
+
+
+def report_state(r):
+    return (r.lines_ok, r.lines_invalid, r.lines_total, r.warnings_total,
+            [tuple(e) + (type(e.code),) for e in r.errors], [tuple(w) for w in r.warnings],
+            sorted((k.value, v) for k, v in r.error_counts.items()), r.to_response(),
+            type(r).__name__)
+
+
+def encode_outcome(fn):
+    try:
+        out = fn()
+    except EncodeError as e:
+        return ("error", type(e), e.field, e.code, e.message, e.record, str(e))
+    except Exception as e:
+        return ("crash", type(e), str(e))
+    return ("ok", type(out), out)
+
+
+def same(py, c, fn):
+    a, b = fn(py), fn(c)
+    assert a == b
+    assert "crash" not in (a[0] if isinstance(a, tuple) else "")
+    return a
+
+
+# ---------------------------------------------------------------------------
+# decode
+# ---------------------------------------------------------------------------
+
+@given(S.valid_lines(), st.sampled_from(NOWS))
+def test_decode_valid_lines(both, case, now):
+    py, c = both
+    text, rec = case
+    a = same(py, c, lambda m: decode_outcome(m, text.encode(), now_ms=now))
+    if now is None:
+        assert a == ("ok", [_value_key(rec)])
+
+
+@given(st.one_of(S.mutated_lines(), S.any_lines()), st.sampled_from(NOWS))
+def test_decode_mutated_lines(both, data, now):
+    py, c = both
+    same(py, c, lambda m: decode_outcome(m, data, now_ms=now))
+    same(py, c, lambda m: decode_outcome(m, data + b"\r\n" + data, now_ms=now))
+
+
+@given(st.one_of(S.bodies().map(lambda t: t[0]), S.mutated_bodies()))
+def test_decode_bodies_all_input_types(both, body):
+    py, c = both
+    want = same(py, c, lambda m: decode_outcome(m, body))
+    for data in (bytearray(body), memoryview(body)):
+        assert decode_outcome(c, data) == want
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = body.decode("utf-8", "replace")
+    same(py, c, lambda m: decode_outcome(m, text))
+
+
+@given(st.binary(max_size=120))
+def test_decode_random_bytes(both, data):
+    py, c = both
+    same(py, c, lambda m: decode_outcome(m, data))
+
+
+@given(st.integers(0, 2**64 - 1), st.sampled_from(["data", "meta"]))
+def test_decode_escapes_at_every_position(both, seed, which):
+    """A backslash, a quote or an invalid byte inserted at each position in turn."""
+    py, c = both
+    r = random.Random(seed)
+    text = (S.gen_data_line(r) if which == "data" else S.gen_metadata_line(r))[0].encode()
+    text = text[:300]
+    ins = r.choice([b"\\", b'"', b"\xff", b"\\\xc3", b"=", b",", b" ", b"\t"])
+    for pos in range(len(text) + 1):
+        data = text[:pos] + ins + text[pos:]
+        assert decode_outcome(py, data) == decode_outcome(c, data), data
+
+
+@given(st.integers(0, 2**64 - 1))
+def test_decode_huge_and_edge_numbers(both, seed):
+    py, c = both
+    r = random.Random(seed)
+    num = r.choice(["1e400", "-1e400", "9" * 400, "1e-400", "-0", "+.5e-3", "5.", "1.0E20",
+                    "4.9e-324", "2.4703282292062327e-324", "1.7976931348623158e308",
+                    "1.7976931348623157e308", "0x10", "1_0", "nan", "-Infinity", "1e+",
+                    "." + "0" * 400 + "1", "1" + "0" * 308, "1" + "0" * 309,
+                    S.gen_number_text(r)[0], repr(S.gen_float(r))])
+    count = r.choice(["1", "0" * 30 + "1", "9223372036854775807", "9223372036854775808",
+                      "-1", "1.0", ""])
+    for line in ("abc " + num, "abc gauge," + num, "abc count,delta=" + num,
+                 "abc gauge,min=%s,max=%s,sum=%s,count=%s" % (num, num, num, count),
+                 "abc 1 " + r.choice([num, count])):
+        assert decode_outcome(py, line) == decode_outcome(c, line), line
+
+
+@given(st.one_of(S.bodies().map(lambda t: t[0]), S.mutated_bodies()), st.data())
+def test_iter_decode_chunked(both, body, data):
+    py, c = both
+    chunks = data.draw(S.chunkings(body))
+    assert stream_outcome(py, chunks) == stream_outcome(c, chunks)
+    assert stream_outcome(py, chunks, errors="skip") == stream_outcome(c, chunks, errors="skip")
+
+
+def test_over_long_lines(both):
+    py, c = both
+    for body in (b"x" * 250_000 + b"\nabc 1", b"abc 1\n" + "ü".encode() * 100_000,
+                 b"#abc gauge dt.meta.description=" + b"d" * 49_969,
+                 b"#abc gauge dt.meta.description=" + b"d" * 49_970,
+                 b"abc 1 " + b" " * 49_994 + b"\r\n", b"abc 1 " + b" " * 49_995):
+        chunks = [body[i:i + 4096] for i in range(0, len(body), 4096)]
+        assert decode_outcome(py, body) == decode_outcome(c, body)
+        assert stream_outcome(py, chunks) == stream_outcome(c, chunks)
+        assert report_state(py.validate(chunks)) == report_state(c.validate(chunks))
+
+
+# ---------------------------------------------------------------------------
+# validate
+# ---------------------------------------------------------------------------
+
+@given(st.one_of(S.bodies().map(lambda t: t[0]), S.mutated_bodies(), st.binary(max_size=80)),
+       st.sampled_from(NOWS), st.sampled_from([None, 0, 1, 3, 10_000]))
+def test_validate_reports(both, body, now, cap):
+    py, c = both
+    a = report_state(py.validate(body, now_ms=now, max_errors=cap, max_warnings=cap))
+    b = report_state(c.validate(body, now_ms=now, max_errors=cap, max_warnings=cap))
+    assert a == b
+
+
+@given(st.one_of(S.bodies().map(lambda t: t[0]), S.mutated_bodies()), st.data())
+def test_validate_chunked(both, body, data):
+    py, c = both
+    chunks = data.draw(S.chunkings(body))
+    assert report_state(py.validate(chunks)) == report_state(c.validate(chunks))
+
+
+@given(S.metric_keys(), st.sampled_from(["gauge", "count", "summary", "meta", "Count"]))
+def test_classic_key(both, key, kind):
+    py, c = both
+
+    def outcome(m):
+        try:
+            return ("ok", m.classic_key(key, kind))
+        except ValueError as e:
+            return ("error", type(e))
+    assert outcome(py) == outcome(c)
+
+
+# ---------------------------------------------------------------------------
+# encode
+# ---------------------------------------------------------------------------
+
+@given(st.lists(S.records(), max_size=6))
+def test_encode_equal_bytes_and_cross_round_trip(both, records):
+    py, c = both
+    a = py.encode(records)
+    b = c.encode(records)
+    assert type(b) is bytes and a == b
+    for dec, enc in ((py, c), (c, py)):
+        got = dec.decode(enc.encode(records))
+        assert [_value_key(g) for g in got] == [_value_key(r) for r in records]
+
+
+BAD_VALUES = [float("nan"), float("inf"), -float("inf"), 10**400, "1", None, True, 1j,
+              2**63, -1, 1.5, b"x"]
+BAD_STRINGS = ["", "ab", "a" * 256, "1ab", "dt.x", "K", "a.", "k" * 101, "v" * 256,
+               "\x00", "a\tb", "\ud800", "bad unit", "x" * 301, 5, None, b"k", []]
+
+
+def corrupt_record(r: random.Random, rec):
+    """Replace one field of a valid record by an invalid value."""
+    if type(rec) is Metadata:
+        props = list(rec.properties)
+        what = r.randrange(4)
+        if what == 0:
+            return Metadata(r.choice(BAD_STRINGS[:6] + [5]), rec.metric_type, props)
+        if what == 1:
+            return tuple.__new__(Metadata, (rec.key, r.choice(["summary", "GAUGE", None, 5]),
+                                            tuple(props)))
+        if what == 2:
+            return Metadata(rec.key, rec.metric_type, ())
+        props.insert(r.randint(0, len(props)), (r.choice(S.META_NAMES + ["dt.meta.x", "k"]),
+                                                r.choice(BAD_STRINGS)))
+        return tuple.__new__(Metadata, (rec.key, rec.metric_type, tuple(props)))
+    fields = list(rec)
+    what = r.randrange(6)
+    if what == 0:
+        fields[0] = r.choice(BAD_STRINGS)
+    elif what == 1:
+        dims = list(fields[1])
+        bad = (r.choice(BAD_STRINGS), "v") if r.random() < 0.5 else ("k", r.choice(BAD_STRINGS))
+        dims.insert(r.randint(0, len(dims)), bad)
+        fields[1] = tuple(dims)
+    elif what == 2:
+        fields[1] = tuple(("k%d" % i, "v") for i in range(51))
+    elif what == 3:
+        fields[8] = r.choice(BAD_VALUES)
+    elif what == 4 and rec.kind == "summary":
+        i = r.choice([4, 5, 6, 7])
+        fields[i] = r.choice(BAD_VALUES)
+        if r.random() < 0.5:  # consistent types, inconsistent values
+            fields[4:8] = r.choice([(3.0, 1.0, 4.0, 2), (0.0, 1.0, 0.0, 0), (2.0, 3.0, 2.0, 2)])
+    else:
+        fields[3] = r.choice(BAD_VALUES)
+    return tuple.__new__(Metric, tuple(fields))
+
+
+@given(st.lists(S.records(), min_size=1, max_size=4), st.integers(0, 2**64 - 1))
+def test_encode_errors_equal(both, records, seed):
+    py, c = both
+    r = random.Random(seed)
+    i = r.randrange(len(records))
+    records[i] = corrupt_record(r, records[i])
+    a = encode_outcome(lambda: py.encode(records))
+    b = encode_outcome(lambda: c.encode(records))
+    assert a == b
+    assert a[0] in ("ok", "error")
+
+
+class _Iter:
+    """Marks dimensions to pass as a fresh one-shot iterator to each encoder."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __bool__(self):
+        return bool(self.pairs)
+
+
+def _apply(enc, op):
+    name, args, kwargs = op
+    args = tuple(iter(a.pairs) if type(a) is _Iter else a for a in args)
+    return getattr(enc, name)(*args, **kwargs)
+
+
+def _ops_for(r: random.Random, rec):
+    """Encoder calls covering the option space: mapping/pairs/None dims, ts or not."""
+    if type(rec) is Metadata:
+        kw = {}
+        for name, value in rec.properties:
+            if name == "dt.meta.unit":
+                kw["unit"] = value
+            elif name == "dt.meta.description":
+                kw["description"] = value
+            else:
+                kw["display_name"] = value
+        return [("metadata", (rec.key, rec.metric_type), kw), ("add", (rec,), {})]
+    dims = rec.dimensions
+    dims = r.choice([dims, list(dims), dict(dims), _Iter(dims)]) if dims else r.choice(
+        [None, {}, [], ()])
+    ts = rec.timestamp
+    kw = {} if ts is None and r.random() < 0.5 else {"timestamp": ts}
+    if rec.kind == "gauge":
+        op = ("gauge", (rec.key, rec.value, dims), kw)
+    elif rec.kind == "count":
+        op = ("count", (rec.key, rec.value, dims), kw)
+    else:
+        op = ("summary", (rec.key, rec.min, rec.max, rec.sum, rec.count, dims), kw)
+    return [op, ("add", (rec,), {})]
+
+
+@given(st.lists(S.records(), min_size=1, max_size=6), st.integers(0, 2**64 - 1))
+def test_encoder_state_after_errors_identical(both, records, seed):
+    py, c = both
+    r = random.Random(seed)
+    encs = (py.Encoder(), c.Encoder())
+    for rec in records:
+        bad = r.random() < 0.4
+        if bad:
+            rec = corrupt_record(r, rec)
+        for op in _ops_for(r, rec)[: r.randint(1, 2)]:
+            outs = []
+            for enc in encs:
+                outs.append(encode_outcome(lambda: _apply(enc, op)))
+            assert outs[0] == outs[1], op
+            assert outs[0][0] in ("ok", "error")
+            assert encs[0].getvalue() == encs[1].getvalue()
+            assert (len(encs[0]), encs[0].lines) == (len(encs[1]), encs[1].lines)
+        if r.random() < 0.1:
+            for enc in encs:
+                enc.clear()
+    assert py.decode(encs[1].getvalue()) == c.decode(encs[0].getvalue())
+
+
+@given(S.records())
+def test_encoder_add_equals_encode(both, rec):
+    py, c = both
+    for m in (py, c):
+        enc = m.Encoder()
+        enc.add(rec)
+        assert enc.getvalue() == py.encode([rec]) == c.encode([rec])
