@@ -35,6 +35,7 @@ EXIT_USAGE = 2
 _BLOCK = 1 << 20            # bytes per read()
 _SEGMENT = 4 << 20          # bytes validated per validate() call (bounded memory)
 _MIN_JOB_BYTES = 256 << 10  # a --jobs byte range is never smaller than this
+_SEGMENT_ERRORS = 1_000     # errors listed per segment at least (examples per code)
 _GZIP_MAGIC = b"\x1f\x8b"
 _STDIN = "<stdin>"
 
@@ -254,6 +255,35 @@ class _Tally:
         self.examples: Dict[Any, list] = {}
         self.bytes = 0
 
+    @staticmethod
+    def room(kept: list, cap: Optional[int]) -> Optional[int]:
+        return None if cap is None else max(cap - len(kept), 0)
+
+    def errors_wanted(self) -> Optional[int]:
+        """How many errors the next segment must list: enough for the capped
+        list, and at least _SEGMENT_ERRORS for examples of every code."""
+        room = self.room(self.report.errors, self.max_errors)
+        return None if room is None else max(room, _SEGMENT_ERRORS)
+
+    def needs_all_errors(self, part: Any) -> bool:
+        """True when ``part`` listed too few errors to give some code its examples.
+
+        Validating with a cap keeps the cost and memory of error-heavy input
+        low; this rare case (a code first seen after the cap within one
+        segment) validates that segment again without a cap.
+        """
+        if len(part.errors) >= part.lines_invalid:
+            return False
+        listed: Dict[Any, int] = {}
+        for e in part.errors:
+            listed[e.code] = listed.get(e.code, 0) + 1
+        k = self.examples_per_code
+        for code, n in part.error_counts.items():
+            want = min(k - len(self.examples.get(code, ())), n)
+            if want > listed.get(code, 0):
+                return True
+        return False
+
     def add(self, part: Any, shift: int) -> None:
         """Add a ValidationReport (or a _Tally) whose line 1 is input line ``shift + 1``."""
         r = self.report
@@ -307,8 +337,25 @@ def _validate_stream(inp: _Input, now_ms: Optional[int], tally: _Tally,
     segs = _Segments(read, lambda: on_read(inp.position()))
     while not segs.eof:
         shift = segs.newlines
-        part = validate(segs.segment(_SEGMENT), now_ms=now_ms, max_errors=None,
-                        max_warnings=None)
+        kept: Optional[List[bytes]] = []
+
+        def chunks() -> Iterator[bytes]:
+            # Keeps the segment's chunks (up to 2 segments' worth) for a rare
+            # second pass; a giant line simply is not kept.
+            nonlocal kept
+            size = 0
+            for chunk in segs.segment(_SEGMENT):
+                if kept is not None:
+                    size += len(chunk)
+                    kept = kept + [chunk] if size <= 2 * _SEGMENT else None
+                yield chunk
+
+        part = validate(chunks(), now_ms=now_ms, max_errors=tally.errors_wanted(),
+                        max_warnings=tally.room(tally.report.warnings, tally.max_warnings))
+        if kept and tally.needs_all_errors(part):
+            part = validate(kept, now_ms=now_ms, max_errors=None,
+                            max_warnings=tally.room(tally.report.warnings, tally.max_warnings))
+        kept = None
         tally.add(part, first + shift)
     tally.bytes += segs.bytes
     return segs.newlines

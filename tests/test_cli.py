@@ -220,6 +220,22 @@ def test_jobs_output_is_identical(big_file: pathlib.Path) -> None:
         assert lines[e["line"] - 1].decode().startswith(e["text"])
 
 
+def test_every_code_gets_examples_beyond_the_error_cap(work: pathlib.Path) -> None:
+    # 60,000 invalid lines of one code, and a rare code after the first 1,000
+    # of them, with --max-errors 5: examples still come for both, identically
+    # for one and two jobs.
+    f = work / "errors.txt"
+    f.write_bytes(b"9bad.key 1\n" * 3000 + b"a.b count,1\n" + b"9bad.key 1\n" * 57000
+                  + b"x.y count,2\n")
+    outs = [run("validate", "--jobs", j, "--max-errors", 5, "--examples", 2, f).stdout
+            for j in (1, 2)]
+    assert outs[0] == outs[1]
+    text = outs[0].decode()
+    assert "count_requires_delta (2 lines):\n  %s:3001: " % f in text
+    assert "  %s:60002: " % f in text
+    assert "invalid_metric_key (60,000 lines, first 2 shown)" in text
+
+
 def test_missing_file_exits_2_and_other_files_still_run(work: pathlib.Path) -> None:
     p = run("validate", work / "nope.txt", SAMPLE)
     assert p.returncode == 2
