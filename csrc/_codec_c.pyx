@@ -27,6 +27,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.dict cimport PyDict_Next
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.math cimport isinf, isnan
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
@@ -41,6 +42,7 @@ cdef extern from "Python.h":
     void PyObject_GC_UnTrack(void *op)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
     const char *PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except NULL
+    long long PyLong_AsLongLongAndOverflow(object o, int *overflow) except? -1
 
 from dtproto import _codec_py as _py
 from dtproto import _constants as _k
@@ -179,10 +181,14 @@ for _b in range(1, 23):
 cdef char NUMBUF[72]
 
 
-cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, double *out) except -1:
-    """Grammar of §7.1 on p[a:b], then a correctly rounded conversion.
+cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t n, Py_ssize_t *end,
+                      double *out) except -1:
+    """The longest number of §7.1 grammar at p[a:], then a correctly rounded conversion.
 
-    Returns 1 and sets ``*out``, or 0 when the text is not a finite number.
+    Returns 1 and sets ``*end`` and ``*out``, or 0 when there is no number or
+    it is not finite.  The caller checks that ``*end`` is a terminator: the
+    grammar is greedy-safe, so "the token matches" equals "the longest match
+    ends at the token's end".
     Simple decimals (at most 15 significant digits, |exponent| <= 22) take
     Clinger's fast path: one exact integer times or divided by an exact power
     of ten is a single correctly rounded IEEE operation, so the result equals
@@ -195,6 +201,7 @@ cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, double *out)
     cdef int64_t exp = 0, e10
     cdef uint8_t c
     cdef double v
+    cdef Py_ssize_t b = n
     if i < b and (p[i] == 43 or p[i] == 45):  # + -
         neg = p[i] == 45
         i += 1
@@ -236,8 +243,8 @@ cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, double *out)
             i += 1
         if exp_neg:
             exp = -exp
-    if i != b:
-        return 0
+    end[0] = i
+    b = i
     e10 = exp - frac
     if sig <= 15 and -22 <= e10 <= 22:
         v = <double>mant
@@ -260,28 +267,27 @@ cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, double *out)
     return 1
 
 
-cdef inline int parse_uint(const uint8_t *p, Py_ssize_t a, Py_ssize_t b, int64_t *out,
-                           bint any_width) noexcept nogil:
-    """``1*19DIGIT`` not above 2**63-1; 1 and ``*out``, or 0.
+cdef inline int parse_uint(const uint8_t *p, Py_ssize_t a, Py_ssize_t n, Py_ssize_t *end,
+                           int64_t *out, bint any_width) noexcept nogil:
+    """The digits at p[a:]: ``1*19DIGIT`` not above 2**63-1; 1, ``*end`` and ``*out``, or 0.
 
     With ``any_width`` (summary counts, §7.3) leading zeros do not count
     toward the 19 digits; timestamps (§8) keep the strict width.
     """
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i = a, b
     cdef uint64_t v = 0
-    if b <= a:
+    while i < n and CLS[p[i]] & C_DIGIT:
+        i += 1
+    end[0] = i
+    b = i
+    if b == a:
         return 0
     if any_width:
-        for i in range(a, b):
-            if not (CLS[p[i]] & C_DIGIT):
-                return 0
         while b - a > 1 and p[a] == 48:
             a += 1
     if b - a > MAX_TS_DIGITS:
         return 0
     for i in range(a, b):
-        if not (CLS[p[i]] & C_DIGIT):
-            return 0
         v = v * 10 + (p[i] - 48)  # 19 digits fit in uint64
     if v > <uint64_t>MAX_INT64:
         return 0
@@ -470,62 +476,59 @@ cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) noexcept 
     return i
 
 
+cdef inline bint ends_token(const uint8_t *p, Py_ssize_t j, Py_ssize_t n) noexcept nogil:
+    return j >= n or is_sep(p[j])
+
+
 cdef int scan_tail(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, LineScan *L,
                    int64_t lo, int64_t hi) except -2:
     """Payload, timestamp and trailing content from the separator at ``i``.
 
-    Mirrors _scan_payload, _scan_summary and the end of _scan_data_line.
-    ``lo``/``hi`` is the inclusive timestamp window (lo > hi: no timestamp fits;
-    lo = 0 and hi = MAX_INT64: no window).  Returns R_DATA or R_INVALID.
+    Mirrors _scan_payload, _scan_summary and the end of _scan_data_line in a
+    single pass: each field is parsed greedily and must end where the
+    reference's token ends (SP/HTAB/end, or "," between summary fields).
+    ``lo``/``hi`` is the inclusive timestamp window (lo > hi: no timestamp
+    fits; lo = 0 and hi = MAX_INT64: no window).  Returns R_DATA or R_INVALID.
     """
-    cdef Py_ssize_t j, r, q, eq, f
+    cdef Py_ssize_t j, q
     cdef int seen = 0, bit
     cdef uint8_t c
     cdef double v
     cdef int64_t t
     while i < n and is_sep(p[i]):
         i += 1
-    j = i
-    while j < n and not is_sep(p[j]):
-        j += 1
     L.mn = L.mx = L.sm = 0.0
     L.cnt = 0
-    if j - i >= 6 and memcmp(p + i, b"gauge,", 6) == 0:
-        r = i + 6
-        if memchr(p + r, 61, j - r) == NULL:
-            L.kind = K_GAUGE
-            if not parse_number(p, r, j, &L.value):
-                return R_INVALID
-        else:
+    if n - i >= 6 and memcmp(p + i, b"gauge,", 6) == 0:
+        q = i + 6
+        c = p[q] if q < n else 0
+        if (65 <= c <= 90) or (97 <= c <= 122):
+            # Field names are letters, numbers never start with one: this is
+            # a summary exactly when the reference finds "=" (else both fail).
             L.kind = K_SUMMARY
-            q = r
             while True:
-                f = q
-                while q < j and p[q] != 44:
-                    q += 1
-                eq = f
-                while eq < q and p[eq] != 61:
-                    eq += 1
-                if eq >= q:
-                    return R_INVALID
-                if eq - f == 3 and memcmp(p + f, b"min", 3) == 0:
+                if n - q >= 4 and memcmp(p + q, b"min=", 4) == 0:
                     bit = 1
-                elif eq - f == 3 and memcmp(p + f, b"max", 3) == 0:
+                    q += 4
+                elif n - q >= 4 and memcmp(p + q, b"max=", 4) == 0:
                     bit = 2
-                elif eq - f == 3 and memcmp(p + f, b"sum", 3) == 0:
+                    q += 4
+                elif n - q >= 4 and memcmp(p + q, b"sum=", 4) == 0:
                     bit = 4
-                elif eq - f == 5 and memcmp(p + f, b"count", 5) == 0:
+                    q += 4
+                elif n - q >= 6 and memcmp(p + q, b"count=", 6) == 0:
                     bit = 8
+                    q += 6
                 else:
                     return R_INVALID
                 if seen & bit:
                     return R_INVALID
                 seen |= bit
                 if bit == 8:
-                    if not parse_uint(p, eq + 1, q, &L.cnt, True):
+                    if not parse_uint(p, q, n, &q, &L.cnt, True):
                         return R_INVALID
                 else:
-                    if not parse_number(p, eq + 1, q, &v):
+                    if not parse_number(p, q, n, &q, &v):
                         return R_INVALID
                     if bit == 1:
                         L.mn = v
@@ -533,17 +536,20 @@ cdef int scan_tail(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, LineScan *L,
                         L.mx = v
                     else:
                         L.sm = v
-                if q >= j:
-                    break
-                q += 1
-            if seen != 15 or not summary_ok(L.mn, L.mx, L.sm, L.cnt):
+                if q < n and p[q] == 44:
+                    q += 1
+                    continue
+                break
+            j = q
+            if not ends_token(p, j, n) or seen != 15 or not summary_ok(L.mn, L.mx, L.sm, L.cnt):
                 return R_INVALID
-    elif j - i >= 6 and memcmp(p + i, b"count,", 6) == 0:
-        r = i + 6
-        if j - r < 6 or memcmp(p + r, b"delta=", 6) != 0:
-            return R_INVALID
+        else:
+            L.kind = K_GAUGE
+            if not parse_number(p, q, n, &j, &L.value) or not ends_token(p, j, n):
+                return R_INVALID
+    elif n - i >= 12 and memcmp(p + i, b"count,delta=", 12) == 0:
         L.kind = K_COUNT
-        if not parse_number(p, r + 6, j, &L.value):
+        if not parse_number(p, i + 12, n, &j, &L.value) or not ends_token(p, j, n):
             return R_INVALID
     else:
         c = p[i]
@@ -551,17 +557,14 @@ cdef int scan_tail(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, LineScan *L,
         if (65 <= c <= 90) or (97 <= c <= 122):
             return R_INVALID
         L.kind = K_GAUGE
-        if not parse_number(p, i, j, &L.value):
+        if not parse_number(p, i, n, &j, &L.value) or not ends_token(p, j, n):
             return R_INVALID
     L.has_ts = 0
     i = j
     while i < n and is_sep(p[i]):
         i += 1
     if i < n:
-        j = i
-        while j < n and not is_sep(p[j]):
-            j += 1
-        if not parse_uint(p, i, j, &t, False):
+        if not parse_uint(p, i, n, &j, &t, False) or not ends_token(p, j, n):
             return R_INVALID
         if t < lo or t > hi:
             return R_INVALID
@@ -1040,6 +1043,115 @@ def validate(source, *, now_ms=None, max_errors=10_000, max_warnings=10_000):
 
 # --- encoding (mirrors the encoder half of _codec_py) ------------------------
 
+cdef inline bint metric_key_ok(const uint8_t *u, Py_ssize_t n) noexcept nogil:
+    """Mirrors _metric_key_problem() is None for a whole key (bytes of a str)."""
+    cdef Py_ssize_t i
+    if n < MIN_METRIC_KEY or n > MAX_METRIC_KEY or not (CLS[u[0]] & C_MK_FIRST):
+        return False
+    i = 1
+    while True:
+        while i < n and CLS[u[i]] & C_MK_CHAR:
+            i += 1
+        if i >= n:
+            break
+        if u[i] != 46:
+            return False
+        i += 1
+        if i >= n or not (CLS[u[i]] & C_MK_SECTION):
+            return False
+        i += 1
+    return not (u[0] == 100 and u[1] == 116 and u[2] == 46)
+
+
+cdef inline bint dimension_key_ok(const uint8_t *u, Py_ssize_t n) noexcept nogil:
+    """Mirrors _dimension_key_problem() is None."""
+    cdef Py_ssize_t i
+    if n == 0 or n > MAX_DIMENSION_KEY or not (CLS[u[0]] & C_DK_SECTION):
+        return False
+    i = 1
+    while True:
+        while i < n and CLS[u[i]] & C_DK_CHAR:
+            i += 1
+        if i >= n:
+            return True
+        if u[i] != 46:
+            return False
+        i += 1
+        if i >= n or not (CLS[u[i]] & C_DK_SECTION):
+            return False
+        i += 1
+
+
+cdef Py_ssize_t format_simple(double v, char *out) noexcept nogil:
+    """repr(v) without a trailing ".0", for 1e-4 <= |v| < 1e15 with <= 15 digits; else 0.
+
+    The exact rule the reference applies (``repr`` = shortest round trip) is
+    met without running dtoa: if a decimal m * 10**-k with at most 15
+    significant digits converts back to v, it is the *only* such decimal
+    (DBL_DIG = 15: distinct 15-digit decimals map to distinct doubles), so the
+    shortest round-trip string is that decimal.  The check m / 10**k == v is
+    exact (Clinger: m < 2**53, k <= 22, one correctly rounded division).
+    Anything else returns 0 and takes the dtoa path.
+    """
+    cdef double a = -v if v < 0 else v
+    cdef int d = 0, k, digits, i, nint
+    cdef uint64_t m, ip, fp
+    cdef char buf[24]
+    cdef Py_ssize_t o = 0
+    if a == 0.0:
+        if 1.0 / v < 0:  # -0.0: repr "-0.0"
+            out[0] = 45
+            out[1] = 48
+            return 2
+        out[0] = 48
+        return 1
+    if a < 1e-4 or a >= 1e15:
+        return 0
+    # d = number of digits before the decimal point (<= 0 below 1)
+    if a >= 1.0:
+        d = 1
+        while d < 15 and a >= POW10[d]:
+            d += 1
+    else:
+        d = 0
+        while d > -4 and a < 1.0 / POW10[1 - d]:
+            d -= 1
+    k = 15 - d
+    if k > 22:
+        return 0
+    m = <uint64_t>(a * POW10[k] + 0.5)
+    if m >= 1000000000000000ULL or <double>m / POW10[k] != a:
+        return 0
+    while k > 0 and m % 10 == 0:
+        m //= 10
+        k -= 1
+    if v < 0:
+        out[o] = 45
+        o += 1
+    ip = m // <uint64_t>POW10[k]
+    fp = m - ip * <uint64_t>POW10[k]
+    # integer part
+    i = 0
+    while True:
+        buf[i] = <char>(48 + ip % 10)
+        ip //= 10
+        i += 1
+        if ip == 0:
+            break
+    while i > 0:
+        i -= 1
+        out[o] = buf[i]
+        o += 1
+    if k > 0:
+        out[o] = 46
+        o += 1
+        for i in range(k - 1, -1, -1):
+            out[o + i] = <char>(48 + fp % 10)
+            fp //= 10
+        o += k
+    return o
+
+
 cdef object _py_fail(object call, tuple args):
     """Re-run a call that C rejected through the reference, which raises the error.
 
@@ -1112,94 +1224,96 @@ cdef class Encoder:
 
     cdef int _write_head(self, object key, object dims) except -1:
         """Mirrors _head: 1 when written, 0 when the reference must diagnose."""
-        cdef Py_ssize_t n, i, kn, vn, count = 0
+        cdef Py_ssize_t n, pos = 0, count = 0
         cdef const char *s
         cdef const uint8_t *u
-        cdef bint sec, first
-        cdef uint8_t c
-        cdef char *o
+        cdef PyObject *pk
+        cdef PyObject *pv
         if not isinstance(key, str):
             return 0
         s = PyUnicode_AsUTF8AndSize(key, &n)
         u = <const uint8_t *>s
-        sec = True
-        first = True
-        for i in range(n):
-            c = u[i]
-            if sec:
-                if CLS[c] & (C_MK_FIRST if first else C_MK_SECTION):
-                    sec = False
-                else:
-                    return 0
-            elif c == 46:
-                sec = True
-                first = False
-            elif not (CLS[c] & C_MK_CHAR):
-                return 0
-        if sec or n < MIN_METRIC_KEY or n > MAX_METRIC_KEY:
-            return 0
-        if u[0] == 100 and u[1] == 116 and u[2] == 46:
+        if not metric_key_ok(u, n):
             return 0
         self._write(s, n)
         if not dims:
             return 1
-        items = dims.items() if type(dims) is dict or hasattr(dims, "items") else dims
-        for pair in items:
-            if type(pair) is tuple and len(<tuple>pair) == 2:
-                k = (<tuple>pair)[0]
-                v = (<tuple>pair)[1]
-            else:
-                k, v = pair
-            count += 1
-            if not isinstance(k, str) or not isinstance(v, str):
-                return 0
-            s = PyUnicode_AsUTF8AndSize(k, &kn)
-            u = <const uint8_t *>s
-            if kn == 0 or kn > MAX_DIMENSION_KEY:
-                return 0
-            sec = True
-            for i in range(kn):
-                c = u[i]
-                if sec:
-                    if CLS[c] & C_DK_SECTION:
-                        sec = False
-                    else:
-                        return 0
-                elif c == 46:
-                    sec = True
-                elif not (CLS[c] & C_DK_CHAR):
+        if type(dims) is dict:
+            # PyDict_Next: no (key, value) tuple per item, so no allocation
+            # and no collector pressure on the hot path.
+            while PyDict_Next(dims, &pos, &pk, &pv):
+                count += 1
+                if not self._write_dimension(<object>pk, <object>pv):
                     return 0
-            if sec:
-                return 0
-            if PyUnicode_GET_LENGTH(v) > MAX_DIMENSION_VALUE:
-                return 0
-            s = PyUnicode_AsUTF8AndSize(v, &vn)  # lone surrogates raise: the reference reports
-            # worst case every byte escaped: "," key "=" 2*value
-            self._reserve(kn + 2 + 2 * vn)
-            o = self._buf + self._len
-            o[0] = 44
-            memcpy(o + 1, u, kn)
-            o[kn + 1] = 61
-            o += kn + 2
-            u = <const uint8_t *>s
-            for i in range(vn):
-                c = u[i]
-                if c < 128:
-                    if is_control(c):
+        elif type(dims) is tuple or type(dims) is list:
+            for pair in dims:
+                if type(pair) is tuple and len(<tuple>pair) == 2:
+                    count += 1
+                    if not self._write_dimension((<tuple>pair)[0], (<tuple>pair)[1]):
                         return 0
-                    if c == 44 or c == 61 or c == 32 or c == 92 or c == 34:
-                        o[0] = 92
-                        o += 1
-                o[0] = <char>c
-                o += 1
-            self._len = o - self._buf
+                else:
+                    k, v = pair
+                    count += 1
+                    if not self._write_dimension(k, v):
+                        return 0
+        else:
+            for pair in (dims.items() if hasattr(dims, "items") else dims):
+                k, v = pair
+                count += 1
+                if not self._write_dimension(k, v):
+                    return 0
         if count > MAX_DIMENSIONS:
             return 0
+        return 1
+
+    cdef int _write_dimension(self, object k, object v) except -1:
+        """``,key=escaped-value`` (mirrors _dimension_segment)."""
+        cdef Py_ssize_t kn, vn, i, start
+        cdef const char *ks
+        cdef const char *vs
+        cdef const uint8_t *u
+        cdef uint8_t c
+        cdef char *o
+        if not isinstance(k, str) or not isinstance(v, str):
+            return 0
+        ks = PyUnicode_AsUTF8AndSize(k, &kn)
+        if not dimension_key_ok(<const uint8_t *>ks, kn):
+            return 0
+        if PyUnicode_GET_LENGTH(v) > MAX_DIMENSION_VALUE:
+            return 0
+        vs = PyUnicode_AsUTF8AndSize(v, &vn)  # lone surrogates raise: the reference reports
+        # worst case every byte escaped: "," key "=" 2*value
+        if self._len + kn + 2 + 2 * vn > self._cap:
+            self._reserve(kn + 2 + 2 * vn)
+        o = self._buf + self._len
+        o[0] = 44
+        memcpy(o + 1, ks, kn)
+        o[kn + 1] = 61
+        o += kn + 2
+        u = <const uint8_t *>vs
+        i = 0
+        while i < vn:
+            start = i
+            while i < vn and (CLS[u[i]] & C_BARE_PLAIN or u[i] >= 128):
+                i += 1
+            memcpy(o, u + start, i - start)
+            o += i - start
+            if i >= vn:
+                break
+            c = u[i]
+            if is_control(c):
+                return 0
+            o[0] = 92  # , = SP \ " get a backslash
+            o[1] = <char>c
+            o += 2
+            i += 1
+        self._len = o - self._buf
         return 1
 
     cdef int _write_number(self, object x) except -1:
         """Mirrors _format_number: shortest round trip, ``1.0E20`` exponents."""
         cdef double v
+        cdef char tmp[40]
         cdef char *r
         cdef Py_ssize_t n, e, i
         cdef bint dot = False
@@ -1214,6 +1328,10 @@ cdef class Encoder:
             return 0
         if isinf(v) or isnan(v):
             return 0
+        n = format_simple(v, tmp)
+        if n > 0:
+            self._write(tmp, n)
+            return 1
         r = PyOS_double_to_string(v, b'r', 0, 0, NULL)
         try:
             n = 0
@@ -1244,11 +1362,14 @@ cdef class Encoder:
         cdef char tmp[24]
         cdef int k = 24
         cdef uint64_t v
+        cdef int overflow = 0
+        cdef long long sv
         if type(x) is bool or not isinstance(x, int):
             return 0
-        if x < 0 or x > MAX_INT64:
+        sv = PyLong_AsLongLongAndOverflow(x, &overflow)
+        if overflow or sv < 0:
             return 0
-        v = <uint64_t>(<int64_t>x)
+        v = <uint64_t>sv
         while True:
             k -= 1
             tmp[k] = <char>(48 + v % 10)

@@ -45,6 +45,7 @@ cdef class Encoder:
     cdef int _reserve(self, Py_ssize_t extra) except -1
     cdef int _write(self, const char *s, Py_ssize_t n) except -1
     cdef int _write_head(self, object key, object dims) except -1
+    cdef int _write_dimension(self, object k, object v) except -1
     cdef int _write_number(self, object x) except -1
     cdef int _write_uint(self, object x) except -1
     cdef int _finish(self, Py_ssize_t mark, object timestamp) except -1
