@@ -780,6 +780,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
             except _sender.SendError as exc:
                 result = getattr(exc, "result", None) or _sender.SendResult()
                 error = str(exc)
+                if isinstance(exc, (_sender.AuthenticationError, _sender.MissingScopeError)):
+                    _err("the API token comes from --token-file or DT_API_TOKEN and needs "
+                         "the metrics.ingest scope")
             finally:
                 progress.close()
                 inp.close()
