@@ -188,6 +188,10 @@ def test_validate_stdin(work: pathlib.Path) -> None:
     assert p.returncode == 2 and b"only once" in p.stderr
 
 
+def test_shipped_gzip_sample_matches_the_text_sample() -> None:
+    assert gzip.decompress((EXAMPLES / "metrics.txt.gz").read_bytes()) == SAMPLE.read_bytes()
+
+
 def test_validate_gzip_transparently(work: pathlib.Path) -> None:
     gz = work / "metrics.txt.gz"
     gz.write_bytes(gzip.compress(SAMPLE.read_bytes()))
