@@ -1052,6 +1052,36 @@ def _head(key: Any, dimensions: Any) -> str:
     return head
 
 
+_heads: dict = {}           # (key, dimension pairs) -> validated "key,dims" text, bounded
+
+
+def _cached_head(key: Any, dimensions: Any) -> str:
+    """_head through a bounded cache, for dimensions given as a dict or a tuple.
+
+    Pipelines repeat a few thousand series: a hit costs one tuple hash instead
+    of validating and escaping every dimension again.  Only successful results
+    are cached, so every error still comes from _head.
+    """
+    t = type(dimensions)
+    if t is dict:
+        dk: Any = tuple(dimensions.items())
+    elif t is tuple or dimensions is None:
+        dk = dimensions
+    else:
+        return _head(key, dimensions)
+    ck = (key, dk)
+    try:
+        head = _heads.get(ck)
+    except TypeError:  # something unhashable: not valid anyway, _head says why
+        return _head(key, dimensions)
+    if head is None:
+        head = _head(key, dimensions)
+        if len(_heads) >= _CACHE_MAX:
+            _heads.clear()
+        _heads[ck] = head
+    return head
+
+
 def _finish(head: str, payload: str, timestamp: Any) -> str:
     if timestamp is None:
         line = head + " " + payload + "\n"
@@ -1124,17 +1154,62 @@ class Encoder:
         self._buf += line.encode("utf-8")
         self._lines += 1
 
+    # gauge() and count() are the hot loop of every exporter: they inline the
+    # common case (cached head, finite float, int timestamp) and hand anything
+    # else to the general helpers, which also produce every error.
     def gauge(self, key: str, value: float, dimensions: Any = None,
               timestamp: Optional[int] = None) -> None:
         """Append ``key,dims gauge,<value> [timestamp]``."""
-        self._append(_finish(_head(key, dimensions), "gauge," + _format_number(value, "value"),
-                             timestamp))
+        try:
+            head = _heads[(key, tuple(dimensions.items()) if type(dimensions) is dict
+                           else dimensions)]
+        except (KeyError, TypeError, AttributeError):
+            head = _cached_head(key, dimensions)
+        if type(value) is float and value - value == 0.0:
+            text = repr(value)
+            if text[-2:] == ".0":
+                text = text[:-2]
+            elif "e" in text:
+                text = _format_number(value, "value")
+        else:
+            text = _format_number(value, "value")
+        if timestamp is None:
+            line = head + " gauge," + text + "\n"
+        elif type(timestamp) is int and 0 <= timestamp <= MAX_INT64:
+            line = head + " gauge," + text + " " + str(timestamp) + "\n"
+        else:
+            line = _finish(head, "gauge," + text, timestamp)
+        if len(line) > MAX_LINE_CHARS + 1:
+            line = _finish(head, "gauge," + text, timestamp)
+        self._buf += line.encode("utf-8")
+        self._lines += 1
 
     def count(self, key: str, delta: float, dimensions: Any = None,
               timestamp: Optional[int] = None) -> None:
         """Append ``key,dims count,delta=<delta> [timestamp]``."""
-        self._append(_finish(_head(key, dimensions),
-                             "count,delta=" + _format_number(delta, "value"), timestamp))
+        try:
+            head = _heads[(key, tuple(dimensions.items()) if type(dimensions) is dict
+                           else dimensions)]
+        except (KeyError, TypeError, AttributeError):
+            head = _cached_head(key, dimensions)
+        if type(delta) is float and delta - delta == 0.0:
+            text = repr(delta)
+            if text[-2:] == ".0":
+                text = text[:-2]
+            elif "e" in text:
+                text = _format_number(delta, "value")
+        else:
+            text = _format_number(delta, "value")
+        if timestamp is None:
+            line = head + " count,delta=" + text + "\n"
+        elif type(timestamp) is int and 0 <= timestamp <= MAX_INT64:
+            line = head + " count,delta=" + text + " " + str(timestamp) + "\n"
+        else:
+            line = _finish(head, "count,delta=" + text, timestamp)
+        if len(line) > MAX_LINE_CHARS + 1:
+            line = _finish(head, "count,delta=" + text, timestamp)
+        self._buf += line.encode("utf-8")
+        self._lines += 1
 
     def summary(self, key: str, min: float, max: float, sum: float, count: int,
                 dimensions: Any = None, timestamp: Optional[int] = None) -> None:
@@ -1142,7 +1217,7 @@ class Encoder:
 
         The fields must be consistent as the server checks them (§7.3).
         """
-        self._append(_finish(_head(key, dimensions), _summary_payload(min, max, sum, count),
+        self._append(_finish(_cached_head(key, dimensions), _summary_payload(min, max, sum, count),
                              timestamp))
 
     def metadata(self, key: str, metric_type: str, display_name: Optional[str] = None,
@@ -1191,7 +1266,7 @@ def _record_line(record: Any) -> str:
     t = type(record)
     if t is Metric:
         kind = record[2]
-        head = _head(record[0], record[1])
+        head = _cached_head(record[0], record[1])
         if kind == KIND_GAUGE:
             payload = "gauge," + _format_number(record[3], "value")
         elif kind == KIND_COUNT:
