@@ -227,22 +227,25 @@ def normalize_metric_key(key: str) -> Optional[str]:
     * Every run of characters outside ``[A-Za-z0-9_-]`` becomes one ``_``
       (``mÄtric`` -> ``m_tric``, ``a,,,b  c`` -> ``a_b_c``).
 
-    dtproto additionally returns ``None`` where Java would emit a key the
-    server rejects: a result shorter than 3 characters (``"up"``, ``"~"``)
-    and a result starting with the reserved ``dt.`` prefix.  Padding short
-    keys was rejected because it invents names that nobody wrote and that can
-    collide; use a prefix (:func:`normalize_prefixed_key`) for short names.
+    The result is what the official libraries produce, even where the server
+    would still reject it: a key shorter than 3 characters (``"up"``) or one
+    starting with the reserved ``dt.`` prefix.  Inventing names (padding)
+    would be worse; :class:`dtproto.Encoder` with ``normalize=True`` drops
+    such lines and records the drop.  :func:`is_usable_metric_key` tells.
 
     Returns:
         The normalized key (the same object if ``key`` was already valid), or
-        ``None`` if the key is unusable and the line must be dropped.
+        ``None`` if no key can be made of it (empty, or starting with ``.``).
     """
-    if _VALID_METRIC_KEY(key) is not None and _usable_metric_key(key):
+    if _VALID_METRIC_KEY(key) is not None and len(key) <= MAX_METRIC_KEY:
         return key
-    out = _metric_key_java(key)
-    if out is None or not _usable_metric_key(out):
-        return None
-    return out
+    return _metric_key_java(key)
+
+
+def is_usable_metric_key(key: Optional[str]) -> bool:
+    """True when ``key`` (e.g. a normalized one) is accepted by the strict decoder."""
+    return (key is not None and _VALID_METRIC_KEY(key) is not None
+            and _usable_metric_key(key))
 
 
 def _simple_lower(ch: str) -> str:

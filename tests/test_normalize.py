@@ -30,6 +30,7 @@ from dtproto.normalize import (
     Normalization,
     NormalizationLog,
     is_invalid_value_char,
+    is_usable_metric_key,
     join_prefix,
     normalize_description,
     normalize_dimension_key,
@@ -54,6 +55,11 @@ def strict_metric_key(k: str) -> bool:
     return (
         METRIC_KEY_RE.fullmatch(k) is not None and 3 <= len(k) <= 255 and not k.startswith("dt.")
     )
+
+
+def grammatical_metric_key(k: str) -> bool:
+    """The key grammar without the server's length minimum and dt. reservation."""
+    return METRIC_KEY_RE.fullmatch(k) is not None and 1 <= len(k) <= 255
 
 
 def strict_dimension_key(k: str) -> bool:
@@ -117,12 +123,13 @@ METRIC_KEYS = [
     (A, "a" * 255),
     ("a" * 254 + ".b", "a" * 254),  # the dot is the last visited char: dropped
     ("a" * 253 + ".bc", "a" * 253 + ".b"),
-    # dtproto's decoder-imposed rules (no library enforces them)
-    ("up", None),  # shorter than 3 characters
-    ("~", None),  # Java: "_"
-    ("a.", None),  # Java: "a"
-    ("dt.foo", None),  # reserved prefix ([A-22])
-    ("dt..foo", None),  # normalizes to dt.foo
+    # what the libraries emit although the server rejects it (the Encoder drops
+    # such lines; is_usable_metric_key tells)
+    ("up", "up"),  # shorter than 3 characters
+    ("~", "_"),
+    ("a.", "a"),
+    ("dt.foo", "dt.foo"),  # reserved prefix ([A-22])
+    ("dt..foo", "dt.foo"),
     ("DT.foo", "DT.foo"),  # the reservation is case-sensitive
     ("dtx.foo", "dtx.foo"),
     ("my.dt.foo", "my.dt.foo"),
@@ -258,8 +265,8 @@ PREFIXED = [
     (None, "metric", "metric"),
     ("", "metric", "metric"),
     (".prefix", "metric", None),
-    ("dt", "metric", None),
-    ("p", "", None),  # "p." -> "p": too short
+    ("dt", "metric", "dt.metric"),  # as the libraries do; not usable (reserved)
+    ("p", "", "p"),  # "p." -> "p" (too short for the server: is_usable_metric_key)
     ("pfx", "", "pfx"),
     ("a" * 250, "metric", "a" * 250 + ".metr"),  # truncated as a whole
 ]
@@ -407,11 +414,6 @@ _OURS = {
 def _deliberate_divergence(case: dict, ours: Optional[str]) -> Optional[str]:
     """Why ``ours`` may differ from Java for this case, or None if it may not."""
     kind, inp, java = case["kind"], case["input"], case["java"]
-    if kind == "metric_key" and ours is None and java is not None:
-        if len(java) < 3:
-            return "decoder: metric key shorter than 3 characters ([A-3]); dropped, not padded"
-        if java.startswith("dt."):
-            return "decoder: reserved dt. prefix ([A-22])"
     if kind == "dimension_value" and ours is not None:
         if inp.startswith('"') and inp.endswith('"'):
             return "Java's already-quoted rule; we keep the literal value (legacy libraries do too)"
@@ -462,7 +464,8 @@ def test_case_table_rows_are_strict() -> None:
         inp = case["input"]
         if case["kind"] == "metric_key":
             out = normalize_metric_key(inp)
-            assert out is None or strict_metric_key(out)
+            assert out is None or grammatical_metric_key(out)
+            assert is_usable_metric_key(out) == (out is not None and strict_metric_key(out))
         elif case["kind"] == "dimension_key":
             out = normalize_dimension_key(inp)
             assert out is None or strict_dimension_key(out)
@@ -493,7 +496,8 @@ texts = _short | _long
 def test_metric_key_properties(s: str) -> None:
     out = normalize_metric_key(s)
     if out is not None:
-        assert strict_metric_key(out)
+        assert grammatical_metric_key(out)
+        assert is_usable_metric_key(out) == strict_metric_key(out)
         assert normalize_metric_key(out) == out
 
 
