@@ -545,8 +545,8 @@ def test_prefix_normalizes_like_the_joined_key(prefix: str, key: str) -> None:
 # --- accepted by the decoder -------------------------------------------------------------
 def _line_of(key: str, dims: list) -> Optional[Metric]:
     k = normalize_metric_key(key)
-    if k is None:
-        return None
+    if not is_usable_metric_key(k):
+        return None  # the Encoder drops such a line (and records it)
     pairs = []
     for dk, dv in dims:
         nk = normalize_dimension_key(dk)
