@@ -1185,6 +1185,19 @@ cdef class Encoder:
     :class:`~dtproto.EncodeError` leaves the buffer exactly as it was.
 
     ``dimensions`` accept a mapping or an iterable of ``(key, value)`` pairs.
+
+    Options (all off by default; see PROTOCOL.md §12):
+
+    * ``prefix``: joined to every metric key with ``.``.
+    * ``default_dimensions`` / ``static_dimensions``: merged into every line
+      with the precedence default < per line < static; at most 50 in all.
+    * ``normalize``: turn invalid names into valid ones the way the official
+      dynatrace-metric-utils (Java 2.5) do, instead of raising; a line whose
+      key cannot be saved is dropped.  Every change is counted in
+      :attr:`normalizations`.
+    * ``oneagent_enrichment``: add the OneAgent host metadata
+      (``dt_metadata_e617c525669e072eebe3d0f08212e8f2.properties``) as static
+      dimensions; no OneAgent, no extra dimensions.
     """
 
     def __cinit__(self):
@@ -1195,8 +1208,47 @@ cdef class Encoder:
         self._len = 0
         self._lines = 0
 
-    def __init__(self):
-        pass
+    def __init__(self, prefix=None, default_dimensions=None, static_dimensions=None,
+                 normalize=False, oneagent_enrichment=False):
+        self._ref = None
+        self._ascii_only = False
+        self._fastnorm = False
+        if prefix or default_dimensions or static_dimensions or normalize or oneagent_enrichment:
+            # Options are applied by the reference encoder (one definition of
+            # prefixing, precedence and normalization); the C path below only
+            # takes lines they would leave unchanged.
+            self._ref = _py.Encoder(prefix, default_dimensions, static_dimensions, normalize,
+                                    oneagent_enrichment)
+            opts = self._ref._opts
+            self._ascii_only = True
+            self._fastnorm = bool(opts.normalize) and not opts.prefix and not opts.default \
+                and not opts.static
+
+    @property
+    def normalizations(self):
+        """The :class:`~dtproto.normalize.NormalizationLog` of this encoder (changes made)."""
+        if self._ref is not None:
+            return self._ref.normalizations
+        if self._ref_log is None:  # a plain encoder never normalizes: always empty
+            self._ref_log = _py.Encoder().normalizations
+        return self._ref_log
+
+    cdef int _via_ref(self, object call, tuple args) except -1:
+        """Let the reference encoder (with this encoder's options) write the line."""
+        call(*args)  # an error propagates; our buffer is untouched
+        line = self._ref.getvalue()
+        n = self._ref.lines
+        self._ref.clear()
+        if n:
+            self._write(line, len(line))
+            self._lines += n
+        return 1
+
+    cdef bint _c_path(self, object dimensions):
+        """Whether the C path may try this call (always, unless options are set)."""
+        if self._ref is None:
+            return True
+        return self._fastnorm and (dimensions is None or type(dimensions) is dict)
 
     def __dealloc__(self):
         PyMem_Free(self._buf)
@@ -1294,14 +1346,14 @@ cdef class Encoder:
         i = 0
         while i < vn:
             start = i
-            while i < vn and (CLS[u[i]] & C_BARE_PLAIN or u[i] >= 128):
+            while i < vn and (CLS[u[i]] & C_BARE_PLAIN or (u[i] >= 128 and not self._ascii_only)):
                 i += 1
             memcpy(o, u + start, i - start)
             o += i - start
             if i >= vn:
                 break
             c = u[i]
-            if is_control(c):
+            if is_control(c) or c >= 128:  # >= 128 only with options: normalization may change it
                 return 0
             o[0] = 92  # , = SP \ " get a backslash
             o[1] = <char>c
@@ -1444,6 +1496,9 @@ cdef class Encoder:
     def gauge(self, key, value, dimensions=None, timestamp=None):
         """Append ``key,dims gauge,<value> [timestamp]``."""
         cdef Py_ssize_t mark = self._len
+        if not self._c_path(dimensions):
+            self._via_ref(self._ref.gauge, (key, value, dimensions, timestamp))
+            return
         dimensions = _materialize(dimensions)
         try:
             ok = self._write_head(key, dimensions) and self._write(" gauge,", 7) \
@@ -1455,11 +1510,17 @@ cdef class Encoder:
             raise
         if not ok:
             self._len = mark
-            _py_fail(_py.Encoder().gauge, (key, value, dimensions, timestamp))
+            if self._ref is not None:
+                self._via_ref(self._ref.gauge, (key, value, dimensions, timestamp))
+            else:
+                _py_fail(_py.Encoder().gauge, (key, value, dimensions, timestamp))
 
     def count(self, key, delta, dimensions=None, timestamp=None):
         """Append ``key,dims count,delta=<delta> [timestamp]``."""
         cdef Py_ssize_t mark = self._len
+        if not self._c_path(dimensions):
+            self._via_ref(self._ref.count, (key, delta, dimensions, timestamp))
+            return
         dimensions = _materialize(dimensions)
         try:
             ok = self._write_head(key, dimensions) and self._write(" count,delta=", 13) \
@@ -1471,7 +1532,10 @@ cdef class Encoder:
             raise
         if not ok:
             self._len = mark
-            _py_fail(_py.Encoder().count, (key, delta, dimensions, timestamp))
+            if self._ref is not None:
+                self._via_ref(self._ref.count, (key, delta, dimensions, timestamp))
+            else:
+                _py_fail(_py.Encoder().count, (key, delta, dimensions, timestamp))
 
     def summary(self, key, min, max, sum, count, dimensions=None, timestamp=None):
         """Append ``key,dims gauge,min=..,max=..,sum=..,count=.. [timestamp]``.
@@ -1479,6 +1543,9 @@ cdef class Encoder:
         The fields must be consistent as the server checks them (§7.3).
         """
         cdef Py_ssize_t mark = self._len
+        if not self._c_path(dimensions):
+            self._via_ref(self._ref.summary, (key, min, max, sum, count, dimensions, timestamp))
+            return
         dimensions = _materialize(dimensions)
         try:
             ok = self._write_head(key, dimensions) and self._summary(min, max, sum, count) \
@@ -1490,7 +1557,11 @@ cdef class Encoder:
             raise
         if not ok:
             self._len = mark
-            _py_fail(_py.Encoder().summary, (key, min, max, sum, count, dimensions, timestamp))
+            args = (key, min, max, sum, count, dimensions, timestamp)
+            if self._ref is not None:
+                self._via_ref(self._ref.summary, args)
+            else:
+                _py_fail(_py.Encoder().summary, args)
 
     def metadata(self, key, metric_type, display_name=None, description=None, unit=None):
         """Append ``#key type dt.meta.description=..,dt.meta.unit=..,dt.meta.displayName=..``.
@@ -1498,6 +1569,9 @@ cdef class Encoder:
         Properties are written in the official Java library's order; at least
         one must be given.
         """
+        if self._ref is not None:
+            self._via_ref(self._ref.metadata, (key, metric_type, display_name, description, unit))
+            return
         tmp = _py.Encoder()
         tmp.metadata(key, metric_type, display_name, description, unit)
         line = tmp.getvalue()
@@ -1507,6 +1581,9 @@ cdef class Encoder:
     def add(self, record):
         """Append a :class:`~dtproto.Metric` or :class:`~dtproto.Metadata`."""
         cdef Py_ssize_t mark = self._len
+        if self._ref is not None:
+            self._via_ref(self._ref.add, (record,))
+            return
         try:
             ok = self._write_record(record)
         except Exception:

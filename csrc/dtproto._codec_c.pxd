@@ -42,6 +42,12 @@ cdef class Encoder:
     cdef Py_ssize_t _len  # bytes in use
     cdef Py_ssize_t _cap  # bytes allocated
     cdef Py_ssize_t _lines
+    cdef object _ref      # reference Encoder holding the options, or None
+    cdef object _ref_log  # empty NormalizationLog of a plain encoder (lazily)
+    cdef bint _ascii_only # with options: non-ASCII values go to the reference
+    cdef bint _fastnorm   # normalize only: input it leaves unchanged takes the C path
+    cdef int _via_ref(self, object call, tuple args) except -1
+    cdef bint _c_path(self, object dimensions)
     cdef int _reserve(self, Py_ssize_t extra) except -1
     cdef int _write(self, const char *s, Py_ssize_t n) except -1
     cdef int _write_head(self, object key, object dims) except -1

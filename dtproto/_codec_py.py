@@ -64,7 +64,7 @@ from ._constants import (
     WINDOW_PAST_MS,
 )
 from .errors import DecodeError, EncodeError, ErrorCode, reason_text
-from .model import Metadata, Metric, Record
+from .model import Metadata, Metric, Record, as_dimensions
 from .report import LineError, LineWarning, ValidationReport
 
 __all__ = [
@@ -1133,6 +1133,194 @@ def _metadata_line(key: Any, metric_type: Any, properties: Iterable[Any]) -> str
     return _finish("#" + key + " " + metric_type, ",".join(parts), None)
 
 
+class _Options:
+    """What ``Encoder(prefix=..., default_dimensions=..., static_dimensions=...,
+    normalize=..., oneagent_enrichment=...)`` does to each line (issue 6).
+
+    Shared by both implementations: the Cython encoder calls :meth:`head` for
+    anything its C fast path does not cover, so prefixing, precedence and
+    normalization have one definition.
+
+    * The prefix is joined with ``.``; with ``normalize`` the joined key is
+      normalized as a whole (PROTOCOL.md §12.1 step 6).
+    * Dimension precedence: default < per line < static (OneAgent metadata
+      joins the static ones), decided after key normalization; the 50-dimension
+      limit is counted after merging.
+    * With ``normalize``, names are normalized instead of rejected; a line
+      whose key cannot be made acceptable is dropped.  Every change is recorded
+      in :attr:`log` (counts per field and recent examples).
+    """
+
+    __slots__ = ("prefix", "default", "static", "normalize", "log", "_cache")
+
+
+    def __init__(self, prefix: Optional[str], default_dimensions: Any,
+                 static_dimensions: Any, normalize: bool, oneagent_enrichment: bool) -> None:
+        from . import normalize as N  # only encoders with options pay for it
+
+        self.normalize = bool(normalize)
+        self.log = N.NormalizationLog()
+        self._cache: dict = {}
+        if prefix is not None and not isinstance(prefix, str):
+            raise TypeError("prefix must be a str, not %s" % type(prefix).__name__)
+        if self.normalize:
+            p = N.normalize_prefix(prefix)
+            if p is None:
+                raise ValueError("prefix %r can never give a valid metric key" % (prefix,))
+            self.prefix = p
+        else:
+            # A trailing "." only announces the separator.
+            self.prefix = prefix[:-1] if prefix and prefix.endswith(".") else (prefix or "")
+        self.default = self._dimensions(default_dimensions, "default_dimensions")
+        static = self._dimensions(static_dimensions, "static_dimensions")
+        if oneagent_enrichment:
+            static.update(self._dimensions(N.read_oneagent_metadata(), "oneagent metadata"))
+        self.static = static
+
+    def _dimensions(self, dims: Any, what: str) -> dict:
+        """Configured dimensions, normalized (or checked) once."""
+        out: dict = {}
+        for k, v in as_dimensions(dims):
+            try:
+                k, v = self._dimension(k, v, None)
+            except EncodeError as e:
+                raise ValueError("%s: %s" % (what, e)) from None
+            if k is not None:
+                out[k] = v
+        return out
+
+    def _dimension(self, k: Any, v: Any, changes: Optional[list]) -> Tuple[Any, Any]:
+        if not self.normalize:
+            return k, v
+        from . import normalize as N
+
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise EncodeError("dimension keys and values must be str, not %s=%s"
+                              % (type(k).__name__, type(v).__name__), "dimensions",
+                              E.INVALID_RECORD)
+        nk = N.normalize_dimension_key(k)
+        if nk != k and changes is not None:
+            changes.append((N.FIELD_DIMENSION_KEY, k, nk))
+        nv = N.normalize_dimension_value(v)
+        if nv != v and nk is not None and changes is not None:
+            changes.append((N.FIELD_DIMENSION_VALUE, v, nv))
+        return nk, nv
+
+    def head(self, key: Any, dimensions: Any) -> Optional[str]:
+        """The validated ``key,dims`` text of a line, or None when it is dropped.
+
+        Raises EncodeError as the plain encoder does for what normalization
+        does not cover (or for everything when ``normalize`` is off).
+        """
+        t = type(dimensions)
+        ck: Any = None
+        if t is dict:
+            ck = (key, tuple(dimensions.items()))
+        elif t is tuple or dimensions is None:
+            ck = (key, dimensions)
+        if ck is not None:
+            try:
+                hit = self._cache.get(ck)
+            except TypeError:
+                ck = hit = None
+            if hit is not None:
+                for change in hit[1]:  # every line's changes are counted
+                    self.log.record(*change)
+                return hit[0]
+        changes: list = []
+        head = self._head(key, dimensions, changes)
+        for change in changes:
+            self.log.record(*change)
+        if ck is not None:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[ck] = (head, tuple(changes))
+        return head
+
+    def _head(self, key: Any, dimensions: Any, changes: list) -> Optional[str]:
+        full = key
+        if self.prefix and isinstance(key, str):
+            full = self.prefix + "." + key
+        if self.normalize:
+            from . import normalize as N
+
+            if not isinstance(key, str):
+                raise EncodeError("the metric key must be a str, not %s" % type(key).__name__,
+                                  "key", E.INVALID_METRIC_KEY)
+            if _metric_key_problem(full) is not None:
+                nk = N.normalize_metric_key(full)
+                if not N.is_usable_metric_key(nk):
+                    nk = None
+                changes.append((N.FIELD_METRIC_KEY, full, nk))
+                if nk is None:
+                    return None
+                full = nk
+        merged = dict(self.default)
+        if dimensions:
+            if isinstance(dimensions, dict) or hasattr(dimensions, "items"):
+                items: Any = dimensions.items()
+            else:
+                items = dimensions
+            try:
+                items = iter(items)
+            except TypeError:
+                raise EncodeError("dimensions must be a mapping or an iterable of (key, value) "
+                                  "pairs", "dimensions", E.INVALID_RECORD) from None
+            for pair in items:
+                try:
+                    k, v = pair
+                except (TypeError, ValueError):
+                    raise EncodeError("a dimension must be a (key, value) pair", "dimensions",
+                                      E.INVALID_RECORD) from None
+                k, v = self._dimension(k, v, changes)
+                if k is not None:
+                    merged[k] = v
+        merged.update(self.static)
+        # Normalized names are valid; what can still fail (more than 50
+        # dimensions after merging, a bad name without normalize) raises.
+        return _head(full, tuple(merged.items()))
+
+    def metadata(self, key: Any, display_name: Optional[str], description: Optional[str],
+                 unit: Optional[str]) -> Optional[tuple]:
+        """Prefix and (with ``normalize``) clean a metadata line's parts (§12.4).
+
+        Returns None when the line is dropped: its key cannot be saved, or no
+        property is left.
+        """
+        full = self.prefix + "." + key if self.prefix and isinstance(key, str) else key
+        if not self.normalize:
+            return full, display_name, description, unit
+        from . import normalize as N
+
+        if not isinstance(key, str):
+            raise EncodeError("the metric key must be a str, not %s" % type(key).__name__,
+                              "key", E.INVALID_METRIC_KEY)
+        if _metric_key_problem(full) is not None:
+            nk = N.normalize_metric_key(full)
+            if not N.is_usable_metric_key(nk):
+                nk = None
+            self.log.record(N.FIELD_METRIC_KEY, full, nk)
+            if nk is None:
+                return None
+            full = nk
+        out = [full]
+        for field, fn, value in (
+            (N.FIELD_DISPLAY_NAME, N.normalize_display_name, display_name),
+            (N.FIELD_DESCRIPTION, N.normalize_description, description),
+            (N.FIELD_UNIT, N.normalize_unit, unit),
+        ):
+            if value is None:
+                out.append(None)
+                continue
+            fixed = fn(value) if isinstance(value, str) else None
+            if fixed != value:
+                self.log.record(field, value, fixed)
+            out.append(fixed)
+        if out[1] is None and out[2] is None and out[3] is None:
+            return None
+        return tuple(out)
+
+
 class Encoder:
     """A reusable buffer of encoded lines for hot loops.
 
@@ -1141,18 +1329,59 @@ class Encoder:
     :class:`~dtproto.EncodeError` leaves the buffer exactly as it was.
 
     ``dimensions`` accept a mapping or an iterable of ``(key, value)`` pairs.
+
+    Options (all off by default; see PROTOCOL.md §12):
+
+    * ``prefix``: joined to every metric key with ``.``.
+    * ``default_dimensions`` / ``static_dimensions``: merged into every line
+      with the precedence default < per line < static; at most 50 in all.
+    * ``normalize``: turn invalid names into valid ones the way the official
+      dynatrace-metric-utils (Java 2.5) do, instead of raising; a line whose
+      key cannot be saved is dropped.  Every change is counted in
+      :attr:`normalizations`.
+    * ``oneagent_enrichment``: add the OneAgent host metadata
+      (``dt_metadata_e617c525669e072eebe3d0f08212e8f2.properties``) as static
+      dimensions; no OneAgent, no extra dimensions.
     """
 
-    __slots__ = ("_buf", "_lines")
+    __slots__ = ("_buf", "_lines", "_opts", "_log")
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: Optional[str] = None, default_dimensions: Any = None,
+                 static_dimensions: Any = None, normalize: bool = False,
+                 oneagent_enrichment: bool = False) -> None:
         self._buf = bytearray()
         self._lines = 0
+        self._opts: Optional[_Options] = None
+        self._log: Any = None
+        if prefix or default_dimensions or static_dimensions or normalize or oneagent_enrichment:
+            self._opts = _Options(prefix, default_dimensions, static_dimensions, normalize,
+                                  oneagent_enrichment)
+
+    @property
+    def normalizations(self) -> Any:
+        """The :class:`~dtproto.normalize.NormalizationLog` of this encoder (changes made)."""
+        if self._opts is not None:
+            return self._opts.log
+        if self._log is None:  # a plain encoder never normalizes: always empty
+            from .normalize import NormalizationLog
+
+            self._log = NormalizationLog()
+        return self._log
 
     def _append(self, line: str) -> None:
         # The line is complete before it touches the buffer: atomic per line.
         self._buf += line.encode("utf-8")
         self._lines += 1
+
+    def _head_of(self, key: Any, dimensions: Any) -> Optional[str]:
+        """The line's ``key,dims`` text; None when normalization drops the line."""
+        if self._opts is not None:
+            return self._opts.head(key, dimensions)
+        try:
+            return _heads[(key, tuple(dimensions.items()) if type(dimensions) is dict
+                           else dimensions)]
+        except (KeyError, TypeError, AttributeError):
+            return _cached_head(key, dimensions)
 
     # gauge() and count() are the hot loop of every exporter: they inline the
     # common case (cached head, finite float, int timestamp) and hand anything
@@ -1160,11 +1389,16 @@ class Encoder:
     def gauge(self, key: str, value: float, dimensions: Any = None,
               timestamp: Optional[int] = None) -> None:
         """Append ``key,dims gauge,<value> [timestamp]``."""
-        try:
-            head = _heads[(key, tuple(dimensions.items()) if type(dimensions) is dict
-                           else dimensions)]
-        except (KeyError, TypeError, AttributeError):
-            head = _cached_head(key, dimensions)
+        if self._opts is None:
+            try:
+                head = _heads[(key, tuple(dimensions.items()) if type(dimensions) is dict
+                               else dimensions)]
+            except (KeyError, TypeError, AttributeError):
+                head = _cached_head(key, dimensions)
+        else:
+            head = self._opts.head(key, dimensions)
+            if head is None:
+                return
         if type(value) is float and value - value == 0.0:
             text = repr(value)
             if text[-2:] == ".0":
@@ -1187,11 +1421,16 @@ class Encoder:
     def count(self, key: str, delta: float, dimensions: Any = None,
               timestamp: Optional[int] = None) -> None:
         """Append ``key,dims count,delta=<delta> [timestamp]``."""
-        try:
-            head = _heads[(key, tuple(dimensions.items()) if type(dimensions) is dict
-                           else dimensions)]
-        except (KeyError, TypeError, AttributeError):
-            head = _cached_head(key, dimensions)
+        if self._opts is None:
+            try:
+                head = _heads[(key, tuple(dimensions.items()) if type(dimensions) is dict
+                               else dimensions)]
+            except (KeyError, TypeError, AttributeError):
+                head = _cached_head(key, dimensions)
+        else:
+            head = self._opts.head(key, dimensions)
+            if head is None:
+                return
         if type(delta) is float and delta - delta == 0.0:
             text = repr(delta)
             if text[-2:] == ".0":
@@ -1217,8 +1456,9 @@ class Encoder:
 
         The fields must be consistent as the server checks them (§7.3).
         """
-        self._append(_finish(_cached_head(key, dimensions), _summary_payload(min, max, sum, count),
-                             timestamp))
+        head = self._head_of(key, dimensions)
+        if head is not None:
+            self._append(_finish(head, _summary_payload(min, max, sum, count), timestamp))
 
     def metadata(self, key: str, metric_type: str, display_name: Optional[str] = None,
                  description: Optional[str] = None, unit: Optional[str] = None) -> None:
@@ -1227,6 +1467,11 @@ class Encoder:
         Properties are written in the official Java library's order; at least
         one must be given.
         """
+        if self._opts is not None:
+            fixed = self._opts.metadata(key, display_name, description, unit)
+            if fixed is None:
+                return
+            key, display_name, description, unit = fixed
         props = []
         if description is not None:
             props.append((META_DESCRIPTION, description))
@@ -1238,7 +1483,19 @@ class Encoder:
 
     def add(self, record: Record) -> None:
         """Append a :class:`~dtproto.Metric` or :class:`~dtproto.Metadata`."""
-        self._append(_record_line(record))
+        t = type(record)
+        if self._opts is None or (t is not Metric and t is not Metadata):
+            self._append(_record_line(record))
+        elif t is Metadata:
+            self.metadata(record[0], record[1], record.display_name, record.description,
+                          record.unit)
+        elif record[2] == KIND_GAUGE:
+            self.gauge(record[0], record[3], record[1], record[8])
+        elif record[2] == KIND_COUNT:
+            self.count(record[0], record[3], record[1], record[8])
+        else:
+            self.summary(record[0], record[4], record[5], record[6], record[7], record[1],
+                         record[8])
 
     def getvalue(self) -> bytes:
         """The encoded lines so far, as ``bytes``."""
