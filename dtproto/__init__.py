@@ -27,8 +27,8 @@ else:
     Encoder = _codec.Encoder
     classic_key = _codec.classic_key
 
-# The sender pulls in http.client, ssl and gzip: imported on first use so that
-# "import dtproto" (and the CLI's start-up) stays light.
+# The sender pulls in http.client, ssl and gzip, normalization unicodedata:
+# imported on first use so that "import dtproto" (and the CLI's start-up) stays light.
 _LAZY = {
     "Sender": "sender", "SendResult": "sender", "RequestInfo": "sender",
     "InvalidLine": "sender", "WarnedLine": "sender", "Undelivered": "sender",
@@ -36,6 +36,12 @@ _LAZY = {
     "AuthenticationError": "sender", "MissingScopeError": "sender",
     "EndpointNotFoundError": "sender", "PayloadTooLargeError": "sender",
     "DeliveryError": "sender",
+    "normalize_metric_key": "normalize", "normalize_dimension_key": "normalize",
+    "normalize_dimension_value": "normalize", "normalize_prefixed_key": "normalize",
+    "normalize_display_name": "normalize", "normalize_description": "normalize",
+    "normalize_unit": "normalize", "is_usable_metric_key": "normalize",
+    "read_oneagent_metadata": "normalize", "Normalization": "normalize",
+    "NormalizationLog": "normalize",
 }
 
 

@@ -1396,9 +1396,18 @@ class Encoder:
             except (KeyError, TypeError, AttributeError):
                 head = _cached_head(key, dimensions)
         else:
-            head = self._opts.head(key, dimensions)
-            if head is None:
-                return
+            # The options' own cache, inlined: valid input must stay cheap.
+            try:
+                hit = self._opts._cache[(key, tuple(dimensions.items())
+                                         if type(dimensions) is dict else dimensions)]
+            except (KeyError, TypeError, AttributeError):
+                hit = None
+            if hit is not None and not hit[1]:
+                head = hit[0]
+            else:
+                head = self._opts.head(key, dimensions)
+                if head is None:
+                    return
         if type(value) is float and value - value == 0.0:
             text = repr(value)
             if text[-2:] == ".0":
@@ -1428,9 +1437,18 @@ class Encoder:
             except (KeyError, TypeError, AttributeError):
                 head = _cached_head(key, dimensions)
         else:
-            head = self._opts.head(key, dimensions)
-            if head is None:
-                return
+            # The options' own cache, inlined: valid input must stay cheap.
+            try:
+                hit = self._opts._cache[(key, tuple(dimensions.items())
+                                         if type(dimensions) is dict else dimensions)]
+            except (KeyError, TypeError, AttributeError):
+                hit = None
+            if hit is not None and not hit[1]:
+                head = hit[0]
+            else:
+                head = self._opts.head(key, dimensions)
+                if head is None:
+                    return
         if type(delta) is float and delta - delta == 0.0:
             text = repr(delta)
             if text[-2:] == ".0":
