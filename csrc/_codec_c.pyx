@@ -195,7 +195,7 @@ cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t n, Py_ssize_t *
     float(text) bit for bit.  Everything else goes through CPython's own
     correctly rounded PyOS_string_to_double, i.e. exactly what float() does.
     """
-    cdef Py_ssize_t i = a, digits = 0, sig = 0, frac = 0, int_digits = 0
+    cdef Py_ssize_t i = a, sig = 0, frac = 0, start
     cdef bint neg = False, exp_neg = False, any_digit = False
     cdef uint64_t mant = 0
     cdef int64_t exp = 0, e10
@@ -205,29 +205,33 @@ cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t n, Py_ssize_t *
     if i < b and (p[i] == 43 or p[i] == 45):  # + -
         neg = p[i] == 45
         i += 1
-    while i < b and CLS[p[i]] & C_DIGIT:
-        c = p[i] - 48
-        if sig > 0 or c != 0:
-            if sig < 19:
-                mant = mant * 10 + c
-            sig += 1
-            if sig > 19:
-                frac -= 1  # digit dropped from the mantissa: shifts the scale
-        any_digit = True
+    # Integer part: leading zeros, then significant digits (19 fit in uint64;
+    # a dropped integer digit shifts the scale).
+    start = i
+    while i < b and p[i] == 48:
         i += 1
+    while i < b and <uint8_t>(p[i] - 48) <= 9:
+        if sig < 19:
+            mant = mant * 10 + (p[i] - 48)
+        else:
+            frac -= 1
+        sig += 1
+        i += 1
+    any_digit = i > start
     if i < b and p[i] == 46:  # .
         i += 1
-        while i < b and CLS[p[i]] & C_DIGIT:
-            c = p[i] - 48
-            if sig > 0 or c != 0:
-                if sig < 19:
-                    mant = mant * 10 + c
-                    frac += 1
-                sig += 1
-            else:
+        start = i
+        if sig == 0:  # zeros before the first significant digit only scale
+            while i < b and p[i] == 48:
                 frac += 1
-            any_digit = True
+                i += 1
+        while i < b and <uint8_t>(p[i] - 48) <= 9:
+            if sig < 19:
+                mant = mant * 10 + (p[i] - 48)
+                frac += 1
+            sig += 1
             i += 1
+        any_digit = any_digit or i > start
     if not any_digit:
         return 0
     if i < b and (p[i] == 101 or p[i] == 69):  # e E
@@ -274,22 +278,21 @@ cdef inline int parse_uint(const uint8_t *p, Py_ssize_t a, Py_ssize_t n, Py_ssiz
     With ``any_width`` (summary counts, §7.3) leading zeros do not count
     toward the 19 digits; timestamps (§8) keep the strict width.
     """
-    cdef Py_ssize_t i = a, b
+    cdef Py_ssize_t i = a, first
     cdef uint64_t v = 0
-    while i < n and CLS[p[i]] & C_DIGIT:
+    if any_width:
+        while i < n and p[i] == 48:  # leading zeros do not count toward the width
+            i += 1
+        if i > a and (i >= n or <uint8_t>(p[i] - 48) > 9):
+            i -= 1  # the value is 0: keep one zero as its digit
+    first = i
+    # One pass: 19 digits fit in uint64, a 20th means "too wide" anyway.
+    while i < n and <uint8_t>(p[i] - 48) <= 9:
+        if i - first < MAX_TS_DIGITS:
+            v = v * 10 + (p[i] - 48)
         i += 1
     end[0] = i
-    b = i
-    if b == a:
-        return 0
-    if any_width:
-        while b - a > 1 and p[a] == 48:
-            a += 1
-    if b - a > MAX_TS_DIGITS:
-        return 0
-    for i in range(a, b):
-        v = v * 10 + (p[i] - 48)  # 19 digits fit in uint64
-    if v > <uint64_t>MAX_INT64:
+    if i == a or i - first > MAX_TS_DIGITS or v > <uint64_t>MAX_INT64:
         return 0
     out[0] = <int64_t>v
     return 1
@@ -634,20 +637,30 @@ cdef int64_t LAST_TS_VALUE = -1
 
 
 cdef inline uint64_t head_hash(const uint8_t *p, Py_ssize_t n) noexcept nogil:
-    # Eight bytes a step; the slot is verified with memcmp, so quality only
-    # affects the hit rate.
-    cdef uint64_t h = 0x9E3779B97F4A7C15ULL ^ <uint64_t>n, w
-    while n >= 8:
-        memcpy(&w, p, 8)
-        h = (h ^ w) * 0xff51afd7ed558ccdULL
-        h ^= h >> 32
+    # Two independent lanes of 8 bytes break the multiply dependency chain;
+    # the slot is verified with memcmp, so quality only affects the hit rate.
+    cdef uint64_t h1 = 0x9E3779B97F4A7C15ULL ^ <uint64_t>n, h2 = 0xC2B2AE3D27D4EB4FULL
+    cdef uint64_t w1, w2
+    while n >= 16:
+        memcpy(&w1, p, 8)
+        memcpy(&w2, p + 8, 8)
+        h1 = (h1 ^ w1) * 0xff51afd7ed558ccdULL
+        h2 = (h2 ^ w2) * 0xc4ceb9fe1a85ec53ULL
+        h1 ^= h1 >> 32
+        h2 ^= h2 >> 29
+        p += 16
+        n -= 16
+    if n >= 8:
+        memcpy(&w1, p, 8)
+        h1 = (h1 ^ w1) * 0xff51afd7ed558ccdULL
         p += 8
         n -= 8
     if n:
-        w = 0
-        memcpy(&w, p, n)
-        h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL
-    return h ^ (h >> 29)
+        w2 = 0
+        memcpy(&w2, p, n)
+        h2 = (h2 ^ w2) * 0xc4ceb9fe1a85ec53ULL
+    h1 ^= h2 * 0x9E3779B97F4A7C15ULL
+    return h1 ^ (h1 >> 29)
 
 
 cdef object make_value(const uint8_t *p, DimSpan *d):
