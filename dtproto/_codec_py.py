@@ -845,10 +845,16 @@ def classic_key(key: str, kind: str) -> str:
 def _validate_lines(report: ValidationReport, lines: List[str], first_lineno: int,
                     now_ms: Optional[int], max_errors: Optional[int],
                     max_warnings: Optional[int]) -> None:
+    # Counts live in locals until the end: attribute writes per line would
+    # cost more than the fast path's own checks.
+    ok = 0
+    warned = 0
+    warnings = report.warnings
+    fast = _fast_line
     lineno = first_lineno - 1
     for raw in lines:
         lineno += 1
-        rec = _fast_line(raw, now_ms)
+        rec = fast(raw, now_ms)
         if rec is None:
             try:
                 rec = _scan_line(raw, now_ms)
@@ -858,20 +864,21 @@ def _validate_lines(report: ValidationReport, lines: List[str], first_lineno: in
             if rec is None:
                 continue
             if type(rec) is Metadata:
-                report.lines_ok += 1
+                ok += 1
                 continue
-        report.lines_ok += 1
-        key = rec[0]
-        if key.endswith(COUNT_SUFFIX):
-            if rec[2] == KIND_COUNT:
-                continue
-        elif rec[2] != KIND_COUNT:
+        ok += 1
+        # Metrics Classic renames (§4.1): a count without ".count", or a
+        # gauge/summary with it, gets a warning.
+        if rec[0].endswith(COUNT_SUFFIX) == (rec[2] == KIND_COUNT):
             continue
-        report.warnings_total += 1
-        if max_warnings is None or len(report.warnings) < max_warnings:
-            report.warnings.append(LineWarning(
+        warned += 1
+        if max_warnings is None or len(warnings) < max_warnings:
+            key = rec[0]
+            warnings.append(LineWarning(
                 lineno, CHANGED_KEY_WARNING % (key, classic_key(key, rec[2]))
             ))
+    report.lines_ok += ok
+    report.warnings_total += warned
 
 
 def _add_error(report: ValidationReport, f: _LineFault, raw: str, lineno: int,
