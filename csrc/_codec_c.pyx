@@ -1465,7 +1465,9 @@ cdef class Encoder:
         """Mirrors _record_line for a Metric (Metadata goes through the reference)."""
         cdef Py_ssize_t mark = self._len
         cdef tuple t
-        if type(record) is Metric:
+        # A Metric of another length (tuple.__new__, a crafted pickle) is not
+        # indexed unchecked here: the reference raises its IndexError.
+        if type(record) is Metric and len(<tuple>record) == 9:
             t = <tuple>record
             if not self._write_head(t[0], _materialize(t[1])):
                 return 0
