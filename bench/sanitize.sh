@@ -124,7 +124,10 @@ cat > "$work/canary.c" <<'EOF'
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
-int heap_overflow(int n) { char *p = malloc(8); memset(p, 1, 8); volatile int v = p[n]; free(p); return v; }
+/* through a volatile pointer: UBSan cannot know the size, ASan must catch it */
+int heap_overflow(int n) {
+  char *p = malloc(8); memset(p, 1, 8); char *volatile q = p; int v = q[n]; free(p); return v;
+}
 int int_overflow(int a) { return a + INT_MAX; }
 EOF
 gcc -O1 -g -fPIC -shared -fsanitize=address,undefined -fno-sanitize-recover=undefined \
