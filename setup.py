@@ -37,6 +37,8 @@ class guarded_build_ext(build_ext):
             super().run()
         except Exception as exc:  # PlatformError, CCompilerError, ExecError, ...
             raise BuildFailed(str(exc)) from exc
+        if self.extensions:
+            banner("Accelerated build: the Cython core dtproto._codec_c was compiled")
 
     def build_extension(self, ext):
         try:
@@ -109,8 +111,6 @@ def main():
         return
     try:
         run_setup(ext_modules)
-        if ext_modules:
-            banner("Accelerated build: the Cython core dtproto._codec_c was compiled")
     except BuildFailed as exc:
         if require:
             raise SystemExit("DTPROTO_REQUIRE_EXTENSIONS is set and the extension failed: %s" % exc)
