@@ -92,7 +92,7 @@ python3 -m venv "$work/v"
 (cd "$src" && DTPROTO_DEBUG_BUILD=1 DTPROTO_REQUIRE_EXTENSIONS=1 \
   "$work/v/bin/pip" install -q ".[test]")
 so=$(ls "$work"/v/lib/python3*/site-packages/dtproto/_codec_c*.so)
-if ! ldd "$so" | grep -q libasan; then
+if ! ldd "$so" | grep libasan >/dev/null; then  # not -q: with pipefail, SIGPIPE to ldd fails the pipe
   echo "the installed extension is not an ASan build: $so" >&2
   exit 1
 fi
