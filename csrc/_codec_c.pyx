@@ -1472,17 +1472,11 @@ cdef class Encoder:
             if not self._write_head(t[0], _materialize(t[1])):
                 return 0
             kind = t[2]
-            if kind == KIND_GAUGE:
-                self._write(" gauge,", 7)
-                if not self._write_number(t[3]):
-                    return 0
-            elif kind == KIND_COUNT:
-                self._write(" count,delta=", 13)
-                if not self._write_number(t[3]):
-                    return 0
-            else:
-                if not self._summary(t[4], t[5], t[6], t[7]):
-                    return 0
+            if not self._payload(K_GAUGE if kind == KIND_GAUGE else
+                                 (K_COUNT if kind == KIND_COUNT else K_SUMMARY),
+                                 t[3] if kind == KIND_GAUGE or kind == KIND_COUNT else t[4],
+                                 t[5], t[6], t[7]):
+                return 0
             return self._finish(mark, t[8])
         if type(record) is Metadata:
             line = _py._metadata_line(record[0], record[1], record[2]).encode("utf-8")
@@ -1508,75 +1502,61 @@ cdef class Encoder:
             return 0
         return 1
 
+    cdef int _payload(self, int kind, object a, object b, object c, object d) except -1:
+        if kind == K_GAUGE:
+            return self._write(" gauge,", 7) and self._write_number(a)
+        if kind == K_COUNT:
+            return self._write(" count,delta=", 13) and self._write_number(a)
+        return self._summary(a, b, c, d)
+
+    cdef int _point(self, int kind, object key, object a, object b, object c, object d,
+                    object dimensions, object timestamp) except -1:
+        """One data point (mirrors Encoder._single and Encoder.summary).
+
+        The C path writes it when it can; otherwise the reference encoder does
+        (with this encoder's options) or, for a plain encoder, names the error.
+        """
+        cdef Py_ssize_t mark = self._len
+        if self._c_path(dimensions):
+            dimensions = _materialize(dimensions)
+            try:
+                ok = self._write_head(key, dimensions) and self._payload(kind, a, b, c, d) \
+                    and self._finish(mark, timestamp)
+            except Exception:
+                ok = False  # e.g. a malformed pair: the reference names the error
+            except BaseException:
+                self._len = mark
+                raise
+            if ok:
+                return 1
+            self._len = mark
+        ref = self._ref if self._ref is not None else _py.Encoder()
+        if kind == K_GAUGE:
+            call, args = ref.gauge, (key, a, dimensions, timestamp)
+        elif kind == K_COUNT:
+            call, args = ref.count, (key, a, dimensions, timestamp)
+        else:
+            call, args = ref.summary, (key, a, b, c, d, dimensions, timestamp)
+        if self._ref is not None:
+            self._via_ref(call, args)
+        else:
+            _py_fail(call, args)
+        return 1
+
     def gauge(self, key, value, dimensions=None, timestamp=None):
         """Append ``key,dims gauge,<value> [timestamp]``."""
-        cdef Py_ssize_t mark = self._len
-        if not self._c_path(dimensions):
-            self._via_ref(self._ref.gauge, (key, value, dimensions, timestamp))
-            return
-        dimensions = _materialize(dimensions)
-        try:
-            ok = self._write_head(key, dimensions) and self._write(" gauge,", 7) \
-                and self._write_number(value) and self._finish(mark, timestamp)
-        except Exception:
-            ok = False  # e.g. a malformed pair: the reference names the error
-        except BaseException:
-            self._len = mark
-            raise
-        if not ok:
-            self._len = mark
-            if self._ref is not None:
-                self._via_ref(self._ref.gauge, (key, value, dimensions, timestamp))
-            else:
-                _py_fail(_py.Encoder().gauge, (key, value, dimensions, timestamp))
+        self._point(K_GAUGE, key, value, None, None, None, dimensions, timestamp)
 
     def count(self, key, delta, dimensions=None, timestamp=None):
         """Append ``key,dims count,delta=<delta> [timestamp]``."""
-        cdef Py_ssize_t mark = self._len
-        if not self._c_path(dimensions):
-            self._via_ref(self._ref.count, (key, delta, dimensions, timestamp))
-            return
-        dimensions = _materialize(dimensions)
-        try:
-            ok = self._write_head(key, dimensions) and self._write(" count,delta=", 13) \
-                and self._write_number(delta) and self._finish(mark, timestamp)
-        except Exception:
-            ok = False
-        except BaseException:
-            self._len = mark
-            raise
-        if not ok:
-            self._len = mark
-            if self._ref is not None:
-                self._via_ref(self._ref.count, (key, delta, dimensions, timestamp))
-            else:
-                _py_fail(_py.Encoder().count, (key, delta, dimensions, timestamp))
+        self._point(K_COUNT, key, delta, None, None, None, dimensions, timestamp)
 
     def summary(self, key, min, max, sum, count, dimensions=None, timestamp=None):
         """Append ``key,dims gauge,min=..,max=..,sum=..,count=.. [timestamp]``.
 
         The fields must be consistent as the server checks them (§7.3).
         """
-        cdef Py_ssize_t mark = self._len
-        if not self._c_path(dimensions):
-            self._via_ref(self._ref.summary, (key, min, max, sum, count, dimensions, timestamp))
-            return
-        dimensions = _materialize(dimensions)
-        try:
-            ok = self._write_head(key, dimensions) and self._summary(min, max, sum, count) \
-                and self._finish(mark, timestamp)
-        except Exception:
-            ok = False
-        except BaseException:
-            self._len = mark
-            raise
-        if not ok:
-            self._len = mark
-            args = (key, min, max, sum, count, dimensions, timestamp)
-            if self._ref is not None:
-                self._via_ref(self._ref.summary, args)
-            else:
-                _py_fail(_py.Encoder().summary, args)
+        self._point(K_SUMMARY, key, min, max, sum, count, dimensions, timestamp)
 
     def metadata(self, key, metric_type, display_name=None, description=None, unit=None):
         """Append ``#key type dt.meta.description=..,dt.meta.unit=..,dt.meta.displayName=..``.

@@ -47,6 +47,9 @@ cdef class Encoder:
     cdef bint _ascii_only # with options: non-ASCII values go to the reference
     cdef bint _fastnorm   # normalize only: input it leaves unchanged takes the C path
     cdef int _via_ref(self, object call, tuple args) except -1
+    cdef int _payload(self, int kind, object a, object b, object c, object d) except -1
+    cdef int _point(self, int kind, object key, object a, object b, object c, object d,
+                    object dimensions, object timestamp) except -1
     cdef bint _c_path(self, object dimensions)
     cdef int _reserve(self, Py_ssize_t extra) except -1
     cdef int _write(self, const char *s, Py_ssize_t n) except -1

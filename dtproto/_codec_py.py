@@ -1381,40 +1381,34 @@ class Encoder:
         self._lines += 1
 
     def _head_of(self, key: Any, dimensions: Any) -> Optional[str]:
-        """The line's ``key,dims`` text; None when normalization drops the line."""
-        if self._opts is not None:
-            return self._opts.head(key, dimensions)
-        try:
-            return _heads[(key, tuple(dimensions.items()) if type(dimensions) is dict
-                           else dimensions)]
-        except (KeyError, TypeError, AttributeError):
-            return _cached_head(key, dimensions)
+        """The line's ``key,dims`` text from a cache; None when normalization drops it.
 
-    # gauge() and count() are the hot loop of every exporter: they inline the
-    # common case (cached head, finite float, int timestamp) and hand anything
-    # else to the general helpers, which also produce every error.
-    def gauge(self, key: str, value: float, dimensions: Any = None,
-              timestamp: Optional[int] = None) -> None:
-        """Append ``key,dims gauge,<value> [timestamp]``."""
+        Valid, repeated series must stay cheap: a hit is one tuple hash.
+        """
+        ck = (key, tuple(dimensions.items()) if type(dimensions) is dict else dimensions)
         if self._opts is None:
             try:
-                head = _heads[(key, tuple(dimensions.items()) if type(dimensions) is dict
-                               else dimensions)]
-            except (KeyError, TypeError, AttributeError):
-                head = _cached_head(key, dimensions)
-        else:
-            # The options' own cache, inlined: valid input must stay cheap.
-            try:
-                hit = self._opts._cache[(key, tuple(dimensions.items())
-                                         if type(dimensions) is dict else dimensions)]
-            except (KeyError, TypeError, AttributeError):
-                hit = None
-            if hit is not None and not hit[1]:
-                head = hit[0]
-            else:
-                head = self._opts.head(key, dimensions)
-                if head is None:
-                    return
+                return _heads[ck]
+            except (KeyError, TypeError):
+                return _cached_head(key, dimensions)
+        try:
+            hit = self._opts._cache[ck]
+        except (KeyError, TypeError):
+            hit = None
+        if hit is not None and not hit[1]:
+            return hit[0]
+        return self._opts.head(key, dimensions)  # records the changes, if any
+
+    def _single(self, payload: str, key: Any, value: Any, dimensions: Any,
+                timestamp: Any) -> None:
+        """A gauge or count line: the hot loop of every exporter.
+
+        The common case (cached head, finite float, int timestamp) is inlined;
+        anything else goes to the general helpers, which produce every error.
+        """
+        head = self._head_of(key, dimensions)
+        if head is None:
+            return
         if type(value) is float and value - value == 0.0:
             text = repr(value)
             if text[-2:] == ".0":
@@ -1424,56 +1418,25 @@ class Encoder:
         else:
             text = _format_number(value, "value")
         if timestamp is None:
-            line = head + " gauge," + text + "\n"
+            line = head + payload + text + "\n"
         elif type(timestamp) is int and 0 <= timestamp <= MAX_INT64:
-            line = head + " gauge," + text + " " + str(timestamp) + "\n"
+            line = head + payload + text + " " + str(timestamp) + "\n"
         else:
-            line = _finish(head, "gauge," + text, timestamp)
+            line = _finish(head, payload[1:] + text, timestamp)
         if len(line) > MAX_LINE_CHARS + 1:
-            line = _finish(head, "gauge," + text, timestamp)
+            line = _finish(head, payload[1:] + text, timestamp)
         self._buf += line.encode("utf-8")
         self._lines += 1
+
+    def gauge(self, key: str, value: float, dimensions: Any = None,
+              timestamp: Optional[int] = None) -> None:
+        """Append ``key,dims gauge,<value> [timestamp]``."""
+        self._single(" gauge,", key, value, dimensions, timestamp)
 
     def count(self, key: str, delta: float, dimensions: Any = None,
               timestamp: Optional[int] = None) -> None:
         """Append ``key,dims count,delta=<delta> [timestamp]``."""
-        if self._opts is None:
-            try:
-                head = _heads[(key, tuple(dimensions.items()) if type(dimensions) is dict
-                               else dimensions)]
-            except (KeyError, TypeError, AttributeError):
-                head = _cached_head(key, dimensions)
-        else:
-            # The options' own cache, inlined: valid input must stay cheap.
-            try:
-                hit = self._opts._cache[(key, tuple(dimensions.items())
-                                         if type(dimensions) is dict else dimensions)]
-            except (KeyError, TypeError, AttributeError):
-                hit = None
-            if hit is not None and not hit[1]:
-                head = hit[0]
-            else:
-                head = self._opts.head(key, dimensions)
-                if head is None:
-                    return
-        if type(delta) is float and delta - delta == 0.0:
-            text = repr(delta)
-            if text[-2:] == ".0":
-                text = text[:-2]
-            elif "e" in text:
-                text = _format_number(delta, "value")
-        else:
-            text = _format_number(delta, "value")
-        if timestamp is None:
-            line = head + " count,delta=" + text + "\n"
-        elif type(timestamp) is int and 0 <= timestamp <= MAX_INT64:
-            line = head + " count,delta=" + text + " " + str(timestamp) + "\n"
-        else:
-            line = _finish(head, "count,delta=" + text, timestamp)
-        if len(line) > MAX_LINE_CHARS + 1:
-            line = _finish(head, "count,delta=" + text, timestamp)
-        self._buf += line.encode("utf-8")
-        self._lines += 1
+        self._single(" count,delta=", key, delta, dimensions, timestamp)
 
     def summary(self, key: str, min: float, max: float, sum: float, count: int,
                 dimensions: Any = None, timestamp: Optional[int] = None) -> None:
