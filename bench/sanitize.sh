@@ -36,9 +36,11 @@
 # until exit and LeakSanitizer would report it; leaks are checked by RSS
 # instead (tests/test_memory.py, bench/leak_check.py).
 #
-# Sanitizer reports go to log files (log_path) so that those of subprocesses
-# (the CLI tests) are seen too.  Exit status: 0 when the suite and the fuzz
-# pass with no sanitizer report, 1 otherwise.
+# ASan reports go to log files (log_path) so that those of subprocesses (the
+# CLI tests) are seen too; UBSan reports (gcc's handlers ignore log_path next
+# to a preloaded libasan) go to stderr and stop the process with status 1.
+# Exit status: 0 when the suite and the fuzz pass with no sanitizer report,
+# 1 otherwise.
 #
 # Needs gcc with its sanitizer runtimes (Debian: gcc, which brings libasan and
 # libubsan), python3 with venv, git, and PyPI for the test extra.
@@ -134,18 +136,21 @@ gcc -O1 -g -fPIC -shared -fsanitize=address,undefined -fno-sanitize-recover=unde
   -o "$work/canary.so" "$work/canary.c"
 canary_logs=$work/canary-logs
 mkdir -p "$canary_logs"
-for call in "heap_overflow(8)" "int_overflow(1)"; do
+for call in heap_overflow int_overflow; do
   if env LD_PRELOAD="$asan_rt" PYTHONMALLOC=malloc \
       ASAN_OPTIONS="detect_leaks=0:log_path=$canary_logs/asan" \
-      UBSAN_OPTIONS="halt_on_error=1:log_path=$canary_logs/ubsan" \
-      "$work/v/bin/python" -c "import ctypes; ctypes.CDLL('$work/canary.so').$call" 2>/dev/null; then
+      UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$canary_logs/ubsan" \
+      "$work/v/bin/python" -c "import ctypes; ctypes.CDLL('$work/canary.so').$call(8)" \
+      2>"$canary_logs/stderr.$call"; then
     echo "harness check failed: $call ran without a sanitizer stopping it" >&2
     exit 1
   fi
 done
-grep -q "heap-buffer-overflow" "$canary_logs"/asan.* \
-  && grep -q "signed integer overflow" "$canary_logs"/ubsan.* \
-  || { echo "harness check failed: no report in the sanitizer logs" >&2; exit 1; }
+# ASan writes to its log_path; gcc's UBSan handlers, next to a preloaded
+# libasan, write to stderr (and with halt_on_error the process exits 1).
+grep -rq "AddressSanitizer: heap-buffer-overflow" "$canary_logs" \
+  && grep -rq "runtime error: signed integer overflow" "$canary_logs" \
+  || { echo "harness check failed: no sanitizer report" >&2; exit 1; }
 echo "ok: heap-buffer-overflow and signed integer overflow are reported"
 
 status=0
