@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from corpus import BASE_TS_MS
+from corpus import BASE_TS_MS, encoder_loop
 
 # Fixed rounds (one call of the operation over the whole corpus each) rather
 # than pytest-benchmark's calibration: every round already takes long enough
@@ -43,19 +43,6 @@ def _run(benchmark: Any, fn: Callable[[], Any], lines: int, nbytes: Optional[int
         benchmark.extra_info["lines_per_s"] = round(lines / best)
         benchmark.extra_info["mb_per_s"] = round(nbytes / best / 1e6, 2)
     return result
-
-
-def _encoder_loop(Encoder: Any, tuples: list) -> bytes:
-    enc = Encoder()
-    gauge, count, summary = enc.gauge, enc.count, enc.summary
-    for kind, key, dims, value, mn, mx, sm, cnt, ts in tuples:
-        if kind == "gauge":
-            gauge(key, value, dims, ts)
-        elif kind == "count":
-            count(key, value, dims, ts)
-        else:
-            summary(key, mn, mx, sm, cnt, dims, ts)
-    return enc.getvalue()
 
 
 # --- decode ---------------------------------------------------------------
@@ -151,19 +138,19 @@ def test_encode_escaped_records(benchmark, impl, escaped_records, n_lines):
 
 def test_encoder_loop(benchmark, impl, records, n_lines):
     """``Encoder.gauge/count/summary`` per data point, dimensions as dicts."""
-    out = _run(benchmark, lambda: _encoder_loop(impl.Encoder, records.tuples), n_lines, None)
+    out = _run(benchmark, lambda: encoder_loop(impl.Encoder, records.tuples)(), n_lines, None)
     assert out.count(b"\n") == n_lines
 
 
 def test_encoder_loop_pairs(benchmark, impl, records, n_lines):
     """The same with dimensions as tuples of pairs (the decoder's form)."""
     tuples = [(t[0], t[1], m[1]) + t[3:] for t, m in zip(records.tuples, records.metrics)]
-    out = _run(benchmark, lambda: _encoder_loop(impl.Encoder, tuples), n_lines, None)
+    out = _run(benchmark, lambda: encoder_loop(impl.Encoder, tuples)(), n_lines, None)
     assert out.count(b"\n") == n_lines
 
 
 def test_encoder_escaped(benchmark, impl, escaped_records, n_lines):
-    out = _run(benchmark, lambda: _encoder_loop(impl.Encoder, escaped_records.tuples),
+    out = _run(benchmark, lambda: encoder_loop(impl.Encoder, escaped_records.tuples)(),
                n_lines, None)
     assert out.count(b"\n") == n_lines
 
@@ -178,7 +165,7 @@ def test_corpus_is_what_records_say(impl, corpus, records, escaped_corpus, escap
 def test_encode_round_trips(impl, records, escaped_records):
     for recs in (records, escaped_records):
         assert impl.decode(impl.encode(recs.metrics)) == recs.metrics
-        assert impl.decode(_encoder_loop(impl.Encoder, recs.tuples)) == recs.metrics
+        assert impl.decode(encoder_loop(impl.Encoder, recs.tuples)()) == recs.metrics
 
 
 def test_invalid_corpus_has_one_percent(impl, invalid_corpus, n_lines):

@@ -30,6 +30,7 @@ except ImportError:
     sys.path.insert(1, os.path.dirname(_HERE))
 
 import corpus as _corpus  # noqa: E402
+from corpus import encoder_loop  # noqa: E402
 
 
 def dirty(tuples: List[tuple]) -> List[tuple]:
@@ -40,21 +41,6 @@ def dirty(tuples: List[tuple]) -> List[tuple]:
         dims = {k.upper().replace("_", " "): v + "\u200d\t" for k, v in dims.items()}
         out.append((kind, key, dims, value, mn, mx, sm, cnt, ts))
     return out
-
-
-def encoder_loop(Encoder: Any, tuples: List[tuple], **options: Any) -> Callable[[], bytes]:
-    def run() -> bytes:
-        enc = Encoder(**options)
-        gauge, count, summary = enc.gauge, enc.count, enc.summary
-        for kind, key, dims, value, mn, mx, sm, cnt, ts in tuples:
-            if kind == "gauge":
-                gauge(key, value, dims, ts)
-            elif kind == "count":
-                count(key, value, dims, ts)
-            else:
-                summary(key, mn, mx, sm, cnt, dims, ts)
-        return enc.getvalue()
-    return run
 
 
 def dmu_loop(tuples: List[tuple]) -> Callable[[], bytes]:

@@ -70,6 +70,8 @@ def noop_url() -> Iterator[str]:
 
 
 def _record(benchmark: Any, lines: int, size: int) -> None:
+    if benchmark.stats is None:  # --benchmark-disable: ran once, nothing timed
+        return
     mean = benchmark.stats.stats.mean
     benchmark.extra_info.update(lines=lines, bytes=size, lines_per_s=round(lines / mean),
                                 MB_per_s=round(size / mean / 1e6, 1))

@@ -59,6 +59,7 @@ except ImportError:
     sys.path.insert(1, os.path.dirname(_HERE))
 
 import corpus as _corpus  # noqa: E402
+from corpus import cpu_model, encoder_loop  # noqa: E402
 
 perf_counter = time.perf_counter
 
@@ -292,21 +293,6 @@ def lpp_decoder(parse_line: Any, influx: bytes) -> Callable[[], list]:
 # dtproto contenders
 # ---------------------------------------------------------------------------
 
-def encoder_loop(Encoder: Any, tuples: list) -> Callable[[], bytes]:
-    def run() -> bytes:
-        enc = Encoder()
-        gauge, count, summary = enc.gauge, enc.count, enc.summary
-        for kind, key, dims, value, mn, mx, sm, cnt, ts in tuples:
-            if kind == "gauge":
-                gauge(key, value, dims, ts)
-            elif kind == "count":
-                count(key, value, dims, ts)
-            else:
-                summary(key, mn, mx, sm, cnt, dims, ts)
-        return enc.getvalue()
-    return run
-
-
 # ---------------------------------------------------------------------------
 # Measuring
 # ---------------------------------------------------------------------------
@@ -464,17 +450,6 @@ def memory_run(impl: str, op: str, path: str) -> Tuple[int, int, float, float]:
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -57,6 +57,8 @@ __all__ = [
     "Records",
     "to_influx",
     "write_file",
+    "encoder_loop",
+    "cpu_model",
 ]
 
 BASE_TS_MS = 1_700_000_000_000   # 2023-11-14T22:13:20Z: "now" for window checks
@@ -525,3 +527,33 @@ def write_file(path: str, target_bytes: int, seed: int = DEFAULT_SEED,
         os.fsync(f.fileno())
     return written, lines
 
+
+def encoder_loop(Encoder: Any, tuples: List[tuple], **options: Any) -> Any:
+    """A callable that encodes ``tuples`` (``make_records(...).tuples``) with one
+    ``Encoder(**options)`` the way an exporter's hot loop does; returns the bytes."""
+    def run() -> bytes:
+        enc = Encoder(**options)
+        gauge, count, summary = enc.gauge, enc.count, enc.summary
+        for kind, key, dims, value, mn, mx, sm, cnt, ts in tuples:
+            if kind == "gauge":
+                gauge(key, value, dims, ts)
+            elif kind == "count":
+                count(key, value, dims, ts)
+            else:
+                summary(key, mn, mx, sm, cnt, dims, ts)
+        return enc.getvalue()
+    return run
+
+
+def cpu_model() -> str:
+    """The CPU model name, for benchmark reports."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -895,19 +895,6 @@ def _log_requests(srv: Any, last: Any, quiet: bool) -> Tuple[Any, int]:
 # --------------------------------------------------------------------------- bench
 
 
-def _cpu_model() -> str:
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _best(fn: Callable[[], Any], repeat: int, budget: float = 1.0) -> Tuple[float, Any]:
     """(fastest time, last result) of up to ``repeat`` runs; stops repeating once
     ``budget`` seconds are spent."""
@@ -995,7 +982,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import platform
 
     from . import __version__
-    from ._corpus import make_corpus
+    from ._corpus import cpu_model, make_corpus
     from ._impl import available_implementations, extension_error
 
     if args.lines < 1:
@@ -1011,7 +998,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
               "(generated in %.1f s)\n" % (
                   __version__, _n(args.lines), mb, "escape-heavy" if args.escape_heavy
                   else "realistic", args.seed, args.repeat, time.perf_counter() - t))
-    out.write("machine: %s, %d CPUs, %s %s\n" % (_cpu_model(), os.cpu_count() or 1,
+    out.write("machine: %s, %d CPUs, %s %s\n" % (cpu_model(), os.cpu_count() or 1,
                                                platform.system(), platform.machine()))
     out.write("python: %s %s\n" % (platform.python_implementation(), platform.python_version()))
     if "cython" not in impls:
