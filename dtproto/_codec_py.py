@@ -282,6 +282,18 @@ def _scan_dimension_key(s: str, i: int, n: int) -> Tuple[str, int]:
     return key, j
 
 
+def _scan_escape(s: str, i: int, n: int) -> str:
+    """The decoded text of the escape at ``s[i] == "\\"`` (§6.3, [A-9])."""
+    if i + 1 >= n:
+        raise _LineFault(E.DANGLING_ESCAPE, i)
+    d = s[i + 1]
+    if d < " " or d == "\x7f":
+        raise _LineFault(E.CONTROL_CHARACTER, i + 1)
+    if "\ud800" <= d <= "\udfff":
+        raise _LineFault(E.INVALID_UTF8, i + 1)
+    return ESCAPES.get(d, s[i:i + 2])
+
+
 def _scan_value(s: str, i: int, n: int, max_len: Optional[int]) -> Tuple[str, int]:
     """A quoted or bare value starting at ``i`` (§6); returns (decoded, end index).
 
@@ -300,15 +312,8 @@ def _scan_value(s: str, i: int, n: int, max_len: Optional[int]) -> Tuple[str, in
             if c == '"':
                 break
             if c == "\\":
-                if i + 1 >= n:
-                    raise _LineFault(E.DANGLING_ESCAPE, i)
-                d = s[i + 1]
-                if d < " " or d == "\x7f":
-                    raise _LineFault(E.CONTROL_CHARACTER, i + 1)
-                if "\ud800" <= d <= "\udfff":
-                    raise _LineFault(E.INVALID_UTF8, i + 1)
                 parts.append(s[seg:i])
-                parts.append(ESCAPES.get(d, s[i:i + 2]))
+                parts.append(_scan_escape(s, i, n))
                 i += 2
                 seg = i
                 continue
@@ -328,15 +333,8 @@ def _scan_value(s: str, i: int, n: int, max_len: Optional[int]) -> Tuple[str, in
             if c == "," or c == " ":
                 break
             if c == "\\":
-                if i + 1 >= n:
-                    raise _LineFault(E.DANGLING_ESCAPE, i)
-                d = s[i + 1]
-                if d < " " or d == "\x7f":
-                    raise _LineFault(E.CONTROL_CHARACTER, i + 1)
-                if "\ud800" <= d <= "\udfff":
-                    raise _LineFault(E.INVALID_UTF8, i + 1)
                 parts.append(s[seg:i])
-                parts.append(ESCAPES.get(d, s[i:i + 2]))
+                parts.append(_scan_escape(s, i, n))
                 i += 2
                 seg = i
                 continue
