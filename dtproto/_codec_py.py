@@ -1117,8 +1117,18 @@ def _metadata_line(key: Any, metric_type: Any, properties: Iterable[Any]) -> str
         raise EncodeError("metric_type must be 'gauge' or 'count', not %r" % (metric_type,),
                           "metric_type", E.INVALID_METADATA_LINE)
     parts = []
-    for i, (name, value) in enumerate(properties):
+    try:
+        properties = list(properties)
+    except TypeError:
+        raise EncodeError("metadata properties must be (name, value) pairs", "properties",
+                          E.INVALID_METADATA_LINE) from None
+    for i, prop in enumerate(properties):
         field = "properties[%d]" % i
+        try:
+            name, value = prop
+        except (TypeError, ValueError):
+            raise EncodeError("a metadata property must be a (name, value) pair", field,
+                              E.INVALID_METADATA_LINE) from None
         if not isinstance(name, str) or name not in META_PROPERTIES:
             raise EncodeError("unknown metadata property: %r" % (name,), field,
                               E.UNKNOWN_METADATA_PROPERTY)

@@ -481,3 +481,12 @@ def test_encode_of_decoded_wire_forms_is_canonical(impl, case):
     out = impl.encode(impl.decode(body))
     assert out == impl.encode(records)
     assert impl.decode(out) == records
+
+
+def test_metadata_properties_that_are_not_pairs(impl) -> None:
+    from dtproto import Metadata
+
+    bad = tuple.__new__(Metadata, ("a.b.c", "gauge", (("dt.meta.unit",),)))
+    with pytest.raises(EncodeError) as info:
+        impl.encode([bad])
+    assert info.value.field == "properties[0]" and info.value.record == 0
