@@ -6,6 +6,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Union
 from typing_extensions import disjoint_base
 
 from .model import Record
+from .normalize import NormalizationLog
 from .report import ValidationReport
 
 __all__ = ["decode", "iter_decode", "validate", "encode", "Encoder", "classic_key"]
@@ -24,7 +25,16 @@ def classic_key(key: str, kind: str) -> str: ...
 
 @disjoint_base
 class Encoder:
-    def __init__(self) -> None: ...
+    def __init__(
+        self,
+        prefix: Optional[str] = ...,
+        default_dimensions: Any = ...,
+        static_dimensions: Any = ...,
+        normalize: bool = ...,
+        oneagent_enrichment: bool = ...,
+    ) -> None: ...
+    @property
+    def normalizations(self) -> NormalizationLog: ...
     def gauge(self, key: str, value: float, dimensions: Any = ..., timestamp: Optional[int] = ...) -> None: ...
     def count(self, key: str, delta: float, dimensions: Any = ..., timestamp: Optional[int] = ...) -> None: ...
     def summary(
