@@ -47,7 +47,6 @@ from ._constants import (
     MAX_UNIT,
     META_DESCRIPTION,
     META_DISPLAY_NAME,
-    META_DISPLAY_NAME_ALT,
     META_PROPERTIES,
     META_TYPES,
     META_UNIT,
@@ -92,14 +91,6 @@ class _LineFault(Exception):
         self.code = code
         self.index = index          # 0-based code-point index within the line
         self.extra = extra
-
-
-def _is_surrogate(c: str) -> bool:
-    return "\ud800" <= c <= "\udfff"
-
-
-def _is_control(c: str) -> bool:
-    return c < " " or c == "\x7f"
 
 
 # ---------------------------------------------------------------------------
