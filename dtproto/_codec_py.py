@@ -1243,24 +1243,28 @@ class _Options:
             self._cache[ck] = (head, tuple(changes))
         return head
 
-    def _head(self, key: Any, dimensions: Any, changes: list) -> Optional[str]:
-        full = key
-        if self.prefix and isinstance(key, str):
-            full = self.prefix + "." + key
-        if self.normalize:
-            from . import normalize as N
+    def _key(self, key: Any, changes: list) -> Any:
+        """The prefixed (and, with ``normalize``, normalized) key; None: drop the line."""
+        full = self.prefix + "." + key if self.prefix and isinstance(key, str) else key
+        if not self.normalize:
+            return full
+        from . import normalize as N
 
-            if not isinstance(key, str):
-                raise EncodeError("the metric key must be a str, not %s" % type(key).__name__,
-                                  "key", E.INVALID_METRIC_KEY)
-            if _metric_key_problem(full) is not None:
-                nk = N.normalize_metric_key(full)
-                if not N.is_usable_metric_key(nk):
-                    nk = None
-                changes.append((N.FIELD_METRIC_KEY, full, nk))
-                if nk is None:
-                    return None
-                full = nk
+        if not isinstance(key, str):
+            raise EncodeError("the metric key must be a str, not %s" % type(key).__name__,
+                              "key", E.INVALID_METRIC_KEY)
+        if _metric_key_problem(full) is None:
+            return full
+        nk = N.normalize_metric_key(full)
+        if not N.is_usable_metric_key(nk):
+            nk = None  # still rejected by the server (too short, dt.): dropped
+        changes.append((N.FIELD_METRIC_KEY, full, nk))
+        return nk
+
+    def _head(self, key: Any, dimensions: Any, changes: list) -> Optional[str]:
+        full = self._key(key, changes)
+        if full is None:
+            return None
         merged = dict(self.default)
         if dimensions:
             if isinstance(dimensions, dict) or hasattr(dimensions, "items"):
@@ -1293,22 +1297,16 @@ class _Options:
         Returns None when the line is dropped: its key cannot be saved, or no
         property is left.
         """
-        full = self.prefix + "." + key if self.prefix and isinstance(key, str) else key
+        changes: list = []
+        full = self._key(key, changes)
+        for change in changes:
+            self.log.record(*change)
         if not self.normalize:
             return full, display_name, description, unit
+        if full is None:
+            return None
         from . import normalize as N
 
-        if not isinstance(key, str):
-            raise EncodeError("the metric key must be a str, not %s" % type(key).__name__,
-                              "key", E.INVALID_METRIC_KEY)
-        if _metric_key_problem(full) is not None:
-            nk = N.normalize_metric_key(full)
-            if not N.is_usable_metric_key(nk):
-                nk = None
-            self.log.record(N.FIELD_METRIC_KEY, full, nk)
-            if nk is None:
-                return None
-            full = nk
         out = [full]
         for field, fn, value in (
             (N.FIELD_DISPLAY_NAME, N.normalize_display_name, display_name),
