@@ -826,7 +826,6 @@ cdef HeadEntry *store_head(const uint8_t *p, Py_ssize_t fs, uint64_t h,
     e.length = fs
     e.hash = h
     e.keylen = L.keylen
-    e.count_suffix = L.keylen >= 6 and memcmp(p + L.keylen - 6, b".count", 6) == 0
     e.key = NULL
     e.dims = NULL
     return e
@@ -883,6 +882,35 @@ cdef object disagreement(object rec, Py_ssize_t lineno):
         "accepts it as %r; please report this" % (lineno, rec))
 
 
+cdef int scan_data(const uint8_t *p, Py_ssize_t n, LineScan *L, int64_t lo, int64_t hi,
+                   bint need_objects, HeadEntry **entry) except -2:
+    """One prepared data line through the head cache: R_DATA or R_INVALID.
+
+    On R_DATA ``L`` holds the payload and ``L.keylen``.  ``*entry`` is the
+    cache slot of the head: with its objects when the head came from the cache
+    (``entry.key`` set if ``need_objects``), or freshly stored after a full
+    scan (no objects yet, ``L`` holds the spans), or NULL when not cacheable.
+    """
+    cdef Py_ssize_t fs, after
+    cdef uint64_t h
+    cdef int r
+    cdef HeadEntry *hit = find_head(p, n, &fs, &h)
+    if hit != NULL and (hit.key != NULL or not need_objects):
+        entry[0] = hit
+        L.keylen = hit.keylen
+        L.head_end = -1  # spans not scanned: use the entry
+        return scan_tail(p, fs, n, L, lo, hi)
+    entry[0] = NULL
+    after = scan_head(p, n, L)
+    if after < 0:
+        return R_INVALID
+    L.head_end = after
+    r = scan_tail(p, after, n, L, lo, hi)
+    if r == R_DATA:
+        entry[0] = hit if hit != NULL else store_head(p, fs, h, L)
+    return r
+
+
 cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip, list out):
     """Decode whole lines of ``buf`` into ``out``; return the first DecodeError or None.
 
@@ -890,15 +918,13 @@ cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip,
     """
     cdef const uint8_t *base = <const uint8_t *>PyBytes_AS_STRING(buf)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(buf)
-    cdef Py_ssize_t pos = 0, end, n, after
+    cdef Py_ssize_t pos = 0, end, n
     cdef const uint8_t *p
     cdef const void *nl
     cdef int r
     cdef int64_t lo, hi
     cdef LineScan L
     cdef HeadEntry *hit
-    cdef Py_ssize_t fs
-    cdef uint64_t h
     window(now_ms, &lo, &hi)
     while pos < size:
         nl = memchr(base + pos, 10, size - pos)
@@ -907,25 +933,15 @@ cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip,
         n = end - pos
         r = prepare_line(p, &n)
         if r == R_DATA:
-            hit = find_head(p, n, &fs, &h)
-            if hit != NULL and hit.key != NULL:
-                r = scan_tail(p, fs, n, &L, lo, hi)
-                if r == R_DATA:
+            r = scan_data(p, n, &L, lo, hi, True, &hit)
+            if r == R_DATA:
+                if L.head_end < 0:  # from the cache, objects included
                     out.append(make_metric(<object>hit.key, <object>hit.dims, &L))
-            else:
-                after = scan_head(p, n, &L)
-                if after < 0:
-                    r = R_INVALID
                 else:
-                    L.head_end = after
-                    r = scan_tail(p, after, n, &L, lo, hi)
-                    if r == R_DATA:
-                        key, dims = make_head(p, &L)
-                        if hit == NULL:
-                            hit = store_head(p, fs, h, &L)
-                        if hit != NULL:
-                            attach_objects(hit, key, dims)
-                        out.append(make_metric(key, dims, &L))
+                    key, dims = make_head(p, &L)
+                    if hit != NULL:
+                        attach_objects(hit, key, dims)
+                    out.append(make_metric(key, dims, &L))
         if r == R_INVALID or r == R_META:
             fault, rec = diagnose(buf, pos, end, now_ms, lineno)
             if fault is None:
@@ -976,7 +992,7 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
     """Mirrors _validate_lines: counts only, no Python object per valid line."""
     cdef const uint8_t *base = <const uint8_t *>PyBytes_AS_STRING(buf)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(buf)
-    cdef Py_ssize_t pos = 0, end, n, after, ok = 0, warned = 0, cap_w
+    cdef Py_ssize_t pos = 0, end, n, ok = 0, warned = 0, cap_w
     cdef const uint8_t *p
     cdef const void *nl
     cdef int r
@@ -984,8 +1000,7 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
     cdef int64_t lo, hi
     cdef LineScan L
     cdef HeadEntry *hit
-    cdef Py_ssize_t fs, keylen = 0
-    cdef uint64_t h
+    cdef Py_ssize_t keylen
     cdef list warnings = report.warnings
     cap_w = -1 if max_warnings is None else max_warnings
     window(now_ms, &lo, &hi)
@@ -996,24 +1011,11 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
         n = end - pos
         r = prepare_line(p, &n)
         if r == R_DATA:
-            hit = find_head(p, n, &fs, &h)
-            if hit != NULL:
-                r = scan_tail(p, fs, n, &L, lo, hi)
-                keylen = hit.keylen
-                suffix = hit.count_suffix
-            else:
-                after = scan_head(p, n, &L)
-                if after < 0:
-                    r = R_INVALID
-                else:
-                    L.head_end = after
-                    r = scan_tail(p, after, n, &L, lo, hi)
-                    if r == R_DATA:
-                        store_head(p, fs, h, &L)
-                        keylen = L.keylen
-                        suffix = keylen >= 6 and memcmp(p + keylen - 6, b".count", 6) == 0
+            r = scan_data(p, n, &L, lo, hi, False, &hit)
         if r == R_DATA:
             ok += 1
+            keylen = L.keylen
+            suffix = keylen >= 6 and memcmp(p + keylen - 6, b".count", 6) == 0
             if suffix != (L.kind == K_COUNT):
                 warned += 1
                 if cap_w < 0 or len(warnings) < cap_w:

@@ -32,7 +32,6 @@ cdef struct HeadEntry:
     Py_ssize_t length     # bytes of the cached head; 0 = empty slot
     char *data            # PyMem copy of the head bytes
     Py_ssize_t keylen     # metric key length within the head
-    int count_suffix      # the key ends with ".count" (Metrics Classic warning, §4.1)
     void *key             # owned reference to the key str, or NULL (validate only)
     void *dims            # owned reference to the dims tuple, or NULL (validate only)
 
