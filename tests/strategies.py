@@ -1,4 +1,4 @@
-"""Hypothesis strategies for the line protocol (PROTOCOL.md §3–§9).
+"""Hypothesis strategies for the line protocol (docs/protocol.md §3–§9).
 
 Everything here is written from the specification, not from the codec: the
 generators produce *valid* records together with the many wire forms a

@@ -1,4 +1,4 @@
-"""decode(): every rule and limit of the strict profile (PROTOCOL.md §2–§9).
+"""decode(): every rule and limit of the strict profile (docs/protocol.md §2–§9).
 
 Each limit is tested at the boundary and one past it; each error asserts its
 stable code and 1-based column (code points), and valid lines assert the

@@ -1,4 +1,4 @@
-"""Differential tests: the Cython core against the pure-Python reference (STYLE.md §6).
+"""Differential tests: the Cython core against the pure-Python reference.
 
 For generated valid lines and byte-mutated lines, both implementations return
 equal records of the same types or raise the same DecodeError (code, line,

@@ -1,4 +1,4 @@
-"""encode() and Encoder: the canonical strict form (PROTOCOL.md §13).
+"""encode() and Encoder: the canonical strict form (docs/protocol.md §13).
 
 Every invalid input raises EncodeError naming the field and the code the
 decoder would have reported, and a failed Encoder call leaves the buffer

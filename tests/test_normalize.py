@@ -1,4 +1,4 @@
-"""Normalization (PROTOCOL.md §12): rule table, case table, properties.
+"""Normalization (docs/protocol.md §12): rule table, case table, properties.
 
 The rule table below is written from §12 and the Java 2.5 reference.  The
 case table ``data/normalize_cases.jsonl`` holds what the official libraries

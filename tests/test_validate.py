@@ -1,4 +1,4 @@
-"""validate(), ValidationReport.to_response() and classic_key() (PROTOCOL.md §4.1, §10.3)."""
+"""validate(), ValidationReport.to_response() and classic_key() (docs/protocol.md §4.1, §10.3)."""
 
 from __future__ import annotations
 
