@@ -33,6 +33,11 @@ What it guarantees:
   raises a :class:`~dtproto.errors.SendError` subclass whose ``result``
   attribute holds everything known so far (what was accepted, rejected,
   and which input lines were not delivered, and why).
+* **Untrusted answers.**  Each answer is read up to ``MAX_RESPONSE_BYTES``
+  and must be complete within ``read_timeout``; an answer that is not a
+  usable ValidationResponse stops the send with a ``SendError`` (the lines
+  may be stored: ``ambiguous``).  Line numbers outside the request are
+  ignored and counts are clamped to it.
 * **Token hygiene.** The API token is never part of a ``repr``, a log record
   or an exception message.
 
@@ -45,8 +50,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import email.utils
+import functools
+import errno
 import gzip as _gzip
 import http.client
+import io
 import ipaddress
 import json
 import logging
@@ -58,11 +66,12 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ._constants import MAX_BODY_BYTES, ONEAGENT_MAX_LINES
-from .errors import DtprotoError, SendError
+from .errors import DtprotoError, ErrorCode, SendError, reason_text
 from .model import Metadata, Metric
 
 __all__ = [
@@ -78,11 +87,13 @@ __all__ = [
     "EndpointNotFoundError",
     "PayloadTooLargeError",
     "DeliveryError",
+    "InputReadError",
     "ingest_url",
     "INGEST_PATH",
     "ONEAGENT_PATH",
     "ONEAGENT_PORT",
     "RETRY_STATUSES",
+    "MAX_RESPONSE_BYTES",
 ]
 
 log = logging.getLogger("dtproto.sender")
@@ -107,6 +118,15 @@ _JOIN_BYTES = 64 * 1024
 # Results keep at most this many per-line entries (counts stay exact).
 _MAX_KEPT = 100_000
 _WS = b" \t\r\n\x0b\x0c"
+# Largest response body read.  The API's answers are small (a ValidationResponse
+# lists at most 10 errors and a few warnings); more is a protocol error, and
+# reading it would let a hostile or broken endpoint exhaust the client's memory.
+MAX_RESPONSE_BYTES = 1 << 20
+# How long a read() that keeps returning None (a non-blocking stream with no
+# data yet) is waited for when the stream has no file descriptor to wait on.
+_NO_DATA_WAIT = 30.0
+# What a failing input raises while it is read (gzip raises all of these).
+_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
 
 
 # --------------------------------------------------------------------------- errors
@@ -158,8 +178,19 @@ class PayloadTooLargeError(_SendFailure):
 
 class DeliveryError(_SendFailure):
     """A chunk was not delivered: retries exhausted, an ambiguous failure without
-    ``retry_ambiguous``, or an unexpected status.  ``ambiguous`` tells whether
-    the server may have stored it anyway."""
+    ``retry_ambiguous``, an unexpected status, or an answer that cannot be used
+    (not a ValidationResponse, too large, not complete in time).  ``ambiguous``
+    tells whether the server may have stored it anyway."""
+
+
+class InputReadError(_SendFailure):
+    """The input of :meth:`Sender.send` could not be read to its end.
+
+    The send stops there: ``exc.result`` holds what happened to the lines
+    read before (its ``input_error`` is set, so it never looks complete),
+    ``exc.unsent`` the bytes read but not delivered, and ``__cause__`` the
+    error of the input (``OSError``, ``EOFError``, ``zlib.error``, ...).
+    """
 
 
 # --------------------------------------------------------------------------- results
@@ -280,6 +311,9 @@ class SendResult:
     lines_sent: int = 0
     lines_skipped: int = 0
     bytes_sent: int = 0
+    #: Set when the input could not be read to its end (see
+    #: :class:`InputReadError`): the result then covers only the lines before.
+    input_error: Optional[str] = None
 
     @property
     def lines_not_delivered(self) -> int:
@@ -299,7 +333,7 @@ class SendResult:
     @property
     def ok(self) -> bool:
         """True when everything was delivered and no line was rejected."""
-        return not self.undelivered and self.lines_invalid == 0
+        return not self.undelivered and self.lines_invalid == 0 and self.input_error is None
 
     def merge(self, other: "SendResult") -> None:
         """Add ``other``'s counts and entries to this result (request indexes are shifted)."""
@@ -322,6 +356,8 @@ class SendResult:
             for w in other.warnings[: max(room, 0)]
         )
         self.undelivered.extend(other.undelivered)
+        if other.input_error is not None and self.input_error is None:
+            self.input_error = other.input_error
 
     def summary(self) -> str:
         """One line for logs: counts only, never line content."""
@@ -332,6 +368,8 @@ class SendResult:
         if self.invalid_lines:
             first = self.invalid_lines[0]
             text += "; first invalid: line %d: %s" % (first.line, first.reason[:200])
+        if self.input_error is not None:
+            text += "; input not read to its end: %s" % self.input_error[:200]
         return text
 
 
@@ -345,6 +383,44 @@ class _Reject:
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
+
+
+class _BadLine:
+    """Marker in the block stream: the line in progress is invalid.
+
+    Unlike :class:`_Reject` it may come in the middle of a line: the bytes of
+    that line already in the stream, and those that follow up to its newline,
+    are dropped, and the line is rejected with ``reason``.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class _ReadFailed(Exception):
+    """The input failed while the chunker was reading it (carries its state)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.pending = b""     # bytes read and not yet cut into a chunk
+        self.line = 0          # input line number of pending[0]
+        self.skipping = False  # a line being discarded (too long or invalid) was cut short
+
+
+def _guarded(blocks: Iterable[Any]) -> Iterator[Any]:
+    """Re-raise a failure of the input as :class:`_ReadFailed`."""
+    it = iter(blocks)
+    while True:
+        try:
+            block = next(it)
+        except StopIteration:
+            return
+        except _READ_ERRORS as exc:
+            raise _ReadFailed(exc) from exc
+        yield block
 
 
 class _Chunk:
@@ -391,7 +467,8 @@ def _chunk_stream(
     buf = bytearray()
     nl = 0                 # newlines in buf
     line = first_line      # input line number of buf[0]
-    skip_size = -1         # >= 0 while discarding an oversized line: bytes seen so far
+    skip_size = -1         # >= 0 while discarding a line: bytes seen so far
+    skip_reason: Optional[str] = None   # why, when not "too long" (a _BadLine)
 
     def cut(final: bool) -> Iterator[Union[_Chunk, _Rejected]]:
         # Emits as many chunks as are complete.  With final=True the buffer
@@ -441,38 +518,58 @@ def _chunk_stream(
             yield _Chunk(body, line, n)
             line += n
 
-    for block in blocks:
-        if type(block) is _Reject:
-            if skip_size >= 0:   # cannot happen: markers come at line boundaries
-                skip_size = -1
-            if buf:
-                if buf[-1] != 10:
-                    buf += b"\n"
-                    nl += 1
-                yield from cut(True)
-            yield _Rejected(line, block.reason)
-            line += 1
-            continue
-        if not block:
-            continue
-        if skip_size >= 0:
-            i = block.find(b"\n")
-            if i < 0:
-                skip_size += len(block)
+    try:
+        for block in blocks:
+            kind = type(block)
+            if kind is _Reject:
+                if skip_size >= 0:   # markers come at line boundaries: end the skipped line
+                    yield _Rejected(line, skip_reason or _too_long(skip_size + 1, max_bytes))
+                    line += 1
+                    skip_size, skip_reason = -1, None
+                if buf:
+                    if buf[-1] != 10:
+                        buf += b"\n"
+                        nl += 1
+                    yield from cut(True)
+                yield _Rejected(line, block.reason)
+                line += 1
                 continue
-            yield _Rejected(line, _too_long(skip_size + i + 1, max_bytes))
-            line += 1
-            skip_size = -1
-            block = memoryview(block)[i + 1:]
+            if kind is _BadLine:
+                if skip_size < 0:
+                    # Drop the start of the bad line; the complete lines before
+                    # it go first, so that rejections stay in input order.
+                    i = buf.rfind(b"\n") + 1
+                    skip_size = len(buf) - i
+                    del buf[i:]
+                    if buf:
+                        yield from cut(True)
+                skip_reason = block.reason
+                continue
             if not block:
                 continue
-        start = len(buf)
-        buf += block
-        nl += buf.count(b"\n", start)
-        if len(buf) > max_bytes or (max_lines and nl >= max_lines):
-            yield from cut(False)
+            if skip_size >= 0:
+                i = block.find(b"\n")
+                if i < 0:
+                    skip_size += len(block)
+                    continue
+                yield _Rejected(line, skip_reason or _too_long(skip_size + i + 1, max_bytes))
+                line += 1
+                skip_size, skip_reason = -1, None
+                block = memoryview(block)[i + 1:]
+                if not block:
+                    continue
+            start = len(buf)
+            buf += block
+            nl += buf.count(b"\n", start)
+            if len(buf) > max_bytes or (max_lines and nl >= max_lines):
+                yield from cut(False)
+    except _ReadFailed as exc:
+        exc.pending = bytes(buf)
+        exc.line = line
+        exc.skipping = skip_size >= 0
+        raise
     if skip_size >= 0:
-        yield _Rejected(line, _too_long(skip_size + 1, max_bytes))
+        yield _Rejected(line, skip_reason or _too_long(skip_size + 1, max_bytes))
         line += 1
     if buf:
         if buf[-1] != 10:
@@ -487,8 +584,134 @@ def _is_encoder(obj: Any) -> bool:
     return hasattr(obj, "getvalue") and hasattr(obj, "clear") and not hasattr(obj, "read")
 
 
+def _bad_text_reason(line: str, index: int) -> str:
+    # The reason validate() gives for such a line: the character cannot be
+    # UTF-8, so the line is invalid UTF-8 whatever else is wrong with it.
+    return reason_text(ErrorCode.INVALID_UTF8, line, index + 1)
+
+
+class _TextEncoder:
+    """UTF-8 encoder for ``str`` input, fed piece by piece (cut anywhere).
+
+    ``surrogateescape`` maps U+DC80..U+DCFF back to the bytes they stand for;
+    any other lone surrogate cannot be encoded at all.  A line holding one is
+    invalid (``invalid_utf8``, as :func:`~dtproto.validate` says): it becomes a
+    :class:`_BadLine` marker, is never sent, and the rest still goes.  Only a
+    piece that fails to encode takes the slow, line-by-line path.
+    """
+
+    __slots__ = ("in_bad_line",)
+
+    def __init__(self) -> None:
+        self.in_bad_line = False   # the line in progress is bad: drop up to its newline
+
+    def encode(self, text: str) -> Iterator[Any]:
+        if not self.in_bad_line:
+            try:
+                yield text.encode("utf-8", "surrogateescape")
+                return
+            except UnicodeEncodeError:
+                pass
+        segments = text.split("\n")
+        last = len(segments) - 1
+        run: List[bytes] = []
+        for k, seg in enumerate(segments):
+            ends = k < last
+            if self.in_bad_line:
+                if ends:
+                    run.append(b"\n")   # ends the dropped line
+                    self.in_bad_line = False
+                continue
+            try:
+                b = seg.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError as exc:
+                if run:
+                    yield b"".join(run)
+                    run = []
+                yield _BadLine(_bad_text_reason(seg, exc.start))
+                if ends:
+                    run.append(b"\n")
+                else:
+                    self.in_bad_line = True
+                continue
+            run.append(b + b"\n" if ends else b)
+        if run:
+            yield b"".join(run)
+
+
+def _text_lines(text: str) -> Tuple[bytes, List[Tuple[int, str]]]:
+    """``text`` (complete lines) as bytes, and its lines that cannot be UTF-8.
+
+    Returns the bytes, where such a line is encoded with ``surrogatepass``
+    (invalid UTF-8, the bytes validate() judges), and a list of
+    ``(0-based line index, reason)`` for those lines.
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape"), []
+    except UnicodeEncodeError:
+        pass
+    parts: List[bytes] = []
+    bad: List[Tuple[int, str]] = []
+    for k, seg in enumerate(text.split("\n")):
+        try:
+            parts.append(seg.encode("utf-8", "surrogateescape"))
+        except UnicodeEncodeError as exc:
+            bad.append((k, _bad_text_reason(seg, exc.start)))
+            parts.append(seg.encode("utf-8", "surrogatepass"))
+    return b"\n".join(parts), bad
+
+
+def _with_rejects(body: bytes, rejects: List[Tuple[int, str]]) -> Iterator[Any]:
+    """``body`` (complete lines) as blocks, with the lines at the 0-based
+    indexes of ``rejects`` replaced by :class:`_Reject` markers."""
+    view = memoryview(body)
+    pos = 0
+    line = 0
+    for index, reason in rejects:
+        start = pos
+        while line < index:
+            pos = body.index(b"\n", pos) + 1
+            line += 1
+        if pos > start:
+            yield view[start:pos]
+        yield _Reject(reason)
+        pos = body.index(b"\n", pos) + 1
+        line += 1
+    if pos < len(body):
+        yield view[pos:]
+
+
+def _wait_for_data(stream: Any, waited: float) -> float:
+    """Wait a little for a non-blocking stream whose read() returned None.
+
+    Returns the time waited so far; raises ``BlockingIOError`` once a stream
+    without a file descriptor stayed empty for ``_NO_DATA_WAIT`` seconds.
+    A stream with a descriptor is waited for like a blocking read would.
+    """
+    fd = -1
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        pass
+    if fd >= 0:
+        try:
+            if not select.select([fd], [], [], 1.0)[0]:
+                return 0.0    # no data yet: keep waiting, as a blocking read would
+        except (OSError, ValueError):
+            pass
+        # Readable, yet read() gave None: count it, so this cannot spin forever.
+    if waited >= _NO_DATA_WAIT:
+        raise BlockingIOError(
+            errno.EAGAIN, "read() returned no data (None: a non-blocking stream) for %gs; "
+            "the input was not read to its end" % _NO_DATA_WAIT)
+    pause = min(0.05, 0.001 + waited / 4)
+    time.sleep(pause)
+    return waited + pause
+
+
 def _blocks(data: Any) -> Iterator[Any]:
-    """Turn any supported input into a stream of byte blocks and :class:`_Reject` markers."""
+    """Turn any supported input into a stream of byte blocks and markers
+    (:class:`_Reject`, :class:`_BadLine`)."""
     if isinstance(data, (bytes, bytearray)):
         view = memoryview(data)
         for i in range(0, len(view), _READ_BLOCK):
@@ -501,8 +724,9 @@ def _blocks(data: Any) -> Iterator[Any]:
         return
     if isinstance(data, str):
         # Python str slices never split a code point, so slices encode independently.
+        text = _TextEncoder()
         for i in range(0, len(data), _READ_BLOCK):
-            yield data[i: i + _READ_BLOCK].encode("utf-8", "surrogateescape")
+            yield from text.encode(data[i: i + _READ_BLOCK])
         return
     if isinstance(data, (Metric, Metadata)):
         data = (data,)
@@ -511,13 +735,21 @@ def _blocks(data: Any) -> Iterator[Any]:
         return
     read = getattr(data, "read", None)
     if read is not None:
+        text = _TextEncoder()
+        waited = 0.0
         while True:
             block = read(_READ_BLOCK)
+            if block is None:
+                # A non-blocking stream with no data yet: not the end of input.
+                waited = _wait_for_data(data, waited)
+                continue
+            waited = 0.0
             if not block:
                 return
             if isinstance(block, str):    # a text file: encode as UTF-8
-                block = block.encode("utf-8", "surrogateescape")
-            yield block
+                yield from text.encode(block)
+            else:
+                yield block
     yield from _items(data)
 
 
@@ -584,7 +816,19 @@ def _items(items: Iterable[Any]) -> Iterator[Any]:
             yield from encode_records()
         if isinstance(item, str):
             # A str item is one line (or several, if it contains newlines).
-            b = item.encode("utf-8", "surrogateescape")
+            try:
+                b = item.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                # A line that cannot be UTF-8: rejected at its own position.
+                if parts:
+                    yield b"".join(parts)
+                    parts.clear()
+                    size = 0
+                if not at_line_start:
+                    yield b"\n"
+                yield from _TextEncoder().encode(item if item.endswith("\n") else item + "\n")
+                at_line_start = True
+                continue
             if not at_line_start:
                 b = b"\n" + b
             if not b.endswith(b"\n"):
@@ -653,6 +897,18 @@ def ingest_url(base_url: str) -> str:
     return url + INGEST_PATH
 
 
+def _safe_proxy(p: urllib.parse.SplitResult) -> str:
+    """A proxy URL without its credentials."""
+    host = p.hostname or ""
+    if ":" in host:
+        host = "[%s]" % host
+    try:
+        port = p.port
+    except ValueError:
+        port = None
+    return "%s://%s%s" % (p.scheme, host, "" if port is None else ":%d" % port)
+
+
 def _parse_retry_after(value: Optional[str]) -> Optional[float]:
     if not value:
         return None
@@ -674,12 +930,85 @@ def _parse_retry_after(value: Optional[str]) -> Optional[float]:
 
 
 class _Attempt(Exception):
-    """One failed attempt that produced no usable HTTP status."""
+    """One failed attempt that produced no usable HTTP answer."""
 
     def __init__(self, message: str, ambiguous: bool) -> None:
         super().__init__(message)
         self.message = message
         self.ambiguous = ambiguous
+
+
+class _Deadline:
+    """The absolute time (``time.monotonic()``) by which the answer must be read."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: Optional[float] = None
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Raw reader over a socket that gives every ``recv`` only the time left.
+
+    ``http.client`` has one timeout per socket operation, so a server that
+    trickles its answer a byte at a time would never time out.  With this
+    reader under the response, status line, headers and body together must
+    arrive before the deadline.
+    """
+
+    def __init__(self, sock: Any, raw: Any, deadline: _Deadline) -> None:
+        super().__init__()
+        self._sock = sock
+        # The socket's own raw reader (from makefile): it keeps the socket
+        # open while the response is read, even after the connection object
+        # closed it ("Connection: close").
+        self._raw = raw
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> Optional[int]:
+        at = self._deadline.at
+        if at is not None:
+            left = at - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("timed out")
+            self._sock.settimeout(left)
+        return self._raw.readinto(b)
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _Response(http.client.HTTPResponse):
+    """An ``HTTPResponse`` that reads through a :class:`_DeadlineReader`."""
+
+    def __init__(self, sock: Any, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        raw = self.fp.detach()   # type: ignore[attr-defined]
+        self.fp = io.BufferedReader(_DeadlineReader(sock, raw, deadline))
+
+
+def _read_answer(resp: http.client.HTTPResponse) -> Optional[bytes]:
+    """The response body, or None when it is larger than MAX_RESPONSE_BYTES.
+
+    Memory stays bounded whatever the server sends (a huge Content-Length, an
+    endless chunked body); the deadline of the reader bounds the time.
+    """
+    if resp.length is not None and resp.length > MAX_RESPONSE_BYTES:
+        return None
+    data = resp.read(MAX_RESPONSE_BYTES + 1)
+    if len(data) > MAX_RESPONSE_BYTES:
+        return None
+    if resp.length:   # the connection closed before Content-Length bytes came
+        raise http.client.IncompleteRead(data, resp.length)
+    return data
 
 
 def _version() -> str:
@@ -731,8 +1060,9 @@ class Sender:
             does not document gzip; the local endpoint accepts it.
         gzip_level: compression level 1..9.
         connect_timeout: seconds to establish the connection (TLS included).
-        read_timeout: seconds for each socket operation after connecting
-            (sending the body, waiting for the answer).
+        read_timeout: seconds to send the body, and then for the whole answer
+            (status line, headers and body) to arrive: a server that trickles
+            its answer is abandoned at this deadline (an ambiguous failure).
         retries: retries per chunk after the first attempt (default 3).
         backoff_base: first backoff ceiling in seconds (default 1); attempt
             ``n`` sleeps ``uniform(0, min(backoff_cap, backoff_base * 2**n))``
@@ -754,7 +1084,10 @@ class Sender:
         ssl_context: a ready :class:`ssl.SSLContext` (overrides ``verify``).
         proxy: ``True`` (default) to honour ``HTTPS_PROXY``/``HTTP_PROXY`` and
             ``NO_PROXY`` from the environment, ``False`` for none, or a proxy
-            URL.  Loopback destinations never use a proxy.
+            URL.  Loopback destinations never use a proxy.  Only ``http://``
+            proxies are supported (``https://`` ones raise
+            :class:`ConfigurationError`: their credentials would otherwise
+            travel in clear).
         user_agent: ``User-Agent`` header; default ``dtproto/<version> Python/<x.y>``.
         flush_bytes: batching trigger: flush when this many bytes are pending
             (default ``max_bytes``; a line that would overflow it flushes first).
@@ -770,7 +1103,8 @@ class Sender:
 
     Raises:
         ConfigurationError: bad URL, a token for the OneAgent endpoint, a token
-            over plain HTTP to a remote host, a malformed token.
+            over plain HTTP to a remote host, a malformed token, a proxy that
+            is not ``http://``.
     """
 
     def __init__(
@@ -895,11 +1229,13 @@ class Sender:
 
         self._proxy = self._find_proxy(proxy)
         self._conn: Optional[http.client.HTTPConnection] = None
+        self._deadline = _Deadline()
         self._rng = random.Random()
         self._closed = False
         # Batching state.
         self._pending = bytearray()
         self._pending_lines = 0
+        self._pending_rejects: List[Tuple[int, str]] = []   # (line index in the queue, reason)
         self._next_line = 1
         self._last_flush = time.monotonic()
         #: Cumulative :class:`SendResult` of every flush of the batching API.
@@ -958,6 +1294,15 @@ class Sender:
         p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
         if not p.hostname:
             raise ConfigurationError("invalid proxy URL (not shown, it may hold credentials)")
+        if p.scheme.lower() != "http":
+            # http.client speaks plain text to the proxy: with an https:// proxy
+            # the CONNECT request and its Proxy-Authorization credentials would
+            # cross the link the user expects to be encrypted.  Refuse it.
+            raise ConfigurationError(
+                "unsupported proxy scheme %r (proxy %s): only http:// proxies are supported "
+                "(the request to the proxy, with its credentials, is not encrypted; the "
+                "connection to the ingest endpoint is TLS through the proxy's tunnel). Use an "
+                "http:// proxy URL, or proxy=False" % (p.scheme, _safe_proxy(p)))
         return p
 
     def _proxy_headers(self) -> Dict[str, str]:
@@ -996,6 +1341,7 @@ class Sender:
                 conn.set_tunnel(self._host, self._port, headers=self._proxy_headers())
         else:
             conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
+        conn.response_class = functools.partial(_Response, deadline=self._deadline)  # type: ignore[assignment]
         conn.connect()
         # Separate read timeout: http.client has a single timeout, which was
         # the connect timeout until now.
@@ -1016,9 +1362,14 @@ class Sender:
                 pass
             self._conn = None
 
-    def _attempt(self, payload: bytes) -> Tuple[int, Dict[str, str], bytes]:
-        """One POST; returns (status, headers, body) or raises :class:`_Attempt`."""
+    def _attempt(self, payload: bytes) -> Tuple[int, Dict[str, str], Optional[bytes]]:
+        """One POST; returns (status, headers, body) or raises :class:`_Attempt`.
+
+        ``body`` is None when the answer was larger than ``MAX_RESPONSE_BYTES``
+        (a protocol error; the connection is dropped).
+        """
         where = "%s:%d" % (self._host, self._port)
+        self._deadline.at = None
         try:
             conn = self._connection()
         except ssl.SSLCertVerificationError as exc:
@@ -1034,6 +1385,8 @@ class Sender:
         if self._proxy is not None and not self._https:
             target = "http://%s:%d%s" % (self._host, self._port, self._path)
         try:
+            if conn.sock is not None:
+                conn.sock.settimeout(self.read_timeout)   # the previous answer's deadline
             conn.putrequest("POST", target, skip_accept_encoding=True)
             conn.putheader("Content-Type", "text/plain; charset=utf-8")
             conn.putheader("Accept", "application/json")
@@ -1057,31 +1410,43 @@ class Sender:
             self._drop_connection()
             raise _Attempt("connection failed while sending to %s: %s: %s"
                            % (where, type(exc).__name__, exc), ambiguous=False) from None
+        # From here on the whole answer (status, headers, body) must arrive
+        # within read_timeout: a server trickling it byte by byte is abandoned.
+        self._deadline.at = time.monotonic() + self.read_timeout
+        resp = None
         try:
             resp = conn.getresponse()
-            data = resp.read()
+            data = _read_answer(resp)
         except socket.timeout:
             self._drop_connection()
-            raise _Attempt("no response from %s within read_timeout=%gs after the request "
-                           "was sent" % (where, self.read_timeout), ambiguous=True) from None
+            if resp is None:
+                raise _Attempt("no response from %s within read_timeout=%gs after the request "
+                               "was sent" % (where, self.read_timeout), ambiguous=True) from None
+            raise _Attempt("HTTP %d from %s, but the response was not complete within "
+                           "read_timeout=%gs after the request was sent"
+                           % (resp.status, where, self.read_timeout), ambiguous=True) from None
         except (OSError, http.client.HTTPException) as exc:
             self._drop_connection()
             raise _Attempt("connection to %s dropped after the request was sent (%s)"
                            % (where, type(exc).__name__), ambiguous=True) from None
+        finally:
+            self._deadline.at = None
         headers = {k.lower(): v for k, v in resp.getheaders()}
-        if resp.will_close:
+        if data is None or resp.will_close:
             self._drop_connection()
         return resp.status, headers, data
 
-    def _early_response(self, conn: http.client.HTTPConnection) -> Optional[Tuple[int, Dict[str, str], bytes]]:
+    def _early_response(self, conn: http.client.HTTPConnection) -> Optional[Tuple[int, Dict[str, str], Optional[bytes]]]:
         try:
             if conn.sock is None:
                 return None
-            conn.sock.settimeout(min(1.0, self.read_timeout))
+            self._deadline.at = time.monotonic() + min(1.0, self.read_timeout)
             resp = conn.getresponse()
-            data = resp.read()
+            data = _read_answer(resp)
         except Exception:
             return None
+        finally:
+            self._deadline.at = None
         headers = {k.lower(): v for k, v in resp.getheaders()}
         self._drop_connection()
         return resp.status, headers, data
@@ -1153,62 +1518,97 @@ class Sender:
         info.latency = time.monotonic() - start
         info.status = status
         if status is not None and (200 <= status < 300 or status == 400):
-            if self._record_response(chunk, info, status, body, result):
-                return
-            reason = "HTTP %d without a ValidationResponse%s" % (status, _brief(body))
-        self._fail(result, chunk, status, body, reason, ambiguous)
+            if body is None:
+                reason = ("HTTP %d with a response body over %d bytes: not a ValidationResponse "
+                          "(protocol error)" % (status, MAX_RESPONSE_BYTES))
+            else:
+                try:
+                    if self._record_response(chunk, info, status, body, result):
+                        return
+                    reason = "HTTP %d without a ValidationResponse%s" % (status, _brief(body))
+                except Exception as exc:   # whatever a hostile answer provokes
+                    reason = "HTTP %d with an unusable response (%s)%s" % (
+                        status, type(exc).__name__, _brief(body))
+            # The server took the request, so it may have stored the lines; but
+            # what it did with each of them is unknown: never count them as ok.
+            ambiguous = True
+        self._fail(result, chunk, status, body or b"", reason, ambiguous)
 
     def _record_response(self, chunk: _Chunk, info: RequestInfo, status: int, body: bytes,
                          result: SendResult) -> bool:
+        """Record a 2xx/400 ValidationResponse in ``result``.
+
+        Returns False (and records nothing) when ``body`` is not a usable
+        ValidationResponse.  The answer is not trusted: line numbers outside
+        the chunk are ignored, counts are clamped to the chunk's lines (a
+        warning is logged for both), so no reported line lies outside the
+        input and no count exceeds it.
+        """
         try:
             doc = json.loads(body) if body else None
-        except ValueError:
-            doc = None
+        except (ValueError, RecursionError):
+            return False
         if not isinstance(doc, dict):
-            if status == 400:
-                return False
-            # A 2xx means every line was accepted even if the body is unusable.
-            log.warning("request %d: HTTP %d with an unreadable body; counting its %d lines "
-                        "as accepted", info.index, status, chunk.lines)
-            info.lines_ok = chunk.lines
-        else:
-            ok = doc.get("linesOk", doc.get("linesValid", 0))
-            info.lines_ok = ok if isinstance(ok, int) else 0
-            bad = doc.get("linesInvalid", 0)
-            info.lines_invalid = bad if isinstance(bad, int) else 0
-            base = chunk.first_line - 1
-            err = doc.get("error")
-            listed = 0
-            if isinstance(err, dict):
-                for item in err.get("invalidLines") or ():
-                    if not isinstance(item, dict):
-                        continue
-                    n = item.get("line")
-                    if not isinstance(n, int):
-                        continue
-                    listed += 1
-                    if len(result.invalid_lines) < _MAX_KEPT:
-                        result.invalid_lines.append(
-                            InvalidLine(base + n, str(item.get("error", "")), "server", info.index))
-                if status == 400 and not listed and info.lines_ok == 0 and info.lines_invalid == 0:
-                    # "empty request" for a non-blank chunk, or a 400 we do not understand.
-                    msg = str(err.get("message", ""))
-                    if msg != "empty request":
-                        return False
-            elif status == 400:
-                return False
-            # Trust the count over the list, but never report fewer than listed.
-            info.lines_invalid = max(info.lines_invalid, listed)
-            warn = doc.get("warnings")
-            if isinstance(warn, dict):
-                items = warn.get("changedMetricKeys")
-                if items is None:
-                    items = warn.get("warningLines")   # what real responses use ([A-18])
-                for item in items or ():
-                    if isinstance(item, dict) and isinstance(item.get("line"), int):
-                        if len(result.warnings) < _MAX_KEPT:
-                            result.warnings.append(WarnedLine(
-                                base + item["line"], str(item.get("warning", "")), info.index))
+            return False
+        n = chunk.lines
+        ok = doc.get("linesOk", doc.get("linesValid"))
+        if not _is_count(ok):
+            if status != 400 or ok is not None:
+                return False   # a 2xx must say how many lines it accepted
+            ok = 0
+        bad = doc.get("linesInvalid", 0)
+        if not _is_count(bad):
+            bad = 0
+        anomalies = 0
+        listed: Dict[int, str] = {}
+        err = doc.get("error")
+        if isinstance(err, dict):
+            items = err.get("invalidLines")
+            for item in items if isinstance(items, list) else ():
+                k = item.get("line") if isinstance(item, dict) else None
+                if not (_is_count(k) and 1 <= k <= n):
+                    anomalies += 1
+                    continue
+                if k not in listed:
+                    listed[k] = _text_field(item.get("error"))
+            if status == 400 and not listed and ok == 0 and bad == 0:
+                # "empty request" for a non-blank chunk, or a 400 we do not understand.
+                if err.get("message") != "empty request":
+                    return False
+        elif status == 400:
+            return False
+        warned: List[Tuple[int, str]] = []
+        warn = doc.get("warnings")
+        if isinstance(warn, dict):
+            items = warn.get("changedMetricKeys")
+            if items is None:
+                items = warn.get("warningLines")   # what real responses use ([A-18])
+            for item in items if isinstance(items, list) else ():
+                k = item.get("line") if isinstance(item, dict) else None
+                if not (_is_count(k) and 1 <= k <= n):
+                    anomalies += 1
+                    continue
+                warned.append((k, _text_field(item.get("warning"))))
+        # Trust the count over the list, but never report fewer than listed,
+        # nor more lines than the chunk has.
+        bad = max(bad, len(listed))
+        if bad > n or ok > n - min(bad, n):
+            anomalies += 1
+            bad = min(bad, n)
+            ok = min(ok, n - bad)
+        if anomalies:
+            log.warning("request %d (lines %d..%d): the server's answer does not fit the "
+                        "%d-line request (linesOk, linesInvalid or line numbers out of "
+                        "range); %d impossible entries ignored or clamped", info.index,
+                        chunk.first_line, chunk.first_line + n - 1, n, anomalies)
+        info.lines_ok = ok
+        info.lines_invalid = bad
+        base = chunk.first_line - 1
+        room = max(0, _MAX_KEPT - len(result.invalid_lines))
+        result.invalid_lines.extend(
+            InvalidLine(base + k, r, "server", info.index) for k, r in list(listed.items())[:room])
+        room = max(0, _MAX_KEPT - len(result.warnings))
+        result.warnings.extend(WarnedLine(base + k, w, info.index) for k, w in warned[:room])
         result.lines_ok += info.lines_ok
         result.lines_invalid += info.lines_invalid
         result.lines_sent += chunk.lines
@@ -1271,7 +1671,11 @@ class Sender:
 
         Line numbers in the result are 1-based positions in ``data``, blank
         lines included.  Blank lines are forwarded unchanged (the server
-        skips them), so server line numbers map back by a plain offset.
+        skips them), so server line numbers map back by a plain offset.  A
+        ``str`` line with a lone surrogate (which no UTF-8 can hold) is
+        rejected by the client as ``invalid UTF-8`` and the others still go.
+        A file whose ``read()`` returns ``None`` (non-blocking, no data yet) is
+        waited for, not taken as ended.
 
         Returns:
             :class:`SendResult`.  ``result.ok`` is True when every line was
@@ -1280,29 +1684,63 @@ class Sender:
         Raises:
             AuthenticationError, MissingScopeError, EndpointNotFoundError,
             PayloadTooLargeError, DeliveryError: a chunk could not be
-            delivered.  The send stops there (later input is not read);
-            ``exc.result`` holds the partial result, whose ``undelivered``
-            names the failed line range.
+            delivered, or its answer could not be used (not a
+            ValidationResponse, over ``MAX_RESPONSE_BYTES``, not complete
+            within ``read_timeout``).  The send stops there (later input is
+            not read); ``exc.result`` holds the partial result, whose
+            ``undelivered`` names the failed line range.
+            InputReadError: ``data`` failed to read part-way (``__cause__`` is
+                the ``OSError``, ``EOFError``, ... of the input); ``exc.result``
+                holds what happened to the lines before, ``exc.unsent`` the
+                bytes read but not delivered.
         """
         self._check_open()
         return self._send_blocks(_blocks(data), 1)
 
     def _send_blocks(self, blocks: Iterable[Any], first_line: int) -> SendResult:
         result = SendResult()
-        for item in _chunk_stream(blocks, first_line, self.max_bytes, self.max_lines):
-            if type(item) is _Rejected:
-                result.lines_invalid += 1
-                if len(result.invalid_lines) < _MAX_KEPT:
-                    result.invalid_lines.append(InvalidLine(item.line, item.reason, "client"))
-                continue
-            body = item.body
-            if body[0] in _WS and not body.strip(_WS):
-                result.lines_skipped += item.lines   # only blank lines: nothing to send
-                continue
-            self._deliver(item, result)
+        try:
+            for item in _chunk_stream(_guarded(blocks), first_line, self.max_bytes,
+                                      self.max_lines):
+                if type(item) is _Rejected:
+                    result.lines_invalid += 1
+                    if len(result.invalid_lines) < _MAX_KEPT:
+                        result.invalid_lines.append(InvalidLine(item.line, item.reason, "client"))
+                    continue
+                body = item.body
+                if body[0] in _WS and not body.strip(_WS):
+                    result.lines_skipped += item.lines   # only blank lines: nothing to send
+                    continue
+                self._deliver(item, result)
+        except _ReadFailed as exc:
+            self._input_failed(result, exc)
         if result.requests or result.lines_invalid:
             log.info("sent to %s: %s", self.url, result.summary())
         return result
+
+    def _input_failed(self, result: SendResult, exc: _ReadFailed) -> None:
+        """Stop a send whose input failed: raise :class:`InputReadError` with
+        the partial result (never a raw ``OSError`` that hides what was stored)."""
+        cause = exc.cause
+        text = "%s: %s" % (type(cause).__name__, cause)
+        pending = exc.pending
+        lines = pending.count(b"\n")
+        if pending and not pending.endswith(b"\n"):
+            lines += 1
+        if exc.skipping:
+            lines += 1
+        where = "line %d" % exc.line
+        if lines:
+            last = exc.line + lines - 1
+            where = "lines %d..%d" % (exc.line, last)
+            result.undelivered.append(Undelivered(
+                exc.line, last, lines, "not sent: the input failed to read (%s)" % text))
+        result.input_error = text
+        msg = "cannot read the input (%s); %s and after not delivered" % (text, where)
+        log.info("send stopped: %s; %s", msg, result.summary())
+        err = InputReadError(msg, None, "", result, False)
+        err.unsent = pending
+        raise err from cause
 
     def add(self, item: Any) -> Optional[SendResult]:
         """Queue one record, or protocol text, for the next flush.
@@ -1310,9 +1748,10 @@ class Sender:
         ``item`` is a :class:`~dtproto.Metric`/:class:`~dtproto.Metadata`
         (encoded now: an :class:`~dtproto.EncodeError` is raised here and
         nothing is queued), ``str`` or bytes-like protocol text (one or more
-        lines; a missing final newline is added), or an
-        :class:`~dtproto.Encoder` (its content is taken and the encoder is
-        cleared).
+        lines; a missing final newline is added; a ``str`` line with a lone
+        surrogate is rejected by the client as ``invalid UTF-8`` at the
+        flush), or an :class:`~dtproto.Encoder` (its content is taken and
+        the encoder is cleared).
 
         Flush triggers are checked here, not by a timer: before queueing, if
         the item would push the pending bytes past ``flush_bytes`` or the
@@ -1323,15 +1762,20 @@ class Sender:
             The :class:`SendResult` of a flush this call triggered, else ``None``.
 
         Raises:
-            The errors of :meth:`flush`, when a triggered flush fails.
+            The errors of :meth:`flush`, when a triggered flush fails.  If it
+            ran *before* ``item`` was queued, ``item`` is not queued: its
+            bytes end ``exc.unsent``, after the lines of the failed flush.
         """
         self._check_open()
+        bad: List[Tuple[int, str]] = []
         if isinstance(item, (Metric, Metadata)):
             from ._impl import codec
             data = codec.encode((item,))
             lines = 1
         elif isinstance(item, str):
-            data = item.encode("utf-8", "surrogateescape")
+            # A line that cannot be UTF-8 is queued as it is and rejected
+            # (client-side, at its line number) when flushed.
+            data, bad = _text_lines(item)
             if not data.endswith(b"\n"):
                 data += b"\n"
             lines = data.count(b"\n")
@@ -1357,7 +1801,15 @@ class Sender:
             len(self._pending) + len(data) > self.flush_bytes
             or (self.flush_lines and self._pending_lines + lines > self.flush_lines)
         ):
-            out = self.flush()
+            try:
+                out = self.flush()
+            except _SendFailure as exc:
+                # The item was not queued: it goes back to the caller with the
+                # other lines that were not delivered.
+                exc.unsent = (exc.unsent or b"") + data
+                raise
+        for k, reason in bad:
+            self._pending_rejects.append((self._pending_lines + k, reason))
         self._pending += data
         self._pending_lines += lines
         if (
@@ -1399,15 +1851,18 @@ class Sender:
             or saved, and ``exc.result`` their line numbers.
         """
         body = bytes(self._pending)
+        rejects = self._pending_rejects
         first = self._next_line
         self._next_line += self._pending_lines
         self._pending = bytearray()
         self._pending_lines = 0
+        self._pending_rejects = []
         self._last_flush = time.monotonic()
         if not body:
             return SendResult()
         try:
-            result = self._send_blocks((body,), first)
+            result = self._send_blocks(_with_rejects(body, rejects) if rejects else (body,),
+                                       first)
         except _SendFailure as exc:
             if exc.result is not None:
                 if exc.result.undelivered:
@@ -1456,6 +1911,20 @@ def _env_id(environment_id: str) -> str:
     if not environment_id or not all(c.isalnum() or c in "-_" for c in environment_id):
         raise ConfigurationError("invalid environment id %r" % (environment_id[:64],))
     return environment_id
+
+
+def _is_count(value: Any) -> bool:
+    """A JSON integer >= 0 (``bool`` is an ``int`` in Python, but not a count)."""
+    return type(value) is int and value >= 0
+
+
+def _text_field(value: Any) -> str:
+    # Only scalars: str() of a deeply nested list would recurse without bound.
+    if isinstance(value, str):
+        return value[:1000]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return ""
 
 
 def _brief(body: bytes) -> str:
