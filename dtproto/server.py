@@ -52,7 +52,8 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import IO, Any, Callable, Deque, Dict, FrozenSet, Iterable, List, Mapping, Optional, Union
+from typing import (IO, Any, Callable, Deque, Dict, FrozenSet, Iterable, List, Mapping, Optional,
+                    Tuple, Union)
 
 from ._constants import ONEAGENT_MAX_LINES, RESPONSE_MAX_ERRORS, SERVER_MAX_BODY_BYTES
 
@@ -70,6 +71,9 @@ _ONEAGENT_PATH = "/metrics/ingest"
 # sees the answer on an intact connection; beyond it the connection is closed.
 _DRAIN_LIMIT = 16 * 1024 * 1024
 _DROP_KINDS = frozenset({"drop-before", "drop-after"})
+_MAX_DELAY = 86_400       # a fault delay above a day is a typo
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 # --------------------------------------------------------------------------- faults
@@ -115,9 +119,21 @@ class Fault:
                 or (len(self.kind) == 3 and self.kind.isdigit())):
             raise ValueError("unknown fault kind %r: use a 3-digit status, 'slow', "
                              "'drop-before' or 'drop-after'" % (self.kind,))
-        if not 0.0 <= self.rate <= 1.0:
+        if not 0.0 <= self.rate <= 1.0:     # also refuses nan
             raise ValueError("fault rate must be within 0..1")
-        object.__setattr__(self, "requests", frozenset(int(n) for n in self.requests))
+        # Checked here, not when a request comes: a delay or Retry-After that
+        # time.sleep() or the header cannot take would fail every request
+        # (the connection just drops), which looks like a network fault.
+        if not 0.0 <= self.delay <= _MAX_DELAY:
+            raise ValueError("fault delay must be within 0..%d seconds, not %r"
+                             % (_MAX_DELAY, self.delay))
+        if self.retry_after is not None and not 0.0 <= self.retry_after < 1e15:
+            raise ValueError("fault retry_after must be a number of seconds >= 0, not %r"
+                             % (self.retry_after,))
+        numbers = frozenset(int(n) for n in self.requests)
+        if any(n < 1 for n in numbers):
+            raise ValueError("fault request numbers start at 1")
+        object.__setattr__(self, "requests", numbers)
 
     @property
     def status(self) -> Optional[int]:
@@ -219,7 +235,10 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
-        log.debug("%s %s", self.address_string(), format % args)
+        if log.isEnabledFor(logging.DEBUG):
+            from .cli import _printable   # the request line is the client's text
+
+            log.debug("%s %s", self.address_string(), _printable(format % args))
 
     def do_POST(self) -> None:
         self.server.app._handle(self)
@@ -352,6 +371,7 @@ class IngestServer:
         self.stats: Dict[str, int] = {}
         self._lock = threading.Lock()
         self._number = 0
+        self._logged = 0      # records ever appended to ``requests`` (not reset)
         self._active = 0
         self._idle = threading.Condition(self._lock)
         self._store_owned = False
@@ -474,6 +494,23 @@ class IngestServer:
             self.stats.clear()
             self._number = 0
 
+    def requests_since(self, seen: int) -> Tuple[int, List[RequestRecord], int]:
+        """The request records logged after the first ``seen`` ones.
+
+        Returns ``(logged, records, missed)``: how many records were ever
+        logged (pass it as ``seen`` next time), the newer ones still in
+        :attr:`requests`, oldest first, and how many newer ones already fell
+        out of that bounded log.  One consistent snapshot, so a reader that
+        polls (``dtproto serve``) counts every request even when it falls
+        behind.
+        """
+        with self._lock:
+            logged = self._logged
+            new = max(logged - seen, 0)
+            kept = min(new, len(self.requests))
+            recs = list(self.requests)[len(self.requests) - kept:] if kept else []
+        return logged, recs, new - kept
+
     # ---------------------------------------------------------------- handling
 
     def _count(self, key: str, n: int = 1) -> None:
@@ -487,17 +524,19 @@ class IngestServer:
         rec = RequestRecord(0, h.command, h.path, status, client="%s:%d" % h.client_address[:2])
         with self._lock:
             self.requests.append(rec)
+            self._logged += 1
             self._count("status_%d" % status)
         body = b"" if h.command == "HEAD" else _envelope(status, "Method Not Allowed" if is_ingest
                                                           else "Not Found")
         h.respond(status, body, {"Allow": "POST"} if is_ingest else None)
 
     def _discard_body(self, h: _Handler) -> None:
-        try:
-            length = int(h.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        if 0 < length <= _DRAIN_LIMIT:
+        length = _content_length(h)
+        if length is None:
+            # Where this body ends is unknown: what follows cannot be read as
+            # the next request.
+            h.close_connection = True
+        elif 0 < length <= _DRAIN_LIMIT:
             h.rfile.read(length)
         elif length:
             h.close_connection = True
@@ -545,6 +584,7 @@ class IngestServer:
         rec.duration = time.perf_counter() - rec.duration
         with self._lock:
             self.requests.append(rec)
+            self._logged += 1
             self._count("status_%s" % rec.status if rec.status else "dropped")
 
     def _answer(self, h: _Handler, rec: RequestRecord, status: int, doc: Any,
@@ -560,11 +600,8 @@ class IngestServer:
             h.close_connection = True
             self._answer(h, rec, 411, _doc(411, "Content-Length required"))
             return
-        try:
-            length = int(h.headers.get("Content-Length") or 0)
-            if length < 0:
-                raise ValueError
-        except ValueError:
+        length = _content_length(h)
+        if length is None:
             h.close_connection = True
             self._answer(h, rec, 400, _doc(400, "invalid Content-Length"))
             return
@@ -623,8 +660,9 @@ class IngestServer:
             except _TooBig:
                 self._answer(h, rec, 413, _doc(413, "Payload too large after decompression"))
                 return
-            except (OSError, EOFError, zlib.error):
-                self._answer(h, rec, 400, _doc(400, "invalid gzip body"))
+            except (OSError, EOFError, ValueError, zlib.error) as exc:
+                self._answer(h, rec, 400, _doc(400, "invalid gzip body: %s" % (
+                    exc if isinstance(exc, _BadGzip) else "damaged or truncated data")))
                 return
         elif rec.content_encoding.strip().lower() not in ("", "identity"):
             self._answer(h, rec, 415, _doc(415, "unsupported Content-Encoding"))
@@ -732,15 +770,58 @@ class _TooBig(Exception):
     pass
 
 
+class _BadGzip(ValueError):
+    pass
+
+
 def _gunzip(data: bytes, limit: int) -> bytes:
-    # Bounded: a small gzip bomb must not expand past the body limit.
-    d = zlib.decompressobj(wbits=31)
-    out = d.decompress(data, limit + 1)
-    if len(out) > limit or d.unconsumed_tail:
-        raise _TooBig()
-    if not d.eof:
-        raise EOFError("truncated gzip body")
-    return out
+    """Decode a gzip body: every member, in order (``cat a.gz b.gz`` and
+    ``gzip -c >> x.gz`` make several), at most ``limit`` bytes in all.
+
+    Raises :class:`_TooBig` past the limit (a small gzip bomb never expands
+    further), :class:`_BadGzip` for anything after a member that is not
+    another member, and ``zlib.error``/``EOFError`` for damaged or truncated
+    data: lines are never dropped silently.
+    """
+    out: List[bytes] = []
+    total = 0
+    rest = data
+    while True:
+        d = zlib.decompressobj(wbits=31)
+        piece = d.decompress(rest, limit - total + 1)
+        total += len(piece)
+        if total > limit or d.unconsumed_tail:
+            raise _TooBig()
+        if not d.eof:
+            raise EOFError("truncated gzip body")
+        out.append(piece)
+        rest = d.unused_data
+        if not rest:
+            return b"".join(out)
+        if rest[:2] != _GZIP_MAGIC:
+            raise _BadGzip("%d bytes of trailing data after the gzip stream" % len(rest))
+
+
+def _content_length(h: _Handler) -> Optional[int]:
+    """The body length the request declares: 0 without Content-Length, ``None``
+    when it is not one valid length.
+
+    RFC 9110 §8.6: the value is ``1*DIGIT`` (not what ``int()`` takes: ``+5``,
+    ``1_2``, `` 5`` folded onto a new line); several Content-Length fields, or
+    a list, must all carry the same value, else the message framing is
+    ambiguous (request smuggling) and the request is rejected.
+    """
+    fields = h.headers.get_all("Content-Length") or []
+    values = {v.strip(" \t") for f in fields for v in f.split(",")} if fields else set()
+    if not values:
+        return 0
+    if len(values) != 1:
+        return None
+    (value,) = values
+    if not _DIGITS.fullmatch(value):
+        return None
+    # Far beyond any limit either way; int() refuses more than 4,300 digits.
+    return int(value) if len(value) <= 18 else 10 ** 18
 
 
 def _doc(code: int, message: str) -> Dict[str, Any]:

@@ -1,0 +1,187 @@
+"""The local ingest endpoint against hostile clients (issue 9, items 8, 15, 16).
+
+Multi-member gzip bodies are decoded whole or refused, never half-stored;
+Content-Length is ``1*DIGIT`` and never ambiguous (RFC 9110 §8.6); fault
+options that would break every request are refused when parsed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import socket
+from typing import Any, Iterator, List, Tuple
+
+import pytest
+
+from dtproto.server import Fault, IngestServer, parse_fault
+
+
+@pytest.fixture
+def srv() -> Iterator[IngestServer]:
+    with IngestServer() as s:
+        yield s
+
+
+def post_gzip(s: IngestServer, body: bytes) -> Tuple[int, Any]:
+    conn = http.client.HTTPConnection(s.host, s.port, timeout=10)
+    try:
+        conn.request("POST", "/api/v2/metrics/ingest", body=body,
+                     headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    return resp.status, json.loads(data) if data else None
+
+
+def lines(prefix: bytes, n: int) -> bytes:
+    return b"".join(b"%s,i=%d gauge,%d\n" % (prefix, i, i) for i in range(n))
+
+
+# --------------------------------------------------------------------------- item 8
+
+
+def test_multi_member_gzip_stores_every_member(srv: IngestServer) -> None:
+    a, b, c = lines(b"a.m", 30), lines(b"b.m", 40), lines(b"c.m", 5)
+    status, doc = post_gzip(srv, gzip.compress(a) + gzip.compress(b) + gzip.compress(c))
+    assert status == 202, doc
+    assert doc["linesOk"] == 75
+    assert srv.accepted_lines == (a + b + c).splitlines()
+    assert srv.requests[-1].body_bytes == len(a + b + c)
+
+
+def test_multi_member_gzip_with_empty_members_and_a_line_across_members(srv: IngestServer) -> None:
+    body = gzip.compress(b"") + gzip.compress(b"x.y 1\nsplit.") + gzip.compress(b"key 2\n")
+    status, doc = post_gzip(srv, body)
+    assert status == 202, doc
+    assert srv.accepted_lines == [b"x.y 1", b"split.key 2"]
+
+
+@pytest.mark.parametrize("tail", [b"garbage", b"\x00" * 8, b"\x1f", b"\x1f\x8b\x08\x00junk",
+                                  gzip.compress(b"late.line 1\n")[:-4]],
+                         ids=["text", "zeros", "half-magic", "bad-member", "truncated-member"])
+def test_trailing_data_after_a_member_is_refused(srv: IngestServer, tail: bytes) -> None:
+    status, doc = post_gzip(srv, gzip.compress(lines(b"a.m", 10)) + tail)
+    assert status == 400, doc
+    assert "gzip" in doc["error"]["message"]
+    assert srv.accepted_lines == []      # never 202 with lines dropped, nor half stored
+
+
+def test_multi_member_gzip_keeps_the_size_bound() -> None:
+    with IngestServer(max_body=100_000) as s:
+        member = gzip.compress(b"a.b 1\n" * 10_000)        # 60,000 bytes each
+        status, doc = post_gzip(s, member)
+        assert status == 202, doc
+        status, doc = post_gzip(s, member + member)         # 120,000 > 100,000
+        assert status == 413, doc
+        bomb = gzip.compress(b"\n" * 50_000_000)             # ~50 KB on the wire
+        status, doc = post_gzip(s, member + bomb)
+        assert status == 413, doc
+        assert len(s.accepted_lines) == 10_000
+
+
+# --------------------------------------------------------------------------- item 15
+
+
+def raw_exchange(s: IngestServer, request: bytes) -> List[bytes]:
+    """Send raw bytes on one connection; return the status lines of every answer."""
+    with socket.create_connection((s.host, s.port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return [line for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+
+
+def request(headers: bytes, body: bytes) -> bytes:
+    return (b"POST /api/v2/metrics/ingest HTTP/1.1\r\nHost: x\r\n" + headers
+            + b"Content-Type: text/plain\r\n\r\n" + body)
+
+
+@pytest.mark.parametrize("value", [b"1_2", b"+5", b"-0", b"0x5", b"5.0", b"", b"\xd9\xa5",
+                                   b"1e1", b"\r\n 12"],
+                         ids=["underscore", "plus", "minus", "hex", "decimal", "empty",
+                              "arabic-digit", "exponent", "folded"])
+def test_content_length_must_be_digits(srv: IngestServer, value: bytes) -> None:
+    # The body is what the bad length would cover, followed by what a desynced
+    # parser would read as a second request.
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    status = raw_exchange(srv, request(b"Content-Length: " + value + b"\r\n",
+                                       b"a.b 1\nc.d 2" + smuggled))
+    assert status == [b"HTTP/1.1 400 Bad Request"], status
+    assert srv.accepted_lines == []
+    assert [r.path for r in srv.requests] == ["/api/v2/metrics/ingest"]
+
+
+def test_conflicting_content_lengths_are_refused(srv: IngestServer) -> None:
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    for headers in (b"Content-Length: 6\r\nContent-Length: 41\r\n",
+                    b"Content-Length: 6, 41\r\n"):
+        srv.reset()
+        status = raw_exchange(srv, request(headers, b"a.b 1\n" + smuggled))
+        assert status == [b"HTTP/1.1 400 Bad Request"], (headers, status)
+        assert srv.accepted_lines == []
+        assert [r.path for r in srv.requests] == ["/api/v2/metrics/ingest"]
+
+
+def test_identical_duplicate_content_lengths_are_accepted(srv: IngestServer) -> None:
+    for headers in (b"Content-Length: 6\r\nContent-Length: 6\r\n", b"Content-Length: 6, 6\r\n",
+                    b"Content-Length:   6  \r\n", b"Content-Length: 006\r\n"):
+        srv.reset()
+        status = raw_exchange(srv, request(headers, b"a.b 1\n"))
+        assert status == [b"HTTP/1.1 202 Accepted"], (headers, status)
+        assert srv.accepted_lines == [b"a.b 1"]
+
+
+def test_bad_content_length_on_other_paths_closes_the_connection(srv: IngestServer) -> None:
+    status = raw_exchange(srv, b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n"
+                               b"GET /y HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == [b"HTTP/1.1 404 Not Found"], status
+    assert [r.path for r in srv.requests] == ["/x"]
+
+
+def test_huge_content_length_is_413_not_a_crash(srv: IngestServer) -> None:
+    status = raw_exchange(srv, request(b"Content-Length: " + b"9" * 5000 + b"\r\n", b"a.b 1\n"))
+    assert len(status) == 1 and status[0].startswith(b"HTTP/1.1 413 "), status
+
+
+# --------------------------------------------------------------------------- item 16
+
+
+@pytest.mark.parametrize("spec", ["slow:delay=-1", "slow:delay=nan", "slow:delay=inf",
+                                  "slow:delay=1e300", "429:retry_after=nan",
+                                  "429:retry_after=inf", "429:retry_after=-2",
+                                  "503:requests=0", "429:rate=nan"])
+def test_unusable_fault_options_are_refused_when_parsed(spec: str) -> None:
+    with pytest.raises(ValueError):
+        parse_fault(spec)
+
+
+def test_unusable_fault_values_are_refused_by_fault() -> None:
+    with pytest.raises(ValueError):
+        Fault("slow", delay=-1)
+    with pytest.raises(ValueError):
+        Fault("429", retry_after=float("nan"))
+    assert parse_fault("429:retry_after=2.5,rate=0.1,delay=0") == \
+        Fault("429", rate=0.1, retry_after=2.5)
+
+
+def test_requests_since_counts_what_the_bounded_log_dropped() -> None:
+    with IngestServer(log_size=2) as s:
+        for _ in range(5):
+            conn = http.client.HTTPConnection(s.host, s.port, timeout=10)
+            conn.request("POST", "/api/v2/metrics/ingest", body=b"a.b 1\n")
+            conn.getresponse().read()
+            conn.close()
+        seen, recs, missed = s.requests_since(0)
+        assert (seen, len(recs), missed) == (5, 2, 3)
+        assert [r.number for r in recs] == [4, 5]
+        assert s.requests_since(seen) == (5, [], 0)
+        seen, recs, missed = s.requests_since(4)
+        assert ([r.number for r in recs], missed) == ([5], 0)
