@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 import sys
 import time
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -47,9 +48,58 @@ class UsageError(Exception):
 # --------------------------------------------------------------------------- output helpers
 
 
+# What must not reach a terminal raw: C0 and C1 controls and DEL (escape
+# sequences, carriage returns that overwrite a line, newlines that forge one),
+# line/paragraph separators, bidirectional overrides (text shown reordered),
+# and lone surrogates (undecodable input bytes, kept by surrogateescape).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e"
+                     "\u2066-\u2069\ud800-\udfff]")
+# The same less C0, which JSON escapes itself (and uses, as indentation, outside strings).
+_UNSAFE_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e"
+                          "\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape_char(m: "re.Match[str]") -> str:
+    c = m.group()
+    if c in _NAMED:
+        return _NAMED[c]
+    n = ord(c)
+    if 0xDC80 <= n <= 0xDCFF:      # an undecodable byte (surrogateescape): show the byte
+        return "\\x%02x" % (n - 0xDC00)
+    return "\\x%02x" % n if n < 0x100 else "\\u%04x" % n
+
+
+def _printable(text: Any) -> str:
+    """``text`` safe to print: control characters escaped (``\\x1b``, ``\\n``...).
+
+    Everything the CLI prints that comes from outside (input lines, file
+    names, request paths, server answers, exception text) goes through this,
+    so no input can move the cursor, clear the terminal or forge a line.
+    """
+    s = text if isinstance(text, str) else str(text)
+    return s if s.isprintable() else _UNSAFE.sub(_escape_char, s)
+
+
+def _write_json(doc: Any, out: IO[str]) -> None:
+    """``doc`` as indented JSON (UTF-8 text kept), with the characters
+    :func:`_printable` escapes written as ``\\uXXXX`` (JSON itself escapes only C0)."""
+    import json
+
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    out.write(_UNSAFE_JSON.sub(lambda m: "\\u%04x" % ord(m.group()), text))
+    out.write("\n")
+
+
 def _err(message: str) -> None:
-    sys.stderr.write("dtproto: %s\n" % message)
-    sys.stderr.flush()
+    err = sys.stderr
+    if err is None:        # stderr closed (2>&-): nowhere to say it
+        return
+    try:
+        err.write("dtproto: %s\n" % _printable(message))
+        err.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _n(x: int) -> str:
@@ -84,9 +134,12 @@ class _Progress:
     """
 
     def __init__(self, total: Optional[int], label: str) -> None:
-        self.enabled = sys.stderr.isatty()
+        try:
+            self.enabled = sys.stderr is not None and sys.stderr.isatty()
+        except (OSError, ValueError):
+            self.enabled = False
         self.total = total
-        self.label = label
+        self.label = _printable(label)
         self.start = time.monotonic()
         self._last = 0.0
         self._width = 0
@@ -107,17 +160,99 @@ class _Progress:
         else:
             text = "%s %.1f MB %.1f MB/s" % (self.label, done / 1e6, rate)
         self._width = max(self._width, len(text))
-        sys.stderr.write("\r" + text.ljust(self._width))
-        sys.stderr.flush()
+        self._write("\r" + text.ljust(self._width))
 
     def close(self) -> None:
         if self.enabled and self._width:
-            sys.stderr.write("\r" + " " * self._width + "\r")
-            sys.stderr.flush()
+            self._write("\r" + " " * self._width + "\r")
             self._width = 0
+
+    def _write(self, text: str) -> None:
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            self.enabled = False     # the terminal went away: the work goes on
+
+
+class _EscapeLogs:
+    """A logging filter: the message escaped like everything else printed (a
+    server's text can end up in the library's log messages)."""
+
+    def filter(self, record: Any) -> bool:
+        record.msg, record.args = _printable(record.getMessage()), None
+        return True
+
+
+def _log_to_stderr() -> None:
+    """Log the library's warnings (sender, server) to stderr as "dtproto: ..."."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="dtproto: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _EscapeLogs) for f in handler.filters):
+            handler.addFilter(_EscapeLogs())
 
 
 # --------------------------------------------------------------------------- inputs
+
+
+def _wait_readable(f: Any) -> None:
+    """Block until ``f`` (a non-blocking stream that had no data) can be read."""
+    try:
+        fd = f.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    if fd >= 0:
+        import select
+
+        try:
+            select.select([fd], [], [])
+            return
+        except (OSError, ValueError):   # e.g. a Windows pipe: poll instead
+            pass
+    time.sleep(0.01)
+
+
+class _Waiting:
+    """A reader over a stream that may be non-blocking (stdin set O_NONBLOCK by
+    another program): "no data yet" (``read()`` returning ``None`` or raising
+    :class:`BlockingIOError`) means wait, never end of input."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def fileno(self) -> int:
+        return int(self._raw.fileno())
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            try:
+                data = self._raw.read(n)
+            except BlockingIOError:
+                data = None
+            if data is not None:
+                return data
+            _wait_readable(self._raw)
+
+    def peek(self, n: int = 1) -> bytes:
+        if not hasattr(self._raw, "peek"):
+            return b""
+        while True:
+            try:
+                if not os.get_blocking(self._raw.fileno()):
+                    # A non-blocking peek gives b"" both at the end and when no
+                    # data came yet: wait until a read would not block.
+                    _wait_readable(self._raw)
+            except (AttributeError, OSError, ValueError):
+                pass
+            try:
+                return bytes(self._raw.peek(n))
+            except BlockingIOError:
+                _wait_readable(self._raw)
+
+    def close(self) -> None:
+        pass
 
 
 class _Input:
@@ -125,6 +260,8 @@ class _Input:
 
     ``position()`` is how far the *underlying* file was consumed, for the
     progress bar (compressed bytes for gzip); ``size`` is its size when known.
+    Every failure to open or read is a :class:`UsageError` "cannot open/read
+    NAME: why" (exit 2), whatever raised it: the OS, gzip or zlib.
     """
 
     def __init__(self, name: str) -> None:
@@ -133,35 +270,54 @@ class _Input:
         self.size: Optional[int] = None
         self.gzip = False
         self._count = 0
+        self._file: Any = None
+        # What a read may raise (gzip.BadGzipFile is an OSError; ValueError:
+        # the stream was closed under us).
+        self._errors: Tuple[Type[BaseException], ...] = (OSError, EOFError, ValueError)
         if self.path is None:
-            raw: Any = sys.stdin.buffer
+            stdin = sys.stdin
+            if stdin is None or getattr(stdin, "buffer", None) is None:
+                raise UsageError("cannot read %s: standard input is closed" % self.name)
+            raw: Any = _Waiting(stdin.buffer)
         else:
             try:
                 raw = open(self.path, "rb")
+            except OSError as exc:
+                raise UsageError("cannot open %s: %s" % (name, exc.strerror or exc)) from None
+            try:
                 st = os.fstat(raw.fileno())
             except OSError as exc:
+                raw.close()
                 raise UsageError("cannot open %s: %s" % (name, exc.strerror or exc)) from None
             if stat.S_ISREG(st.st_mode):
                 self.size = st.st_size   # else a pipe such as <(zcat ...): size unknown
         self._raw = raw
         try:
             head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             self.close()
-            raise UsageError("cannot read %s: %s" % (name, exc.strerror or exc)) from None
+            raise UsageError("cannot read %s: %s" % (
+                self.name, getattr(exc, "strerror", None) or exc)) from None
         if head == _GZIP_MAGIC:
             import gzip
 
+            import zlib
+
             self.gzip = True
-            self._file: Any = gzip.GzipFile(fileobj=raw, mode="rb")
+            self._file = gzip.GzipFile(fileobj=raw, mode="rb")
+            # Damaged deflate data raises zlib.error (not an OSError).
+            self._errors = self._errors + (zlib.error,)
         else:
             self._file = raw
 
     def read(self, n: int = _BLOCK) -> bytes:
         try:
-            data = self._file.read(n)
-        except (OSError, EOFError) as exc:   # gzip.BadGzipFile is an OSError
-            raise UsageError("cannot read %s: %s" % (self.name, exc)) from None
+            # read1() for gzip: one decompression step per call, so a read that
+            # fails (truncated or damaged data) loses no data decoded before it.
+            data = self._file.read1(n) if self.gzip else self._file.read(n)
+        except self._errors as exc:
+            raise UsageError("cannot read %s: %s" % (
+                self.name, getattr(exc, "strerror", None) or exc)) from None
         self._count += len(data)
         return data
 
@@ -174,10 +330,14 @@ class _Input:
         return self._count
 
     def close(self) -> None:
-        if self._file is not self._raw:
-            self._file.close()
-        if self.path is not None:
-            self._raw.close()
+        try:
+            if self._file is not None and self._file is not self._raw:
+                self._file.close()
+        except (OSError, EOFError, ValueError):
+            pass
+        finally:
+            if self.path is not None:
+                self._raw.close()
 
 
 class _Segments:
@@ -370,6 +530,20 @@ _shared_progress: Any = None
 def _job_init(progress: Any) -> None:
     global _shared_progress
     _shared_progress = progress
+    # Ctrl-C reaches every process of the terminal's process group: the
+    # parent handles it (and terminates the pool); a worker must not print
+    # its own KeyboardInterrupt traceback.
+    _ignore_sigint()
+
+
+def _ignore_sigint() -> Any:
+    """Ignore SIGINT; returns the previous handler (None when not possible here)."""
+    import signal
+
+    try:
+        return signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):   # not the main thread
+        return None
 
 
 def _job_validate(job: Tuple[int, str, int, int, Optional[int], Optional[int], Optional[int], int]
@@ -417,19 +591,30 @@ def _split_ranges(path: str, size: int, jobs: int) -> List[Tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a] or [(0, size)]
 
 
-def _validate_parallel(inp: _Input, jobs: int, now_ms: Optional[int], tally: _Tally) -> None:
+def _validate_parallel(inp: _Input, jobs: int, now_ms: Optional[int], tally: _Tally) -> int:
+    """Validate ``inp`` on up to ``jobs`` processes; returns how many were used."""
     import multiprocessing
 
     assert inp.path is not None and inp.size is not None
     ranges = _split_ranges(inp.path, inp.size, jobs)
     if len(ranges) == 1:
         _validate_stream(inp, now_ms, tally, lambda _p: None)
-        return
+        return 1
     progress = _Progress(inp.size, inp.name)
     shared = multiprocessing.Array("q", len(ranges), lock=False)
     work = [(i, inp.path, a, b, now_ms, tally.max_errors, tally.max_warnings,
              tally.examples_per_code) for i, (a, b) in enumerate(ranges)]
-    with multiprocessing.Pool(len(ranges), _job_init, (shared,)) as pool:
+    # Workers start with SIGINT ignored (inherited, so also before _job_init
+    # runs); the parent gets it back at once.
+    previous = _ignore_sigint()
+    try:
+        pool = multiprocessing.Pool(len(ranges), _job_init, (shared,))
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, previous)
+    with pool:
         pending = pool.map_async(_job_validate, work, chunksize=1)
         while not pending.ready():
             pending.wait(0.1)
@@ -440,6 +625,7 @@ def _validate_parallel(inp: _Input, jobs: int, now_ms: Optional[int], tally: _Ta
     for part, newlines in parts:
         tally.add(part, shift)
         shift += newlines
+    return len(ranges)
 
 
 # --------------------------------------------------------------------------- validate: reports
@@ -475,6 +661,7 @@ def _code_order(tally: _Tally) -> List[Any]:
 
 def _human_validation(name: str, tally: _Tally, out: IO[str]) -> None:
     r = tally.report
+    name = _printable(name)
     blank = r.lines_total - r.lines_ok - r.lines_invalid
     out.write("%s: %s: %s ok, %s invalid, %s; %s\n" % (
         name, _plural(r.lines_total, "line"), _n(r.lines_ok), _n(r.lines_invalid),
@@ -492,14 +679,15 @@ def _human_validation(name: str, tally: _Tally, out: IO[str]) -> None:
             out.write("%s (%s%s):\n" % (code, _plural(r.error_counts[code], "line"), _shown(
                 len(shown), r.error_counts[code])))
             for e in shown:
-                out.write("  %s:%d: %s\n      %s\n" % (name, e.line, e.message, e.text))
+                out.write("  %s:%d: %s\n      %s\n" % (name, e.line, _printable(e.message),
+                                                    _printable(e.text)))
     if r.warnings_total:
         shown = r.warnings[: tally.examples_per_code]
         out.write("warnings: Metrics Classic key renames (%s%s)%s\n" % (
             _plural(r.warnings_total, "line"), _shown(len(shown), r.warnings_total),
             ":" if shown else ""))
         for w in shown:
-            out.write("  %s:%d: %s\n" % (name, w.line, w.message))
+            out.write("  %s:%d: %s\n" % (name, w.line, _printable(w.message)))
 
 
 def _json_validation(name: str, tally: _Tally) -> Dict[str, Any]:
@@ -541,8 +729,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                     inp.name, "gzip input" if inp.gzip else "a stream"))
                 jobs = 1
             if jobs > 1:
-                _validate_parallel(inp, jobs, now_ms, tally)
-                jobs_used = max(jobs_used, jobs)
+                # Small files get fewer ranges than --jobs: say what was used.
+                jobs_used = max(jobs_used, _validate_parallel(inp, jobs, now_ms, tally))
             else:
                 progress = _Progress(inp.size, inp.name)
                 try:
@@ -571,8 +759,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             out.flush()
     seconds = time.perf_counter() - t0
     if args.json:
-        import json
-
         reports = [x for x in results if "response" in x]
         doc = {
             "files": results,
@@ -580,8 +766,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             "lines_invalid": sum(x["response"]["linesInvalid"] for x in reports),
             "warnings_total": sum(x["warnings_total"] for x in reports),
         }
-        json.dump(doc, out, indent=2, ensure_ascii=False)
-        out.write("\n")
+        _write_json(doc, out)
     if done and not args.quiet:
         _err("validated %s, %s in %.2f s: %.1f MB/s, %s lines/s (%s)" % (
             _plural(done, "input"), _size(nbytes), seconds,
@@ -621,17 +806,62 @@ def _read_token(args: argparse.Namespace) -> Optional[str]:
     return token or None
 
 
-class _Counted:
-    """A file-like view of an :class:`_Input` that moves the progress bar."""
+class _Feed:
+    """The file-like view of an :class:`_Input` that ``send`` reads: moves the
+    progress bar, and turns a read failure into a clean end of input.
 
-    def __init__(self, inp: _Input, progress: _Progress) -> None:
+    Only complete lines are handed out while more input may follow: a line is
+    held back until its newline (or the end of the input) arrives.  When a
+    read fails part-way (a truncated or damaged ``.gz``), the error is kept in
+    :attr:`error`, the partial last line is dropped, and the input ends there,
+    so the sender delivers exactly the ``lines`` complete lines read and its
+    result says what happened to them.  A held-back piece longer than
+    ``max_bytes`` is passed on: that line is rejected as too long anyway.
+    """
+
+    def __init__(self, inp: _Input, progress: _Progress, max_bytes: int) -> None:
         self._inp = inp
         self._progress = progress
+        self._max = max_bytes
+        self._tail = b""
+        self._done = False
+        #: The UsageError of a failed read ("cannot read NAME: why"), or None.
+        self.error: Optional[UsageError] = None
+        #: Newlines handed out: complete lines read so far.
+        self.lines = 0
 
     def read(self, n: int = _BLOCK) -> bytes:
-        data = self._inp.read(n)
-        self._progress.update(self._inp.position())
-        return data
+        while not self._done:
+            try:
+                data = self._inp.read(n)
+            except UsageError as exc:
+                self.error = exc
+                self._done = True
+                self._tail = b""        # a line cut short: never send it
+                return b""
+            self._progress.update(self._inp.position())
+            if not data:
+                self._done = True
+                out, self._tail = self._tail, b""
+                return out
+            i = data.rfind(b"\n")
+            if i < 0:
+                self._tail += data
+                if len(self._tail) > self._max:
+                    out, self._tail = self._tail, b""
+                    return out
+                continue
+            out = self._tail + data[: i + 1] if self._tail else data[: i + 1]
+            self._tail = data[i + 1:]
+            self.lines += out.count(b"\n")
+            return out
+        return b""
+
+    def failure(self) -> str:
+        """The read error with where it stopped, for the output."""
+        assert self.error is not None
+        return "%s (after %s; the rest of the input was not read)" % (
+            self.error, _plural(self.lines, "complete line"))
 
 
 def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
@@ -642,15 +872,24 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
     from .sender import _chunk_stream
 
     rc = EXIT_OK
-    docs = []
+    docs: List[Dict[str, Any]] = []
+    out = sys.stdout
     for name in names:
-        inp = _Input(name)
+        try:
+            inp = _Input(name)
+        except UsageError as exc:
+            _err(str(exc))
+            rc = EXIT_USAGE
+            if args.json:
+                docs.append({"file": name, "io_error": str(exc)})
+            continue
         progress = _Progress(inp.size, inp.name)
         tally = _Tally(args.max_errors, None, args.examples)
         chunks: List[Dict[str, Any]] = []
         rejected: List[Dict[str, Any]] = []
+        feed = _Feed(inp, progress, max_bytes)
         try:
-            blocks = iter(lambda: _Counted(inp, progress).read(_BLOCK), b"")
+            blocks = iter(lambda: feed.read(_BLOCK), b"")
             for item in _chunk_stream(blocks, 1, max_bytes, max_lines):
                 if hasattr(item, "body"):
                     body = item.body
@@ -665,31 +904,36 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
             progress.close()
             inp.close()
         r = tally.report
-        if r.lines_invalid or rejected:
+        if (r.lines_invalid or rejected) and rc == EXIT_OK:
             rc = EXIT_INVALID
+        if feed.error is not None:
+            _err(feed.failure())
+            rc = EXIT_USAGE
         if args.json:
             doc = _json_validation(inp.name, tally)
             doc["chunks"] = chunks
             doc["rejected_by_client"] = rejected
+            if feed.error is not None:
+                doc["io_error"] = str(feed.error)
+                doc["lines_read"] = feed.lines
             docs.append(doc)
             continue
-        out = sys.stdout
         sent = [c for c in chunks if c["sent"]]
         out.write("%s: dry run, nothing sent: %s of at most %s bytes%s\n" % (
-            inp.name, _plural(len(sent), "request"), _n(max_bytes),
+            _printable(inp.name), _plural(len(sent), "request"), _n(max_bytes),
             "" if not max_lines else " and %s lines" % _n(max_lines)))
         for k, c in enumerate(chunks, 1):
             out.write("  chunk %d: %s, %s%s\n" % (
                 k, _line_range(c["first_line"], c["lines"]), _plural(c["bytes"], "byte"),
                 "" if c["sent"] else " (blank lines only: not sent)"))
         for x in rejected:
-            out.write("  %s:%d: not sendable: %s\n" % (inp.name, x["line"], x["reason"]))
+            out.write("  %s:%d: not sendable: %s\n" % (
+                _printable(inp.name), x["line"], _printable(x["reason"])))
+        if feed.error is not None:
+            out.write("  %s\n" % _printable(feed.failure()))
         _human_validation(inp.name, tally, out)
     if args.json:
-        import json
-
-        json.dump({"dry_run": True, "files": docs}, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        _write_json({"dry_run": True, "files": docs}, out)
     return rc
 
 
@@ -705,9 +949,11 @@ def _result_doc(name: str, result: Any) -> Dict[str, Any]:
 
 
 def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: int,
-                verbose: bool) -> None:
+                verbose: bool, read_error: Optional[str] = None) -> None:
     out = sys.stdout
-    out.write("%s -> %s: %s, %s\n" % (name, url, _plural(len(result.requests), "request"),
+    name = _printable(name)
+    out.write("%s -> %s: %s, %s\n" % (name, _printable(url),
+                                      _plural(len(result.requests), "request"),
                                       _plural(result.bytes_sent, "byte")))
     out.write("  %s ok, %s invalid, %s not delivered\n" % (
         _n(result.lines_ok), _n(result.lines_invalid), _n(result.lines_not_delivered)))
@@ -718,7 +964,7 @@ def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: i
                 _plural(q.bytes, "byte"), q.status if q.status is not None else "no answer",
                 _plural(q.attempts, "attempt"), q.latency * 1000))
     for i in result.invalid_lines[:limit]:
-        out.write("  %s:%d: %s%s\n" % (name, i.line, i.reason,
+        out.write("  %s:%d: %s%s\n" % (name, i.line, _printable(i.reason),
                                         " (not sent)" if i.source == "client" else ""))
     if len(result.invalid_lines) > limit:
         out.write("  ... %s more rejected lines (see --json)\n"
@@ -727,13 +973,15 @@ def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: i
         out.write("  %s more invalid lines were counted but not listed by the server "
                   "(it lists at most 10 per request)\n" % _n(result.unreported_invalid))
     for w in result.warnings[:limit]:
-        out.write("  %s:%d: warning: %s\n" % (name, w.line, w.message))
+        out.write("  %s:%d: warning: %s\n" % (name, w.line, _printable(w.message)))
     for u in result.undelivered:
         out.write("  %s:%d-%d: not delivered%s: %s\n" % (
             name, u.first_line, u.last_line, " (may have been stored: ambiguous)"
-            if u.ambiguous else "", u.reason))
+            if u.ambiguous else "", _printable(u.reason)))
     if error and not result.undelivered:
-        out.write("  send stopped: %s\n" % error)
+        out.write("  send stopped: %s\n" % _printable(error))
+    if read_error:
+        out.write("  %s\n" % _printable(read_error))
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
@@ -743,15 +991,14 @@ def _cmd_send(args: argparse.Namespace) -> int:
             continue
         try:
             is_dir = stat.S_ISDIR(os.stat(name).st_mode)
-        except OSError as exc:
-            raise UsageError("cannot open %s: %s" % (name, exc.strerror or exc)) from None
+        except (OSError, ValueError) as exc:
+            raise UsageError("cannot open %s: %s" % (
+                name, getattr(exc, "strerror", None) or exc)) from None
         if is_dir:
             raise UsageError("cannot open %s: Is a directory" % name)
     if args.url is None and not args.dry_run:
         raise UsageError("send needs --url (or --dry-run)")
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, format="dtproto: %(message)s")
+    _log_to_stderr()
     from . import sender as _sender
 
     sender = None
@@ -764,19 +1011,29 @@ def _cmd_send(args: argparse.Namespace) -> int:
                 read_timeout=args.timeout, retry_ambiguous=args.retry_ambiguous)
         except _sender.ConfigurationError as exc:
             raise UsageError(str(exc)) from None
+        except ValueError as exc:   # urllib.parse on a malformed URL ('http://[::1')
+            raise UsageError("invalid --url %r: %s" % (args.url, exc)) from None
         max_bytes, max_lines = sender.max_bytes, sender.max_lines
     if args.dry_run:
         return _dry_run(args, names, max_bytes, max_lines)
     assert sender is not None
     rc = EXIT_OK
-    docs = []
+    docs: List[Dict[str, Any]] = []
     with sender:
         for name in names:
-            inp = _Input(name)
+            try:
+                inp = _Input(name)
+            except UsageError as exc:
+                _err(str(exc))
+                rc = EXIT_USAGE
+                if args.json:
+                    docs.append({"file": name, "io_error": str(exc)})
+                continue
             progress = _Progress(inp.size, inp.name)
+            feed = _Feed(inp, progress, max_bytes)
             error = None
             try:
-                result = sender.send(_Counted(inp, progress))
+                result = sender.send(feed)
             except _sender.SendError as exc:
                 result = getattr(exc, "result", None) or _sender.SendResult()
                 error = str(exc)
@@ -786,21 +1043,35 @@ def _cmd_send(args: argparse.Namespace) -> int:
             finally:
                 progress.close()
                 inp.close()
-            if not result.ok or error:
+            if (not result.ok or error) and rc == EXIT_OK:
                 rc = EXIT_INVALID
+            input_failed = getattr(result, "input_error", None) is not None
+            if input_failed:
+                # The sender itself met a failing read (the feed above turns
+                # ours into an end of input, so this is a safety net): its
+                # partial result is printed like any other; exit 2.
+                rc = EXIT_USAGE
+            read_error = None
+            if feed.error is not None:
+                # The input broke part-way: what was read has been sent and is
+                # reported above; the rest never was (exit 2, I/O error).
+                read_error = feed.failure()
+                _err(read_error)
+                rc = EXIT_USAGE
             if args.json:
                 doc = _result_doc(inp.name, result)
                 doc["error"] = error
+                if feed.error is not None:
+                    doc["io_error"] = str(feed.error)
+                    doc["lines_read"] = feed.lines
                 docs.append(doc)
             else:
-                _human_send(inp.name, sender.url, result, error, args.max_errors, args.verbose)
-            if error:
+                _human_send(inp.name, sender.url, result, error, args.max_errors, args.verbose,
+                            read_error)
+            if error and not input_failed:
                 break   # the sender stops at an undeliverable chunk; so do we
     if args.json:
-        import json
-
-        json.dump({"url": sender.url, "files": docs}, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        _write_json({"url": sender.url, "files": docs}, sys.stdout)
     return rc
 
 
@@ -808,11 +1079,10 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import logging
     import signal
     import threading
 
-    logging.basicConfig(level=logging.WARNING, format="dtproto: %(message)s")
+    _log_to_stderr()
     from .server import IngestServer, parse_fault
 
     try:
@@ -839,17 +1109,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     out.write("  tokens: %s\n" % (_n(len(args.token)) if args.token
                                   else "not checked (any or no token is accepted)"))
     if args.store:
-        out.write("  accepted lines appended to: %s\n" % args.store)
+        out.write("  accepted lines appended to: %s\n" % _printable(args.store))
     for f in args.fault:
-        out.write("  fault: %s\n" % f)
+        out.write("  fault: %s\n" % _printable(f))
     out.write("Ctrl-C or SIGTERM to stop\n")
     out.flush()
     srv.start()
-    last, served = None, 0
+    seen, served = 0, 0
     try:
         while True:
             stopping = stop.wait(0.2)
-            last, n = _log_requests(srv, last, args.quiet)
+            seen, n = _log_requests(srv, seen, args.quiet)
             served += n
             if stopping:
                 break
@@ -858,7 +1128,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         srv.shutdown()
         signal.signal(signal.SIGTERM, previous)
-    served += _log_requests(srv, last, args.quiet)[1]
+    served += _log_requests(srv, seen, args.quiet)[1]
     st = srv.stats
     _err("stopped after %s: %s stored, %s invalid" % (
         _plural(served, "request"), _plural(st.get("lines_stored", 0), "line"),
@@ -866,30 +1136,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _log_requests(srv: Any, last: Any, quiet: bool) -> Tuple[Any, int]:
-    """Print the requests logged since record ``last`` (stderr).
+def _log_requests(srv: Any, seen: int, quiet: bool) -> Tuple[int, int]:
+    """Print the requests logged after the first ``seen`` (stderr).
 
-    Returns the newest record and how many were new.  ``srv.requests`` is a
-    bounded deque appended to by the handler threads; ``list()`` copies it
-    in one C call, so the copy is consistent.
+    Returns the new ``seen`` and how many requests were new.  The count is
+    exact even when this reader fell behind the server's bounded request log
+    (then the requests that fell out of it are counted, and said to be missing
+    from the log, rather than lost).  Every field that comes from the client
+    (the path above all) is escaped: with ``--host 0.0.0.0`` anyone could
+    otherwise write to the operator's terminal.
     """
-    recs = list(srv.requests)
-    start = 0
-    if last is not None:
-        for i in range(len(recs) - 1, -1, -1):
-            if recs[i] is last:
-                start = i + 1
-                break
-    new = recs[start:]
-    if not quiet:
-        for rec in new:
-            sys.stderr.write("%s %s %s %s ok=%d invalid=%d stored=%d %dB %.1fms%s\n" % (
-                rec.client, rec.method, rec.path,
+    seen, recs, missed = srv.requests_since(seen)
+    if not quiet and sys.stderr is not None:
+        err = sys.stderr
+        if missed:
+            err.write("dtproto: %s not shown (the request log fell behind)\n"
+                      % _plural(missed, "request"))
+        for rec in recs:
+            err.write("%s %s %s %s ok=%d invalid=%d stored=%d %dB %.1fms%s\n" % (
+                _printable(rec.client), _printable(rec.method), _printable(rec.path),
                 rec.status if rec.status is not None else "dropped",
                 rec.lines_ok, rec.lines_invalid, rec.stored, rec.wire_bytes,
-                rec.duration * 1000, " fault=%s" % rec.fault if rec.fault else ""))
-        sys.stderr.flush()
-    return (recs[-1] if recs else last), len(new)
+                rec.duration * 1000, " fault=%s" % _printable(rec.fault) if rec.fault else ""))
+        err.flush()
+    return seen, missed + len(recs)
 
 
 # --------------------------------------------------------------------------- bench
@@ -1067,6 +1337,17 @@ def _count(text: str) -> int:
     return n
 
 
+def _seconds(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+    if not 0 < x < 1e6:     # also refuses nan and inf, which sockets cannot take
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0 (and "
+                                         "below 1,000,000), not %r" % text)
+    return x
+
+
 def _now_arg(text: str) -> int:
     value = _parse_now(text)
     assert value is not None
@@ -1135,7 +1416,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lines per request (default: no cap; 1,000 for OneAgent)")
     p.add_argument("--retries", type=_count, default=3, metavar="N",
                    help="retries per request on 429, 5xx and connection errors (default 3)")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+    p.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
                    help="read timeout in seconds (default 30)")
     p.add_argument("--retry-ambiguous", action="store_true",
                    help="also retry after a timeout once the request was sent (may store "
@@ -1187,23 +1468,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OutputError(Exception):
+    """Standard output cannot be written (full disk, closed, reader gone)."""
+
+
+class _Stdout:
+    """``sys.stdout`` while :func:`main` runs: a failed write or flush (ENOSPC,
+    EIO, EPIPE, or stdout closed at start: ``>&-``) raises :class:`_OutputError`,
+    which :func:`main` reports as an I/O error instead of a traceback."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _call(self, name: str, *args: Any) -> Any:
+        if self._stream is None:
+            raise _OutputError("standard output is closed")
+        try:
+            return getattr(self._stream, name)(*args)
+        except (OSError, ValueError) as exc:   # ValueError: closed under us
+            raise _OutputError(getattr(exc, "strerror", None) or str(exc)) from None
+
+    def write(self, text: str) -> int:
+        return int(self._call("write", text) or 0)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def isatty(self) -> bool:
+        return self._stream is not None and bool(self._call("isatty"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _drop_stdout(stream: Any) -> None:
+    """After a write error: point fd 1 at the null device, so that the
+    interpreter's final flush of what is still buffered does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``dtproto`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
+    real_stdout = sys.stdout
+    sys.stdout = _Stdout(real_stdout)    # type: ignore[assignment]
     try:
-        return int(args.func(args))
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        rc = int(args.func(args))
+        sys.stdout.flush()      # a full disk shows here, not at interpreter exit
+        return rc
     except UsageError as exc:
         _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
-    except BrokenPipeError:
-        # The reader went away (dtproto validate big.txt | head): not our error.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_INVALID
+    except _OutputError as exc:
+        # Also a reader that went away (dtproto validate big.txt | head): the
+        # output is incomplete, which is an I/O error.
+        _err("cannot write the output: %s" % exc)
+        _drop_stdout(real_stdout)
+        return EXIT_USAGE
+    finally:
+        sys.stdout = real_stdout
