@@ -177,9 +177,6 @@ POW10[0] = 1.0
 for _b in range(1, 23):
     POW10[_b] = POW10[_b - 1] * 10.0
 
-cdef char NUMBUF[72]
-
-
 cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t n, Py_ssize_t *end,
                       double *out) except -1:
     """The longest number of §7.1 grammar at p[a:], then a correctly rounded conversion.
@@ -201,6 +198,8 @@ cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t n, Py_ssize_t *
     cdef uint8_t c
     cdef double v
     cdef Py_ssize_t b = n
+    cdef char numbuf[72]
+    cdef char *heap
     if i < b and (p[i] == 43 or p[i] == 45):  # + -
         neg = p[i] == 45
         i += 1
@@ -256,12 +255,23 @@ cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t n, Py_ssize_t *
         else:
             v = v / POW10[-e10]
     else:
+        # A private NUL-terminated copy (never a global scratch buffer: the
+        # scanner must stay free of shared state, see make_value).  No Python
+        # object is created, so no collector and no Python code can run here.
         if b - a < 70:
-            memcpy(NUMBUF, p + a, b - a)
-            NUMBUF[b - a] = 0
-            v = PyOS_string_to_double(NUMBUF, NULL, NULL)
-        else:  # very long literal: let float() allocate
-            v = float(PyBytes_FromStringAndSize(<const char *>p + a, b - a))
+            memcpy(numbuf, p + a, b - a)
+            numbuf[b - a] = 0
+            v = PyOS_string_to_double(numbuf, NULL, NULL)
+        else:
+            heap = <char *>PyMem_Malloc(b - a + 1)
+            if heap == NULL:
+                raise MemoryError()
+            memcpy(heap, p + a, b - a)
+            heap[b - a] = 0
+            try:
+                v = PyOS_string_to_double(heap, NULL, NULL)
+            finally:
+                PyMem_Free(heap)
         if isinf(v):
             return 0
         out[0] = v
@@ -629,8 +639,13 @@ for _b in range(HEAD_SETS * 2):
     HEADS[_b].key = NULL
     HEADS[_b].dims = NULL
 
-cdef char *UNESC = NULL       # scratch buffer for unescaping values
-cdef Py_ssize_t UNESC_CAP = 0
+# Shared state and re-entrancy.  Building a record allocates, an allocation
+# can start the garbage collector, and the collector runs Python code
+# (gc.callbacks, finalizers) that may decode again or hand the GIL to another
+# thread that does.  So: the scanners (scan_data and below) never create a
+# Python object; nothing reads a cache slot after a call that may run Python
+# code (decode_block re-finds the slot by its bytes before attaching objects);
+# scratch buffers are per call, on the stack; LAST_TS is read into a local.
 cdef object LAST_TS = None    # timestamps repeat across a batch: reuse the int
 cdef int64_t LAST_TS_VALUE = -1
 
@@ -662,39 +677,54 @@ cdef inline uint64_t head_hash(const uint8_t *p, Py_ssize_t n) noexcept nogil:
     return h1 ^ (h1 >> 29)
 
 
+cdef enum:
+    # Bytes of a scanned value: at most MAX_DIMENSION_VALUE (255) code points,
+    # each at most 4 bytes including its escape ("\\" + ASCII is 2 bytes for
+    # one character, an unknown escape "\\" + 4 bytes is 5 bytes for two).
+    UNESC_STACK = 1024
+
+
 cdef object make_value(const uint8_t *p, DimSpan *d):
     """The decoded value of a dimension (mirrors the unescaping of _scan_value)."""
-    global UNESC, UNESC_CAP
-    cdef Py_ssize_t i, o = 0, need
-    cdef uint8_t c, e
+    cdef Py_ssize_t need
+    cdef char stack[UNESC_STACK]
+    cdef char *buf = stack
     if not d.escaped:
         return PyUnicode_DecodeUTF8(<const char *>p + d.vs, d.ve - d.vs, NULL)
     need = d.ve - d.vs
-    if need > UNESC_CAP:
-        UNESC = <char *>PyMem_Realloc(UNESC, need + 64)
-        if UNESC == NULL:
-            UNESC_CAP = 0
+    if need > UNESC_STACK:  # cannot happen for a scanned value; stay safe anyway
+        buf = <char *>PyMem_Malloc(need)
+        if buf == NULL:
             raise MemoryError()
-        UNESC_CAP = need + 64
+        try:
+            return unescape_into(p, d, buf)
+        finally:
+            PyMem_Free(buf)
+    return unescape_into(p, d, buf)
+
+
+cdef object unescape_into(const uint8_t *p, DimSpan *d, char *buf):
+    cdef Py_ssize_t i, o = 0
+    cdef uint8_t c, e
     i = d.vs
     while i < d.ve:
         c = p[i]
         if c == 92:
             e = p[i + 1]
             if e < 128 and CLS[e] & C_ESCAPE_ONE:
-                UNESC[o] = <char>e
+                buf[o] = <char>e
                 o += 1
                 i += 2
                 continue
             # unknown escape: "\" and the character are both kept ([A-9])
-            UNESC[o] = <char>c
+            buf[o] = <char>c
             o += 1
             i += 1
             continue
-        UNESC[o] = <char>c
+        buf[o] = <char>c
         o += 1
         i += 1
-    return PyUnicode_DecodeUTF8(UNESC, o, NULL)
+    return PyUnicode_DecodeUTF8(buf, o, NULL)
 
 
 cdef object make_head(const uint8_t *p, LineScan *L):
@@ -755,10 +785,12 @@ cdef object make_metric(object key, object dims, LineScan *L):
         set_item(rec, 6, None)
         set_item(rec, 7, None)
     if L.has_ts:
-        if L.ts != LAST_TS_VALUE:
-            LAST_TS = PyLong_FromLongLong(L.ts)
+        ts = LAST_TS
+        if L.ts != LAST_TS_VALUE or ts is None:
+            ts = PyLong_FromLongLong(L.ts)
+            LAST_TS = ts
             LAST_TS_VALUE = L.ts
-        set_item(rec, 8, LAST_TS)
+        set_item(rec, 8, ts)
     else:
         set_item(rec, 8, None)
     PyObject_GC_UnTrack(<void *>rec)
@@ -804,6 +836,9 @@ cdef HeadEntry *store_head(const uint8_t *p, Py_ssize_t fs, uint64_t h,
     """
     cdef HeadEntry *e
     cdef char *copy
+    cdef char *old_data
+    cdef PyObject *old_key
+    cdef PyObject *old_dims
     cdef Py_ssize_t i
     if fs < 0 or fs != L.head_end:
         return NULL
@@ -819,19 +854,41 @@ cdef HeadEntry *store_head(const uint8_t *p, Py_ssize_t fs, uint64_t h,
     if copy == NULL:
         return NULL  # the cache is an optimisation: skip it under memory pressure
     memcpy(copy, p, fs)
-    PyMem_Free(e.data)
-    Py_XDECREF(<PyObject *>e.key)
-    Py_XDECREF(<PyObject *>e.dims)
+    old_data = e.data
+    old_key = <PyObject *>e.key
+    old_dims = <PyObject *>e.dims
+    # The slot is consistent before anything is released (the old objects
+    # are exact str and tuples of str: releasing them runs no Python code).
     e.data = copy
     e.length = fs
     e.hash = h
     e.keylen = L.keylen
     e.key = NULL
     e.dims = NULL
+    L.head_hash = h
+    PyMem_Free(old_data)
+    Py_XDECREF(old_key)
+    Py_XDECREF(old_dims)
     return e
 
 
-cdef void attach_objects(HeadEntry *e, object key, object dims) noexcept:
+cdef void attach_objects(const uint8_t *p, Py_ssize_t f, uint64_t h,
+                         object key, object dims) noexcept:
+    """Give the cached head ``p[:f]`` (hash ``h``) its key and dims objects.
+
+    Called after building them, which may have run Python code (see LAST_TS):
+    the slot scan_data stored may since hold another head, or none.  So the
+    slot is found again by its bytes; when the head is gone nothing is
+    attached, and when another decode attached equal objects meanwhile they
+    are kept.
+    """
+    cdef HeadEntry *e = &HEADS[(h & (HEAD_SETS - 1)) * 2]
+    if not (e.length == f and e.hash == h and memcmp(e.data, p, f) == 0):
+        e += 1
+        if not (e.length == f and e.hash == h and memcmp(e.data, p, f) == 0):
+            return
+    if e.key != NULL:
+        return
     Py_INCREF(key)
     Py_INCREF(dims)
     e.key = <void *>key
@@ -892,7 +949,7 @@ cdef int scan_data(const uint8_t *p, Py_ssize_t n, LineScan *L, int64_t lo, int6
     scan (no objects yet, ``L`` holds the spans), or NULL when not cacheable.
     """
     cdef Py_ssize_t fs, after
-    cdef uint64_t h
+    cdef uint64_t h = 0
     cdef int r
     cdef HeadEntry *hit = find_head(p, n, &fs, &h)
     if hit != NULL and (hit.key != NULL or not need_objects):
@@ -907,7 +964,11 @@ cdef int scan_data(const uint8_t *p, Py_ssize_t n, LineScan *L, int64_t lo, int6
     L.head_end = after
     r = scan_tail(p, after, n, L, lo, hi)
     if r == R_DATA:
-        entry[0] = hit if hit != NULL else store_head(p, fs, h, L)
+        if hit != NULL:  # cached by validate, without objects
+            L.head_hash = h
+            entry[0] = hit
+        else:
+            entry[0] = store_head(p, fs, h, L)
     return r
 
 
@@ -936,11 +997,14 @@ cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip,
             r = scan_data(p, n, &L, lo, hi, True, &hit)
             if r == R_DATA:
                 if L.head_end < 0:  # from the cache, objects included
-                    out.append(make_metric(<object>hit.key, <object>hit.dims, &L))
+                    # Own references first: make_metric may run Python code.
+                    key = <object>hit.key
+                    dims = <object>hit.dims
+                    out.append(make_metric(key, dims, &L))
                 else:
                     key, dims = make_head(p, &L)
-                    if hit != NULL:
-                        attach_objects(hit, key, dims)
+                    if hit != NULL:  # never use hit here: make_head may run Python code
+                        attach_objects(p, L.head_end, L.head_hash, key, dims)
                     out.append(make_metric(key, dims, &L))
         if r == R_INVALID or r == R_META:
             fault, rec = diagnose(buf, pos, end, now_ms, lineno)
@@ -1191,6 +1255,304 @@ cdef object _materialize(object dimensions):
         return dimensions
 
 
+# --- one line at a time -------------------------------------------------------
+#
+# Every Encoder call builds its line in a private Out buffer (on the C stack,
+# spilling to the heap for long lines) and appends it to the encoder's buffer
+# in one step that runs no Python code.  Building a line can run Python code
+# (a Mapping's items(), a number's __float__, the garbage collector), and
+# with it another thread's or a nested call of the same Encoder: staging makes
+# every call line-atomic, as the reference is (it appends finished lines).
+
+cdef enum:
+    OUT_INLINE = 1024
+
+
+cdef struct Out:
+    char *buf             # inl, or a PyMem block once the line outgrows it
+    Py_ssize_t len
+    Py_ssize_t cap
+    bint ascii_only       # with options: non-ASCII values go to the reference
+    char inl[OUT_INLINE]
+
+
+cdef inline void out_init(Out *o, bint ascii_only) noexcept:
+    o.buf = o.inl
+    o.len = 0
+    o.cap = OUT_INLINE
+    o.ascii_only = ascii_only
+
+
+cdef inline void out_free(Out *o) noexcept:
+    if o.buf != o.inl:
+        PyMem_Free(o.buf)
+        o.buf = o.inl
+
+
+cdef int out_reserve(Out *o, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t cap = o.cap
+    cdef char *nb
+    if o.len + extra <= cap:
+        return 0
+    while cap < o.len + extra:
+        cap *= 2
+    if o.buf == o.inl:
+        nb = <char *>PyMem_Malloc(cap)
+        if nb != NULL:
+            memcpy(nb, o.inl, o.len)
+    else:
+        nb = <char *>PyMem_Realloc(o.buf, cap)
+    if nb == NULL:
+        raise MemoryError()
+    o.buf = nb
+    o.cap = cap
+    return 0
+
+
+cdef inline int out_write(Out *o, const char *s, Py_ssize_t n) except -1:
+    if o.len + n > o.cap:
+        out_reserve(o, n)
+    memcpy(o.buf + o.len, s, n)
+    o.len += n
+    return 1
+
+
+cdef int write_dimension(Out *o, object k, object v) except -1:
+    """``,key=escaped-value`` (mirrors _dimension_segment)."""
+    cdef Py_ssize_t kn, vn, i, start
+    cdef const char *ks
+    cdef const char *vs
+    cdef const uint8_t *u
+    cdef uint8_t c
+    cdef char *w
+    cdef bint ascii_only = o.ascii_only
+    if not isinstance(k, str) or not isinstance(v, str):
+        return 0
+    ks = PyUnicode_AsUTF8AndSize(k, &kn)
+    if not dimension_key_ok(<const uint8_t *>ks, kn):
+        return 0
+    if PyUnicode_GET_LENGTH(v) > MAX_DIMENSION_VALUE:
+        return 0
+    vs = PyUnicode_AsUTF8AndSize(v, &vn)  # lone surrogates raise: the reference reports
+    # worst case every byte escaped: "," key "=" 2*value
+    if o.len + kn + 2 + 2 * vn > o.cap:
+        out_reserve(o, kn + 2 + 2 * vn)
+    w = o.buf + o.len
+    w[0] = 44
+    memcpy(w + 1, ks, kn)
+    w[kn + 1] = 61
+    w += kn + 2
+    u = <const uint8_t *>vs
+    i = 0
+    while i < vn:
+        start = i
+        while i < vn and (CLS[u[i]] & C_BARE_PLAIN or (u[i] >= 128 and not ascii_only)):
+            i += 1
+        memcpy(w, u + start, i - start)
+        w += i - start
+        if i >= vn:
+            break
+        c = u[i]
+        if is_control(c) or c >= 128:  # >= 128 only with options: normalization may change it
+            return 0
+        w[0] = 92  # , = SP \ " get a backslash
+        w[1] = <char>c
+        w += 2
+        i += 1
+    o.len = w - o.buf
+    return 1
+
+
+cdef int write_head(Out *o, object key, object dims) except -1:
+    """Mirrors _head: 1 when written, 0 when the reference must diagnose.
+
+    Stops at the 51st dimension: a huge mapping is not escaped to the end
+    before it is refused.
+    """
+    cdef Py_ssize_t n, pos = 0, count = 0
+    cdef const char *s
+    cdef PyObject *pk
+    cdef PyObject *pv
+    if not isinstance(key, str):
+        return 0
+    s = PyUnicode_AsUTF8AndSize(key, &n)
+    if not metric_key_ok(<const uint8_t *>s, n):
+        return 0
+    out_write(o, s, n)
+    if not dims:
+        return 1
+    if type(dims) is dict:
+        # PyDict_Next: no (key, value) tuple per item, so no allocation
+        # and no collector pressure on the hot path.
+        while PyDict_Next(dims, &pos, &pk, &pv):
+            count += 1
+            if count > MAX_DIMENSIONS or not write_dimension(o, <object>pk, <object>pv):
+                return 0
+    elif type(dims) is tuple or type(dims) is list:
+        for pair in dims:
+            count += 1
+            if count > MAX_DIMENSIONS:
+                return 0
+            if type(pair) is tuple and len(<tuple>pair) == 2:
+                if not write_dimension(o, (<tuple>pair)[0], (<tuple>pair)[1]):
+                    return 0
+            else:
+                k, v = pair
+                if not write_dimension(o, k, v):
+                    return 0
+    else:
+        for pair in (dims.items() if hasattr(dims, "items") else dims):
+            count += 1
+            if count > MAX_DIMENSIONS:
+                return 0
+            k, v = pair
+            if not write_dimension(o, k, v):
+                return 0
+    return 1
+
+
+cdef int write_number(Out *o, object x) except -1:
+    """Mirrors _format_number: shortest round trip, ``1.0E20`` exponents."""
+    cdef double v
+    cdef char tmp[40]
+    cdef char *r
+    cdef Py_ssize_t n, e, i
+    cdef bint dot = False
+    if type(x) is float:
+        v = PyFloat_AS_DOUBLE(x)
+    elif isinstance(x, (int, float)) and type(x) is not bool:
+        try:
+            v = float(x)
+        except OverflowError:
+            return 0
+    else:
+        return 0
+    if isinf(v) or isnan(v):
+        return 0
+    n = format_simple(v, tmp)
+    if n > 0:
+        out_write(o, tmp, n)
+        return 1
+    r = PyOS_double_to_string(v, b'r', 0, 0, NULL)
+    try:
+        n = 0
+        e = -1
+        while r[n] != 0:
+            if r[n] == 101:
+                e = n
+            elif r[n] == 46:
+                dot = True
+            n += 1
+        if e < 0:
+            out_write(o, r, n)
+        else:
+            out_write(o, r, e)
+            if not dot:
+                out_write(o, ".0", 2)
+            out_write(o, "E", 1)
+            i = e + 1
+            if r[i] == 43:
+                i += 1
+            out_write(o, r + i, n - i)
+    finally:
+        PyMem_Free(r)
+    return 1
+
+
+cdef int write_uint(Out *o, object x) except -1:
+    """Mirrors _check_int: an int (not bool) in 0..2**63-1, as decimal."""
+    cdef char tmp[24]
+    cdef int k = 24
+    cdef uint64_t v
+    cdef int overflow = 0
+    cdef long long sv
+    if type(x) is bool or not isinstance(x, int):
+        return 0
+    sv = PyLong_AsLongLongAndOverflow(x, &overflow)
+    if overflow or sv < 0:
+        return 0
+    v = <uint64_t>sv
+    while True:
+        k -= 1
+        tmp[k] = <char>(48 + v % 10)
+        v //= 10
+        if v == 0:
+            break
+    out_write(o, tmp + k, 24 - k)
+    return 1
+
+
+cdef int finish(Out *o, object timestamp) except -1:
+    """Mirrors _finish: timestamp, LF and the 50,000-character limit."""
+    if timestamp is not None:
+        out_write(o, " ", 1)
+        if not write_uint(o, timestamp):
+            return 0
+    if o.len > MAX_LINE_CHARS:
+        # bytes exceed the limit; code points may not
+        if len(PyBytes_FromStringAndSize(o.buf, o.len).decode("utf-8")) > MAX_LINE_CHARS:
+            return 0
+    out_write(o, "\n", 1)
+    return 1
+
+
+cdef int write_summary(Out *o, object mn, object mx, object sm, object cnt) except -1:
+    out_write(o, " gauge,min=", 11)
+    if not write_number(o, mn):
+        return 0
+    out_write(o, ",max=", 5)
+    if not write_number(o, mx):
+        return 0
+    out_write(o, ",sum=", 5)
+    if not write_number(o, sm):
+        return 0
+    out_write(o, ",count=", 7)
+    if not write_uint(o, cnt):
+        return 0
+    if not summary_ok(float(mn), float(mx), float(sm), <int64_t>cnt):
+        return 0
+    return 1
+
+
+cdef int write_payload(Out *o, int kind, object a, object b, object c, object d) except -1:
+    if kind == K_GAUGE:
+        return out_write(o, " gauge,", 7) and write_number(o, a)
+    if kind == K_COUNT:
+        return out_write(o, " count,delta=", 13) and write_number(o, a)
+    return write_summary(o, a, b, c, d)
+
+
+cdef int write_record(Out *o, object record) except -1:
+    """Mirrors _record_line for a Metric (Metadata goes through the reference)."""
+    cdef tuple t
+    # A Metric of another length (tuple.__new__, a crafted pickle) is not
+    # indexed unchecked here: the reference raises its IndexError.
+    if type(record) is Metric and len(<tuple>record) == 9:
+        t = <tuple>record
+        if not write_head(o, t[0], _materialize(t[1])):
+            return 0
+        kind = t[2]
+        if not write_payload(o, K_GAUGE if kind == KIND_GAUGE else
+                             (K_COUNT if kind == KIND_COUNT else K_SUMMARY),
+                             t[3] if kind == KIND_GAUGE or kind == KIND_COUNT else t[4],
+                             t[5], t[6], t[7]):
+            return 0
+        return finish(o, t[8])
+    if type(record) is Metadata:
+        line = _py._metadata_line(record[0], record[1], record[2]).encode("utf-8")
+        out_write(o, line, len(line))
+        return 1
+    return 0
+
+
+cdef int try_record(Out *o, object record) except -1:
+    """write_record, with any Exception meaning "let the reference diagnose"."""
+    try:
+        return write_record(o, record)
+    except Exception:
+        return 0
+
+
 cdef class Encoder:
     """A reusable buffer of encoded lines for hot loops.
 
@@ -1247,15 +1609,17 @@ cdef class Encoder:
             self._ref_log = _py.Encoder().normalizations
         return self._ref_log
 
-    cdef int _via_ref(self, object call, tuple args) except -1:
-        """Let the reference encoder (with this encoder's options) write the line."""
-        call(*args)  # an error propagates; our buffer is untouched
-        line = self._ref.getvalue()
-        n = self._ref.lines
-        self._ref.clear()
-        if n:
-            self._write(line, len(line))
-            self._lines += n
+    cdef int _via_ref(self, object method, tuple args) except -1:
+        """Let the reference encoder (with this encoder's options) write the line.
+
+        It writes into a sibling of its own, private to this call, so calls
+        from several threads never share the reference's buffer.
+        """
+        sibling = self._ref._sibling()
+        getattr(sibling, method)(*args)  # an error propagates; our buffer is untouched
+        line = sibling.getvalue()
+        if line:
+            self._append(line, len(line), sibling.lines)
         return 1
 
     cdef bint _c_path(self, object dimensions):
@@ -1267,248 +1631,22 @@ cdef class Encoder:
     def __dealloc__(self):
         PyMem_Free(self._buf)
 
-    cdef int _reserve(self, Py_ssize_t extra) except -1:
+    cdef int _append(self, const char *s, Py_ssize_t n, Py_ssize_t lines) except -1:
+        """Append finished lines in one step (no Python code runs in here)."""
         cdef Py_ssize_t cap = self._cap
         cdef char *nb
-        if self._len + extra <= cap:
-            return 0
-        while cap < self._len + extra:
-            cap *= 2
-        nb = <char *>PyMem_Realloc(self._buf, cap)
-        if nb == NULL:
-            raise MemoryError()
-        self._buf = nb
-        self._cap = cap
-        return 0
-
-    cdef int _write(self, const char *s, Py_ssize_t n) except -1:
-        if self._len + n > self._cap:
-            self._reserve(n)
+        if self._len + n > cap:
+            while cap < self._len + n:
+                cap *= 2
+            nb = <char *>PyMem_Realloc(self._buf, cap)
+            if nb == NULL:
+                raise MemoryError()
+            self._buf = nb
+            self._cap = cap
         memcpy(self._buf + self._len, s, n)
         self._len += n
-        return 1
-
-    cdef int _write_head(self, object key, object dims) except -1:
-        """Mirrors _head: 1 when written, 0 when the reference must diagnose."""
-        cdef Py_ssize_t n, pos = 0, count = 0
-        cdef const char *s
-        cdef const uint8_t *u
-        cdef PyObject *pk
-        cdef PyObject *pv
-        if not isinstance(key, str):
-            return 0
-        s = PyUnicode_AsUTF8AndSize(key, &n)
-        u = <const uint8_t *>s
-        if not metric_key_ok(u, n):
-            return 0
-        self._write(s, n)
-        if not dims:
-            return 1
-        if type(dims) is dict:
-            # PyDict_Next: no (key, value) tuple per item, so no allocation
-            # and no collector pressure on the hot path.
-            while PyDict_Next(dims, &pos, &pk, &pv):
-                count += 1
-                if not self._write_dimension(<object>pk, <object>pv):
-                    return 0
-        elif type(dims) is tuple or type(dims) is list:
-            for pair in dims:
-                if type(pair) is tuple and len(<tuple>pair) == 2:
-                    count += 1
-                    if not self._write_dimension((<tuple>pair)[0], (<tuple>pair)[1]):
-                        return 0
-                else:
-                    k, v = pair
-                    count += 1
-                    if not self._write_dimension(k, v):
-                        return 0
-        else:
-            for pair in (dims.items() if hasattr(dims, "items") else dims):
-                k, v = pair
-                count += 1
-                if not self._write_dimension(k, v):
-                    return 0
-        if count > MAX_DIMENSIONS:
-            return 0
-        return 1
-
-    cdef int _write_dimension(self, object k, object v) except -1:
-        """``,key=escaped-value`` (mirrors _dimension_segment)."""
-        cdef Py_ssize_t kn, vn, i, start
-        cdef const char *ks
-        cdef const char *vs
-        cdef const uint8_t *u
-        cdef uint8_t c
-        cdef char *o
-        if not isinstance(k, str) or not isinstance(v, str):
-            return 0
-        ks = PyUnicode_AsUTF8AndSize(k, &kn)
-        if not dimension_key_ok(<const uint8_t *>ks, kn):
-            return 0
-        if PyUnicode_GET_LENGTH(v) > MAX_DIMENSION_VALUE:
-            return 0
-        vs = PyUnicode_AsUTF8AndSize(v, &vn)  # lone surrogates raise: the reference reports
-        # worst case every byte escaped: "," key "=" 2*value
-        if self._len + kn + 2 + 2 * vn > self._cap:
-            self._reserve(kn + 2 + 2 * vn)
-        o = self._buf + self._len
-        o[0] = 44
-        memcpy(o + 1, ks, kn)
-        o[kn + 1] = 61
-        o += kn + 2
-        u = <const uint8_t *>vs
-        i = 0
-        while i < vn:
-            start = i
-            while i < vn and (CLS[u[i]] & C_BARE_PLAIN or (u[i] >= 128 and not self._ascii_only)):
-                i += 1
-            memcpy(o, u + start, i - start)
-            o += i - start
-            if i >= vn:
-                break
-            c = u[i]
-            if is_control(c) or c >= 128:  # >= 128 only with options: normalization may change it
-                return 0
-            o[0] = 92  # , = SP \ " get a backslash
-            o[1] = <char>c
-            o += 2
-            i += 1
-        self._len = o - self._buf
-        return 1
-
-    cdef int _write_number(self, object x) except -1:
-        """Mirrors _format_number: shortest round trip, ``1.0E20`` exponents."""
-        cdef double v
-        cdef char tmp[40]
-        cdef char *r
-        cdef Py_ssize_t n, e, i
-        cdef bint dot = False
-        if type(x) is float:
-            v = PyFloat_AS_DOUBLE(x)
-        elif isinstance(x, (int, float)) and type(x) is not bool:
-            try:
-                v = float(x)
-            except OverflowError:
-                return 0
-        else:
-            return 0
-        if isinf(v) or isnan(v):
-            return 0
-        n = format_simple(v, tmp)
-        if n > 0:
-            self._write(tmp, n)
-            return 1
-        r = PyOS_double_to_string(v, b'r', 0, 0, NULL)
-        try:
-            n = 0
-            e = -1
-            while r[n] != 0:
-                if r[n] == 101:
-                    e = n
-                elif r[n] == 46:
-                    dot = True
-                n += 1
-            if e < 0:
-                self._write(r, n)
-            else:
-                self._write(r, e)
-                if not dot:
-                    self._write(".0", 2)
-                self._write("E", 1)
-                i = e + 1
-                if r[i] == 43:
-                    i += 1
-                self._write(r + i, n - i)
-        finally:
-            PyMem_Free(r)
-        return 1
-
-    cdef int _write_uint(self, object x) except -1:
-        """Mirrors _check_int: an int (not bool) in 0..2**63-1, as decimal."""
-        cdef char tmp[24]
-        cdef int k = 24
-        cdef uint64_t v
-        cdef int overflow = 0
-        cdef long long sv
-        if type(x) is bool or not isinstance(x, int):
-            return 0
-        sv = PyLong_AsLongLongAndOverflow(x, &overflow)
-        if overflow or sv < 0:
-            return 0
-        v = <uint64_t>sv
-        while True:
-            k -= 1
-            tmp[k] = <char>(48 + v % 10)
-            v //= 10
-            if v == 0:
-                break
-        self._write(tmp + k, 24 - k)
-        return 1
-
-    cdef int _finish(self, Py_ssize_t mark, object timestamp) except -1:
-        """Mirrors _finish: timestamp, LF and the 50,000-character limit."""
-        cdef Py_ssize_t n
-        if timestamp is not None:
-            self._write(" ", 1)
-            if not self._write_uint(timestamp):
-                return 0
-        n = self._len - mark
-        if n > MAX_LINE_CHARS:
-            # bytes exceed the limit; code points may not
-            if len(PyBytes_FromStringAndSize(self._buf + mark, n).decode("utf-8")) \
-                    > MAX_LINE_CHARS:
-                return 0
-        self._write("\n", 1)
-        self._lines += 1
-        return 1
-
-    cdef int _write_record(self, object record) except -1:
-        """Mirrors _record_line for a Metric (Metadata goes through the reference)."""
-        cdef Py_ssize_t mark = self._len
-        cdef tuple t
-        # A Metric of another length (tuple.__new__, a crafted pickle) is not
-        # indexed unchecked here: the reference raises its IndexError.
-        if type(record) is Metric and len(<tuple>record) == 9:
-            t = <tuple>record
-            if not self._write_head(t[0], _materialize(t[1])):
-                return 0
-            kind = t[2]
-            if not self._payload(K_GAUGE if kind == KIND_GAUGE else
-                                 (K_COUNT if kind == KIND_COUNT else K_SUMMARY),
-                                 t[3] if kind == KIND_GAUGE or kind == KIND_COUNT else t[4],
-                                 t[5], t[6], t[7]):
-                return 0
-            return self._finish(mark, t[8])
-        if type(record) is Metadata:
-            line = _py._metadata_line(record[0], record[1], record[2]).encode("utf-8")
-            self._write(line, len(line))
-            self._lines += 1
-            return 1
+        self._lines += lines
         return 0
-
-    cdef int _summary(self, object mn, object mx, object sm, object cnt) except -1:
-        self._write(" gauge,min=", 11)
-        if not self._write_number(mn):
-            return 0
-        self._write(",max=", 5)
-        if not self._write_number(mx):
-            return 0
-        self._write(",sum=", 5)
-        if not self._write_number(sm):
-            return 0
-        self._write(",count=", 7)
-        if not self._write_uint(cnt):
-            return 0
-        if not summary_ok(float(mn), float(mx), float(sm), <int64_t>cnt):
-            return 0
-        return 1
-
-    cdef int _payload(self, int kind, object a, object b, object c, object d) except -1:
-        if kind == K_GAUGE:
-            return self._write(" gauge,", 7) and self._write_number(a)
-        if kind == K_COUNT:
-            return self._write(" count,delta=", 13) and self._write_number(a)
-        return self._summary(a, b, c, d)
 
     cdef int _point(self, int kind, object key, object a, object b, object c, object d,
                     object dimensions, object timestamp) except -1:
@@ -1517,31 +1655,31 @@ cdef class Encoder:
         The C path writes it when it can; otherwise the reference encoder does
         (with this encoder's options) or, for a plain encoder, names the error.
         """
-        cdef Py_ssize_t mark = self._len
+        cdef Out o
         if self._c_path(dimensions):
             dimensions = _materialize(dimensions)
+            out_init(&o, self._ascii_only)
             try:
-                ok = self._write_head(key, dimensions) and self._payload(kind, a, b, c, d) \
-                    and self._finish(mark, timestamp)
-            except Exception:
-                ok = False  # e.g. a malformed pair: the reference names the error
-            except BaseException:
-                self._len = mark
-                raise
-            if ok:
-                return 1
-            self._len = mark
-        ref = self._ref if self._ref is not None else _py.Encoder()
+                try:
+                    ok = write_head(&o, key, dimensions) and write_payload(&o, kind, a, b, c, d) \
+                        and finish(&o, timestamp)
+                except Exception:
+                    ok = False  # e.g. a malformed pair: the reference names the error
+                if ok:
+                    self._append(o.buf, o.len, 1)
+                    return 1
+            finally:
+                out_free(&o)
         if kind == K_GAUGE:
-            call, args = ref.gauge, (key, a, dimensions, timestamp)
+            method, args = "gauge", (key, a, dimensions, timestamp)
         elif kind == K_COUNT:
-            call, args = ref.count, (key, a, dimensions, timestamp)
+            method, args = "count", (key, a, dimensions, timestamp)
         else:
-            call, args = ref.summary, (key, a, b, c, d, dimensions, timestamp)
+            method, args = "summary", (key, a, b, c, d, dimensions, timestamp)
         if self._ref is not None:
-            self._via_ref(call, args)
+            self._via_ref(method, args)
         else:
-            _py_fail(call, args)
+            _py_fail(getattr(_py.Encoder(), method), args)
         return 1
 
     def gauge(self, key, value, dimensions=None, timestamp=None):
@@ -1566,30 +1704,27 @@ cdef class Encoder:
         one must be given.
         """
         if self._ref is not None:
-            self._via_ref(self._ref.metadata, (key, metric_type, display_name, description, unit))
+            self._via_ref("metadata", (key, metric_type, display_name, description, unit))
             return
         tmp = _py.Encoder()
         tmp.metadata(key, metric_type, display_name, description, unit)
         line = tmp.getvalue()
-        self._write(line, len(line))
-        self._lines += 1
+        self._append(line, len(line), 1)
 
     def add(self, record):
         """Append a :class:`~dtproto.Metric` or :class:`~dtproto.Metadata`."""
-        cdef Py_ssize_t mark = self._len
+        cdef Out o
         if self._ref is not None:
-            self._via_ref(self._ref.add, (record,))
+            self._via_ref("add", (record,))
             return
+        out_init(&o, False)
         try:
-            ok = self._write_record(record)
-        except Exception:
-            ok = False
-        except BaseException:
-            self._len = mark
-            raise
-        if not ok:
-            self._len = mark
-            _py_fail(_py._record_line, (record,))
+            if try_record(&o, record):
+                self._append(o.buf, o.len, 1)
+                return
+        finally:
+            out_free(&o)
+        _py_fail(_py._record_line, (record,))
 
     def getvalue(self):
         """The encoded lines so far, as ``bytes``."""
@@ -1615,24 +1750,22 @@ cdef class Encoder:
 
 def encode(records):
     cdef Encoder enc = Encoder()
-    cdef Py_ssize_t index = 0, mark
-    for record in records:
-        mark = enc._len
-        try:
-            ok = enc._write_record(record)
-        except Exception:
-            ok = False
-        except BaseException:
-            enc._len = mark
-            raise
-        if not ok:
-            enc._len = mark
-            try:
-                _py_fail(_py._record_line, (record,))
-            except EncodeError as e:
-                e.record = index
-                raise
-        index += 1
+    cdef Py_ssize_t index = 0
+    cdef Out o
+    out_init(&o, False)
+    try:
+        for record in records:
+            o.len = 0
+            if not try_record(&o, record):
+                try:
+                    _py_fail(_py._record_line, (record,))
+                except EncodeError as e:
+                    e.record = index
+                    raise
+            enc._append(o.buf, o.len, 1)
+            index += 1
+    finally:
+        out_free(&o)
     return enc.getvalue()
 
 

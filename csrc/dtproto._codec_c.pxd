@@ -25,6 +25,7 @@ cdef struct LineScan:
     int64_t cnt
     int has_ts
     int64_t ts
+    uint64_t head_hash    # hash of the head when scan_data stored it in the cache
 
 
 cdef struct HeadEntry:
@@ -37,7 +38,7 @@ cdef struct HeadEntry:
 
 
 cdef class Encoder:
-    cdef char *_buf       # PyMem buffer, grows geometrically
+    cdef char *_buf       # PyMem buffer of finished lines, grows geometrically
     cdef Py_ssize_t _len  # bytes in use
     cdef Py_ssize_t _cap  # bytes allocated
     cdef Py_ssize_t _lines
@@ -45,17 +46,8 @@ cdef class Encoder:
     cdef object _ref_log  # empty NormalizationLog of a plain encoder (lazily)
     cdef bint _ascii_only # with options: non-ASCII values go to the reference
     cdef bint _fastnorm   # normalize only: input it leaves unchanged takes the C path
-    cdef int _via_ref(self, object call, tuple args) except -1
-    cdef int _payload(self, int kind, object a, object b, object c, object d) except -1
+    cdef int _via_ref(self, object method, tuple args) except -1
     cdef int _point(self, int kind, object key, object a, object b, object c, object d,
                     object dimensions, object timestamp) except -1
     cdef bint _c_path(self, object dimensions)
-    cdef int _reserve(self, Py_ssize_t extra) except -1
-    cdef int _write(self, const char *s, Py_ssize_t n) except -1
-    cdef int _write_head(self, object key, object dims) except -1
-    cdef int _write_dimension(self, object k, object v) except -1
-    cdef int _write_number(self, object x) except -1
-    cdef int _write_uint(self, object x) except -1
-    cdef int _finish(self, Py_ssize_t mark, object timestamp) except -1
-    cdef int _write_record(self, object record) except -1
-    cdef int _summary(self, object mn, object mx, object sm, object cnt) except -1
+    cdef int _append(self, const char *s, Py_ssize_t n, Py_ssize_t lines) except -1

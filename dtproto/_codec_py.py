@@ -1361,6 +1361,19 @@ class Encoder:
             self._opts = _Options(prefix, default_dimensions, static_dimensions, normalize,
                                   oneagent_enrichment)
 
+    def _sibling(self) -> "Encoder":
+        """An empty encoder sharing this one's options (and normalization log).
+
+        The Cython core lets the reference write a line with options into a
+        sibling private to that call: concurrent calls never share a buffer.
+        """
+        sibling = Encoder.__new__(Encoder)
+        sibling._buf = bytearray()
+        sibling._lines = 0
+        sibling._opts = self._opts
+        sibling._log = None
+        return sibling
+
     @property
     def normalizations(self) -> Any:
         """The :class:`~dtproto.normalize.NormalizationLog` of this encoder (changes made)."""
