@@ -1557,12 +1557,12 @@ cdef class Encoder:
     """A reusable buffer of encoded lines for hot loops.
 
     Every method validates its input like the decoder would and appends one
-    canonical line (PROTOCOL.md §13) terminated by LF.  A call that raises
+    canonical line (docs/protocol.md §13) terminated by LF.  A call that raises
     :class:`~dtproto.EncodeError` leaves the buffer exactly as it was.
 
     ``dimensions`` accept a mapping or an iterable of ``(key, value)`` pairs.
 
-    Options (all off by default; see PROTOCOL.md §12):
+    Options (all off by default; see docs/protocol.md §12):
 
     * ``prefix``: joined to every metric key with ``.``.
     * ``default_dimensions`` / ``static_dimensions``: merged into every line
@@ -1769,6 +1769,6 @@ def encode(records):
     return enc.getvalue()
 
 
-# Docstrings live once, in the reference (STYLE §7); the parity test checks them.
+# Docstrings live once, in the reference; the parity test checks them.
 for _name in ("decode", "iter_decode", "validate", "encode"):
     globals()[_name].__doc__ = getattr(_py, _name).__doc__

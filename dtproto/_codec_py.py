@@ -817,7 +817,7 @@ def _iter_records(source: Any, now_ms: Optional[int], skip: bool) -> Iterator[Re
 
 
 def classic_key(key: str, kind: str) -> str:
-    """The key Metrics Classic stores a data point under (PROTOCOL.md §4.1).
+    """The key Metrics Classic stores a data point under (docs/protocol.md §4.1).
 
     ``count`` data points get ``.count`` appended unless the key already ends
     with it; gauges and summaries whose key ends with ``.count`` get
@@ -917,7 +917,7 @@ def validate(
 
 
 # ---------------------------------------------------------------------------
-# Encoding (PROTOCOL.md §13: the canonical strict form).
+# Encoding (docs/protocol.md §13: the canonical strict form).
 # ---------------------------------------------------------------------------
 
 _ESCAPE_TABLE = str.maketrans({c: "\\" + c for c in ',= \\"'})
@@ -1148,7 +1148,7 @@ class _Options:
     normalization have one definition.
 
     * The prefix is joined with ``.``; with ``normalize`` the joined key is
-      normalized as a whole (PROTOCOL.md §12.1 step 6).
+      normalized as a whole (docs/protocol.md §12.1 step 6).
     * Dimension precedence: default < per line < static (OneAgent metadata
       joins the static ones), decided after key normalization; the 50-dimension
       limit is counted after merging.
@@ -1329,12 +1329,12 @@ class Encoder:
     """A reusable buffer of encoded lines for hot loops.
 
     Every method validates its input like the decoder would and appends one
-    canonical line (PROTOCOL.md §13) terminated by LF.  A call that raises
+    canonical line (docs/protocol.md §13) terminated by LF.  A call that raises
     :class:`~dtproto.EncodeError` leaves the buffer exactly as it was.
 
     ``dimensions`` accept a mapping or an iterable of ``(key, value)`` pairs.
 
-    Options (all off by default; see PROTOCOL.md §12):
+    Options (all off by default; see docs/protocol.md §12):
 
     * ``prefix``: joined to every metric key with ``.``.
     * ``default_dimensions`` / ``static_dimensions``: merged into every line

@@ -1,4 +1,4 @@
-"""Limits and character classes of the strict profile (PROTOCOL.md §2–§9, §11).
+"""Limits and character classes of the strict profile (docs/protocol.md §2–§9, §11).
 
 Imported by the pure-Python reference *and* the Cython core: every limit and
 character class lives here once, so the two implementations cannot drift.
@@ -6,7 +6,7 @@ character class lives here once, so the two implementations cannot drift.
 
 from __future__ import annotations
 
-# --- limits (PROTOCOL.md §11) ---------------------------------------------------
+# --- limits (docs/protocol.md §11) ---------------------------------------------------
 MAX_LINE_CHARS = 50_000          # §2, [A-24]: code points, excluding the terminator
 MIN_METRIC_KEY = 3               # §4, [A-3]
 MAX_METRIC_KEY = 255             # §4, [A-1]
@@ -31,7 +31,7 @@ RESPONSE_MAX_ERRORS = 10         # §10.3: "First 10 errors reported"
 # line is too long and can stop buffering it.
 MAX_LINE_BYTES = MAX_LINE_CHARS * 4 + 1
 
-# --- character classes (PROTOCOL.md §3) -------------------------------------------
+# --- character classes (docs/protocol.md §3) -------------------------------------------
 ALPHA = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 LOWER = "abcdefghijklmnopqrstuvwxyz"
 DIGITS = "0123456789"
@@ -75,5 +75,5 @@ COUNT_SUFFIX = ".count"
 GAUGE_SUFFIX = ".gauge"
 CHANGED_KEY_WARNING = "metric key '%s' changed to '%s'"
 
-# --- environment switches (STYLE §2) -------------------------------------------------
+# --- environment switches -------------------------------------------------
 TRUE_WORDS = frozenset(["1", "true", "yes", "on"])

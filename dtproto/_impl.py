@@ -1,6 +1,6 @@
 """The one place that chooses between the Cython core and the pure-Python code.
 
-Order (STYLE.md §3):
+Order:
 
 1. ``DTPROTO_NO_EXTENSIONS`` set to a true word, or not CPython → python;
 2. otherwise ``import dtproto._codec_c``; on ``ImportError`` → python, keeping

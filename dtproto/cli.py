@@ -8,7 +8,7 @@ Commands::
     dtproto bench                     codec throughput on a seeded corpus
     dtproto --version                 "dtproto 0.1.0 (cython)"
 
-Conventions (USERS.md §3.1): ``-`` reads stdin; a FILE whose content is
+Conventions: ``-`` reads stdin; a FILE whose content is
 gzip-compressed is read transparently; results go to stdout, diagnostics,
 timings and the progress bar (only when stderr is a terminal) to stderr.
 Exit codes: 0 all good, 1 invalid lines or rejected data, 2 usage or I/O

@@ -1,6 +1,6 @@
 """Normalization of arbitrary names and values into ones the server accepts.
 
-This is what a *serializer* does to user input (PROTOCOL.md §12); the decoder
+This is what a *serializer* does to user input (docs/protocol.md §12); the decoder
 never normalizes, it validates.  The rules follow the Java
 dynatrace-metric-utils 2.5 normalizer (the reference of §12: single pass,
 only the first character of a section is replaced, limits 255/100/255), with
@@ -214,7 +214,7 @@ def _usable_metric_key(key: str) -> bool:
 
 @_memoized
 def normalize_metric_key(key: str) -> Optional[str]:
-    """Normalize a metric key (PROTOCOL.md §12.1, Java 2.5 rules).
+    """Normalize a metric key (docs/protocol.md §12.1, Java 2.5 rules).
 
     * The first 255 characters are kept (Java counts UTF-16 units; this only
       matters for supplementary characters, which are invalid anyway).
@@ -257,7 +257,7 @@ def _simple_lower(ch: str) -> str:
 
 @_memoized
 def normalize_dimension_key(key: str) -> Optional[str]:
-    """Normalize a dimension key (PROTOCOL.md §12.2, Java 2.5 rules).
+    """Normalize a dimension key (docs/protocol.md §12.2, Java 2.5 rules).
 
     The first 100 characters (UTF-16 units, as in Java) are lowercased per
     code point (simple case mapping, so ``İ`` -> ``i``), empty sections vanish
@@ -324,7 +324,7 @@ def _replace_invalid_runs(s: str) -> str:
 
 @_memoized
 def normalize_dimension_value(value: str) -> str:
-    """Normalize a dimension value to its *logical* form (PROTOCOL.md §12.3).
+    """Normalize a dimension value to its *logical* form (docs/protocol.md §12.3).
 
     Each run of invalid characters (Unicode category C as Java defines it:
     Cc, Cf, Co, Cs, unassigned, plus Zl and Zp; this includes every control

@@ -60,7 +60,7 @@ class ValidationReport:
         return self.lines_invalid == 0
 
     def to_response(self) -> Dict[str, Any]:
-        """The ValidationResponse JSON object the ingest API answers (PROTOCOL.md §10.3).
+        """The ValidationResponse JSON object the ingest API answers (docs/protocol.md §10.3).
 
         ``invalidLines`` is capped at 10 entries as the server does ("First 10
         errors reported"); an empty body answers ``empty request``.

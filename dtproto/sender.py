@@ -1,4 +1,4 @@
-"""A thin, streaming HTTP sender for ``POST /api/v2/metrics/ingest`` (PROTOCOL.md §10).
+"""A thin, streaming HTTP sender for ``POST /api/v2/metrics/ingest`` (docs/protocol.md §10).
 
 Pure Python on the standard library (``http.client``); no runtime dependency.
 
@@ -12,7 +12,7 @@ What it guarantees:
 * **Line numbers.** Every line the server rejects or warns about is reported
   with its line number in *your* input (1-based).  The server numbers lines
   1-based within each request body, counting blank and metadata lines
-  (PROTOCOL.md §10.3); the sender forwards blank lines unchanged, so the
+  (docs/protocol.md §10.3); the sender forwards blank lines unchanged, so the
   mapping is ``input_line = first_line_of_chunk + server_line - 1``.
 * **Oversized lines.** A line whose bytes plus its newline exceed
   ``max_bytes`` can never be delivered: it is reported as rejected by the
@@ -105,7 +105,7 @@ ONEAGENT_PATH = "/metrics/ingest"
 ONEAGENT_PORT = 14499
 """Default port of the OneAgent local ingest API."""
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-"""HTTP statuses that are retried (USERS.md §6, the gcp-monitor set)."""
+"""HTTP statuses that are retried (docs/protocol.md §10.4)."""
 
 # How much input is read (or sliced) at a time.  Big enough that the per-block
 # Python overhead vanishes, small enough to keep memory bounded.

@@ -1,4 +1,4 @@
-"""A local metric ingest endpoint that answers like the real API (PROTOCOL.md §10).
+"""A local metric ingest endpoint that answers like the real API (docs/protocol.md §10).
 
 Use it to test pipelines offline, or in your own tests::
 
