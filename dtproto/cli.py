@@ -1301,8 +1301,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _version_text() -> str:
     from . import IMPLEMENTATION, __version__
+    from ._impl import extension_error
 
-    return "dtproto %s (%s)" % (__version__, IMPLEMENTATION)
+    text = "dtproto %s (%s)" % (__version__, IMPLEMENTATION)
+    why = extension_error()  # None when the Cython core is loaded
+    return text if why is None else "%s\nwhy not cython: %s" % (text, why)
 
 
 class _VersionAction(argparse.Action):
