@@ -70,13 +70,17 @@ def test_version() -> None:
     p = run("--version")
     assert p.returncode == 0
     expected = "dtproto %s (%s)\n" % (dtproto.__version__, dtproto.IMPLEMENTATION)
+    if dtproto.IMPLEMENTATION == "python":  # and a second line says why
+        expected += "why not cython: %s\n" % dtproto._impl.extension_error()
     assert p.stdout.decode() == expected
 
 
 def test_version_without_extensions() -> None:
     # REQUIRE (set by CI for the Cython run) would forbid the forced fallback.
     p = run("--version", env={"DTPROTO_NO_EXTENSIONS": "1", "DTPROTO_REQUIRE_EXTENSIONS": ""})
-    assert p.stdout.decode() == "dtproto %s (python)\n" % dtproto.__version__
+    assert p.stdout.decode() == (
+        "dtproto %s (python)\nwhy not cython: disabled by DTPROTO_NO_EXTENSIONS\n"
+        % dtproto.__version__)
 
 
 def test_startup_imports_nothing_heavy() -> None:
