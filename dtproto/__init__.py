@@ -8,7 +8,7 @@ is loaded (``"cython"`` or ``"python"``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, List
 
 from ._impl import IMPLEMENTATION, codec as _codec
 from .errors import DecodeError, DtprotoError, EncodeError, ErrorCode, SendError
@@ -45,7 +45,38 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):  # PEP 562
+if TYPE_CHECKING:  # the lazy names, for type checkers (keep in step with _LAZY; a test checks)
+    from .normalize import (
+        Normalization,
+        NormalizationLog,
+        is_usable_metric_key,
+        normalize_description,
+        normalize_dimension_key,
+        normalize_dimension_value,
+        normalize_display_name,
+        normalize_metric_key,
+        normalize_prefixed_key,
+        normalize_unit,
+        read_oneagent_metadata,
+    )
+    from .sender import (
+        AuthenticationError,
+        ConfigurationError,
+        DeliveryError,
+        EndpointNotFoundError,
+        InvalidLine,
+        MissingScopeError,
+        PayloadTooLargeError,
+        RequestInfo,
+        Sender,
+        SendResult,
+        Undelivered,
+        WarnedLine,
+        ingest_url,
+    )
+
+
+def __getattr__(name: str) -> Any:  # PEP 562
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError("module 'dtproto' has no attribute %r" % (name,))
@@ -54,6 +85,11 @@ def __getattr__(name: str):  # PEP 562
     value = getattr(importlib.import_module("dtproto." + module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> List[str]:
+    """The module's names, the lazily imported ones included (``dir(dtproto)``)."""
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
