@@ -60,8 +60,9 @@ def impl(request: pytest.FixtureRequest):
     available = _impl.available_implementations()
     if request.param not in available:
         pytest.fail(
-            "the Cython core is not importable (%s); build it (pip install .) or run "
-            "with DTPROTO_NO_EXTENSIONS=1" % _impl.extension_error()
+            "the Cython core is not importable: %s. Build it (pip install ., then run the "
+            "installed pytest, or pip install -e .), or run with DTPROTO_NO_EXTENSIONS=1"
+            % _impl.extension_error()
         )
     return available[request.param]
 
