@@ -77,3 +77,9 @@ CHANGED_KEY_WARNING = "metric key '%s' changed to '%s'"
 
 # --- environment switches -------------------------------------------------
 TRUE_WORDS = frozenset(["1", "true", "yes", "on"])
+
+# --- blank lines (docs/protocol.md §2) ------------------------------------------
+# A line is blank when, after the one CR before its LF is removed, it is empty
+# or holds only these characters.  Any other whitespace (VT, FF, NBSP, ...)
+# does not make a line blank: it is judged like any other line (and fails).
+BLANK_CHARS = " \t"

@@ -179,19 +179,26 @@ class _EscapeLogs:
     """A logging filter: the message escaped like everything else printed (a
     server's text can end up in the library's log messages)."""
 
+    def __init__(self, rewrite: Optional[Callable[[str], str]] = None) -> None:
+        self.rewrite = rewrite
+
     def filter(self, record: Any) -> bool:
-        record.msg, record.args = _printable(record.getMessage()), None
+        text = record.getMessage()
+        if self.rewrite is not None:
+            text = self.rewrite(text)
+        record.msg, record.args = _printable(text), None
         return True
 
 
-def _log_to_stderr() -> None:
-    """Log the library's warnings (sender, server) to stderr as "dtproto: ..."."""
+def _log_to_stderr(rewrite: Optional[Callable[[str], str]] = None) -> None:
+    """Log the library's warnings (sender, server) to stderr as "dtproto: ...";
+    ``rewrite`` adapts their text (e.g. Python parameter names to CLI flags)."""
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="dtproto: %(message)s")
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _EscapeLogs) for f in handler.filters):
-            handler.addFilter(_EscapeLogs())
+            handler.addFilter(_EscapeLogs(rewrite))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -802,8 +809,34 @@ def _read_token(args: argparse.Namespace) -> Optional[str]:
         if not token:
             raise UsageError("the token file %s is empty" % args.token_file)
         return token
-    token = os.environ.get("DT_API_TOKEN", "").strip()
-    return token or None
+    from .sender import env_settings
+
+    return env_settings()[1]
+
+
+# Python parameters that sender messages name, and the flags that set them here.
+_CLI_WORDS = (
+    ("pass token=None", "give no token (no --token-file, DT_API_TOKEN unset)"),
+    ("pass the API token as token=", "pass the API token with --token-file or DT_API_TOKEN"),
+    ("pass it as token=", "pass it with --token-file or DT_API_TOKEN"),
+    ("pass allow_insecure=True", "pass --allow-insecure"),
+    ("(allow_insecure=True)", "(--allow-insecure)"),
+    ("lower max_bytes", "lower --max-bytes"),
+    ("below max_bytes=", "below --max-bytes "),
+    ("> max_bytes ", "> --max-bytes "),
+    ("(retry_ambiguous=False)", "(--retry-ambiguous not given)"),
+    ("read_timeout=", "--timeout "),
+    ("pass verify='/path/to/ca.pem'", "pass --ca-file FILE"),
+    ("or proxy=False", "or --no-proxy"),
+    ("Sender(url, token, ...)", "--url"),
+)
+
+
+def _cli_text(text: str) -> str:
+    """A library message with its Python parameter names replaced by CLI flags."""
+    for python, flag in _CLI_WORDS:
+        text = text.replace(python, flag)
+    return text
 
 
 class _Feed:
@@ -829,6 +862,8 @@ class _Feed:
         self.error: Optional[UsageError] = None
         #: Newlines handed out: complete lines read so far.
         self.lines = 0
+        #: The input ended with a line without a newline (handed out last).
+        self.partial = False
 
     def read(self, n: int = _BLOCK) -> bytes:
         while not self._done:
@@ -843,6 +878,7 @@ class _Feed:
             if not data:
                 self._done = True
                 out, self._tail = self._tail, b""
+                self.partial = bool(out)
                 return out
             i = data.rfind(b"\n")
             if i < 0:
@@ -869,7 +905,7 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
     from . import validate
     # The sender's own chunker: a dry run must show exactly the chunks that
     # ``send`` would make, and a second implementation here could drift.
-    from .sender import _chunk_stream
+    from .sender import _chunk_stream, only_blank_lines
 
     rc = EXIT_OK
     docs: List[Dict[str, Any]] = []
@@ -893,7 +929,7 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
             for item in _chunk_stream(blocks, 1, max_bytes, max_lines):
                 if hasattr(item, "body"):
                     body = item.body
-                    blank = not body.strip(b" \t\r\n\x0b\x0c")
+                    blank = only_blank_lines(body)
                     chunks.append({"first_line": item.first_line, "lines": item.lines,
                                    "bytes": len(body), "sent": not blank})
                     tally.add(validate(body, now_ms=args.now, max_errors=None,
@@ -949,12 +985,15 @@ def _result_doc(name: str, result: Any) -> Dict[str, Any]:
 
 
 def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: int,
-                verbose: bool, read_error: Optional[str] = None) -> None:
+                verbose: bool, read_error: Optional[str] = None,
+                never_sent: Optional[int] = None) -> None:
     out = sys.stdout
     name = _printable(name)
-    out.write("%s -> %s: %s, %s\n" % (name, _printable(url),
-                                      _plural(len(result.requests), "request"),
-                                      _plural(result.bytes_sent, "byte")))
+    unanswered = sum(1 for q in result.requests if q.status is None)
+    out.write("%s -> %s: %s%s, %s\n" % (
+        name, _printable(url), _plural(len(result.requests), "request"),
+        " (%s without an answer)" % _n(unanswered) if unanswered else "",
+        _plural(result.bytes_sent, "byte")))
     out.write("  %s ok, %s invalid, %s not delivered\n" % (
         _n(result.lines_ok), _n(result.lines_invalid), _n(result.lines_not_delivered)))
     if verbose:
@@ -980,6 +1019,14 @@ def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: i
             if u.ambiguous else "", _printable(u.reason)))
     if error and not result.undelivered:
         out.write("  send stopped: %s\n" % _printable(error))
+    if result.stopped_at is not None and read_error is None:
+        if never_sent is not None:
+            out.write("  %s never sent (lines %s-%s): the send stopped at the failure above\n"
+                      % (_plural(never_sent, "more line"), _n(result.stopped_at),
+                         _n(result.stopped_at + never_sent - 1)))
+        else:
+            out.write("  lines from %s on were never sent: the send stopped at the failure "
+                      "above\n" % _n(result.stopped_at))
     if read_error:
         out.write("  %s\n" % _printable(read_error))
 
@@ -996,31 +1043,48 @@ def _cmd_send(args: argparse.Namespace) -> int:
                 name, getattr(exc, "strerror", None) or exc)) from None
         if is_dir:
             raise UsageError("cannot open %s: Is a directory" % name)
-    if args.url is None and not args.dry_run:
-        raise UsageError("send needs --url (or --dry-run)")
-    _log_to_stderr()
     from . import sender as _sender
+
+    url = args.url
+    if url is None:
+        try:
+            url = _sender.env_settings()[0]     # DT_URL, as Sender.from_env() reads it
+        except ValueError as exc:
+            raise UsageError("invalid %s: %s" % (_sender.URL_ENV, exc)) from None
+    if url is None and not args.dry_run:
+        raise UsageError("send needs --url or %s (or --dry-run)" % _sender.URL_ENV)
+    _log_to_stderr(_cli_text)
 
     sender = None
     max_bytes, max_lines = args.max_bytes, args.max_lines
-    if args.url is not None:
+    if url is not None:
+        proxy: Any = True
+        if args.no_proxy:
+            proxy = False
+        elif args.proxy:
+            proxy = args.proxy
         try:
             sender = _sender.Sender(
-                _sender.ingest_url(args.url), _read_token(args), max_bytes=args.max_bytes,
+                _sender.ingest_url(url), _read_token(args), max_bytes=args.max_bytes,
                 max_lines=args.max_lines, gzip=args.gzip, retries=args.retries,
-                read_timeout=args.timeout, retry_ambiguous=args.retry_ambiguous)
+                read_timeout=args.timeout, retry_ambiguous=args.retry_ambiguous,
+                allow_insecure=args.allow_insecure, verify=args.ca_file or True, proxy=proxy)
         except _sender.ConfigurationError as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(_cli_text(str(exc))) from None
         except ValueError as exc:   # urllib.parse on a malformed URL ('http://[::1')
-            raise UsageError("invalid --url %r: %s" % (args.url, exc)) from None
+            raise UsageError("invalid --url %r: %s" % (url, exc)) from None
+        except OSError as exc:      # --ca-file cannot be read or holds no certificate
+            raise UsageError("cannot use --ca-file %s: %s" % (
+                args.ca_file, getattr(exc, "strerror", None) or exc)) from None
         max_bytes, max_lines = sender.max_bytes, sender.max_lines
     if args.dry_run:
         return _dry_run(args, names, max_bytes, max_lines)
     assert sender is not None
     rc = EXIT_OK
     docs: List[Dict[str, Any]] = []
+    skipped: List[str] = []
     with sender:
-        for name in names:
+        for k, name in enumerate(names):
             try:
                 inp = _Input(name)
             except UsageError as exc:
@@ -1032,11 +1096,14 @@ def _cmd_send(args: argparse.Namespace) -> int:
             progress = _Progress(inp.size, inp.name)
             feed = _Feed(inp, progress, max_bytes)
             error = None
+            never_sent: Optional[int] = None
             try:
                 result = sender.send(feed)
             except _sender.SendError as exc:
                 result = getattr(exc, "result", None) or _sender.SendResult()
-                error = str(exc)
+                error = _cli_text(str(exc))
+                if result.stopped_at is not None and feed.error is None:
+                    never_sent = _count_rest(feed, inp, result.stopped_at)
                 if isinstance(exc, (_sender.AuthenticationError, _sender.MissingScopeError)):
                     _err("the API token comes from --token-file or DT_API_TOKEN and needs "
                          "the metrics.ingest scope")
@@ -1061,26 +1128,51 @@ def _cmd_send(args: argparse.Namespace) -> int:
             if args.json:
                 doc = _result_doc(inp.name, result)
                 doc["error"] = error
+                doc["lines_never_sent"] = never_sent
                 if feed.error is not None:
                     doc["io_error"] = str(feed.error)
                     doc["lines_read"] = feed.lines
                 docs.append(doc)
             else:
                 _human_send(inp.name, sender.url, result, error, args.max_errors, args.verbose,
-                            read_error)
+                            read_error, never_sent)
             if error and not input_failed:
-                break   # the sender stops at an undeliverable chunk; so do we
+                # The sender stops at an undeliverable chunk; so do we, and say
+                # which files were not sent at all.
+                skipped = names[k + 1:]
+                break
+    if skipped:
+        _err("send stopped: %s not sent: %s" % (
+            _plural(len(skipped), "remaining file"),
+            ", ".join(_printable(_STDIN if n == "-" else n) for n in skipped)))
     if args.json:
-        _write_json({"url": sender.url, "files": docs}, sys.stdout)
+        _write_json({"url": sender.url, "files": docs,
+                     "skipped_files": [_STDIN if n == "-" else n for n in skipped]},
+                    sys.stdout)
     return rc
+
+
+def _count_rest(feed: "_Feed", inp: "_Input", stopped_at: int) -> Optional[int]:
+    """Lines of the input from ``stopped_at`` on (never sent), or ``None``
+    when that is unknown: standard input (it may never end) or a read error."""
+    if inp.path is None:
+        return None
+    try:
+        while feed.read(_BLOCK):
+            pass
+    except Exception:
+        return None
+    if feed.error is not None:
+        return None
+    lines = feed.lines + (1 if feed.partial else 0)
+    return max(lines - stopped_at + 1, 0)
 
 
 # --------------------------------------------------------------------------- serve
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import signal
-    import threading
+    import socket
 
     _log_to_stderr()
     from .server import IngestServer, parse_fault
@@ -1089,14 +1181,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         faults = [parse_fault(f) for f in args.fault]
     except ValueError as exc:
         raise UsageError("--fault: %s" % exc) from None
+    store = None
+    if args.store:
+        # Opened here, so that its failure is named as such (not as "cannot listen").
+        try:
+            store = open(args.store, "ab")
+        except OSError as exc:
+            raise UsageError("cannot open --store %s: %s" % (
+                _printable(args.store), exc.strerror or exc)) from None
     try:
         srv = IngestServer(
-            args.host, args.port, tokens=args.token or None, store=args.store, keep=False,
+            args.host, args.port, tokens=args.token or None, store=store, keep=False,
             faults=faults, seed=args.seed, now_ms=args.now,
             warnings_key="warningLines" if args.warning_lines else "changedMetricKeys")
-    except OSError as exc:
+    except (OSError, OverflowError, ValueError) as exc:
+        if store is not None:
+            store.close()
+        why = getattr(exc, "strerror", None) or exc
+        if isinstance(exc, socket.gaierror):
+            why = "unknown host (%s)" % why
         raise UsageError("cannot listen on %s:%d: %s" % (
-            args.host, args.port, exc.strerror or exc)) from None
+            _printable(args.host), args.port, why)) from None
+    try:
+        return _serve(args, srv)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _serve(args: argparse.Namespace, srv: Any) -> int:
+    import signal
+    import threading
+
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -1340,6 +1456,14 @@ def _count(text: str) -> int:
     return n
 
 
+def _port(text: str) -> int:
+    n = _count(text)
+    if n > 65535:
+        raise argparse.ArgumentTypeError("a TCP port is 0..65535 (0 picks a free one), not %d"
+                                         % n)
+    return n
+
+
 def _seconds(text: str) -> float:
     try:
         x = float(text)
@@ -1359,8 +1483,9 @@ def _now_arg(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dtproto`` command."""
+    # allow_abbrev=False everywhere: "--token x" must not silently mean "--token-file x".
     parser = argparse.ArgumentParser(
-        prog="dtproto",
+        prog="dtproto", allow_abbrev=False,
         description="Validate, send and serve Dynatrace metric ingestion lines; benchmark "
                     "the codec.",
         epilog="Exit codes: 0 all good, 1 invalid lines or rejected data, 2 usage or I/O error.",
@@ -1379,7 +1504,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="apply the timestamp window (now-1h .. now+10min) around TIME: "
                             "epoch ms, ISO 8601 (naive = UTC) or 'now'; default: no window")
 
-    p = sub.add_parser("validate", help="check files like the ingest API would, any size",
+    p = sub.add_parser("validate", allow_abbrev=False, help="check files like the ingest API would, any size",
                        description="Validate metric lines offline, streaming, with the rules "
                                    "of the ingest API.")
     add_inputs(p)
@@ -1400,13 +1525,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no timing line on stderr")
     p.set_defaults(func=_cmd_validate, parser=p)
 
-    p = sub.add_parser("send", help="send files to an ingest endpoint",
+    p = sub.add_parser("send", allow_abbrev=False, help="send files to an ingest endpoint",
                        description="Send metric lines in chunks of at most --max-bytes. The "
-                                   "API token comes from --token-file or DT_API_TOKEN.")
+                                   "URL comes from --url or DT_URL, the API token from "
+                                   "--token-file or DT_API_TOKEN. When a request fails for "
+                                   "good, the send stops: the lines never sent are counted "
+                                   "and the remaining FILEs are named as skipped.")
     add_inputs(p)
     p.add_argument("--url", metavar="URL",
                    help="ingest URL, or an environment base URL such as "
-                        "https://{env-id}.live.dynatrace.com (the API path is added)")
+                        "https://{env-id}.live.dynatrace.com (the API path is added); "
+                        "default: $DT_URL")
     p.add_argument("--token-file", metavar="FILE",
                    help="read the API token from FILE (default: $DT_API_TOKEN)")
     p.add_argument("--dry-run", action="store_true",
@@ -1424,6 +1553,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-ambiguous", action="store_true",
                    help="also retry after a timeout once the request was sent (may store "
                         "lines twice)")
+    p.add_argument("--allow-insecure", action="store_true",
+                   help="allow sending the token over plain http:// to a host that is not "
+                        "loopback (it travels in clear)")
+    p.add_argument("--ca-file", metavar="FILE",
+                   help="verify the server's TLS certificate with the CA bundle FILE (PEM), "
+                        "e.g. for a Managed cluster or ActiveGate with a private CA")
+    proxy = p.add_mutually_exclusive_group()
+    proxy.add_argument("--proxy", metavar="URL",
+                       help="send through this http:// proxy (default: HTTPS_PROXY/HTTP_PROXY "
+                            "and NO_PROXY from the environment)")
+    proxy.add_argument("--no-proxy", action="store_true",
+                       help="connect directly, ignoring proxy environment variables")
     p.add_argument("--max-errors", type=_count, default=100, metavar="N",
                    help="rejected lines and warnings shown per file (default 100; --json "
                         "lists all)")
@@ -1433,11 +1574,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="one line per request")
     p.set_defaults(func=_cmd_send, parser=p)
 
-    p = sub.add_parser("serve", help="run a local ingest endpoint until Ctrl-C",
+    p = sub.add_parser("serve", allow_abbrev=False, help="run a local ingest endpoint until Ctrl-C",
                        description="A local metric ingest endpoint that validates like the "
                                    "real API (dtproto.server.IngestServer).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_count, default=14499,
+    p.add_argument("--port", type=_port, default=14499,
                    help="TCP port (default 14499; 0 picks a free one)")
     p.add_argument("--token", action="append", default=[], metavar="T",
                    help="accepted API token (repeatable); without any, tokens are not checked")
@@ -1454,7 +1595,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="do not log each request")
     p.set_defaults(func=_cmd_serve, parser=p)
 
-    p = sub.add_parser("bench", help="codec throughput on a seeded corpus",
+    p = sub.add_parser("bench", allow_abbrev=False, help="codec throughput on a seeded corpus",
                        description="Decode/validate/encode throughput per implementation, "
                                    "and of peer libraries that are installed.")
     p.add_argument("--lines", type=_positive, default=100_000, metavar="N",

@@ -15,6 +15,13 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "SendError",
+    "ConfigurationError",
+    "AuthenticationError",
+    "MissingScopeError",
+    "EndpointNotFoundError",
+    "PayloadTooLargeError",
+    "DeliveryError",
+    "InputReadError",
     "ErrorCode",
     "reason_text",
 ]
@@ -289,15 +296,83 @@ class EncodeError(DtprotoError, ValueError):
         return (type(self), (self.message, self.field, self.code, self.record))
 
 
-class SendError(DtprotoError):
-    """An HTTP request to the ingest endpoint failed for good.
+class ConfigurationError(DtprotoError, ValueError):
+    """A sender is configured in a way that cannot work or would leak the token.
 
-    Attributes:
-        status: the HTTP status, or ``None`` when no response arrived.
-        body: the response body, truncated to 1,000 characters.
+    Raised by the :class:`~dtproto.Sender` constructor (and its helpers such
+    as :meth:`~dtproto.Sender.saas` and :meth:`~dtproto.Sender.from_env`),
+    before anything is sent.  The message never contains the token.
     """
 
-    def __init__(self, message: str, status: Optional[int] = None, body: str = "") -> None:
+
+class SendError(DtprotoError):
+    """Lines could not be delivered to the ingest endpoint.
+
+    Every error a :class:`~dtproto.Sender` raises while sending is a
+    ``SendError``; the send stops there.
+
+    Attributes:
+        status: the last HTTP status, or ``None`` when no response arrived.
+        body: the response body, truncated to 1,000 characters.
+        result: the :class:`~dtproto.SendResult` of everything done before
+            (and including) the failure, or ``None``.  Its ``undelivered``
+            names the failed line range and its ``stopped_at`` the first
+            input line that was never attempted.
+        ambiguous: True when the server may have stored the failed lines
+            anyway (the request was sent, no usable answer came back).
+        unsent: for the batching API (``add``/``flush``) and for an input
+            that failed to read: the bytes that were not delivered, so they
+            can be re-sent or saved; else ``None``.
+
+    The error that made the send fail (an ``OSError`` of the connection, of
+    the input, ...) is chained as ``__cause__``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status: Optional[int] = None,
+        body: str = "",
+        result: Any = None,
+        ambiguous: bool = False,
+    ) -> None:
         self.status = status
         self.body = body[:1000]
+        self.result = result
+        self.ambiguous = ambiguous
+        self.unsent: Optional[bytes] = None
         super().__init__(message)
+
+
+class AuthenticationError(SendError):
+    """401: the API token is missing, unknown, expired or revoked. Never retried."""
+
+
+class MissingScopeError(SendError):
+    """403: the token is valid but lacks the ``metrics.ingest`` scope. Never retried."""
+
+
+class EndpointNotFoundError(SendError):
+    """404/405: wrong URL path or environment, or the OneAgent ingest module is off."""
+
+
+class PayloadTooLargeError(SendError):
+    """413: the server's body limit is below ``max_bytes``. Never retried."""
+
+
+class DeliveryError(SendError):
+    """A chunk was not delivered: retries exhausted, a refused connection, an
+    ambiguous failure without ``retry_ambiguous``, an unexpected status, or an
+    answer that cannot be used (not a ValidationResponse, too large, not
+    complete in time).  ``ambiguous`` tells whether the server may have
+    stored it anyway."""
+
+
+class InputReadError(SendError):
+    """The input of :meth:`~dtproto.Sender.send` could not be read to its end.
+
+    The send stops there: ``exc.result`` holds what happened to the lines
+    read before (its ``input_error`` is set, so it never looks complete),
+    ``exc.unsent`` the bytes read but not delivered, and ``__cause__`` the
+    error of the input (``OSError``, ``EOFError``, ``zlib.error``, ...).
+    """

@@ -58,6 +58,7 @@ import io
 import ipaddress
 import json
 import logging
+import os
 import random
 import select
 import socket
@@ -70,8 +71,20 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from ._constants import MAX_BODY_BYTES, ONEAGENT_MAX_LINES
-from .errors import DtprotoError, ErrorCode, SendError, reason_text
+from ._constants import BLANK_CHARS, MAX_BODY_BYTES, ONEAGENT_MAX_LINES
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    DeliveryError,
+    DtprotoError,
+    EndpointNotFoundError,
+    ErrorCode,
+    InputReadError,
+    MissingScopeError,
+    PayloadTooLargeError,
+    SendError,
+    reason_text,
+)
 from .model import Metadata, Metric
 
 __all__ = [
@@ -93,6 +106,9 @@ __all__ = [
     "ONEAGENT_PATH",
     "ONEAGENT_PORT",
     "RETRY_STATUSES",
+    "URL_ENV",
+    "TOKEN_ENV",
+    "env_settings",
     "MAX_RESPONSE_BYTES",
 ]
 
@@ -104,6 +120,10 @@ ONEAGENT_PATH = "/metrics/ingest"
 """Path of the OneAgent local ingest API."""
 ONEAGENT_PORT = 14499
 """Default port of the OneAgent local ingest API."""
+URL_ENV = "DT_URL"
+"""Environment variable with the ingest URL (or an environment base URL)."""
+TOKEN_ENV = "DT_API_TOKEN"
+"""Environment variable with the API token."""
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 """HTTP statuses that are retried (docs/protocol.md §10.4)."""
 
@@ -117,7 +137,6 @@ _RECORD_BATCH = 512
 _JOIN_BYTES = 64 * 1024
 # Results keep at most this many per-line entries (counts stay exact).
 _MAX_KEPT = 100_000
-_WS = b" \t\r\n\x0b\x0c"
 # Largest response body read.  The API's answers are small (a ValidationResponse
 # lists at most 10 errors and a few warnings); more is a protocol error, and
 # reading it would let a hostile or broken endpoint exhaust the client's memory.
@@ -131,66 +150,9 @@ _READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
 
 # --------------------------------------------------------------------------- errors
 
-
-class ConfigurationError(DtprotoError, ValueError):
-    """The sender is configured in a way that cannot work or would leak the token.
-
-    Raised by the :class:`Sender` constructor, before anything is sent.
-    """
-
-
-class _SendFailure(SendError):
-    """Common base: a :class:`~dtproto.errors.SendError` with the partial result."""
-
-    def __init__(
-        self,
-        message: str,
-        status: Optional[int] = None,
-        body: str = "",
-        result: Optional["SendResult"] = None,
-        ambiguous: bool = False,
-    ) -> None:
-        super().__init__(message, status, body)
-        #: :class:`SendResult` of everything done before (and including) the failure.
-        self.result = result
-        #: True when the server may have stored the failed chunk anyway.
-        self.ambiguous = ambiguous
-        #: For the batching API: the bytes that were not delivered (the failed
-        #: chunk and everything after it), so they can be re-sent or saved.
-        self.unsent: Optional[bytes] = None
-
-
-class AuthenticationError(_SendFailure):
-    """401: the API token is missing, unknown, expired or revoked. Never retried."""
-
-
-class MissingScopeError(_SendFailure):
-    """403: the token is valid but lacks the ``metrics.ingest`` scope. Never retried."""
-
-
-class EndpointNotFoundError(_SendFailure):
-    """404/405: wrong URL path or environment, or the OneAgent ingest module is off."""
-
-
-class PayloadTooLargeError(_SendFailure):
-    """413: the server's body limit is below ``max_bytes``. Never retried."""
-
-
-class DeliveryError(_SendFailure):
-    """A chunk was not delivered: retries exhausted, an ambiguous failure without
-    ``retry_ambiguous``, an unexpected status, or an answer that cannot be used
-    (not a ValidationResponse, too large, not complete in time).  ``ambiguous``
-    tells whether the server may have stored it anyway."""
-
-
-class InputReadError(_SendFailure):
-    """The input of :meth:`Sender.send` could not be read to its end.
-
-    The send stops there: ``exc.result`` holds what happened to the lines
-    read before (its ``input_error`` is set, so it never looks complete),
-    ``exc.unsent`` the bytes read but not delivered, and ``__cause__`` the
-    error of the input (``OSError``, ``EOFError``, ``zlib.error``, ...).
-    """
+# The exception classes live in dtproto.errors; they are imported above and
+# stay importable from here.  ``_SendFailure`` is the old name of their base.
+_SendFailure = SendError
 
 
 # --------------------------------------------------------------------------- results
@@ -314,6 +276,12 @@ class SendResult:
     #: Set when the input could not be read to its end (see
     #: :class:`InputReadError`): the result then covers only the lines before.
     input_error: Optional[str] = None
+    #: Input line number of the first line never attempted, when the send
+    #: stopped before the end of the input (a chunk failed for good, or the
+    #: input failed to read); ``None`` when every line was attempted.  Every
+    #: input line is then exactly one of: accepted, rejected (listed or
+    #: counted), in an :attr:`undelivered` range, or at/after ``stopped_at``.
+    stopped_at: Optional[int] = None
 
     @property
     def lines_not_delivered(self) -> int:
@@ -358,6 +326,8 @@ class SendResult:
         self.undelivered.extend(other.undelivered)
         if other.input_error is not None and self.input_error is None:
             self.input_error = other.input_error
+        if other.stopped_at is not None and self.stopped_at is None:
+            self.stopped_at = other.stopped_at
 
     def summary(self) -> str:
         """One line for logs: counts only, never line content."""
@@ -370,10 +340,32 @@ class SendResult:
             text += "; first invalid: line %d: %s" % (first.line, first.reason[:200])
         if self.input_error is not None:
             text += "; input not read to its end: %s" % self.input_error[:200]
+        if self.stopped_at is not None:
+            text += "; stopped: lines from %d on were never sent" % self.stopped_at
         return text
 
 
 # --------------------------------------------------------------------------- chunking
+
+# Bytes a body made only of blank lines can hold: the blank characters, CR, LF.
+_MAYBE_BLANK = BLANK_CHARS.encode("ascii") + b"\r\n"
+
+
+def only_blank_lines(body: bytes) -> bool:
+    """True when every line of ``body`` is blank as the codec defines it.
+
+    Blank (docs/protocol.md §2): after the one CR before its LF is removed,
+    the line is empty or holds only SP and HTAB.  VT, FF and other whitespace
+    do not make a line blank: such a line is judged, and is invalid.  The
+    final answer comes from the codec itself (``validate``), so the sender,
+    the CLI's dry run and :func:`~dtproto.validate` cannot disagree.
+    """
+    if body.translate(None, _MAYBE_BLANK):
+        return False       # a character no blank line holds: judged by the server
+    from ._impl import codec
+    report = codec.validate(body)
+    return report.lines_ok == 0 and report.lines_invalid == 0
+
 
 
 class _Reject:
@@ -578,6 +570,23 @@ def _chunk_stream(
             buf += b"\n"
             nl += 1
         yield from cut(True)
+
+
+def _next_line(items: Iterator[Any], line: int) -> Optional[int]:
+    """``line`` if the chunk stream ``items`` holds anything more, else ``None``.
+
+    Called after a chunk failed for good, to tell "stopped before the end"
+    from "the failed chunk was the last": reads at most about one chunk more
+    of the input, which is never sent.  An input that fails to read there
+    still has lines after ``line``.
+    """
+    try:
+        next(items)
+    except StopIteration:
+        return None
+    except (_ReadFailed, *_READ_ERRORS):
+        return line
+    return line
 
 
 def _is_encoder(obj: Any) -> bool:
@@ -932,10 +941,15 @@ def _parse_retry_after(value: Optional[str]) -> Optional[float]:
 class _Attempt(Exception):
     """One failed attempt that produced no usable HTTP answer."""
 
-    def __init__(self, message: str, ambiguous: bool) -> None:
+    def __init__(self, message: str, ambiguous: bool, cause: Optional[BaseException] = None,
+                 final: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.ambiguous = ambiguous
+        #: The network error behind it, chained to the SendError in the end.
+        self.cause = cause
+        #: Not worth retrying (a refused connection: nothing listens there).
+        self.final = final
 
 
 class _Deadline:
@@ -1009,6 +1023,42 @@ def _read_answer(resp: http.client.HTTPResponse) -> Optional[bytes]:
     if resp.length:   # the connection closed before Content-Length bytes came
         raise http.client.IncompleteRead(data, resp.length)
     return data
+
+
+class _Secret:
+    """Holds the API token out of sight: no ``__dict__`` (``vars()`` fails),
+    a ``repr`` without it, and no pickling.  The value lives only in the
+    closure of :meth:`reveal`'s function, which the request code calls."""
+
+    __slots__ = ("_reveal",)
+
+    def __init__(self, value: Optional[str]) -> None:
+        def reveal() -> Optional[str]:
+            return value
+
+        self._reveal = reveal
+
+    def reveal(self) -> Optional[str]:
+        return self._reveal()
+
+    def __bool__(self) -> bool:
+        return self._reveal() is not None
+
+    def __repr__(self) -> str:
+        return "<token set>" if self else "<no token>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("the API token cannot be pickled or copied (it would be written out)")
+
+
+def _close_quietly(resp: Optional[http.client.HTTPResponse]) -> None:
+    # A response given up on: release its socket now, not whenever the
+    # garbage collector finds it (an exception chain can keep it alive).
+    if resp is not None:
+        try:
+            resp.close()
+        except Exception:
+            pass
 
 
 def _version() -> str:
@@ -1158,6 +1208,12 @@ class Sender:
                 "Managed, ActiveGate) or be %s (OneAgent). Did you mean %s ?"
                 % (self.url, INGEST_PATH, ONEAGENT_PATH, ingest_url(self.url))
             )
+        host = (parts.hostname or "").lower().rstrip(".")
+        if check_url and host.endswith(".apps.dynatrace.com"):
+            raise ConfigurationError(
+                "%s is the Dynatrace web UI, not the API: the metric ingest API of a SaaS "
+                "environment lives on {environment-id}.live.dynatrace.com, e.g. %s"
+                % (host, ingest_url("https://%s.live.dynatrace.com" % host.split(".")[0])))
         self._host = parts.hostname or ""
         self._https = parts.scheme == "https"
         self._port = parts.port or (443 if self._https else 80)
@@ -1189,7 +1245,9 @@ class Sender:
         elif not self._oneagent:
             log.warning("no API token given for %s; the server will answer 401 unless a "
                         "proxy adds one", self.url)
-        self.__token = token   # name-mangled, never in repr or vars() dumps by accident
+        # Never an attribute holding the text: vars(), repr, pickle and
+        # exception messages cannot show it (see _Secret).
+        self._token = _Secret(token)
 
         if max_bytes < 2:
             raise ConfigurationError("max_bytes must be at least 2")
@@ -1244,6 +1302,17 @@ class Sender:
     # ---------------------------------------------------------------- helpers for URLs
 
     @classmethod
+    def from_env(cls, environ: Optional[Dict[str, str]] = None, **kwargs: Any) -> "Sender":
+        """Sender configured from ``DT_URL`` and ``DT_API_TOKEN`` (see :func:`env_settings`),
+        the same variables ``dtproto send`` reads; ``kwargs`` go to the constructor."""
+        url, token = env_settings(environ)
+        if url is None:
+            raise ConfigurationError(
+                "%s is not set: set it to the ingest URL or the environment URL, e.g. "
+                "https://{environment-id}.live.dynatrace.com" % URL_ENV)
+        return cls(url, token, **kwargs)
+
+    @classmethod
     def saas(cls, environment_id: str, token: str, **kwargs: Any) -> "Sender":
         """Sender for Dynatrace SaaS: ``https://{environment_id}.live.dynatrace.com/api/v2/metrics/ingest``."""
         return cls("https://%s.live.dynatrace.com%s" % (_env_id(environment_id), INGEST_PATH),
@@ -1273,12 +1342,14 @@ class Sender:
     def __repr__(self) -> str:
         # The token is deliberately absent: only whether one is set.
         return "Sender(%r, token=%s, max_bytes=%d, max_lines=%r, gzip=%r)" % (
-            self.url, "<set>" if self.__token else None, self.max_bytes, self.max_lines,
+            self.url, "<set>" if self._token else None, self.max_bytes, self.max_lines,
             self.gzip)
 
     def __reduce__(self) -> Any:
-        # Pickling would write the token out; refuse rather than leak it.
-        raise TypeError("a Sender cannot be pickled (it holds a token and a connection)")
+        # Pickling (and copy.copy) would write the token out; refuse rather
+        # than leak it.  Build a new Sender in the other process instead.
+        raise TypeError("a Sender cannot be pickled or copied (it holds a token and a "
+                        "connection); create one where it is used, e.g. Sender.from_env()")
 
     # ---------------------------------------------------------------- transport
 
@@ -1376,11 +1447,17 @@ class Sender:
             self._drop_connection()
             raise DeliveryError(
                 "TLS certificate verification failed for %s: %s (pass verify='/path/to/ca.pem' "
-                "for a private CA)" % (where, exc.verify_message or exc)) from None
+                "for a private CA)" % (where, exc.verify_message or exc)) from exc
+        except ConnectionRefusedError as exc:
+            self._drop_connection()
+            raise _Attempt("cannot connect to %s: connection refused (nothing accepts "
+                           "connections there: check the URL, the port and that the endpoint "
+                           "is running); nothing was sent" % where, ambiguous=False,
+                           cause=exc) from None
         except (OSError, http.client.HTTPException) as exc:
             self._drop_connection()
             raise _Attempt("cannot connect to %s: %s: %s" % (where, type(exc).__name__, exc),
-                           ambiguous=False) from None
+                           ambiguous=False, cause=exc) from None
         target = self._path
         if self._proxy is not None and not self._https:
             target = "http://%s:%d%s" % (self._host, self._port, self._path)
@@ -1391,8 +1468,9 @@ class Sender:
             conn.putheader("Content-Type", "text/plain; charset=utf-8")
             conn.putheader("Accept", "application/json")
             conn.putheader("User-Agent", self.user_agent)
-            if self.__token:
-                conn.putheader("Authorization", "Api-Token " + self.__token)
+            if self._token:
+                # No local variable: a traceback's frames must not hold the token.
+                conn.putheader("Authorization", "Api-Token " + (self._token.reveal() or ""))
             if self.gzip:
                 conn.putheader("Content-Encoding", "gzip")
             if self._proxy is not None and not self._https:
@@ -1409,7 +1487,8 @@ class Sender:
                 return early
             self._drop_connection()
             raise _Attempt("connection failed while sending to %s: %s: %s"
-                           % (where, type(exc).__name__, exc), ambiguous=False) from None
+                           % (where, type(exc).__name__, exc), ambiguous=False,
+                           cause=exc) from None
         # From here on the whole answer (status, headers, body) must arrive
         # within read_timeout: a server trickling it byte by byte is abandoned.
         self._deadline.at = time.monotonic() + self.read_timeout
@@ -1417,23 +1496,29 @@ class Sender:
         try:
             resp = conn.getresponse()
             data = _read_answer(resp)
-        except socket.timeout:
+        except socket.timeout as exc:
             self._drop_connection()
+            _close_quietly(resp)
             if resp is None:
                 raise _Attempt("no response from %s within read_timeout=%gs after the request "
-                               "was sent" % (where, self.read_timeout), ambiguous=True) from None
+                               "was sent" % (where, self.read_timeout), ambiguous=True,
+                               cause=exc) from None
             raise _Attempt("HTTP %d from %s, but the response was not complete within "
                            "read_timeout=%gs after the request was sent"
-                           % (resp.status, where, self.read_timeout), ambiguous=True) from None
+                           % (resp.status, where, self.read_timeout), ambiguous=True,
+                           cause=exc) from None
         except (OSError, http.client.HTTPException) as exc:
             self._drop_connection()
-            raise _Attempt("connection to %s dropped after the request was sent (%s)"
-                           % (where, type(exc).__name__), ambiguous=True) from None
+            _close_quietly(resp)
+            raise _Attempt("connection to %s dropped after the request was sent (%s: %s)"
+                           % (where, type(exc).__name__, exc), ambiguous=True,
+                           cause=exc) from None
         finally:
             self._deadline.at = None
         headers = {k.lower(): v for k, v in resp.getheaders()}
         if data is None or resp.will_close:
             self._drop_connection()
+            _close_quietly(resp)
         return resp.status, headers, data
 
     def _early_response(self, conn: http.client.HTTPConnection) -> Optional[Tuple[int, Dict[str, str], Optional[bytes]]]:
@@ -1470,6 +1555,7 @@ class Sender:
         body = b""
         reason = ""
         ambiguous = False
+        cause: Optional[BaseException] = None
         attempt = 0
         while True:
             info.attempts += 1
@@ -1478,8 +1564,9 @@ class Sender:
                 status, headers, body = self._attempt(payload)
             except _Attempt as exc:
                 status, body, reason, ambiguous = None, b"", exc.message, exc.ambiguous
+                cause = exc.cause
                 info.history.append(exc.message)
-                retryable = not exc.ambiguous or self.retry_ambiguous
+                retryable = (not exc.ambiguous or self.retry_ambiguous) and not exc.final
                 if exc.ambiguous and not self.retry_ambiguous:
                     reason += ("; not retried because the server may have stored the lines "
                                "(retry_ambiguous=False)")
@@ -1491,6 +1578,7 @@ class Sender:
             else:
                 info.history.append(status)
                 ambiguous = False
+                cause = None
                 if status in RETRY_STATUSES:
                     retryable = True
                     retry_after = _parse_retry_after(headers.get("retry-after"))
@@ -1510,9 +1598,12 @@ class Sender:
                 reason += " (retry budget of %gs exhausted after %d attempts)" % (
                     self.retry_budget, info.attempts)
                 break
-            log.debug("request %d (lines %d..%d): %s; retry %d in %.3fs", info.index,
-                      chunk.first_line, chunk.first_line + chunk.lines - 1, info.history[-1],
-                      attempt + 1, delay)
+            # A failed connection is said at once (not only in the final error),
+            # so that waiting for the retries is never silent.
+            log.log(logging.WARNING if status is None else logging.DEBUG,
+                    "request %d (lines %d..%d): %s; retry %d of %d in %.3fs", info.index,
+                    chunk.first_line, chunk.first_line + chunk.lines - 1, info.history[-1],
+                    attempt + 1, self.retries, delay)
             time.sleep(delay)
             attempt += 1
         info.latency = time.monotonic() - start
@@ -1532,7 +1623,7 @@ class Sender:
             # The server took the request, so it may have stored the lines; but
             # what it did with each of them is unknown: never count them as ok.
             ambiguous = True
-        self._fail(result, chunk, status, body or b"", reason, ambiguous)
+        self._fail(result, chunk, status, body or b"", reason, ambiguous, cause)
 
     def _record_response(self, chunk: _Chunk, info: RequestInfo, status: int, body: bytes,
                          result: SendResult) -> bool:
@@ -1622,7 +1713,7 @@ class Sender:
             status, ambiguous))
 
     def _fail(self, result: SendResult, chunk: _Chunk, status: Optional[int], body: bytes,
-              reason: str, ambiguous: bool) -> None:
+              reason: str, ambiguous: bool, cause: Optional[BaseException] = None) -> None:
         lines = "lines %d..%d" % (chunk.first_line, chunk.first_line + chunk.lines - 1)
         text = body.decode("utf-8", "replace")
         cls: type = DeliveryError
@@ -1652,7 +1743,7 @@ class Sender:
             msg = "%s (%s not delivered)" % (msg, lines)
         self._undelivered(result, chunk, reason or msg, status, ambiguous)
         log.info("send stopped: %s; %s", msg, result.summary())
-        raise cls(msg, status, text, result, ambiguous)
+        raise cls(msg, status, text, result, ambiguous) from cause
 
     # ---------------------------------------------------------------- public API
 
@@ -1699,19 +1790,23 @@ class Sender:
 
     def _send_blocks(self, blocks: Iterable[Any], first_line: int) -> SendResult:
         result = SendResult()
+        items = _chunk_stream(_guarded(blocks), first_line, self.max_bytes, self.max_lines)
         try:
-            for item in _chunk_stream(_guarded(blocks), first_line, self.max_bytes,
-                                      self.max_lines):
+            for item in items:
                 if type(item) is _Rejected:
                     result.lines_invalid += 1
                     if len(result.invalid_lines) < _MAX_KEPT:
                         result.invalid_lines.append(InvalidLine(item.line, item.reason, "client"))
                     continue
                 body = item.body
-                if body[0] in _WS and not body.strip(_WS):
+                if only_blank_lines(body):
                     result.lines_skipped += item.lines   # only blank lines: nothing to send
                     continue
-                self._deliver(item, result)
+                try:
+                    self._deliver(item, result)
+                except SendError:
+                    result.stopped_at = _next_line(items, item.first_line + item.lines)
+                    raise
         except _ReadFailed as exc:
             self._input_failed(result, exc)
         if result.requests or result.lines_invalid:
@@ -1736,6 +1831,8 @@ class Sender:
             result.undelivered.append(Undelivered(
                 exc.line, last, lines, "not sent: the input failed to read (%s)" % text))
         result.input_error = text
+        # The lines after those read were never attempted (nor read).
+        result.stopped_at = exc.line + lines
         msg = "cannot read the input (%s); %s and after not delivered" % (text, where)
         log.info("send stopped: %s; %s", msg, result.summary())
         err = InputReadError(msg, None, "", result, False)
@@ -1908,9 +2005,30 @@ class Sender:
 
 
 def _env_id(environment_id: str) -> str:
-    if not environment_id or not all(c.isalnum() or c in "-_" for c in environment_id):
-        raise ConfigurationError("invalid environment id %r" % (environment_id[:64],))
+    if isinstance(environment_id, str) and ("://" in environment_id or "." in environment_id):
+        raise ConfigurationError(
+            "%r is a URL or host name, not an environment ID (such as 'abc12345'); for a "
+            "full URL use Sender(url, token, ...) instead (ingest_url() adds the API path)"
+            % (environment_id[:100],))
+    if (not isinstance(environment_id, str) or not environment_id
+            or not all(c.isalnum() or c in "-_" for c in environment_id)):
+        raise ConfigurationError("invalid environment id %r" % (str(environment_id)[:64],))
     return environment_id
+
+
+def env_settings(environ: Optional[Dict[str, str]] = None) -> Tuple[Optional[str], Optional[str]]:
+    """The ingest URL and API token from the environment: ``(url, token)``.
+
+    ``DT_URL`` (:data:`URL_ENV`) is the ingest URL or an environment base URL
+    (completed by :func:`ingest_url`); ``DT_API_TOKEN`` (:data:`TOKEN_ENV`)
+    the token.  Surrounding whitespace is ignored; an empty variable counts as
+    unset (``None``).  :meth:`Sender.from_env` and ``dtproto send`` both read
+    them through this function.
+    """
+    env = os.environ if environ is None else environ
+    url = (env.get(URL_ENV) or "").strip() or None
+    token = (env.get(TOKEN_ENV) or "").strip() or None
+    return (ingest_url(url) if url else None), token
 
 
 def _is_count(value: Any) -> bool:

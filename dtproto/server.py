@@ -55,7 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import (IO, Any, Callable, Deque, Dict, FrozenSet, Iterable, List, Mapping, Optional,
                     Tuple, Union)
 
-from ._constants import ONEAGENT_MAX_LINES, RESPONSE_MAX_ERRORS, SERVER_MAX_BODY_BYTES
+from ._constants import BLANK_CHARS, ONEAGENT_MAX_LINES, RESPONSE_MAX_ERRORS, SERVER_MAX_BODY_BYTES
 
 __all__ = ["IngestServer", "Fault", "RequestRecord", "parse_fault", "INGEST_SCOPE"]
 
@@ -74,6 +74,9 @@ _DROP_KINDS = frozenset({"drop-before", "drop-after"})
 _MAX_DELAY = 86_400       # a fault delay above a day is a typo
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _GZIP_MAGIC = b"\x1f\x8b"
+_BLANK = BLANK_CHARS.encode("ascii")
+# Counters of :attr:`IngestServer.stats` that exist from the start (0 until counted).
+_STATS = ("requests", "faults", "bytes_received", "lines_ok", "lines_invalid", "lines_stored")
 
 
 # --------------------------------------------------------------------------- faults
@@ -350,6 +353,9 @@ class IngestServer:
         log_size: int = 10_000,
         idle_timeout: float = 30.0,
     ) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError("port must be an integer in 0..65535 (0 picks a free one), not %r"
+                             % (port,))
         if warnings_key not in ("changedMetricKeys", "warningLines"):
             raise ValueError("warnings_key must be 'changedMetricKeys' or 'warningLines'")
         self._tokens = _token_table(tokens)
@@ -368,7 +374,7 @@ class IngestServer:
         self.requests: Deque[RequestRecord] = deque(maxlen=log_size)
         #: Running totals: requests, faults, bytes_received, lines_ok,
         #: lines_invalid, lines_stored, and per-status counts ("status_202", ...).
-        self.stats: Dict[str, int] = {}
+        self.stats: Dict[str, int] = dict.fromkeys(_STATS, 0)
         self._lock = threading.Lock()
         self._number = 0
         self._logged = 0      # records ever appended to ``requests`` (not reset)
@@ -492,6 +498,7 @@ class IngestServer:
             self.accepted_lines.clear()
             self.requests.clear()
             self.stats.clear()
+            self.stats.update(dict.fromkeys(_STATS, 0))
             self._number = 0
 
     def requests_since(self, seen: int) -> Tuple[int, List[RequestRecord], int]:
@@ -713,21 +720,20 @@ class IngestServer:
         return None
 
     def _store_lines(self, body: bytes, report: Any) -> int:
-        if not report.lines_ok:
-            return 0
-        bad = {e.line for e in report.errors}
         accepted = []
-        for i, line in enumerate(body.split(b"\n"), 1):
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if i in bad or not line.strip():
-                continue
-            accepted.append(line)
+        if report.lines_ok:
+            bad = {e.line for e in report.errors}
+            for i, line in enumerate(body.split(b"\n"), 1):
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if i in bad or not line.strip(_BLANK):   # blank: docs/protocol.md §2
+                    continue
+                accepted.append(line)
         if len(accepted) != report.lines_ok:   # would mean the line counting disagrees
             log.warning("stored %d lines but the validator counted %d ok",
                         len(accepted), report.lines_ok)
         with self._lock:
-            if self._store is not None:
+            if self._store is not None and accepted:
                 self._store.write(b"\n".join(accepted) + b"\n")
                 self._store.flush()
             if self.keep:
