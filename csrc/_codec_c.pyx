@@ -31,6 +31,7 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.math cimport isinf, isnan
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy
+from itertools import islice
 
 cdef extern from "Python.h":
     double PyOS_string_to_double(const char *s, char **endptr,
@@ -42,6 +43,7 @@ cdef extern from "Python.h":
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
     const char *PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except NULL
     long long PyLong_AsLongLongAndOverflow(object o, int *overflow) except? -1
+    double PyLong_AsDouble(object o) except? -1.0
 
 from dtproto import _codec_py as _py
 from dtproto import _constants as _k
@@ -68,6 +70,9 @@ cdef double SUMMARY_TOLERANCE = _k.SUMMARY_TOLERANCE
 cdef object WINDOW_PAST_MS = _k.WINDOW_PAST_MS
 cdef object WINDOW_FUTURE_MS = _k.WINDOW_FUTURE_MS
 cdef object CHANGED_KEY_WARNING = _k.CHANGED_KEY_WARNING
+cdef int64_t SECONDS_TIMESTAMP_BELOW = _k.SECONDS_TIMESTAMP_BELOW
+cdef object SECONDS_TIMESTAMP_WARNING = _k.SECONDS_TIMESTAMP_WARNING
+cdef object WARNING_TIMESTAMP_SECONDS = _k.WARNING_TIMESTAMP_SECONDS
 cdef object KIND_GAUGE = _k.KIND_GAUGE
 cdef object KIND_COUNT = _k.KIND_COUNT
 cdef object KIND_SUMMARY = _k.KIND_SUMMARY
@@ -1088,6 +1093,12 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
                         KIND_GAUGE if L.kind == K_GAUGE else KIND_SUMMARY)
                     warnings.append(LineWarning(
                         lineno, CHANGED_KEY_WARNING % (key, classic_key(key, kind))))
+            if L.has_ts and L.ts < SECONDS_TIMESTAMP_BELOW:
+                warned += 1
+                if cap_w < 0 or len(warnings) < cap_w:
+                    warnings.append(LineWarning(
+                        lineno, SECONDS_TIMESTAMP_WARNING % (L.ts, L.ts),
+                        WARNING_TIMESTAMP_SECONDS))
         elif r == R_INVALID or r == R_META:
             fault, rec = diagnose(buf, pos, end, now_ms, lineno)
             if fault is None:
@@ -1106,6 +1117,8 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
 
 def validate(source, *, now_ms=None, max_errors=10_000, max_warnings=10_000):
     now_ms = _py._now(now_ms)
+    max_errors = _py._limit(max_errors, "max_errors")
+    max_warnings = _py._limit(max_warnings, "max_warnings")
     report = ValidationReport()
     total = 0
     for lineno, block in _py._stream_blocks(source):
@@ -1250,7 +1263,9 @@ cdef object _materialize(object dimensions):
     if hasattr(dimensions, "items"):
         return dimensions
     try:
-        return list(dimensions)
+        # At most one pair too many is read: a 51st is refused anyway, and an
+        # endless iterator must not be drained.
+        return list(islice(dimensions, MAX_DIMENSIONS + 1))
     except TypeError:  # not iterable: the reference raises the EncodeError
         return dimensions
 
@@ -1411,6 +1426,24 @@ cdef int write_head(Out *o, object key, object dims) except -1:
     return 1
 
 
+cdef int number_value(object x, double *out) except -1:
+    """Mirrors _number_value: the value read from the object itself; 0 if none.
+
+    A subclass's __float__/__index__ is not asked (PyFloat_AS_DOUBLE and
+    PyLong_AsDouble read the value), exactly as the reference does.
+    """
+    if type(x) is float or isinstance(x, float):
+        out[0] = PyFloat_AS_DOUBLE(x)
+        return 1
+    if isinstance(x, int) and type(x) is not bool:
+        try:
+            out[0] = PyLong_AsDouble(x)
+        except OverflowError:
+            return 0
+        return 1
+    return 0
+
+
 cdef int write_number(Out *o, object x) except -1:
     """Mirrors _format_number: shortest round trip, ``1.0E20`` exponents."""
     cdef double v
@@ -1418,14 +1451,7 @@ cdef int write_number(Out *o, object x) except -1:
     cdef char *r
     cdef Py_ssize_t n, e, i
     cdef bint dot = False
-    if type(x) is float:
-        v = PyFloat_AS_DOUBLE(x)
-    elif isinstance(x, (int, float)) and type(x) is not bool:
-        try:
-            v = float(x)
-        except OverflowError:
-            return 0
-    else:
+    if not number_value(x, &v):
         return 0
     if isinf(v) or isnan(v):
         return 0
@@ -1484,10 +1510,16 @@ cdef int write_uint(Out *o, object x) except -1:
 
 cdef int finish(Out *o, object timestamp) except -1:
     """Mirrors _finish: timestamp, LF and the 50,000-character limit."""
+    cdef int64_t ts
     if timestamp is not None:
+        if type(timestamp) is not int:
+            timestamp = _py._timestamp_value(timestamp)  # a datetime: epoch ms
         out_write(o, " ", 1)
         if not write_uint(o, timestamp):
             return 0
+        ts = timestamp
+        if ts < SECONDS_TIMESTAMP_BELOW:
+            _py._warn_seconds()
     if o.len > MAX_LINE_CHARS:
         # bytes exceed the limit; code points may not
         if len(PyBytes_FromStringAndSize(o.buf, o.len).decode("utf-8")) > MAX_LINE_CHARS:
@@ -1509,7 +1541,11 @@ cdef int write_summary(Out *o, object mn, object mx, object sm, object cnt) exce
     out_write(o, ",count=", 7)
     if not write_uint(o, cnt):
         return 0
-    if not summary_ok(float(mn), float(mx), float(sm), <int64_t>cnt):
+    cdef double fmn, fmx, fsm
+    number_value(mn, &fmn)
+    number_value(mx, &fmx)
+    number_value(sm, &fsm)
+    if not summary_ok(fmn, fmx, fsm, <int64_t>cnt):
         return 0
     return 1
 
@@ -1657,11 +1693,11 @@ cdef class Encoder:
         """
         cdef Out o
         if self._c_path(dimensions):
-            dimensions = _materialize(dimensions)
+            pairs = _materialize(dimensions)
             out_init(&o, self._ascii_only)
             try:
                 try:
-                    ok = write_head(&o, key, dimensions) and write_payload(&o, kind, a, b, c, d) \
+                    ok = write_head(&o, key, pairs) and write_payload(&o, kind, a, b, c, d) \
                         and finish(&o, timestamp)
                 except Exception:
                     ok = False  # e.g. a malformed pair: the reference names the error
@@ -1670,6 +1706,8 @@ cdef class Encoder:
                     return 1
             finally:
                 out_free(&o)
+            # The reference reads what the caller gave: an iterator stays one.
+            dimensions = pairs if pairs is dimensions else iter(pairs)
         if kind == K_GAUGE:
             method, args = "gauge", (key, a, dimensions, timestamp)
         elif kind == K_COUNT:

@@ -21,7 +21,11 @@ Structure:
 
 from __future__ import annotations
 
+import datetime
 import re
+import sys
+import warnings as _warnings
+from itertools import compress
 from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ._constants import (
@@ -56,13 +60,17 @@ from ._constants import (
     MIN_METRIC_KEY,
     NON_FINITE_WORDS,
     RESERVED_PREFIX,
+    SECONDS_TIMESTAMP_BELOW,
+    SECONDS_TIMESTAMP_WARNING,
     SUMMARY_FIELDS,
     SUMMARY_TOLERANCE,
     UNIT_CHARS,
+    WARNING_TIMESTAMP_SECONDS,
     WINDOW_FUTURE_MS,
     WINDOW_PAST_MS,
 )
-from .errors import DecodeError, EncodeError, ErrorCode, reason_text
+from . import _input
+from .errors import DecodeError, EncodeError, ErrorCode, TimestampWarning, reason_text
 from .model import Metadata, Metric, Record, as_dimensions
 from .report import LineError, LineWarning, ValidationReport
 
@@ -628,18 +636,19 @@ def _now(now_ms: Any) -> Optional[int]:
     return int(now_ms)
 
 
-def _as_bytes(data: Any) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, str):
-        # surrogatepass: a lone surrogate becomes bytes that are invalid UTF-8,
-        # so str and bytes input are judged the same way.
-        return data.encode("utf-8", "surrogatepass")
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(
-        "expected bytes, bytearray, memoryview or str, not %s" % type(data).__name__
-    )
+_as_bytes = _input.as_bytes
+
+
+def _limit(value: Any, name: str) -> Optional[int]:
+    """``max_errors``/``max_warnings``: None (no limit) or an int >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("%s must be an int >= 0 or None, not %s" % (name, type(value).__name__))
+    value = int.__index__(value)
+    if value < 0:
+        raise ValueError("%s must be >= 0 or None, not %d" % (name, value))
+    return min(value, sys.maxsize)
 
 
 def _text_of(buf: bytes) -> str:
@@ -664,11 +673,36 @@ def _lines_of(buf: bytes) -> List[str]:
     return lines
 
 
+_SLICE = 1 << 20
+
+
+def _line_slices(buf: bytes, first_lineno: int) -> Iterator[Tuple[int, List[str]]]:
+    """``(number of the first line, lines)`` for ~1 MB slices of ``buf``, cut after an LF.
+
+    A body of any size is split into strings a slice at a time, so memory
+    stays bounded: 100 MB of LFs would otherwise be 100 million strings.
+    A slice boundary after an LF never splits a UTF-8 sequence.
+    """
+    n = len(buf)
+    if n <= _SLICE:
+        yield first_lineno, _lines_of(buf)
+        return
+    pos = 0
+    lineno = first_lineno
+    while pos < n:
+        end = buf.find(b"\n", min(pos + _SLICE, n) - 1)
+        end = n if end < 0 else end + 1
+        lines = _lines_of(buf[pos:end])
+        yield lineno, lines
+        lineno += len(lines)
+        pos = end
+
+
 def _records(lines: List[str], first_lineno: int, now_ms: Optional[int],
              skip: bool) -> Iterator[Record]:
-    lineno = first_lineno - 1
-    for raw in lines:
-        lineno += 1
+    # compress() drops empty lines (the commonest blank ones) at C speed;
+    # every other line keeps its own number.
+    for lineno, raw in compress(enumerate(lines, first_lineno), lines):
         rec = _fast_line(raw, now_ms)
         if rec is not None:
             yield rec
@@ -681,6 +715,12 @@ def _records(lines: List[str], first_lineno: int, now_ms: Optional[int],
             raise _fault_to_error(f, raw, lineno) from None
         if rec is not None:
             yield rec
+
+
+def _body_records(buf: bytes, first_lineno: int, now_ms: Optional[int],
+                  skip: bool) -> Iterator[Record]:
+    for lineno, lines in _line_slices(buf, first_lineno):
+        yield from _records(lines, lineno, now_ms, skip)
 
 
 def decode(data: Union[BytesLike, str], *, now_ms: Optional[int] = None) -> List[Record]:
@@ -701,26 +741,7 @@ def decode(data: Union[BytesLike, str], *, now_ms: Optional[int] = None) -> List
         DecodeError: at the first invalid line, with its 1-based ``line``,
             ``column``, ``code`` and ``reason``.
     """
-    return list(_records(_lines_of(_as_bytes(data)), 1, _now(now_ms), False))
-
-
-def _chunks_of(source: Any) -> Iterator[bytes]:
-    """Byte chunks from a file object, an iterable of chunks, or a whole buffer."""
-    if isinstance(source, (bytes, bytearray, memoryview, str)):
-        yield _as_bytes(source)
-        return
-    read = getattr(source, "read", None)
-    if read is not None:
-        while True:
-            chunk = read(_CHUNK)
-            if not chunk:
-                return
-            if isinstance(chunk, str):
-                raise TypeError("iter_decode needs a binary file (opened with 'rb')")
-            yield chunk
-        return
-    for chunk in source:
-        yield _as_bytes(chunk)
+    return list(_body_records(_as_bytes(data), 1, _now(now_ms), False))
 
 
 class _TooLong:
@@ -749,7 +770,7 @@ def _stream_blocks(source: Any) -> Iterator[Tuple[int, Any]]:
     lineno = 1
     carry = b""
     skipping: Optional[_TooLong] = None  # inside an over-long line
-    for chunk in _chunks_of(source):
+    for chunk in _input.byte_chunks(source):
         if not chunk:
             continue
         if skipping is not None:
@@ -813,7 +834,7 @@ def _iter_records(source: Any, now_ms: Optional[int], skip: bool) -> Iterator[Re
                 f, raw = _too_long_fault(block)
                 raise _fault_to_error(f, raw, lineno)
             continue
-        yield from _records(_lines_of(block), lineno, now_ms, skip)
+        yield from _body_records(block, lineno, now_ms, skip)
 
 
 def classic_key(key: str, kind: str) -> str:
@@ -840,9 +861,7 @@ def _validate_lines(report: ValidationReport, lines: List[str], first_lineno: in
     warned = 0
     warnings = report.warnings
     fast = _fast_line
-    lineno = first_lineno - 1
-    for raw in lines:
-        lineno += 1
+    for lineno, raw in compress(enumerate(lines, first_lineno), lines):
         rec = fast(raw, now_ms)
         if rec is None:
             try:
@@ -858,14 +877,19 @@ def _validate_lines(report: ValidationReport, lines: List[str], first_lineno: in
         ok += 1
         # Metrics Classic renames (§4.1): a count without ".count", or a
         # gauge/summary with it, gets a warning.
-        if rec[0].endswith(COUNT_SUFFIX) == (rec[2] == KIND_COUNT):
-            continue
-        warned += 1
-        if max_warnings is None or len(warnings) < max_warnings:
-            key = rec[0]
-            warnings.append(LineWarning(
-                lineno, CHANGED_KEY_WARNING % (key, classic_key(key, rec[2]))
-            ))
+        if rec[0].endswith(COUNT_SUFFIX) != (rec[2] == KIND_COUNT):
+            warned += 1
+            if max_warnings is None or len(warnings) < max_warnings:
+                key = rec[0]
+                warnings.append(LineWarning(
+                    lineno, CHANGED_KEY_WARNING % (key, classic_key(key, rec[2]))
+                ))
+        ts = rec[8]
+        if ts is not None and ts < SECONDS_TIMESTAMP_BELOW:
+            warned += 1
+            if max_warnings is None or len(warnings) < max_warnings:
+                warnings.append(LineWarning(lineno, SECONDS_TIMESTAMP_WARNING % (ts, ts),
+                                            WARNING_TIMESTAMP_SECONDS))
     report.lines_ok += ok
     report.warnings_total += warned
 
@@ -901,6 +925,8 @@ def validate(
         ingest API's ValidationResponse for the same body.
     """
     now_ms = _now(now_ms)
+    max_errors = _limit(max_errors, "max_errors")
+    max_warnings = _limit(max_warnings, "max_warnings")
     report = ValidationReport()
     total = 0
     for lineno, block in _stream_blocks(source):
@@ -909,9 +935,9 @@ def validate(
             _add_error(report, f, raw, lineno, max_errors)
             total = lineno
             continue
-        lines = _lines_of(block)
-        _validate_lines(report, lines, lineno, now_ms, max_errors, max_warnings)
-        total = lineno + len(lines) - 1
+        for first, lines in _line_slices(block, lineno):
+            _validate_lines(report, lines, first, now_ms, max_errors, max_warnings)
+            total = first + len(lines) - 1
     report.lines_total = total
     return report
 
@@ -930,18 +956,37 @@ def _encode_error(code: ErrorCode, field: str, text: str, offset: int = 0,
     return EncodeError(reason_text(code, text, offset + 1, extra), field, code)
 
 
-def _format_number(x: Any, field: str) -> str:
-    """Shortest round-trip text with a decimal point before any exponent (§13)."""
+def _int_text(v: int) -> str:
+    """An int for a message: its digits, or its size when they would be absurd
+    (Python refuses ``str()`` of an int of more than 4,300 digits)."""
+    if v.bit_length() <= 256:
+        return str(v)
+    return "<%d-bit-int>" % v.bit_length()
+
+
+def _number_value(x: Any, field: str) -> float:
+    """The value of an int or float argument, as a float.
+
+    Read from the object itself, as the Cython core reads it: a subclass's
+    ``__float__``/``__index__``/``__str__`` is never asked, so no subclass can
+    make the two implementations (or the text and the checks) disagree.
+    """
     if type(x) is float:
-        v = x
-    elif isinstance(x, (int, float)) and not isinstance(x, bool):
+        return x  # type: ignore[no-any-return]
+    if isinstance(x, float):
+        return float.__float__(x)
+    if isinstance(x, int) and not isinstance(x, bool):
         try:
-            v = float(x)
+            return int.__float__(x)
         except OverflowError:
-            raise _encode_error(E.NON_FINITE_NUMBER, field, repr(x)) from None
-    else:
-        raise EncodeError("a number is required, not %s" % type(x).__name__, field,
-                          E.INVALID_NUMBER)
+            raise _encode_error(E.NON_FINITE_NUMBER, field, _int_text(int.__index__(x))) from None
+    raise EncodeError("a number is required, not %s" % type(x).__name__, field,
+                      E.INVALID_NUMBER)
+
+
+def _format_number(x: Any, field: str) -> str:
+    """Shortest round-trip text with a decimal point before any exponent (docs/protocol.md §13)."""
+    v = _number_value(x, field)
     if v - v != 0.0:
         raise _encode_error(E.NON_FINITE_NUMBER, field, repr(v))
     r = repr(v)
@@ -958,11 +1003,57 @@ def _format_number(x: Any, field: str) -> str:
 
 
 def _check_int(x: Any, field: str, code: ErrorCode) -> str:
+    """An int (not bool) in 0..2**63-1 as decimal text, read from the object itself."""
     if type(x) is not int and not (isinstance(x, int) and not isinstance(x, bool)):
         raise EncodeError("an integer is required, not %s" % type(x).__name__, field, code)
-    if x < 0 or x > MAX_INT64:
-        raise EncodeError("%s %d not in 0..%d" % (field, x, MAX_INT64), field, code)
-    return str(int(x))
+    v = int.__index__(x)
+    if v < 0 or v > MAX_INT64:
+        raise EncodeError("%s %s not in 0..%d" % (field, _int_text(v), MAX_INT64), field, code)
+    return str(v)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_MILLISECOND = datetime.timedelta(milliseconds=1)
+
+
+def _timestamp_value(ts: Any) -> Any:
+    """A ``datetime`` timestamp as epoch milliseconds (exact); anything else unchanged.
+
+    A naive datetime has no time zone, so no instant: it is refused rather
+    than guessed (local time and UTC are both common).
+    """
+    if isinstance(ts, datetime.datetime):
+        if ts.tzinfo is None or ts.utcoffset() is None:
+            raise EncodeError("a naive datetime has no time zone; give it one, e.g. "
+                              "tzinfo=datetime.timezone.utc", "timestamp", E.INVALID_TIMESTAMP)
+        return (ts - _EPOCH) // _MILLISECOND
+    return ts
+
+
+_PACKAGE_DIR = __file__[: -len("_codec_py.py")]
+
+
+def _warn_seconds() -> None:
+    # Point the warning at the caller's line, whichever implementation and
+    # however many dtproto frames (the Cython core has none) lie between.
+    level = 1
+    frame: Any = sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    _warnings.warn(
+        "a timestamp before 1973 as epoch milliseconds looks like seconds: the API wants "
+        "milliseconds (int(time.time() * 1000), not int(time.time()))",
+        TimestampWarning, stacklevel=level)
+
+
+def _timestamp_text(ts: Any) -> str:
+    """Check and format a timestamp (int ms or aware datetime); warn if it looks like seconds."""
+    ts = _timestamp_value(ts)
+    text = _check_int(ts, "timestamp", E.INVALID_TIMESTAMP)
+    if int.__index__(ts) < SECONDS_TIMESTAMP_BELOW:
+        _warn_seconds()
+    return text
 
 
 def _check_metric_key(key: Any) -> str:
@@ -1019,32 +1110,48 @@ def _dimension_segment(key: Any, value: Any, index: int) -> str:
     return seg
 
 
+def _too_many_dimensions(count: Optional[int]) -> EncodeError:
+    text = "%d" % count if count is not None else "more than %d" % MAX_DIMENSIONS
+    return EncodeError("too many dimensions: %s > %d" % (text, MAX_DIMENSIONS),
+                       "dimensions", E.TOO_MANY_DIMENSIONS)
+
+
+def _dimension_pairs(dimensions: Any, limit: Optional[int]) -> Iterator[Tuple[int, Any, Any]]:
+    """``(index, key, value)`` of a mapping or an iterable of pairs: the one reading of
+    ``dimensions`` for every encoder path, with its errors (field ``dimensions[i]``).
+
+    More than ``limit`` pairs raise at the first one too many, before the rest
+    is looked at (a hostile million-entry mapping costs nothing).
+    """
+    if isinstance(dimensions, dict) or hasattr(dimensions, "items"):
+        items: Iterable[Any] = dimensions.items()
+    else:
+        items = dimensions
+    try:
+        it = iter(items)
+    except TypeError:
+        raise EncodeError("dimensions must be a mapping or an iterable of (key, value) pairs",
+                          "dimensions", E.INVALID_RECORD) from None
+    for index, pair in enumerate(it):
+        if limit is not None and index == limit:
+            try:
+                count: Optional[int] = len(dimensions)
+            except TypeError:  # an iterator: not counted to its end (it may never end)
+                count = None
+            raise _too_many_dimensions(count)
+        try:
+            k, v = pair
+        except (TypeError, ValueError):
+            raise EncodeError("a dimension must be a (key, value) pair",
+                              "dimensions[%d]" % index, E.INVALID_RECORD) from None
+        yield index, k, v
+
+
 def _head(key: Any, dimensions: Any) -> str:
     head = _check_metric_key(key)
     if dimensions:
-        if isinstance(dimensions, dict):
-            items: Iterable[Any] = dimensions.items()
-        elif hasattr(dimensions, "items"):
-            items = dimensions.items()
-        else:
-            items = dimensions
-        try:
-            items = iter(items)
-        except TypeError:
-            raise EncodeError("dimensions must be a mapping or an iterable of (key, value) pairs",
-                              "dimensions", E.INVALID_RECORD) from None
-        segs = []
-        for pair in items:
-            try:
-                k, v = pair
-            except (TypeError, ValueError):
-                raise EncodeError("a dimension must be a (key, value) pair",
-                                  "dimensions[%d]" % len(segs), E.INVALID_RECORD) from None
-            segs.append(_dimension_segment(k, v, len(segs)))
-        if len(segs) > MAX_DIMENSIONS:
-            raise EncodeError("too many dimensions: %d > %d" % (len(segs), MAX_DIMENSIONS),
-                              "dimensions", E.TOO_MANY_DIMENSIONS)
-        head += "".join(segs)
+        head += "".join([_dimension_segment(k, v, i)
+                         for i, k, v in _dimension_pairs(dimensions, MAX_DIMENSIONS)])
     return head
 
 
@@ -1059,6 +1166,8 @@ def _cached_head(key: Any, dimensions: Any) -> str:
     are cached, so every error still comes from _head.
     """
     t = type(dimensions)
+    if dimensions is not None and (t is dict or t is tuple) and len(dimensions) > MAX_DIMENSIONS:
+        return _head(key, dimensions)  # refused: no cache key of a hostile size
     if t is dict:
         dk: Any = tuple(dimensions.items())
     elif t is tuple or dimensions is None:
@@ -1082,8 +1191,7 @@ def _finish(head: str, payload: str, timestamp: Any) -> str:
     if timestamp is None:
         line = head + " " + payload + "\n"
     else:
-        line = head + " " + payload + " " + _check_int(
-            timestamp, "timestamp", E.INVALID_TIMESTAMP) + "\n"
+        line = head + " " + payload + " " + _timestamp_text(timestamp) + "\n"
     if len(line) > MAX_LINE_CHARS + 1:
         raise EncodeError("line too long: %d > %d characters" % (len(line) - 1, MAX_LINE_CHARS),
                           "line", E.LINE_TOO_LONG)
@@ -1095,10 +1203,11 @@ def _summary_payload(mn: Any, mx: Any, sm: Any, cnt: Any) -> str:
     tmx = _format_number(mx, "max")
     tsm = _format_number(sm, "sum")
     tcnt = _check_int(cnt, "count", E.SUMMARY_COUNT_NOT_INTEGER)
-    fmn, fmx, fsm = float(mn), float(mx), float(sm)
-    problem = _summary_problem(fmn, fmx, fsm, int(cnt))
+    fmn, fmx, fsm = _number_value(mn, "min"), _number_value(mx, "max"), _number_value(sm, "sum")
+    icnt = int.__index__(cnt)
+    problem = _summary_problem(fmn, fmx, fsm, icnt)
     if problem is not None:
-        raise EncodeError(reason_text(problem, "", 1, (fmn, fmx, fsm, int(cnt))), "sum", problem)
+        raise EncodeError(reason_text(problem, "", 1, (fmn, fmx, fsm, icnt)), "sum", problem)
     return "gauge,min=" + tmn + ",max=" + tmx + ",sum=" + tsm + ",count=" + tcnt
 
 
@@ -1195,15 +1304,21 @@ class _Options:
                 out[k] = v
         return out
 
-    def _dimension(self, k: Any, v: Any, changes: Optional[list]) -> Tuple[Any, Any]:
+    def _dimension(self, k: Any, v: Any, changes: Optional[list],
+                   index: Optional[int] = None) -> Tuple[Any, Any]:
+        field = "dimensions" if index is None else "dimensions[%d]" % index
         if not self.normalize:
+            if index is not None:  # errors name the caller's own index, as without options
+                _dimension_segment(k, v, index)
             return k, v
         from . import normalize as N
 
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise EncodeError("dimension keys and values must be str, not %s=%s"
-                              % (type(k).__name__, type(v).__name__), "dimensions",
-                              E.INVALID_RECORD)
+        if not isinstance(k, str):
+            raise EncodeError("a dimension key must be a str, not %s" % type(k).__name__,
+                              field + ".key", E.INVALID_DIMENSION_KEY)
+        if not isinstance(v, str):
+            raise EncodeError("a value must be a str, not %s" % type(v).__name__,
+                              field + ".value", E.INVALID_RECORD)
         nk = N.normalize_dimension_key(k)
         if nk != k and changes is not None:
             changes.append((N.FIELD_DIMENSION_KEY, k, nk))
@@ -1220,7 +1335,10 @@ class _Options:
         """
         t = type(dimensions)
         ck: Any = None
-        if t is dict:
+        if dimensions is not None and (t is dict or t is tuple) \
+                and len(dimensions) > MAX_DIMENSIONS:
+            pass  # refused below (or merged down by normalization): never a cache key
+        elif t is dict:
             ck = (key, tuple(dimensions.items()))
         elif t is tuple or dimensions is None:
             ck = (key, dimensions)
@@ -1267,24 +1385,13 @@ class _Options:
             return None
         merged = dict(self.default)
         if dimensions:
-            if isinstance(dimensions, dict) or hasattr(dimensions, "items"):
-                items: Any = dimensions.items()
-            else:
-                items = dimensions
-            try:
-                items = iter(items)
-            except TypeError:
-                raise EncodeError("dimensions must be a mapping or an iterable of (key, value) "
-                                  "pairs", "dimensions", E.INVALID_RECORD) from None
-            for pair in items:
-                try:
-                    k, v = pair
-                except (TypeError, ValueError):
-                    raise EncodeError("a dimension must be a (key, value) pair", "dimensions",
-                                      E.INVALID_RECORD) from None
-                k, v = self._dimension(k, v, changes)
+            for i, k, v in _dimension_pairs(dimensions, None):
+                k, v = self._dimension(k, v, changes, i)
                 if k is not None:
                     merged[k] = v
+                    # Merging only adds: past the limit it can never fit again.
+                    if len(merged) > MAX_DIMENSIONS:
+                        raise _too_many_dimensions(None)
         merged.update(self.static)
         # Normalized names are valid; what can still fail (more than 50
         # dimensions after merging, a bad name without normalize) raises.
@@ -1395,7 +1502,11 @@ class Encoder:
 
         Valid, repeated series must stay cheap: a hit is one tuple hash.
         """
-        ck = (key, tuple(dimensions.items()) if type(dimensions) is dict else dimensions)
+        t = type(dimensions)
+        if dimensions is not None and (t is dict or t is tuple) and len(dimensions) > MAX_DIMENSIONS:
+            return self._opts.head(key, dimensions) if self._opts is not None \
+                else _head(key, dimensions)
+        ck = (key, tuple(dimensions.items()) if t is dict else dimensions)
         if self._opts is None:
             try:
                 return _heads[ck]
@@ -1429,7 +1540,7 @@ class Encoder:
             text = _format_number(value, "value")
         if timestamp is None:
             line = head + payload + text + "\n"
-        elif type(timestamp) is int and 0 <= timestamp <= MAX_INT64:
+        elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
             line = head + payload + text + " " + str(timestamp) + "\n"
         else:
             line = _finish(head, payload[1:] + text, timestamp)

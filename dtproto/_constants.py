@@ -75,6 +75,16 @@ COUNT_SUFFIX = ".count"
 GAUGE_SUFFIX = ".gauge"
 CHANGED_KEY_WARNING = "metric key '%s' changed to '%s'"
 
+# --- timestamps that can only be seconds (docs/protocol.md §8) ----------------------
+# As milliseconds, anything before 1973-01-01T00:00:00Z is more than 50 years
+# old: no server window ever accepts it, while "now" in *seconds* (1.7e9) is
+# right there.  validate() and the Encoder warn about such timestamps.
+SECONDS_TIMESTAMP_BELOW = 94_694_400_000
+SECONDS_TIMESTAMP_WARNING = ("timestamp %d is before 1973 as epoch milliseconds: "
+                             "it looks like seconds (in milliseconds: %d000)")
+WARNING_CHANGED_KEY = "changed_metric_key"      # LineWarning.code: what the server reports
+WARNING_TIMESTAMP_SECONDS = "timestamp_in_seconds"  # LineWarning.code: a client-side hint
+
 # --- environment switches -------------------------------------------------
 TRUE_WORDS = frozenset(["1", "true", "yes", "on"])
 

@@ -11,6 +11,7 @@ import enum
 from typing import Any, Optional
 
 __all__ = [
+    "TimestampWarning",
     "DtprotoError",
     "DecodeError",
     "EncodeError",
@@ -375,4 +376,13 @@ class InputReadError(SendError):
     read before (its ``input_error`` is set, so it never looks complete),
     ``exc.unsent`` the bytes read but not delivered, and ``__cause__`` the
     error of the input (``OSError``, ``EOFError``, ``zlib.error``, ...).
+    """
+
+
+class TimestampWarning(UserWarning):
+    """A timestamp the server can only reject, most likely seconds given as milliseconds.
+
+    Emitted by the Encoder for a timestamp before 1973 as epoch milliseconds
+    (``int(time.time())`` instead of ``int(time.time() * 1000)``).  Turn it into
+    an error with ``warnings.simplefilter("error", dtproto.TimestampWarning)``.
     """

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import unicodedata
 from collections import Counter, deque
 import functools
@@ -463,13 +464,40 @@ ONEAGENT_ALTERNATIVE_FILE = "/var/lib/dynatrace/enrichment/dt_metadata.propertie
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+ONEAGENT_MAX_FILE_BYTES = 1 << 20  # OneAgent's files are a few hundred bytes
+
+
 def _read_text(path: PathLike) -> Optional[str]:
+    """A small regular file's text, or None: never blocks, never reads without bound.
+
+    The indirection file names any path, so it may name a FIFO (an open that
+    would block), a device (/dev/zero never ends) or a huge file: opened
+    non-blocking, only a regular file of at most ONEAGENT_MAX_FILE_BYTES is read.
+    """
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError, TypeError):
         # ValueError: a NUL in the path read from the indirection file.
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks = []
+        size = 0
+        while size <= ONEAGENT_MAX_FILE_BYTES:
+            chunk = os.read(fd, ONEAGENT_MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > ONEAGENT_MAX_FILE_BYTES:
+            return None
+        return b"".join(chunks).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def read_oneagent_metadata(

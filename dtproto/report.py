@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, NamedTuple, Optional
 
-from ._constants import RESPONSE_MAX_ERRORS
+from ._constants import RESPONSE_MAX_ERRORS, WARNING_CHANGED_KEY
 from .errors import ErrorCode
 
 __all__ = ["LineError", "LineWarning", "ValidationReport"]
@@ -21,10 +21,18 @@ class LineError(NamedTuple):
 
 
 class LineWarning(NamedTuple):
-    """A line that is valid but will be changed by the server (key suffixing, §4.1)."""
+    """A valid line worth a second look.
+
+    ``code`` says which kind: ``"changed_metric_key"`` (the server will store
+    it under another key, docs/protocol.md §4.1; the server reports these too)
+    or ``"timestamp_in_seconds"`` (a timestamp before 1973 as milliseconds,
+    almost certainly seconds, §8; a hint of dtproto's own, not part of the
+    server's answer).
+    """
 
     line: int
     message: str
+    code: str = WARNING_CHANGED_KEY
 
 
 class ValidationReport:
@@ -84,12 +92,11 @@ class ValidationReport:
         else:
             error = None
         warnings: Optional[Dict[str, Any]] = None
-        if self.warnings:
+        changed = [w for w in self.warnings if w.code == WARNING_CHANGED_KEY]
+        if changed:  # the server reports renamed keys only, not dtproto's hints
             warnings = {
-                "message": "First %d warnings reported" % len(self.warnings),
-                "changedMetricKeys": [
-                    {"line": w.line, "warning": w.message} for w in self.warnings
-                ],
+                "message": "First %d warnings reported" % len(changed),
+                "changedMetricKeys": [{"line": w.line, "warning": w.message} for w in changed],
             }
         return {
             "linesOk": self.lines_ok,

@@ -108,9 +108,14 @@ def test_real_file(impl, tmp_path):
         with pytest.raises(DecodeError) as info:
             list(impl.iter_decode(f))
     assert (info.value.line, info.value.code) == (10_001, E.METRIC_KEY_LENGTH)
-    with open(p, "r") as f:
-        with pytest.raises(TypeError):
+    # A text file is its text (newline="" keeps line ends as they are).
+    with open(p, "r", encoding="utf-8", newline="") as f:
+        with pytest.raises(DecodeError) as info:
             list(impl.iter_decode(f))
+    assert (info.value.line, info.value.code) == (10_001, E.METRIC_KEY_LENGTH)
+    # A path is the file it names.
+    assert impl.validate(p) == r
+    assert list(impl.iter_decode(p, errors="skip")) == recs
 
 
 def test_records_before_the_error_are_yielded(impl):

@@ -1,0 +1,157 @@
+"""The one reading of an input: what each kind of object means as a stream of lines.
+
+Used by ``decode``/``iter_decode``/``validate`` of both implementations, by
+the sender and by the command line, so the same object means the same thing
+everywhere:
+
+* ``bytes``, ``bytearray``, ``memoryview``: a whole body.
+* ``str``: a whole body, encoded as UTF-8 (a lone surrogate becomes bytes that
+  are invalid UTF-8, so its line is invalid, exactly as the same bytes are).
+* an ``os.PathLike`` (``pathlib.Path``): the file it names, read in binary;
+  a gzip file (it starts with the gzip magic, which no metric line can) is
+  decompressed.  A plain ``str`` is never taken as a path: it is a body.
+* anything with ``read(n)``: a file, binary or text, read in blocks.  A read
+  that returns ``None`` (a non-blocking stream with no data yet) is waited
+  for, never taken as the end.
+* any other iterable: its items, where a bytes-like item is a *piece of a
+  byte stream* (lines may straddle items: what a socket or an HTTP body
+  gives) and a ``str`` item is *one or more whole lines* (a missing final LF
+  is implied: what ``str.splitlines()`` or a list of lines gives).  So
+  ``validate(["a.b 1", "c.d 2"])`` is two lines.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import time
+from typing import Any, BinaryIO, Iterator, Union
+
+__all__ = ["READ_BLOCK", "NO_DATA_WAIT", "GZIP_MAGIC", "as_bytes", "open_path",
+           "wait_for_data", "read_blocks", "byte_chunks"]
+
+READ_BLOCK = 1 << 20      # bytes (or characters) asked of read() at a time
+NO_DATA_WAIT = 30.0       # seconds a non-blocking stream without a descriptor may stay empty
+GZIP_MAGIC = b"\x1f\x8b"
+
+BytesLike = Union[bytes, bytearray, memoryview]
+
+
+def as_bytes(data: Any) -> bytes:
+    """A whole body as ``bytes`` (``str`` as UTF-8, lone surrogates kept as invalid bytes)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        # surrogatepass: a lone surrogate becomes bytes that are invalid UTF-8,
+        # so str and bytes input are judged the same way.
+        return data.encode("utf-8", "surrogatepass")
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(
+        "expected bytes, bytearray, memoryview or str, not %s" % type(data).__name__
+    )
+
+
+def open_path(path: "os.PathLike[Any]") -> BinaryIO:
+    """Open a file for reading as a byte stream; gzip files are decompressed."""
+    f: Any = open(path, "rb")
+    try:
+        head = f.peek(2)[:2]
+    except BaseException:
+        f.close()
+        raise
+    if head == GZIP_MAGIC:
+        import gzip  # only for gzip files: "import dtproto" stays light
+
+        f.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return f  # type: ignore[no-any-return]
+
+
+def wait_for_data(stream: Any, waited: float) -> float:
+    """Wait a little for a non-blocking stream whose ``read()`` returned ``None``.
+
+    Returns the time waited so far.  A stream with a file descriptor is waited
+    for as a blocking read would; one without is polled, and after
+    ``NO_DATA_WAIT`` seconds without data ``BlockingIOError`` says so: the
+    input was not read to its end, and nothing may report it as complete.
+    """
+    fd = -1
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        pass
+    if fd >= 0:
+        try:
+            if not select.select([fd], [], [], 1.0)[0]:
+                return 0.0    # no data yet: keep waiting, as a blocking read would
+        except (OSError, ValueError):
+            pass
+        # Readable, yet read() gave None: count it, so this cannot spin forever.
+    if waited >= NO_DATA_WAIT:
+        raise BlockingIOError(
+            errno.EAGAIN, "read() returned no data (None: a non-blocking stream) for %gs; "
+            "the input was not read to its end" % NO_DATA_WAIT)
+    pause = min(0.05, 0.001 + waited / 4)
+    time.sleep(pause)
+    return waited + pause
+
+
+def read_blocks(stream: Any, size: int = READ_BLOCK) -> Iterator[Any]:
+    """What ``stream.read(size)`` gives until the end: bytes-like or ``str`` blocks.
+
+    ``None`` (no data yet) is waited for; only an empty block is the end.
+    """
+    read = stream.read
+    waited = 0.0
+    while True:
+        block = read(size)
+        if block is None:
+            waited = wait_for_data(stream, waited)
+            continue
+        waited = 0.0
+        if not len(block):
+            return
+        yield block
+
+
+def byte_chunks(source: Any) -> Iterator[bytes]:
+    """``source`` as consecutive pieces of one byte stream (see the module docstring)."""
+    if isinstance(source, (bytes, bytearray, memoryview, str)):
+        yield as_bytes(source)
+        return
+    if isinstance(source, os.PathLike):
+        with open_path(source) as f:
+            for block in read_blocks(f):
+                yield as_bytes(block)
+        return
+    if getattr(source, "read", None) is not None:
+        # A text file's blocks are pieces of its text (a str slice never
+        # splits a code point), not lines.
+        for block in read_blocks(source):
+            yield as_bytes(block)
+        return
+    try:
+        items = iter(source)
+    except TypeError:
+        raise TypeError(
+            "expected bytes, str, a path, a file or an iterable of byte chunks or lines, "
+            "not %s" % type(source).__name__) from None
+    at_line_start = True
+    for item in items:
+        if isinstance(item, str):
+            data = as_bytes(item)
+            if not at_line_start:
+                yield b"\n"   # a line is whole: it ends what a byte chunk left open
+            yield data if data.endswith(b"\n") else data + b"\n"
+            at_line_start = True
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            data = as_bytes(item)
+            if data:
+                yield data
+                at_line_start = data.endswith(b"\n")
+        else:
+            raise TypeError(
+                "an iterable source holds byte chunks (bytes) or lines (str), not %s"
+                % type(item).__name__)
