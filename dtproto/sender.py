@@ -51,7 +51,6 @@ import base64
 import dataclasses
 import email.utils
 import functools
-import errno
 import gzip as _gzip
 import http.client
 import io
@@ -71,6 +70,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
+from . import _input
 from ._constants import BLANK_CHARS, MAX_BODY_BYTES, ONEAGENT_MAX_LINES
 from .errors import (
     AuthenticationError,
@@ -143,7 +143,6 @@ _MAX_KEPT = 100_000
 MAX_RESPONSE_BYTES = 1 << 20
 # How long a read() that keeps returning None (a non-blocking stream with no
 # data yet) is waited for when the stream has no file descriptor to wait on.
-_NO_DATA_WAIT = 30.0
 # What a failing input raises while it is read (gzip raises all of these).
 _READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
 
@@ -690,34 +689,6 @@ def _with_rejects(body: bytes, rejects: List[Tuple[int, str]]) -> Iterator[Any]:
         yield view[pos:]
 
 
-def _wait_for_data(stream: Any, waited: float) -> float:
-    """Wait a little for a non-blocking stream whose read() returned None.
-
-    Returns the time waited so far; raises ``BlockingIOError`` once a stream
-    without a file descriptor stayed empty for ``_NO_DATA_WAIT`` seconds.
-    A stream with a descriptor is waited for like a blocking read would.
-    """
-    fd = -1
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        pass
-    if fd >= 0:
-        try:
-            if not select.select([fd], [], [], 1.0)[0]:
-                return 0.0    # no data yet: keep waiting, as a blocking read would
-        except (OSError, ValueError):
-            pass
-        # Readable, yet read() gave None: count it, so this cannot spin forever.
-    if waited >= _NO_DATA_WAIT:
-        raise BlockingIOError(
-            errno.EAGAIN, "read() returned no data (None: a non-blocking stream) for %gs; "
-            "the input was not read to its end" % _NO_DATA_WAIT)
-    pause = min(0.05, 0.001 + waited / 4)
-    time.sleep(pause)
-    return waited + pause
-
-
 def _blocks(data: Any) -> Iterator[Any]:
     """Turn any supported input into a stream of byte blocks and markers
     (:class:`_Reject`, :class:`_BadLine`)."""
@@ -742,23 +713,19 @@ def _blocks(data: Any) -> Iterator[Any]:
     elif _is_encoder(data):
         yield data.getvalue()
         return
-    read = getattr(data, "read", None)
-    if read is not None:
+    if isinstance(data, os.PathLike):  # the file it names (gzip by its magic)
+        with _input.open_path(data) as f:
+            yield from _blocks(f)
+        return
+    if getattr(data, "read", None) is not None:
+        # read_blocks waits for a non-blocking stream's None: not the end of input.
         text = _TextEncoder()
-        waited = 0.0
-        while True:
-            block = read(_READ_BLOCK)
-            if block is None:
-                # A non-blocking stream with no data yet: not the end of input.
-                waited = _wait_for_data(data, waited)
-                continue
-            waited = 0.0
-            if not block:
-                return
+        for block in _input.read_blocks(data, _READ_BLOCK):
             if isinstance(block, str):    # a text file: encode as UTF-8
                 yield from text.encode(block)
             else:
                 yield block
+        return
     yield from _items(data)
 
 

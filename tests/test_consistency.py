@@ -325,3 +325,33 @@ def test_from_env_and_cli_read_the_same_variables(tmp_path: pathlib.Path) -> Non
         Sender.from_env({})
     p = cli("send", f)
     assert p.returncode == 2 and b"DT_URL" in p.stderr
+
+
+def test_a_list_of_lines_means_the_same_to_sender_and_validate(tmp_path: pathlib.Path) -> None:
+    lines = ["a.b 1", "c.d 2"]
+    report = dtproto.validate(lines)
+    assert (report.lines_ok, report.lines_invalid) == (2, 0)
+    with IngestServer() as srv:
+        with Sender(srv.url, None) as s:
+            result = s.send(lines)
+        assert result.ok and result.lines_ok == report.lines_ok
+        assert srv.accepted_lines == [b"a.b 1", b"c.d 2"]
+
+
+def test_a_path_means_the_file_to_sender_and_validate(tmp_path: pathlib.Path) -> None:
+    import gzip
+
+    body = b"a.b 1\nbad line\nc.d 2\n"
+    plain = tmp_path / "m.txt"
+    plain.write_bytes(body)
+    packed = tmp_path / "m.txt.gz"
+    packed.write_bytes(gzip.compress(body))
+    with open(plain, "rb") as f:
+        want = dtproto.validate(f)
+    for path in (plain, packed):
+        assert dtproto.validate(path) == want
+        with IngestServer() as srv:
+            with Sender(srv.url, None) as s:
+                result = s.send(path)
+            assert (result.lines_ok, result.lines_invalid) == (want.lines_ok, want.lines_invalid)
+            assert [i.line for i in result.invalid_lines] == [e.line for e in want.errors]

@@ -334,9 +334,9 @@ def test_read_returning_none_is_not_the_end_of_input():
 
 
 def test_stream_that_never_has_data_is_a_clear_error(monkeypatch):
-    import dtproto.sender as sender_mod
+    from dtproto import _input
 
-    monkeypatch.setattr(sender_mod, "_NO_DATA_WAIT", 0.2)
+    monkeypatch.setattr(_input, "NO_DATA_WAIT", 0.2)
 
     class Never(io.RawIOBase):
         def readable(self) -> bool:
