@@ -1590,7 +1590,10 @@ cdef int try_record(Out *o, object record) except -1:
 
 
 cdef class Encoder:
-    """A reusable buffer of encoded lines for hot loops.
+    """Encoder(prefix=None, default_dimensions=None, static_dimensions=None, normalize=False, oneagent_enrichment=False)
+--
+
+A reusable buffer of encoded lines for hot loops.
 
     Every method validates its input like the decoder would and appends one
     canonical line (docs/protocol.md §13) terminated by LF.  A call that raises

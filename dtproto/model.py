@@ -62,8 +62,36 @@ def _number(x: Any) -> Optional[float]:
     return float(x)
 
 
+class _SummaryCount:
+    """``Metric.count``: the summary's count field on a record.
+
+    On the class it is not a constructor (the three kinds are built with
+    ``Metric.gauge``, ``Metric.delta`` and ``Metric.summary_of``): calling it
+    says which one is meant instead of failing with "'property' object is not
+    callable".
+    """
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is not None:
+            return tuple.__getitem__(obj, 7)
+
+        def count(*args: Any, **kwargs: Any) -> Any:
+            raise TypeError(
+                "Metric.count is the count field of a summary, not a constructor: build a "
+                "count data point with Metric.delta(key, delta, dimensions, timestamp), a "
+                "summary with Metric.summary_of(key, min, max, sum, count, ...)")
+
+        return count
+
+
 class Metric(tuple):
-    """One data point.
+    """One data point (an immutable tuple of nine fields).
+
+    Build one with the constructor of its kind:
+
+    * ``Metric.gauge(key, value, dimensions=None, timestamp=None)``
+    * ``Metric.delta(key, delta, dimensions=None, timestamp=None)`` — a ``count,delta=``
+    * ``Metric.summary_of(key, min, max, sum, count, dimensions=None, timestamp=None)``
 
     Attributes:
         key: the metric key as written (see :func:`dtproto.classic_key`).
@@ -137,7 +165,7 @@ class Metric(tuple):
     min: Optional[float] = property(itemgetter(4))  # type: ignore[assignment]
     max: Optional[float] = property(itemgetter(5))  # type: ignore[assignment]
     sum: Optional[float] = property(itemgetter(6))  # type: ignore[assignment]
-    count: Optional[int] = property(itemgetter(7))  # type: ignore[assignment]
+    count: Optional[int] = _SummaryCount()  # type: ignore[assignment]
     timestamp: Optional[int] = property(itemgetter(8))  # type: ignore[assignment]
 
     def __eq__(self, other: object) -> bool:

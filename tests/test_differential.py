@@ -362,3 +362,43 @@ def test_encoder_add_equals_encode(both, rec):
         enc = m.Encoder()
         enc.add(rec)
         assert enc.getvalue() == py.encode([rec]) == c.encode([rec])
+
+
+_OPTION_PREFIXES = [None, "app", "my app.", "x.", "0p", "Ünï.côde", "a" * 250]
+_OPTION_DIMS = [None, {}, {"env": "prod"}, {"Bad Key": "v"}, {"host": "a b\u00e9"},
+                {"k%d" % i: "v" for i in range(30)}, [("dup", "1"), ("dup", "2")]]
+
+
+@given(st.lists(S.records(), min_size=1, max_size=5), st.integers(0, 2**64 - 1))
+def test_encoder_options_identical(both, records, seed):
+    """Encoder(prefix, default/static dimensions, normalize): same bytes, errors, log."""
+    py, c = both
+    r = random.Random(seed)
+    options = {
+        "prefix": r.choice(_OPTION_PREFIXES),
+        "default_dimensions": r.choice(_OPTION_DIMS),
+        "static_dimensions": r.choice(_OPTION_DIMS),
+        "normalize": r.random() < 0.6,
+    }
+    built = []
+    for m in (py, c):
+        try:
+            built.append(m.Encoder(**options))
+        except (ValueError, TypeError) as e:
+            built.append((type(e), str(e)))
+    if not all(hasattr(e, "getvalue") for e in built):
+        assert built[0] == built[1], options
+        return
+    encs = built
+    for rec in records:
+        if r.random() < 0.3:
+            rec = corrupt_record(r, rec)
+        for op in _ops_for(r, rec)[: r.randint(1, 2)]:
+            outs = [encode_outcome(lambda enc=enc: _apply(enc, op)) for enc in encs]
+            assert outs[0] == outs[1], (options, op)
+            assert outs[0][0] in ("ok", "error")
+            assert encs[0].getvalue() == encs[1].getvalue(), (options, op)
+            assert encs[0].lines == encs[1].lines
+    logs = [e.normalizations for e in encs]
+    assert (logs[0].changed, logs[0].dropped) == (logs[1].changed, logs[1].dropped)
+    assert list(logs[0].examples) == list(logs[1].examples)
