@@ -409,3 +409,36 @@ def test_bench() -> None:
     for impl in dtproto._impl.available_implementations():
         for op in ("decode", "validate", "encode"):
             assert re.search(r"dtproto %s +%s +[\d,]+ +[\d.]+\n" % (impl, op), out), (impl, op)
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_one_module_per_command() -> None:
+    """dtproto.cli is a package with a module per command; each command's
+    handler and options live in that module."""
+    import importlib
+
+    from dtproto import cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == {"validate", "send", "serve", "bench"}
+    for name, p in sub.choices.items():
+        func = p.get_default("func")
+        assert func.__module__ == "dtproto.cli.%s" % name, (name, func.__module__)
+        assert importlib.import_module("dtproto.cli.%s" % name).add_parser
+    assert cli.main is importlib.import_module("dtproto.__main__").main
+
+
+def test_every_package_is_listed_for_the_wheel() -> None:
+    """pyproject's [tool.setuptools] packages names every package of dtproto,
+    so that a wheel (not only an editable install) carries dtproto.cli."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    m = re.search(r"^packages = \[(.*?)\]", text, re.M)
+    assert m, "no packages list in pyproject.toml"
+    listed = set(re.findall(r'"([\w.]+)"', m.group(1)))
+    found = {".".join(p.parent.relative_to(root).parts)
+             for p in (root / "dtproto").rglob("__init__.py")}
+    assert found == listed

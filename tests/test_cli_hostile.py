@@ -26,6 +26,7 @@ import pytest
 
 import dtproto
 from dtproto import cli
+from dtproto.cli import send as cli_send, serve as cli_serve, validate as cli_validate
 from dtproto._corpus import make_corpus
 from dtproto.server import IngestServer
 
@@ -400,7 +401,7 @@ def test_timing_line_names_the_jobs_used(tmp_path: pathlib.Path) -> None:
     assert b"(1 job)" in p.stderr, p.stderr
     big = tmp_path / "big.txt"
     big.write_bytes(make_corpus(6_000, seed=5))               # ~750 KB: ranges of >= 256 KiB
-    expected = big.stat().st_size // cli._MIN_JOB_BYTES
+    expected = big.stat().st_size // cli_validate._MIN_JOB_BYTES
     assert 1 < expected < 8
     p = run("validate", "--jobs", 8, big)
     assert p.returncode == 0, p.stderr
@@ -427,15 +428,15 @@ def test_serve_summary_counts_requests_the_log_dropped(capsys: pytest.CaptureFix
 
         for i in range(10):
             hit("/api/v2/metrics/ingest" if i % 2 else "/nope")
-        seen, n = cli._log_requests(s, 0, False)
+        seen, n = cli_serve._log_requests(s, 0, False)
         assert n == 10
         err = capsys.readouterr().err
         assert "7 requests not shown (the request log fell behind)" in err
         assert err.count(" ok=") == 3
         hit("/api/v2/metrics/ingest")
-        seen, n = cli._log_requests(s, seen, True)
+        seen, n = cli_serve._log_requests(s, seen, True)
         assert n == 1
-        assert cli._log_requests(s, seen, True)[1] == 0
+        assert cli_serve._log_requests(s, seen, True)[1] == 0
 
 
 def test_send_prints_the_partial_result_of_a_sender_input_error(
@@ -444,14 +445,14 @@ def test_send_prints_the_partial_result_of_a_sender_input_error(
     result), the CLI still prints that result and exits 2, then goes on."""
     lines = _numbered_lines(3)
 
-    class Failing(cli._Feed):
-        def read(self, n: int = cli._BLOCK) -> bytes:
+    class Failing(cli_send._Feed):
+        def read(self, n: int = cli_send._BLOCK) -> bytes:
             if not self.lines:
                 self.lines = 3
                 return lines
             raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(cli, "_Feed", Failing)
+    monkeypatch.setattr(cli_send, "_Feed", Failing)
     monkeypatch.setenv("DT_API_TOKEN", "t0ken")
     rc = cli.main(["send", "--json", "--max-bytes", "50", "--url", srv.url, str(SAMPLE),
                    str(SAMPLE)])
