@@ -93,3 +93,22 @@ TRUE_WORDS = frozenset(["1", "true", "yes", "on"])
 # or holds only these characters.  Any other whitespace (VT, FF, NBSP, ...)
 # does not make a line blank: it is judged like any other line (and fails).
 BLANK_CHARS = " \t"
+
+# --- the ingest API's vocabulary (docs/protocol.md §10) ----------------------------
+# Defined once for the sender, the local server, the CLI and ValidationReport.
+INGEST_PATH = "/api/v2/metrics/ingest"   # §10.1: SaaS, Managed, ActiveGate
+ENVIRONMENT_PREFIX = "/e/"               # §10.1: Managed/ActiveGate: /e/{environment-id} + INGEST_PATH
+ONEAGENT_PATH = "/metrics/ingest"        # §10.1: the OneAgent local API
+ONEAGENT_PORT = 14499                    # §10.1: its default port
+INGEST_SCOPE = "metrics.ingest"          # §10.1: the scope the API token needs
+TOKEN_SCHEME = "Api-Token"               # §10.1: "Authorization: Api-Token <token>"
+# The ValidationResponse (§10.3): its messages and its warnings key.
+RESPONSE_EMPTY_REQUEST = "empty request"
+RESPONSE_INVALID_LINES = "%d invalid lines"
+RESPONSE_FIRST_ERRORS = "First %d errors reported"
+RESPONSE_FIRST_WARNINGS = "First %d warnings reported"
+RESPONSE_WARNINGS_KEY = "changedMetricKeys"      # the documented key
+RESPONSE_WARNINGS_KEY_SEEN = "warningLines"      # what real responses carry
+# How many errors and warnings validate() lists by default (counts stay exact);
+# ValidationReport.merge caps the combined lists at the same numbers.
+VALIDATE_MAX_LISTED = 10_000

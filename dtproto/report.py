@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, TypeVar
 
-from ._constants import RESPONSE_MAX_ERRORS, WARNING_CHANGED_KEY
+from ._constants import (RESPONSE_EMPTY_REQUEST, RESPONSE_FIRST_ERRORS, RESPONSE_FIRST_WARNINGS,
+                         RESPONSE_INVALID_LINES, RESPONSE_MAX_ERRORS, RESPONSE_WARNINGS_KEY,
+                         RESPONSE_WARNINGS_KEY_SEEN, VALIDATE_MAX_LISTED, WARNING_CHANGED_KEY)
 from .errors import ErrorCode
 
 __all__ = ["LineError", "LineWarning", "ValidationReport"]
@@ -35,8 +37,26 @@ class LineWarning(NamedTuple):
     code: str = WARNING_CHANGED_KEY
 
 
+_Entry = TypeVar("_Entry", LineError, LineWarning)
+
+
+def _shifted(first: Sequence[_Entry], then: Sequence[_Entry], offset: int,
+             cap: Optional[int]) -> List[_Entry]:
+    """``first`` followed by ``then`` moved down ``offset`` lines, at most ``cap`` in all."""
+    if cap is not None and cap < 0:
+        raise ValueError("a cap must be None or >= 0, not %r" % (cap,))
+    out = list(first if cap is None else first[:cap])
+    room = len(then) if cap is None else min(cap - len(out), len(then))
+    if room > 0:
+        out.extend(x._replace(line=x.line + offset) for x in then[:room])
+    return out
+
+
 class ValidationReport:
     """Outcome of validating a body or a stream, as the ingest API would see it.
+
+    The reports of consecutive blocks of one input combine with :meth:`merge`
+    (or :meth:`combine`) into the report of the whole input, exactly.
 
     Attributes:
         lines_ok: valid data and metadata lines.
@@ -67,36 +87,110 @@ class ValidationReport:
         """True when no line is invalid."""
         return self.lines_invalid == 0
 
-    def to_response(self) -> Dict[str, Any]:
-        """The ValidationResponse JSON object the ingest API answers (docs/protocol.md §10.3).
+    def merge(self, other: "ValidationReport", line_offset: Optional[int] = None, *,
+              max_errors: Optional[int] = VALIDATE_MAX_LISTED,
+              max_warnings: Optional[int] = VALIDATE_MAX_LISTED) -> "ValidationReport":
+        """A new report: this one followed by ``other``, the report of the
+        block of input that comes right after this one's (neither is changed).
 
-        ``invalidLines`` is capped at 10 entries as the server does ("First 10
-        errors reported"); an empty body answers ``empty request``.
+        This is *the* way to combine per-block reports (``dtproto validate
+        --jobs``, its streaming segments, a Dask reduction): cut the input at
+        line boundaries (each block but the last ends with a newline),
+        validate the blocks with the same ``now_ms``, ``max_errors`` and
+        ``max_warnings``, and merge them in input order with those caps; the
+        result equals validating the whole input at once.  Counts add up
+        exactly; ``errors`` and ``warnings`` stay "the first N in input order".
+
+        Args:
+            other: the report of the next block (its line 1 is the first line
+                after this report's lines).
+            line_offset: how many input lines come before ``other``'s line 1;
+                default ``self.lines_total``, which is right when this report
+                covers every line before that block (a running total).  It
+                must not be less than ``self.lines_total`` (blocks do not
+                overlap); a larger one counts the lines in between as seen.
+            max_errors, max_warnings: caps of the combined lists (``None``: no
+                cap); the defaults are :func:`dtproto.validate`'s.
         """
+        if not isinstance(other, ValidationReport):
+            raise TypeError("merge() takes a ValidationReport, not %s" % type(other).__name__)
+        offset = self.lines_total if line_offset is None else line_offset
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError("line_offset must be an int, not %s" % type(offset).__name__)
+        if offset < self.lines_total:
+            raise ValueError("line_offset %d falls inside this report's %d lines: merge the "
+                             "reports of consecutive blocks, in input order"
+                             % (offset, self.lines_total))
+        out = ValidationReport()
+        out.lines_ok = self.lines_ok + other.lines_ok
+        out.lines_invalid = self.lines_invalid + other.lines_invalid
+        out.warnings_total = self.warnings_total + other.warnings_total
+        out.lines_total = offset + other.lines_total if other.lines_total else self.lines_total
+        counts = dict(self.error_counts)
+        for code, n in other.error_counts.items():
+            counts[code] = counts.get(code, 0) + n
+        out.error_counts = counts
+        out.errors = _shifted(self.errors, other.errors, offset, max_errors)
+        out.warnings = _shifted(self.warnings, other.warnings, offset, max_warnings)
+        return out
+
+    @classmethod
+    def combine(cls, reports: Iterable["ValidationReport"], *,
+                max_errors: Optional[int] = VALIDATE_MAX_LISTED,
+                max_warnings: Optional[int] = VALIDATE_MAX_LISTED) -> "ValidationReport":
+        """The report of consecutive blocks, from their reports in input order:
+        :meth:`merge` applied left to right (an empty iterable gives an empty report)."""
+        total = cls()
+        for report in reports:
+            total = total.merge(report, max_errors=max_errors, max_warnings=max_warnings)
+        return total
+
+    def to_response(self, *, max_reported_errors: Optional[int] = RESPONSE_MAX_ERRORS,
+                    warnings_key: str = RESPONSE_WARNINGS_KEY,
+                    oneagent: bool = False) -> Dict[str, Any]:
+        """The JSON object the ingest API answers for this body (docs/protocol.md §10.3).
+
+        The ValidationResponse: ``invalidLines`` is capped at 10 entries as
+        the server does ("First 10 errors reported"); an empty body answers
+        ``empty request``.
+
+        Args:
+            max_reported_errors: entries in ``invalidLines`` (``None``: every
+                error this report lists), and the N of "First N errors reported".
+            warnings_key: ``"changedMetricKeys"`` (documented) or
+                ``"warningLines"`` (what real responses carry).
+            oneagent: the OneAgent local API's shape instead:
+                ``{"error": ..., "linesValid": n, "linesInvalid": m}``.
+        """
+        if warnings_key not in (RESPONSE_WARNINGS_KEY, RESPONSE_WARNINGS_KEY_SEEN):
+            raise ValueError("warnings_key must be %r or %r, not %r" % (
+                RESPONSE_WARNINGS_KEY, RESPONSE_WARNINGS_KEY_SEEN, warnings_key))
         error: Optional[Dict[str, Any]]
         if self.lines_ok == 0 and self.lines_invalid == 0:
-            error = {"code": 400, "message": "empty request", "invalidLines": []}
+            error = {"code": 400, "message": RESPONSE_EMPTY_REQUEST, "invalidLines": []}
         elif self.lines_invalid:
-            if self.lines_invalid > RESPONSE_MAX_ERRORS:
-                message = "First %d errors reported" % RESPONSE_MAX_ERRORS
+            cap = max_reported_errors
+            if cap is not None and self.lines_invalid > cap:
+                message = RESPONSE_FIRST_ERRORS % cap
             else:
-                message = "%d invalid lines" % self.lines_invalid
+                message = RESPONSE_INVALID_LINES % self.lines_invalid
+            listed = self.errors if cap is None else self.errors[:cap]
             error = {
                 "code": 400,
                 "message": message,
-                "invalidLines": [
-                    {"line": e.line, "error": e.message}
-                    for e in self.errors[:RESPONSE_MAX_ERRORS]
-                ],
+                "invalidLines": [{"line": e.line, "error": e.message} for e in listed],
             }
         else:
             error = None
+        if oneagent:
+            return {"error": error, "linesValid": self.lines_ok,
+                    "linesInvalid": self.lines_invalid}
         warnings: Optional[Dict[str, Any]] = None
         changed = [w for w in self.warnings if w.code == WARNING_CHANGED_KEY]
         if changed:  # the server reports renamed keys only, not dtproto's hints
             warnings = {
-                "message": "First %d warnings reported" % len(changed),
-                "changedMetricKeys": [{"line": w.line, "warning": w.message} for w in changed],
+                "message": RESPONSE_FIRST_WARNINGS % len(changed),
+                warnings_key: [{"line": w.line, "warning": w.message} for w in changed],
             }
         return {
             "linesOk": self.lines_ok,
