@@ -55,18 +55,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import (IO, Any, Callable, Deque, Dict, FrozenSet, Iterable, List, Mapping, Optional,
                     Tuple, Union)
 
-from ._constants import BLANK_CHARS, ONEAGENT_MAX_LINES, RESPONSE_MAX_ERRORS, SERVER_MAX_BODY_BYTES
+from ._constants import (BLANK_CHARS, ENVIRONMENT_PREFIX, INGEST_PATH, INGEST_SCOPE,
+                         ONEAGENT_MAX_LINES, ONEAGENT_PATH, RESPONSE_MAX_ERRORS,
+                         RESPONSE_WARNINGS_KEY, RESPONSE_WARNINGS_KEY_SEEN, SERVER_MAX_BODY_BYTES,
+                         TOKEN_SCHEME)
 
 __all__ = ["IngestServer", "Fault", "RequestRecord", "parse_fault", "INGEST_SCOPE"]
 
 log = logging.getLogger("dtproto.server")
 
-INGEST_SCOPE = "metrics.ingest"
-"""The token scope the ingest API requires."""
-
-_API_PATH = "/api/v2/metrics/ingest"
-_MANAGED_PATH = re.compile(r"^/e/[^/]+/api/v2/metrics/ingest$")
-_ONEAGENT_PATH = "/metrics/ingest"
+# INGEST_SCOPE (exported here too): the token scope the ingest API requires.
+_API_PATH = INGEST_PATH
+_MANAGED_PATH = re.compile("^%s[^/]+%s$" % (re.escape(ENVIRONMENT_PREFIX), re.escape(INGEST_PATH)))
+_ONEAGENT_PATH = ONEAGENT_PATH
 # A rejected (413) body up to this size is read and discarded so the client
 # sees the answer on an intact connection; beyond it the connection is closed.
 _DRAIN_LIMIT = 16 * 1024 * 1024
@@ -348,7 +349,7 @@ class IngestServer:
         max_body: int = SERVER_MAX_BODY_BYTES,
         oneagent_max_lines: int = ONEAGENT_MAX_LINES,
         max_reported_errors: Optional[int] = RESPONSE_MAX_ERRORS,
-        warnings_key: str = "changedMetricKeys",
+        warnings_key: str = RESPONSE_WARNINGS_KEY,
         now_ms: Union[None, int, Callable[[], int]] = None,
         log_size: int = 10_000,
         idle_timeout: float = 30.0,
@@ -356,8 +357,9 @@ class IngestServer:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError("port must be an integer in 0..65535 (0 picks a free one), not %r"
                              % (port,))
-        if warnings_key not in ("changedMetricKeys", "warningLines"):
-            raise ValueError("warnings_key must be 'changedMetricKeys' or 'warningLines'")
+        if warnings_key not in (RESPONSE_WARNINGS_KEY, RESPONSE_WARNINGS_KEY_SEEN):
+            raise ValueError("warnings_key must be %r or %r" % (RESPONSE_WARNINGS_KEY,
+                                                                 RESPONSE_WARNINGS_KEY_SEEN))
         self._tokens = _token_table(tokens)
         self.faults: List[Fault] = [parse_fault(f) if isinstance(f, str) else f for f in faults]
         self._rng = random.Random(seed)
@@ -630,7 +632,7 @@ class IngestServer:
                 msg = ("Missing authorization parameter." if rec.auth == "none"
                        else "Token Authentication failed")
                 self._answer(h, rec, 401, _doc(401, msg),
-                             {"WWW-Authenticate": 'Api-Token realm="DTAPI"'})
+                             {"WWW-Authenticate": '%s realm="DTAPI"' % TOKEN_SCHEME})
                 return
             if rec.auth == "scope":
                 self._answer(h, rec, 403, _doc(
@@ -687,7 +689,8 @@ class IngestServer:
         rec.lines_ok = report.lines_ok
         rec.lines_invalid = report.lines_invalid
         rec.stored = self._store_lines(body, report)
-        doc = self._response(report, oneagent)
+        doc = report.to_response(max_reported_errors=self.max_reported_errors,
+                                 warnings_key=self.warnings_key, oneagent=oneagent)
         if fault is not None and fault.kind == "drop-after":
             raise _Drop()
         self._answer(h, rec, 202 if report.lines_invalid == 0 and report.lines_ok else 400, doc)
@@ -703,7 +706,7 @@ class IngestServer:
         if not header:
             return "none"
         scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "api-token":
+        if scheme.lower() != TOKEN_SCHEME.lower():
             return "bad-scheme"
         scopes = self._tokens.get(token.strip()) if self._tokens is not None else None
         if scopes is None:
@@ -742,25 +745,6 @@ class IngestServer:
             self._count("lines_invalid", report.lines_invalid)
             self._count("lines_stored", len(accepted))
         return len(accepted)
-
-    def _response(self, report: Any, oneagent: bool) -> Dict[str, Any]:
-        doc = report.to_response()
-        cap = self.max_reported_errors
-        err = doc.get("error")
-        if err and report.lines_invalid and cap != RESPONSE_MAX_ERRORS:
-            listed = report.errors if cap is None else report.errors[:cap]
-            err["invalidLines"] = [{"line": e.line, "error": e.message} for e in listed]
-            if len(listed) < report.lines_invalid:
-                err["message"] = "First %d errors reported" % len(listed)
-            else:
-                err["message"] = "%d invalid lines" % report.lines_invalid
-        if oneagent:
-            return {"error": doc["error"], "linesValid": doc["linesOk"],
-                    "linesInvalid": doc["linesInvalid"]}
-        warn = doc.get("warnings")
-        if warn and self.warnings_key != "changedMetricKeys":
-            warn[self.warnings_key] = warn.pop("changedMetricKeys")
-        return doc
 
 
 _FAULT_TEXT = {

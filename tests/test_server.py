@@ -291,3 +291,31 @@ def test_shutdown_is_idempotent_and_repr_has_no_token():
     assert "very-secret-token" not in repr(s)
     s.shutdown()
     s.shutdown()
+
+
+@pytest.mark.parametrize("cap", [None, 0, 3, 10])
+@pytest.mark.parametrize("key", ["changedMetricKeys", "warningLines"])
+@pytest.mark.parametrize("oneagent", [False, True])
+def test_answer_is_the_reports_to_response(cap, key, oneagent):
+    """The server answers ValidationReport.to_response() of the body, with its
+    own cap, warnings key and form: no second derivation of the response."""
+    import dtproto
+
+    body = b"".join(b"bad key %d\nx.y count,delta=1\na.b 1\n" % i for i in range(6))
+    with IngestServer(max_reported_errors=cap, warnings_key=key, now_ms=0) as s:
+        status, _, doc = post(s.oneagent_url if oneagent else s.url, body, token=None)
+    expected = dtproto.validate(body, now_ms=0, max_errors=None, max_warnings=None).to_response(
+        max_reported_errors=cap, warnings_key=key, oneagent=oneagent)
+    assert status == 400 and doc == expected
+    if cap is not None:
+        assert len(doc["error"]["invalidLines"]) == min(cap, 6)
+
+
+def test_the_ingest_vocabulary_is_defined_once():
+    from dtproto import _constants as K, server
+
+    assert server.INGEST_SCOPE is K.INGEST_SCOPE
+    with IngestServer() as s:
+        assert s.url.endswith(K.INGEST_PATH) and s.oneagent_url.endswith(K.ONEAGENT_PATH)
+        assert s.managed_url("abc").endswith(K.ENVIRONMENT_PREFIX + "abc" + K.INGEST_PATH)
+    assert not hasattr(IngestServer, "_response")
