@@ -9,7 +9,7 @@ Python object touched for a valid line until its record is built (and none at
 all in ``validate``).
 
 Every *error* is diagnosed by the reference scanner: when the C scanner rejects
-a line, the line is handed to ``_codec_py._scan_line``, which produces the code,
+a line, the line is handed to ``_reference.scan_line``, which produces the code,
 the column and the message.  Messages therefore cannot drift, and if the two
 scanners ever disagree on validity a ``RuntimeError`` says so (the differential
 tests look for it).  Errors are rare; valid lines never leave C.
@@ -45,8 +45,9 @@ cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object o, int *overflow) except? -1
     double PyLong_AsDouble(object o) except? -1.0
 
-from dtproto import _codec_py as _py
+from dtproto import _codec_py
 from dtproto import _constants as _k
+from dtproto import _reference as R
 from dtproto.errors import EncodeError
 from dtproto.model import Metadata, Metric
 from dtproto.report import LineWarning, ValidationReport
@@ -55,7 +56,7 @@ __all__ = ["decode", "iter_decode", "validate", "encode", "Encoder", "classic_ke
 
 # classic_key is a five-line string function: C would not make it faster, and
 # sharing it keeps one definition (§4.1).
-classic_key = _py.classic_key
+classic_key = R.classic_key
 
 # --- constants, all from dtproto._constants (one source) ----------------------
 cdef Py_ssize_t MAX_LINE_CHARS = _k.MAX_LINE_CHARS
@@ -932,8 +933,8 @@ cdef object diagnose(bytes buf, Py_ssize_t a, Py_ssize_t b, object now_ms, Py_ss
     """
     raw = buf[a:b].decode("utf-8", "surrogateescape")
     try:
-        rec = _py._scan_line(raw, now_ms)
-    except _py._LineFault as f:
+        rec = R.scan_line(raw, now_ms)
+    except R.LineFault as f:
         return f, raw
     return None, rec
 
@@ -1019,15 +1020,15 @@ cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip,
                 if rec is not None:
                     out.append(rec)
             elif not skip:
-                return _py._fault_to_error(fault, rec, lineno)
+                return R.fault_to_error(fault, rec, lineno)
         pos = end + 1
         lineno += 1
     return None
 
 
 def decode(data, *, now_ms=None):
-    now_ms = _py._now(now_ms)
-    cdef bytes buf = _py._as_bytes(data)
+    now_ms = R.now_arg(now_ms)
+    cdef bytes buf = R.as_bytes(data)
     cdef list out = []
     err = decode_block(buf, 1, now_ms, False, out)
     if err is not None:
@@ -1035,25 +1036,20 @@ def decode(data, *, now_ms=None):
     return out
 
 
-def _iter_records(source, now_ms, bint skip):
-    cdef list out
-    for lineno, block in _py._stream_blocks(source):
-        if isinstance(block, _py._TooLong):
-            if not skip:
-                f, raw = _py._too_long_fault(block)
-                raise _py._fault_to_error(f, raw, lineno)
-            continue
-        out = []
-        err = decode_block(block, lineno, now_ms, skip, out)
-        yield from out
-        if err is not None:
-            raise err
+def _decode_records(bytes block, Py_ssize_t lineno, now_ms, bint skip):
+    """The records of a block of whole lines (the reference's _decode_block)."""
+    cdef list out = []
+    err = decode_block(block, lineno, now_ms, skip, out)
+    yield from out
+    if err is not None:
+        raise err
 
 
 def iter_decode(source, *, now_ms=None, errors="raise"):
     if errors not in ("raise", "skip"):
         raise ValueError("errors must be 'raise' or 'skip', not %r" % (errors,))
-    return _iter_records(source, _py._now(now_ms), errors == "skip")
+    # The stream loop is the reference's; only the blocks are decoded in C.
+    return R.records_of_source(source, R.now_arg(now_ms), errors == "skip", _decode_records)
 
 
 cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, object now_ms,
@@ -1107,7 +1103,7 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
                 if rec is not None:
                     ok += 1
             else:
-                _py._add_error(report, fault, rec, lineno, max_errors)
+                R.add_error(report, fault, rec, lineno, max_errors)
         pos = end + 1
         lineno += 1
     report.lines_ok += ok
@@ -1115,21 +1111,14 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
     return lineno
 
 
+def _validate_block(report, bytes block, Py_ssize_t lineno, now_ms, max_errors, max_warnings):
+    """Count a block of whole lines into ``report``; the number of its last line."""
+    return validate_block(report, block, lineno, now_ms, max_errors, max_warnings) - 1
+
+
 def validate(source, *, now_ms=None, max_errors=10_000, max_warnings=10_000):
-    now_ms = _py._now(now_ms)
-    max_errors = _py._limit(max_errors, "max_errors")
-    max_warnings = _py._limit(max_warnings, "max_warnings")
-    report = ValidationReport()
-    total = 0
-    for lineno, block in _py._stream_blocks(source):
-        if isinstance(block, _py._TooLong):
-            f, raw = _py._too_long_fault(block)
-            _py._add_error(report, f, raw, lineno, max_errors)
-            total = lineno
-            continue
-        total = validate_block(report, block, lineno, now_ms, max_errors, max_warnings) - 1
-    report.lines_total = total
-    return report
+    # The stream loop is the reference's; only the blocks are validated in C.
+    return R.validate_source(source, now_ms, max_errors, max_warnings, _validate_block)
 
 
 # --- encoding (mirrors the encoder half of _codec_py) ------------------------
@@ -1513,13 +1502,13 @@ cdef int finish(Out *o, object timestamp) except -1:
     cdef int64_t ts
     if timestamp is not None:
         if type(timestamp) is not int:
-            timestamp = _py._timestamp_value(timestamp)  # a datetime: epoch ms
+            timestamp = R.timestamp_value(timestamp)  # a datetime: epoch ms
         out_write(o, " ", 1)
         if not write_uint(o, timestamp):
             return 0
         ts = timestamp
         if ts < SECONDS_TIMESTAMP_BELOW:
-            _py._warn_seconds()
+            R.warn_seconds()
     if o.len > MAX_LINE_CHARS:
         # bytes exceed the limit; code points may not
         if len(PyBytes_FromStringAndSize(o.buf, o.len).decode("utf-8")) > MAX_LINE_CHARS:
@@ -1575,7 +1564,7 @@ cdef int write_record(Out *o, object record) except -1:
             return 0
         return finish(o, t[8])
     if type(record) is Metadata:
-        line = _py._metadata_line(record[0], record[1], record[2]).encode("utf-8")
+        line = R.metadata_line(record[0], record[1], record[2]).encode("utf-8")
         out_write(o, line, len(line))
         return 1
     return 0
@@ -1632,7 +1621,7 @@ A reusable buffer of encoded lines for hot loops.
             # Options are applied by the reference encoder (one definition of
             # prefixing, precedence and normalization); the C path below only
             # takes lines they would leave unchanged.
-            self._ref = _py.Encoder(prefix, default_dimensions, static_dimensions, normalize,
+            self._ref = R.ReferenceEncoder(prefix, default_dimensions, static_dimensions, normalize,
                                     oneagent_enrichment)
             opts = self._ref._opts
             self._ascii_only = True
@@ -1645,7 +1634,7 @@ A reusable buffer of encoded lines for hot loops.
         if self._ref is not None:
             return self._ref.normalizations
         if self._ref_log is None:  # a plain encoder never normalizes: always empty
-            self._ref_log = _py.Encoder().normalizations
+            self._ref_log = R.ReferenceEncoder().normalizations
         return self._ref_log
 
     cdef int _via_ref(self, object method, tuple args) except -1:
@@ -1720,7 +1709,7 @@ A reusable buffer of encoded lines for hot loops.
         if self._ref is not None:
             self._via_ref(method, args)
         else:
-            _py_fail(getattr(_py.Encoder(), method), args)
+            _py_fail(getattr(R.ReferenceEncoder(), method), args)
         return 1
 
     def gauge(self, key, value, dimensions=None, timestamp=None):
@@ -1747,7 +1736,7 @@ A reusable buffer of encoded lines for hot loops.
         if self._ref is not None:
             self._via_ref("metadata", (key, metric_type, display_name, description, unit))
             return
-        tmp = _py.Encoder()
+        tmp = R.ReferenceEncoder()
         tmp.metadata(key, metric_type, display_name, description, unit)
         line = tmp.getvalue()
         self._append(line, len(line), 1)
@@ -1765,7 +1754,7 @@ A reusable buffer of encoded lines for hot loops.
                 return
         finally:
             out_free(&o)
-        _py_fail(_py._record_line, (record,))
+        _py_fail(R.record_line, (record,))
 
     def getvalue(self):
         """The encoded lines so far, as ``bytes``."""
@@ -1799,7 +1788,7 @@ def encode(records):
             o.len = 0
             if not try_record(&o, record):
                 try:
-                    _py_fail(_py._record_line, (record,))
+                    _py_fail(R.record_line, (record,))
                 except EncodeError as e:
                     e.record = index
                     raise
@@ -1812,4 +1801,4 @@ def encode(records):
 
 # Docstrings live once, in the reference; the parity test checks them.
 for _name in ("decode", "iter_decode", "validate", "encode"):
-    globals()[_name].__doc__ = getattr(_py, _name).__doc__
+    globals()[_name].__doc__ = getattr(_codec_py, _name).__doc__

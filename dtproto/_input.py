@@ -26,10 +26,12 @@ import errno
 import os
 import select
 import time
-from typing import Any, BinaryIO, Iterator, Union
+from typing import Any, BinaryIO, Iterator, Optional, Tuple, Union
+
+from ._constants import MAX_LINE_BYTES
 
 __all__ = ["READ_BLOCK", "NO_DATA_WAIT", "GZIP_MAGIC", "as_bytes", "open_path",
-           "wait_for_data", "read_blocks", "byte_chunks"]
+           "wait_for_data", "read_blocks", "byte_chunks", "TooLong", "line_blocks"]
 
 READ_BLOCK = 1 << 20      # bytes (or characters) asked of read() at a time
 NO_DATA_WAIT = 30.0       # seconds a non-blocking stream without a descriptor may stay empty
@@ -155,3 +157,58 @@ def byte_chunks(source: Any) -> Iterator[bytes]:
             raise TypeError(
                 "an iterable source holds byte chunks (bytes) or lines (str), not %s"
                 % type(item).__name__)
+
+
+class TooLong:
+    """A line cut short by the streaming reader: it is over MAX_LINE_BYTES."""
+
+    __slots__ = ("head",)
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+
+
+def line_blocks(source: Any) -> Iterator[Tuple[int, Any]]:
+    """Split a stream into (first line number, block) with bounded memory.
+
+    A block is either ``bytes`` holding whole lines, or a ``TooLong`` marker
+    for one line that exceeds MAX_LINE_BYTES (it cannot be valid, and only its
+    beginning is kept for the error message).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview, str)):
+        # A whole body is one block: no copy, no line count.  Its over-long
+        # lines get the same error as the cut-off ones of a stream.
+        buf = as_bytes(source)
+        if buf:
+            yield 1, buf
+        return
+    lineno = 1
+    carry = b""
+    skipping: Optional[TooLong] = None  # inside an over-long line
+    for chunk in byte_chunks(source):
+        if not chunk:
+            continue
+        if skipping is not None:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                continue
+            yield lineno, skipping
+            lineno += 1
+            skipping = None
+            chunk = chunk[nl + 1:]
+        data = carry + chunk if carry else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+        else:
+            block = data[: cut + 1]
+            carry = data[cut + 1:]
+            yield lineno, block
+            lineno += block.count(b"\n")
+        if len(carry) > MAX_LINE_BYTES:
+            skipping = TooLong(carry[:MAX_LINE_BYTES])
+            carry = b""
+    if skipping is not None:
+        yield lineno, skipping
+    elif carry:
+        yield lineno, carry

@@ -1,0 +1,758 @@
+"""The reference encoder: canonical lines, the Encoder and its options.
+
+Part of the pure-Python reference (see ``dtproto._codec_py``).  Every field is
+checked with the scanner's own validators (``dtproto._scan``), so what the
+encoder writes is exactly what the decoder accepts; the Cython core lets this
+module name every error it finds (docs/protocol.md §13).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import warnings as _warnings
+from typing import Any, Iterable, Iterator, Optional, Tuple
+
+from ._constants import (
+    KIND_COUNT,
+    KIND_GAUGE,
+    MAX_DESCRIPTION,
+    MAX_DIMENSION_VALUE,
+    MAX_DIMENSIONS,
+    MAX_DISPLAY_NAME,
+    MAX_INT64,
+    MAX_LINE_CHARS,
+    META_DESCRIPTION,
+    META_DISPLAY_NAME,
+    META_PROPERTIES,
+    META_TYPES,
+    META_UNIT,
+    SECONDS_TIMESTAMP_BELOW,
+)
+from ._scan import (E, _CACHE_MAX, _dimension_key_problem, _metric_key_problem, _summary_problem,
+                    _unit_ok, _value_char_problem)
+from .errors import EncodeError, ErrorCode, TimestampWarning, reason_text
+from .model import Metadata, Metric, Record, as_dimensions
+
+__all__ = ["Encoder", "encode"]
+
+# ---------------------------------------------------------------------------
+# Encoding (docs/protocol.md §13: the canonical strict form).
+# ---------------------------------------------------------------------------
+
+_ESCAPE_TABLE = str.maketrans({c: "\\" + c for c in ',= \\"'})
+_valid_keys: dict = {}      # metric key -> True, bounded
+_dim_segments: dict = {}    # (key, value) -> ",key=escaped", bounded
+
+
+def _encode_error(code: ErrorCode, field: str, text: str, offset: int = 0,
+                  extra: Any = None) -> EncodeError:
+    return EncodeError(reason_text(code, text, offset + 1, extra), field, code)
+
+
+def _int_text(v: int) -> str:
+    """An int for a message: its digits, or its size when they would be absurd
+    (Python refuses ``str()`` of an int of more than 4,300 digits)."""
+    if v.bit_length() <= 256:
+        return str(v)
+    return "<%d-bit-int>" % v.bit_length()
+
+
+def _number_value(x: Any, field: str) -> float:
+    """The value of an int or float argument, as a float.
+
+    Read from the object itself, as the Cython core reads it: a subclass's
+    ``__float__``/``__index__``/``__str__`` is never asked, so no subclass can
+    make the two implementations (or the text and the checks) disagree.
+    """
+    if type(x) is float:
+        return x  # type: ignore[no-any-return]
+    if isinstance(x, float):
+        return float.__float__(x)
+    if isinstance(x, int) and not isinstance(x, bool):
+        try:
+            return int.__float__(x)
+        except OverflowError:
+            raise _encode_error(E.NON_FINITE_NUMBER, field, _int_text(int.__index__(x))) from None
+    raise EncodeError("a number is required, not %s" % type(x).__name__, field,
+                      E.INVALID_NUMBER)
+
+
+def _format_number(x: Any, field: str) -> str:
+    """Shortest round-trip text with a decimal point before any exponent (docs/protocol.md §13)."""
+    v = _number_value(x, field)
+    if v - v != 0.0:
+        raise _encode_error(E.NON_FINITE_NUMBER, field, repr(v))
+    r = repr(v)
+    if r.endswith(".0"):
+        return r[:-2]
+    e = r.find("e")
+    if e < 0:
+        return r
+    mant = r[:e]
+    if "." not in mant:
+        mant += ".0"
+    exp = r[e + 1:]
+    return mant + "E" + (exp[1:] if exp[0] == "+" else exp)
+
+
+def _check_int(x: Any, field: str, code: ErrorCode) -> str:
+    """An int (not bool) in 0..2**63-1 as decimal text, read from the object itself."""
+    if type(x) is not int and not (isinstance(x, int) and not isinstance(x, bool)):
+        raise EncodeError("an integer is required, not %s" % type(x).__name__, field, code)
+    v = int.__index__(x)
+    if v < 0 or v > MAX_INT64:
+        raise EncodeError("%s %s not in 0..%d" % (field, _int_text(v), MAX_INT64), field, code)
+    return str(v)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_MILLISECOND = datetime.timedelta(milliseconds=1)
+
+
+def _timestamp_value(ts: Any) -> Any:
+    """A ``datetime`` timestamp as epoch milliseconds (exact); anything else unchanged.
+
+    A naive datetime has no time zone, so no instant: it is refused rather
+    than guessed (local time and UTC are both common).
+    """
+    if isinstance(ts, datetime.datetime):
+        if ts.tzinfo is None or ts.utcoffset() is None:
+            raise EncodeError("a naive datetime has no time zone; give it one, e.g. "
+                              "tzinfo=datetime.timezone.utc", "timestamp", E.INVALID_TIMESTAMP)
+        return (ts - _EPOCH) // _MILLISECOND
+    return ts
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _warn_seconds() -> None:
+    # Point the warning at the caller's line, whichever implementation and
+    # however many dtproto frames (the Cython core has none) lie between.
+    level = 1
+    frame: Any = sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    _warnings.warn(
+        "a timestamp before 1973 as epoch milliseconds looks like seconds: the API wants "
+        "milliseconds (int(time.time() * 1000), not int(time.time()))",
+        TimestampWarning, stacklevel=level)
+
+
+def _timestamp_text(ts: Any) -> str:
+    """Check and format a timestamp (int ms or aware datetime); warn if it looks like seconds."""
+    ts = _timestamp_value(ts)
+    text = _check_int(ts, "timestamp", E.INVALID_TIMESTAMP)
+    if int.__index__(ts) < SECONDS_TIMESTAMP_BELOW:
+        _warn_seconds()
+    return text
+
+
+def _check_metric_key(key: Any) -> str:
+    try:
+        if _valid_keys.get(key) is not None:
+            return key
+    except TypeError:  # unhashable, so not a str: rejected just below
+        pass
+    if not isinstance(key, str):
+        raise EncodeError("the metric key must be a str, not %s" % type(key).__name__,
+                          "key", E.INVALID_METRIC_KEY)
+    problem = _metric_key_problem(key)
+    if problem is not None:
+        code, off, extra = problem
+        raise _encode_error(code, "key", key, off, extra)
+    if len(_valid_keys) >= _CACHE_MAX:
+        _valid_keys.clear()
+    _valid_keys[key] = True
+    return key
+
+
+def _escape_value(value: Any, field: str, max_len: Optional[int]) -> str:
+    if not isinstance(value, str):
+        raise EncodeError("a value must be a str, not %s" % type(value).__name__, field,
+                          E.INVALID_RECORD)
+    problem = _value_char_problem(value)
+    if problem is not None:
+        code, off, extra = problem
+        raise _encode_error(code, field, value, off, extra)
+    if max_len is not None and len(value) > max_len:
+        raise _encode_error(E.DIMENSION_VALUE_TOO_LONG, field, value, 0, len(value))
+    return value.translate(_ESCAPE_TABLE)
+
+
+def _dimension_segment(key: Any, value: Any, index: int) -> str:
+    try:
+        seg = _dim_segments.get((key, value))
+    except TypeError:  # unhashable: validated below and rejected
+        seg = None
+    if seg is not None:
+        return seg
+    field = "dimensions[%d]" % index
+    if not isinstance(key, str):
+        raise EncodeError("a dimension key must be a str, not %s" % type(key).__name__,
+                          field + ".key", E.INVALID_DIMENSION_KEY)
+    problem = _dimension_key_problem(key)
+    if problem is not None:
+        code, off, extra = problem
+        raise _encode_error(code, field + ".key", key, off, extra)
+    seg = "," + key + "=" + _escape_value(value, field + ".value", MAX_DIMENSION_VALUE)
+    if len(_dim_segments) >= _CACHE_MAX:
+        _dim_segments.clear()
+    _dim_segments[(key, value)] = seg
+    return seg
+
+
+def _too_many_dimensions(count: Optional[int]) -> EncodeError:
+    text = "%d" % count if count is not None else "more than %d" % MAX_DIMENSIONS
+    return EncodeError("too many dimensions: %s > %d" % (text, MAX_DIMENSIONS),
+                       "dimensions", E.TOO_MANY_DIMENSIONS)
+
+
+def _dimension_pairs(dimensions: Any, limit: Optional[int]) -> Iterator[Tuple[int, Any, Any]]:
+    """``(index, key, value)`` of a mapping or an iterable of pairs: the one reading of
+    ``dimensions`` for every encoder path, with its errors (field ``dimensions[i]``).
+
+    More than ``limit`` pairs raise at the first one too many, before the rest
+    is looked at (a hostile million-entry mapping costs nothing).
+    """
+    if isinstance(dimensions, dict) or hasattr(dimensions, "items"):
+        items: Iterable[Any] = dimensions.items()
+    else:
+        items = dimensions
+    try:
+        it = iter(items)
+    except TypeError:
+        raise EncodeError("dimensions must be a mapping or an iterable of (key, value) pairs",
+                          "dimensions", E.INVALID_RECORD) from None
+    for index, pair in enumerate(it):
+        if limit is not None and index == limit:
+            try:
+                count: Optional[int] = len(dimensions)
+            except TypeError:  # an iterator: not counted to its end (it may never end)
+                count = None
+            raise _too_many_dimensions(count)
+        try:
+            k, v = pair
+        except (TypeError, ValueError):
+            raise EncodeError("a dimension must be a (key, value) pair",
+                              "dimensions[%d]" % index, E.INVALID_RECORD) from None
+        yield index, k, v
+
+
+def _head(key: Any, dimensions: Any) -> str:
+    head = _check_metric_key(key)
+    if dimensions:
+        head += "".join([_dimension_segment(k, v, i)
+                         for i, k, v in _dimension_pairs(dimensions, MAX_DIMENSIONS)])
+    return head
+
+
+_heads: dict = {}           # (key, dimension pairs) -> validated "key,dims" text, bounded
+
+
+def _cached_head(key: Any, dimensions: Any) -> str:
+    """_head through a bounded cache, for dimensions given as a dict or a tuple.
+
+    Pipelines repeat a few thousand series: a hit costs one tuple hash instead
+    of validating and escaping every dimension again.  Only successful results
+    are cached, so every error still comes from _head.
+    """
+    t = type(dimensions)
+    if dimensions is not None and (t is dict or t is tuple) and len(dimensions) > MAX_DIMENSIONS:
+        return _head(key, dimensions)  # refused: no cache key of a hostile size
+    if t is dict:
+        dk: Any = tuple(dimensions.items())
+    elif t is tuple or dimensions is None:
+        dk = dimensions
+    else:
+        return _head(key, dimensions)
+    ck = (key, dk)
+    try:
+        head = _heads.get(ck)
+    except TypeError:  # something unhashable: not valid anyway, _head says why
+        return _head(key, dimensions)
+    if head is None:
+        head = _head(key, dimensions)
+        if len(_heads) >= _CACHE_MAX:
+            _heads.clear()
+        _heads[ck] = head
+    return head
+
+
+def _finish(head: str, payload: str, timestamp: Any) -> str:
+    if timestamp is None:
+        line = head + " " + payload + "\n"
+    else:
+        line = head + " " + payload + " " + _timestamp_text(timestamp) + "\n"
+    if len(line) > MAX_LINE_CHARS + 1:
+        raise EncodeError("line too long: %d > %d characters" % (len(line) - 1, MAX_LINE_CHARS),
+                          "line", E.LINE_TOO_LONG)
+    return line
+
+
+def _summary_payload(mn: Any, mx: Any, sm: Any, cnt: Any) -> str:
+    tmn = _format_number(mn, "min")
+    tmx = _format_number(mx, "max")
+    tsm = _format_number(sm, "sum")
+    tcnt = _check_int(cnt, "count", E.SUMMARY_COUNT_NOT_INTEGER)
+    fmn, fmx, fsm = _number_value(mn, "min"), _number_value(mx, "max"), _number_value(sm, "sum")
+    icnt = int.__index__(cnt)
+    problem = _summary_problem(fmn, fmx, fsm, icnt)
+    if problem is not None:
+        raise EncodeError(reason_text(problem, "", 1, (fmn, fmx, fsm, icnt)), "sum", problem)
+    return "gauge,min=" + tmn + ",max=" + tmx + ",sum=" + tsm + ",count=" + tcnt
+
+
+def _metadata_line(key: Any, metric_type: Any, properties: Iterable[Any]) -> str:
+    key = _check_metric_key(key)
+    if not isinstance(metric_type, str) or metric_type not in META_TYPES:
+        raise EncodeError("metric_type must be 'gauge' or 'count', not %r" % (metric_type,),
+                          "metric_type", E.INVALID_METADATA_LINE)
+    parts = []
+    try:
+        properties = list(properties)
+    except TypeError:
+        raise EncodeError("metadata properties must be (name, value) pairs", "properties",
+                          E.INVALID_METADATA_LINE) from None
+    for i, prop in enumerate(properties):
+        field = "properties[%d]" % i
+        try:
+            name, value = prop
+        except (TypeError, ValueError):
+            raise EncodeError("a metadata property must be a (name, value) pair", field,
+                              E.INVALID_METADATA_LINE) from None
+        if not isinstance(name, str) or name not in META_PROPERTIES:
+            raise EncodeError("unknown metadata property: %r" % (name,), field,
+                              E.UNKNOWN_METADATA_PROPERTY)
+        text = _escape_value(value, field, None)
+        if name == META_UNIT:
+            if not _unit_ok(value):
+                raise _encode_error(E.INVALID_UNIT, field, value)
+        elif name == META_DESCRIPTION:
+            if len(value) > MAX_DESCRIPTION:
+                raise _encode_error(E.DESCRIPTION_LENGTH, field, value, 0, len(value))
+        elif len(value) > MAX_DISPLAY_NAME:
+            raise _encode_error(E.DISPLAY_NAME_LENGTH, field, value, 0, len(value))
+        parts.append(name + "=" + text)
+    if not parts:
+        raise EncodeError("a metadata line needs at least one property", "properties",
+                          E.INVALID_METADATA_LINE)
+    return _finish("#" + key + " " + metric_type, ",".join(parts), None)
+
+
+class _Options:
+    """What ``Encoder(prefix=..., default_dimensions=..., static_dimensions=...,
+    normalize=..., oneagent_enrichment=...)`` does to each line (issue 6).
+
+    Shared by both implementations: the Cython encoder calls :meth:`head` for
+    anything its C fast path does not cover, so prefixing, precedence and
+    normalization have one definition.
+
+    * The prefix is joined with ``.``; with ``normalize`` the joined key is
+      normalized as a whole (docs/protocol.md §12.1 step 6).
+    * Dimension precedence: default < per line < static (OneAgent metadata
+      joins the static ones), decided after key normalization; the 50-dimension
+      limit is counted after merging.
+    * With ``normalize``, names are normalized instead of rejected; a line
+      whose key cannot be made acceptable is dropped.  Every change is recorded
+      in :attr:`log` (counts per field and recent examples).
+    """
+
+    __slots__ = ("prefix", "default", "static", "normalize", "log", "_cache")
+
+
+    def __init__(self, prefix: Optional[str], default_dimensions: Any,
+                 static_dimensions: Any, normalize: bool, oneagent_enrichment: bool) -> None:
+        from . import normalize as N  # only encoders with options pay for it
+
+        self.normalize = bool(normalize)
+        self.log = N.NormalizationLog()
+        self._cache: dict = {}
+        if prefix is not None and not isinstance(prefix, str):
+            raise TypeError("prefix must be a str, not %s" % type(prefix).__name__)
+        if self.normalize:
+            p = N.normalize_prefix(prefix)
+            if p is None:
+                raise ValueError("prefix %r can never give a valid metric key" % (prefix,))
+            self.prefix = p
+        else:
+            # A trailing "." only announces the separator.
+            self.prefix = prefix[:-1] if prefix and prefix.endswith(".") else (prefix or "")
+        self.default = self._dimensions(default_dimensions, "default_dimensions")
+        static = self._dimensions(static_dimensions, "static_dimensions")
+        if oneagent_enrichment:
+            static.update(self._dimensions(N.read_oneagent_metadata(), "oneagent metadata"))
+        self.static = static
+
+    def _dimensions(self, dims: Any, what: str) -> dict:
+        """Configured dimensions, normalized (or checked) once."""
+        out: dict = {}
+        for k, v in as_dimensions(dims):
+            try:
+                k, v = self._dimension(k, v, None)
+            except EncodeError as e:
+                raise ValueError("%s: %s" % (what, e)) from None
+            if k is not None:
+                out[k] = v
+        return out
+
+    def _dimension(self, k: Any, v: Any, changes: Optional[list],
+                   index: Optional[int] = None) -> Tuple[Any, Any]:
+        field = "dimensions" if index is None else "dimensions[%d]" % index
+        if not self.normalize:
+            if index is not None:  # errors name the caller's own index, as without options
+                _dimension_segment(k, v, index)
+            return k, v
+        from . import normalize as N
+
+        if not isinstance(k, str):
+            raise EncodeError("a dimension key must be a str, not %s" % type(k).__name__,
+                              field + ".key", E.INVALID_DIMENSION_KEY)
+        if not isinstance(v, str):
+            raise EncodeError("a value must be a str, not %s" % type(v).__name__,
+                              field + ".value", E.INVALID_RECORD)
+        nk = N.normalize_dimension_key(k)
+        if nk != k and changes is not None:
+            changes.append((N.FIELD_DIMENSION_KEY, k, nk))
+        nv = N.normalize_dimension_value(v)
+        if nv != v and nk is not None and changes is not None:
+            changes.append((N.FIELD_DIMENSION_VALUE, v, nv))
+        return nk, nv
+
+    def head(self, key: Any, dimensions: Any) -> Optional[str]:
+        """The validated ``key,dims`` text of a line, or None when it is dropped.
+
+        Raises EncodeError as the plain encoder does for what normalization
+        does not cover (or for everything when ``normalize`` is off).
+        """
+        t = type(dimensions)
+        ck: Any = None
+        if dimensions is not None and (t is dict or t is tuple) \
+                and len(dimensions) > MAX_DIMENSIONS:
+            pass  # refused below (or merged down by normalization): never a cache key
+        elif t is dict:
+            ck = (key, tuple(dimensions.items()))
+        elif t is tuple or dimensions is None:
+            ck = (key, dimensions)
+        if ck is not None:
+            try:
+                hit = self._cache.get(ck)
+            except TypeError:
+                ck = hit = None
+            if hit is not None:
+                for change in hit[1]:  # every line's changes are counted
+                    self.log.record(*change)
+                return hit[0]
+        changes: list = []
+        head = self._head(key, dimensions, changes)
+        for change in changes:
+            self.log.record(*change)
+        if ck is not None:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[ck] = (head, tuple(changes))
+        return head
+
+    def _key(self, key: Any, changes: list) -> Any:
+        """The prefixed (and, with ``normalize``, normalized) key; None: drop the line."""
+        full = self.prefix + "." + key if self.prefix and isinstance(key, str) else key
+        if not self.normalize:
+            return full
+        from . import normalize as N
+
+        if not isinstance(key, str):
+            raise EncodeError("the metric key must be a str, not %s" % type(key).__name__,
+                              "key", E.INVALID_METRIC_KEY)
+        if _metric_key_problem(full) is None:
+            return full
+        nk = N.normalize_metric_key(full)
+        if not N.is_usable_metric_key(nk):
+            nk = None  # still rejected by the server (too short, dt.): dropped
+        changes.append((N.FIELD_METRIC_KEY, full, nk))
+        return nk
+
+    def _head(self, key: Any, dimensions: Any, changes: list) -> Optional[str]:
+        full = self._key(key, changes)
+        if full is None:
+            return None
+        merged = dict(self.default)
+        if dimensions:
+            for i, k, v in _dimension_pairs(dimensions, None):
+                k, v = self._dimension(k, v, changes, i)
+                if k is not None:
+                    merged[k] = v
+                    # Merging only adds: past the limit it can never fit again.
+                    if len(merged) > MAX_DIMENSIONS:
+                        raise _too_many_dimensions(None)
+        merged.update(self.static)
+        # Normalized names are valid; what can still fail (more than 50
+        # dimensions after merging, a bad name without normalize) raises.
+        return _head(full, tuple(merged.items()))
+
+    def metadata(self, key: Any, display_name: Optional[str], description: Optional[str],
+                 unit: Optional[str]) -> Optional[tuple]:
+        """Prefix and (with ``normalize``) clean a metadata line's parts (§12.4).
+
+        Returns None when the line is dropped: its key cannot be saved, or no
+        property is left.
+        """
+        changes: list = []
+        full = self._key(key, changes)
+        for change in changes:
+            self.log.record(*change)
+        if not self.normalize:
+            return full, display_name, description, unit
+        if full is None:
+            return None
+        from . import normalize as N
+
+        out = [full]
+        for field, fn, value in (
+            (N.FIELD_DISPLAY_NAME, N.normalize_display_name, display_name),
+            (N.FIELD_DESCRIPTION, N.normalize_description, description),
+            (N.FIELD_UNIT, N.normalize_unit, unit),
+        ):
+            if value is None:
+                out.append(None)
+                continue
+            fixed = fn(value) if isinstance(value, str) else None
+            if fixed != value:
+                self.log.record(field, value, fixed)
+            out.append(fixed)
+        if out[1] is None and out[2] is None and out[3] is None:
+            return None
+        return tuple(out)
+
+
+class Encoder:
+    """A reusable buffer of encoded lines for hot loops.
+
+    Every method validates its input like the decoder would and appends one
+    canonical line (docs/protocol.md §13) terminated by LF.  A call that raises
+    :class:`~dtproto.EncodeError` leaves the buffer exactly as it was.
+
+    ``dimensions`` accept a mapping or an iterable of ``(key, value)`` pairs.
+
+    Options (all off by default; see docs/protocol.md §12):
+
+    * ``prefix``: joined to every metric key with ``.``.
+    * ``default_dimensions`` / ``static_dimensions``: merged into every line
+      with the precedence default < per line < static; at most 50 in all.
+    * ``normalize``: turn invalid names into valid ones the way the official
+      dynatrace-metric-utils (Java 2.5) do, instead of raising; a line whose
+      key cannot be saved is dropped.  Every change is counted in
+      :attr:`normalizations`.
+    * ``oneagent_enrichment``: add the OneAgent host metadata
+      (``dt_metadata_e617c525669e072eebe3d0f08212e8f2.properties``) as static
+      dimensions; no OneAgent, no extra dimensions.
+    """
+
+    __slots__ = ("_buf", "_lines", "_opts", "_log")
+
+    def __init__(self, prefix: Optional[str] = None, default_dimensions: Any = None,
+                 static_dimensions: Any = None, normalize: bool = False,
+                 oneagent_enrichment: bool = False) -> None:
+        self._buf = bytearray()
+        self._lines = 0
+        self._opts: Optional[_Options] = None
+        self._log: Any = None
+        if prefix or default_dimensions or static_dimensions or normalize or oneagent_enrichment:
+            self._opts = _Options(prefix, default_dimensions, static_dimensions, normalize,
+                                  oneagent_enrichment)
+
+    def _sibling(self) -> "Encoder":
+        """An empty encoder sharing this one's options (and normalization log).
+
+        The Cython core lets the reference write a line with options into a
+        sibling private to that call: concurrent calls never share a buffer.
+        """
+        sibling = Encoder.__new__(Encoder)
+        sibling._buf = bytearray()
+        sibling._lines = 0
+        sibling._opts = self._opts
+        sibling._log = None
+        return sibling
+
+    @property
+    def normalizations(self) -> Any:
+        """The :class:`~dtproto.normalize.NormalizationLog` of this encoder (changes made)."""
+        if self._opts is not None:
+            return self._opts.log
+        if self._log is None:  # a plain encoder never normalizes: always empty
+            from .normalize import NormalizationLog
+
+            self._log = NormalizationLog()
+        return self._log
+
+    def _append(self, line: str) -> None:
+        # The line is complete before it touches the buffer: atomic per line.
+        self._buf += line.encode("utf-8")
+        self._lines += 1
+
+    def _head_of(self, key: Any, dimensions: Any) -> Optional[str]:
+        """The line's ``key,dims`` text from a cache; None when normalization drops it.
+
+        Valid, repeated series must stay cheap: a hit is one tuple hash.
+        """
+        t = type(dimensions)
+        if dimensions is not None and (t is dict or t is tuple) and len(dimensions) > MAX_DIMENSIONS:
+            return self._opts.head(key, dimensions) if self._opts is not None \
+                else _head(key, dimensions)
+        ck = (key, tuple(dimensions.items()) if t is dict else dimensions)
+        if self._opts is None:
+            try:
+                return _heads[ck]
+            except (KeyError, TypeError):
+                return _cached_head(key, dimensions)
+        try:
+            hit = self._opts._cache[ck]
+        except (KeyError, TypeError):
+            hit = None
+        if hit is not None and not hit[1]:
+            return hit[0]
+        return self._opts.head(key, dimensions)  # records the changes, if any
+
+    def _single(self, payload: str, key: Any, value: Any, dimensions: Any,
+                timestamp: Any) -> None:
+        """A gauge or count line: the hot loop of every exporter.
+
+        The common case (cached head, finite float, int timestamp) is inlined;
+        anything else goes to the general helpers, which produce every error.
+        """
+        head = self._head_of(key, dimensions)
+        if head is None:
+            return
+        if type(value) is float and value - value == 0.0:
+            text = repr(value)
+            if text[-2:] == ".0":
+                text = text[:-2]
+            elif "e" in text:
+                text = _format_number(value, "value")
+        else:
+            text = _format_number(value, "value")
+        if timestamp is None:
+            line = head + payload + text + "\n"
+        elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
+            line = head + payload + text + " " + str(timestamp) + "\n"
+        else:
+            line = _finish(head, payload[1:] + text, timestamp)
+        if len(line) > MAX_LINE_CHARS + 1:
+            line = _finish(head, payload[1:] + text, timestamp)
+        self._buf += line.encode("utf-8")
+        self._lines += 1
+
+    def gauge(self, key: str, value: float, dimensions: Any = None,
+              timestamp: Optional[int] = None) -> None:
+        """Append ``key,dims gauge,<value> [timestamp]``."""
+        self._single(" gauge,", key, value, dimensions, timestamp)
+
+    def count(self, key: str, delta: float, dimensions: Any = None,
+              timestamp: Optional[int] = None) -> None:
+        """Append ``key,dims count,delta=<delta> [timestamp]``."""
+        self._single(" count,delta=", key, delta, dimensions, timestamp)
+
+    def summary(self, key: str, min: float, max: float, sum: float, count: int,
+                dimensions: Any = None, timestamp: Optional[int] = None) -> None:
+        """Append ``key,dims gauge,min=..,max=..,sum=..,count=.. [timestamp]``.
+
+        The fields must be consistent as the server checks them (§7.3).
+        """
+        head = self._head_of(key, dimensions)
+        if head is not None:
+            self._append(_finish(head, _summary_payload(min, max, sum, count), timestamp))
+
+    def metadata(self, key: str, metric_type: str, display_name: Optional[str] = None,
+                 description: Optional[str] = None, unit: Optional[str] = None) -> None:
+        """Append ``#key type dt.meta.description=..,dt.meta.unit=..,dt.meta.displayName=..``.
+
+        Properties are written in the official Java library's order; at least
+        one must be given.
+        """
+        if self._opts is not None:
+            fixed = self._opts.metadata(key, display_name, description, unit)
+            if fixed is None:
+                return
+            key, display_name, description, unit = fixed
+        props = []
+        if description is not None:
+            props.append((META_DESCRIPTION, description))
+        if unit is not None:
+            props.append((META_UNIT, unit))
+        if display_name is not None:
+            props.append((META_DISPLAY_NAME, display_name))
+        self._append(_metadata_line(key, metric_type, props))
+
+    def add(self, record: Record) -> None:
+        """Append a :class:`~dtproto.Metric` or :class:`~dtproto.Metadata`."""
+        t = type(record)
+        if self._opts is None or (t is not Metric and t is not Metadata):
+            self._append(_record_line(record))
+        elif t is Metadata:
+            self.metadata(record[0], record[1], record.display_name, record.description,
+                          record.unit)
+        elif record[2] == KIND_GAUGE:
+            self.gauge(record[0], record[3], record[1], record[8])
+        elif record[2] == KIND_COUNT:
+            self.count(record[0], record[3], record[1], record[8])
+        else:
+            self.summary(record[0], record[4], record[5], record[6], record[7], record[1],
+                         record[8])
+
+    def getvalue(self) -> bytes:
+        """The encoded lines so far, as ``bytes``."""
+        return bytes(self._buf)
+
+    def clear(self) -> None:
+        """Forget every line."""
+        self._buf = bytearray()
+        self._lines = 0
+
+    @property
+    def lines(self) -> int:
+        """Number of lines in the buffer."""
+        return self._lines
+
+    def __len__(self) -> int:
+        """Size of the buffer in bytes."""
+        return len(self._buf)
+
+    def __repr__(self) -> str:
+        return "<Encoder lines=%d bytes=%d>" % (self._lines, len(self._buf))
+
+
+def _record_line(record: Any) -> str:
+    t = type(record)
+    if t is Metric:
+        kind = record[2]
+        head = _cached_head(record[0], record[1])
+        if kind == KIND_GAUGE:
+            payload = "gauge," + _format_number(record[3], "value")
+        elif kind == KIND_COUNT:
+            payload = "count,delta=" + _format_number(record[3], "value")
+        else:
+            payload = _summary_payload(record[4], record[5], record[6], record[7])
+        return _finish(head, payload, record[8])
+    if t is Metadata:
+        return _metadata_line(record[0], record[1], record[2])
+    raise EncodeError("expected a Metric or Metadata, not %s" % t.__name__, "record",
+                      E.INVALID_RECORD)
+
+
+def encode(records: Iterable[Record]) -> bytes:
+    """Encode records into a body of canonical lines, each ending with LF.
+
+    Raises:
+        EncodeError: for any record the decoder would reject; its ``record``
+            attribute is the 0-based index and ``field`` names the field.
+    """
+    out = []
+    for index, record in enumerate(records):
+        try:
+            out.append(_record_line(record))
+        except EncodeError as e:
+            e.record = index
+            raise
+    return "".join(out).encode("utf-8")
