@@ -442,3 +442,34 @@ def test_every_package_is_listed_for_the_wheel() -> None:
     found = {".".join(p.parent.relative_to(root).parts)
              for p in (root / "dtproto").rglob("__init__.py")}
     assert found == listed
+
+
+def test_validate_combines_its_segments_with_report_merge(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path,
+        capsys: pytest.CaptureFixture) -> None:
+    """One way to combine per-block reports: the CLI's segments go through
+    ValidationReport.merge (no tally of its own), and the result is the
+    report of the whole file."""
+    from dtproto import cli
+    from dtproto.cli import validate as cli_validate
+    from dtproto.report import ValidationReport
+
+    assert not hasattr(cli_validate, "_Tally")
+    merged: List[int] = []
+    original = ValidationReport.merge
+
+    def spy(self: ValidationReport, other: ValidationReport, *args: Any, **kw: Any) -> Any:
+        merged.append(other.lines_total)
+        return original(self, other, *args, **kw)
+
+    monkeypatch.setattr(ValidationReport, "merge", spy)
+    monkeypatch.setattr(cli_validate, "_BLOCK", 512)      # many small segments
+    monkeypatch.setattr(cli_validate, "_SEGMENT", 1024)
+    f = tmp_path / "x.txt"
+    f.write_bytes(make_corpus(300, seed=3, invalid_ratio=0.1))
+    assert cli.main(["validate", "-q", "--json", "--max-errors", "7", str(f)]) == 1
+    assert len(merged) > 10 and sum(merged) == 300
+    (doc,) = json.loads(capsys.readouterr().out)["files"]
+    whole = dtproto.validate(f.read_bytes(), max_errors=7)
+    assert doc["response"] == whole.to_response()
+    assert [e["line"] for e in doc["errors"]] == [e.line for e in whole.errors]

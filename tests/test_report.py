@@ -241,3 +241,49 @@ def test_to_response_cap_and_shapes():
     assert doc["error"]["message"] == "7 invalid lines"
     with pytest.raises(ValueError):
         r.to_response(warnings_key="warnings")
+
+
+# --------------------------------------------------------------------------- byte ranges
+
+
+@pytest.mark.hypothesis
+@given(lines=st.lists(st.sampled_from(KINDS) | st.binary(min_size=0, max_size=30).map(
+           lambda b: b.replace(b"\n", b"")), max_size=60),
+       parts=st.integers(1, 9), min_bytes=st.integers(1, 40), final_newline=st.booleans())
+def test_line_ranges_validated_apart_and_merged_equal_the_whole(tmp_path_factory, lines, parts,
+                                                                min_bytes, final_newline):
+    """What ``dtproto validate --jobs`` (and a Dask reduction) does: cut a file
+    at line boundaries, validate each range on its own, merge in order."""
+    from dtproto._ranges import line_ranges
+
+    body = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    path = tmp_path_factory.mktemp("ranges") / "body.txt"
+    path.write_bytes(body)
+    ranges = line_ranges(path, parts, min_bytes=min_bytes)
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(body)
+    assert all(a < b for a, b in ranges) or ranges == [(0, 0)]
+    assert all(x[1] == y[0] for x, y in zip(ranges, ranges[1:]))
+    assert len(ranges) <= max(1, min(parts, len(body) // min_bytes))
+    assert all(body[b - 1:b] == b"\n" for _, b in ranges[:-1])
+    with open(path, "rb") as f:
+        assert line_ranges(f, parts, min_bytes=min_bytes) == ranges
+    reports = [dtproto.validate(body[a:b], now_ms=NOW, max_errors=4, max_warnings=2)
+               for a, b in ranges]
+    assert ValidationReport.combine(reports, max_errors=4, max_warnings=2) == \
+        dtproto.validate(body, now_ms=NOW, max_errors=4, max_warnings=2)
+
+
+def test_line_ranges_edges(tmp_path):
+    from dtproto._ranges import line_ranges
+
+    f = tmp_path / "x.txt"
+    f.write_bytes(b"")
+    assert line_ranges(f, 4) == [(0, 0)]
+    f.write_bytes(b"x" * 1000)                        # one line, no newline: one range
+    assert line_ranges(str(f), 4) == [(0, 1000)]
+    f.write_bytes(b"a.b 1\n" * 100)                   # 600 bytes
+    assert line_ranges(f, 3) == [(0, 204), (204, 402), (402, 600)]
+    assert line_ranges(f, 3, min_bytes=300) == [(0, 306), (306, 600)]
+    assert line_ranges(f, 3, min_bytes=10_000) == [(0, 600)]
+    with pytest.raises(ValueError):
+        line_ranges(f, 0)

@@ -13,7 +13,8 @@ from ._common import (_BLOCK, _STDIN, EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageEr
                       _err, _Input, _input_names, _line_range, _log_to_stderr, _n, _plural,
                       _positive, _printable, _Progress, _seconds, _write_json, add_inputs,
                       add_window)
-from .validate import _human_validation, _json_validation, _Tally
+from ..report import ValidationReport
+from .validate import _Caps, _checked, _Checked, _human_validation, _json_validation, _then
 
 
 def _read_token(args: argparse.Namespace) -> Optional[str]:
@@ -138,7 +139,8 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                 docs.append({"file": name, "io_error": str(exc)})
             continue
         progress = _Progress(inp.size, inp.name)
-        tally = _Tally(args.max_errors, None, args.examples)
+        caps = _Caps(args.max_errors, None, args.examples)
+        checked = _Checked(ValidationReport(), {}, 0)
         chunks: List[Dict[str, Any]] = []
         rejected: List[Dict[str, Any]] = []
         feed = _Feed(inp, progress, max_bytes)
@@ -150,21 +152,22 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                     blank = only_blank_lines(body)
                     chunks.append({"first_line": item.first_line, "lines": item.lines,
                                    "bytes": len(body), "sent": not blank})
-                    tally.add(validate(body, now_ms=args.now, max_errors=None,
-                                       max_warnings=None), item.first_line - 1)
+                    part = validate(body, now_ms=args.now, max_errors=None, max_warnings=None)
+                    checked = _then(checked, _checked(part, caps.examples), caps,
+                                    item.first_line - 1)
                 else:
                     rejected.append({"line": item.line, "reason": item.reason})
         finally:
             progress.close()
             inp.close()
-        r = tally.report
+        r = checked.report
         if (r.lines_invalid or rejected) and rc == EXIT_OK:
             rc = EXIT_INVALID
         if feed.error is not None:
             _err(feed.failure())
             rc = EXIT_USAGE
         if args.json:
-            doc = _json_validation(inp.name, tally)
+            doc = _json_validation(inp.name, r)
             doc["chunks"] = chunks
             doc["rejected_by_client"] = rejected
             if feed.error is not None:
@@ -185,7 +188,7 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                 _printable(inp.name), x["line"], _printable(x["reason"])))
         if feed.error is not None:
             out.write("  %s\n" % _printable(feed.failure()))
-        _human_validation(inp.name, tally, out)
+        _human_validation(inp.name, checked, args.examples, out)
     if args.json:
         _write_json({"dry_run": True, "files": docs}, out)
     return rc

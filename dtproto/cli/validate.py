@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import (IO, Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional,
+                    Sequence, Tuple)
+
+from .._constants import RESPONSE_EMPTY_REQUEST
+from .._ranges import line_ranges
+from ..report import LineError, ValidationReport
 
 from ._common import (_BLOCK, EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, _count, _err,
                       _Input, _input_names, _n, _plural, _positive, _printable, _Progress,
@@ -69,103 +74,90 @@ class _Segments:
 
 
 
-# --------------------------------------------------------------------------- validation tally
+# --------------------------------------------------------------------------- validation
 
 
-class _Tally:
-    """A :class:`~dtproto.ValidationReport` assembled from pieces, in input order.
+class _Caps(NamedTuple):
+    """What to keep of one input's report: the lists' caps, and examples per code."""
 
-    Pieces are the reports of consecutive segments (or of ``--jobs`` byte
-    ranges), each numbered from line 1; ``add`` shifts their line numbers.
-    Because every kept list is "the first N in input order", merging the
-    pieces in order gives exactly what one pass over the whole input gives:
-    that is what makes ``--jobs N`` output identical to ``--jobs 1``.
+    max_errors: Optional[int]
+    max_warnings: Optional[int]
+    examples: int
 
-    Besides the report (errors capped at ``max_errors``, warnings at
-    ``max_warnings``, counts exact) it keeps the first ``examples`` errors of
-    *each* reason code, so every code gets examples even when the capped list
-    is full of another code.
+
+class _Checked(NamedTuple):
+    """One input (or ``--jobs`` range) validated: its report, the first
+    ``examples`` errors of each reason code, and the bytes read.
+
+    The examples exist besides ``report.errors`` so that every code gets
+    examples even when the capped list is full of another code.
     """
 
-    def __init__(self, max_errors: Optional[int], max_warnings: Optional[int],
-                 examples: int) -> None:
-        from ..report import ValidationReport
+    report: ValidationReport
+    examples: Dict[Any, List[LineError]]
+    bytes: int
 
-        self.report = ValidationReport()
-        self.max_errors = max_errors
-        self.max_warnings = max_warnings
-        self.examples_per_code = examples
-        self.examples: Dict[Any, list] = {}
-        self.bytes = 0
 
-    @staticmethod
-    def room(kept: list, cap: Optional[int]) -> Optional[int]:
-        return None if cap is None else max(cap - len(kept), 0)
+def _add_examples(examples: Dict[Any, List[LineError]], errors: Iterable[LineError],
+                  offset: int, k: int) -> None:
+    """Keep the first ``k`` of ``errors`` (in input order, numbered from line
+    ``offset + 1``) under their codes."""
+    for e in errors:
+        kept = examples.setdefault(e.code, [])
+        if len(kept) < k:
+            kept.append(e._replace(line=e.line + offset))
 
-    def errors_wanted(self) -> Optional[int]:
-        """How many errors the next segment must list: enough for the capped
-        list, and at least _SEGMENT_ERRORS for examples of every code."""
-        room = self.room(self.report.errors, self.max_errors)
-        return None if room is None else max(room, _SEGMENT_ERRORS)
 
-    def needs_all_errors(self, part: Any) -> bool:
-        """True when ``part`` listed too few errors to give some code its examples.
+def _checked(report: ValidationReport, k: int, nbytes: int = 0) -> _Checked:
+    """One block's report with the first ``k`` examples of each of its codes."""
+    examples: Dict[Any, List[LineError]] = {}
+    _add_examples(examples, report.errors, 0, k)
+    return _Checked(report, examples, nbytes)
 
-        Validating with a cap keeps the cost and memory of error-heavy input
-        low; this rare case (a code first seen after the cap within one
-        segment) validates that segment again without a cap.
-        """
-        if len(part.errors) >= part.lines_invalid:
-            return False
-        listed: Dict[Any, int] = {}
-        for e in part.errors:
-            listed[e.code] = listed.get(e.code, 0) + 1
-        k = self.examples_per_code
-        for code, n in part.error_counts.items():
-            want = min(k - len(self.examples.get(code, ())), n)
-            if want > listed.get(code, 0):
-                return True
+
+def _then(done: _Checked, part: _Checked, caps: _Caps,
+          line_offset: Optional[int] = None) -> _Checked:
+    """``done`` followed by ``part``, the next block of the same input: the
+    reports merged (ValidationReport.merge, its default ``line_offset`` being
+    the lines ``done`` covers), the examples shifted alike."""
+    offset = done.report.lines_total if line_offset is None else line_offset
+    examples = {code: list(errs) for code, errs in done.examples.items()}
+    for errs in part.examples.values():
+        _add_examples(examples, errs, offset, caps.examples)
+    report = done.report.merge(part.report, offset, max_errors=caps.max_errors,
+                               max_warnings=caps.max_warnings)
+    return _Checked(report, examples, done.bytes + part.bytes)
+
+
+def _room(kept: Sequence[Any], cap: Optional[int]) -> Optional[int]:
+    return None if cap is None else max(cap - len(kept), 0)
+
+
+def _needs_all_errors(part: ValidationReport, examples: Dict[Any, List[LineError]],
+                      k: int) -> bool:
+    """True when ``part`` listed too few errors to give some code its examples.
+
+    Validating with a cap keeps the cost and memory of error-heavy input
+    low; this rare case (a code first seen after the cap within one
+    segment) validates that segment again without a cap.
+    """
+    if len(part.errors) >= part.lines_invalid:
         return False
-
-    def add(self, part: Any, shift: int) -> None:
-        """Add a ValidationReport (or a _Tally) whose line 1 is input line ``shift + 1``."""
-        r = self.report
-        p = part.report if isinstance(part, _Tally) else part
-        r.lines_ok += p.lines_ok
-        r.lines_invalid += p.lines_invalid
-        r.warnings_total += p.warnings_total
-        if p.lines_total:
-            r.lines_total = shift + p.lines_total
-        for code, n in p.error_counts.items():
-            r.error_counts[code] = r.error_counts.get(code, 0) + n
-        _extend_shifted(r.errors, p.errors, self.max_errors, shift)
-        _extend_shifted(r.warnings, p.warnings, self.max_warnings, shift)
-        if isinstance(part, _Tally):
-            self.bytes += part.bytes
-            for code, errs in part.examples.items():
-                _extend_shifted(self.examples.setdefault(code, []), errs,
-                                self.examples_per_code, shift)
-        else:
-            k = self.examples_per_code
-            for e in p.errors:
-                kept = self.examples.setdefault(e.code, [])
-                if len(kept) < k:
-                    kept.append(e._replace(line=e.line + shift))
+    listed: Dict[Any, int] = {}
+    for e in part.errors:
+        listed[e.code] = listed.get(e.code, 0) + 1
+    for code, n in part.error_counts.items():
+        want = min(k - len(examples.get(code, ())), n)
+        if want > listed.get(code, 0):
+            return True
+    return False
 
 
-def _extend_shifted(into: list, items: Sequence[Any], cap: Optional[int], shift: int) -> None:
-    room = len(items) if cap is None else min(cap - len(into), len(items))
-    if room > 0:
-        into.extend(x._replace(line=x.line + shift) for x in items[:room])
-
-
-def _validate_stream(inp: _Input, now_ms: Optional[int], tally: _Tally,
-                     on_read: Callable[[int], None], first: int = 0,
-                     limit: Optional[int] = None) -> int:
-    """Validate ``inp`` segment by segment into ``tally``; returns the newlines read.
-
-    With ``limit``, reads only that many bytes (a ``--jobs`` range).
-    """
+def _validate_stream(inp: _Input, now_ms: Optional[int], caps: _Caps,
+                     on_read: Callable[[int], None], limit: Optional[int] = None) -> _Checked:
+    """Validate ``inp`` segment by segment (bounded memory), merging the
+    segments' reports in order.  With ``limit``, reads only that many bytes
+    (a ``--jobs`` range)."""
     from .. import validate
 
     read = inp.read
@@ -178,8 +170,8 @@ def _validate_stream(inp: _Input, now_ms: Optional[int], tally: _Tally,
             return data
 
     segs = _Segments(read, lambda: on_read(inp.position()))
+    done = _Checked(ValidationReport(), {}, 0)
     while not segs.eof:
-        shift = segs.newlines
         kept: Optional[List[bytes]] = []
 
         def chunks() -> Iterator[bytes]:
@@ -193,15 +185,17 @@ def _validate_stream(inp: _Input, now_ms: Optional[int], tally: _Tally,
                     kept = kept + [chunk] if size <= 2 * _SEGMENT else None
                 yield chunk
 
-        part = validate(chunks(), now_ms=now_ms, max_errors=tally.errors_wanted(),
-                        max_warnings=tally.room(tally.report.warnings, tally.max_warnings))
-        if kept and tally.needs_all_errors(part):
-            part = validate(kept, now_ms=now_ms, max_errors=None,
-                            max_warnings=tally.room(tally.report.warnings, tally.max_warnings))
+        # Enough errors for the capped list, and at least _SEGMENT_ERRORS for
+        # examples of every code.
+        room = _room(done.report.errors, caps.max_errors)
+        wanted = None if room is None else max(room, _SEGMENT_ERRORS)
+        warnings = _room(done.report.warnings, caps.max_warnings)
+        part = validate(chunks(), now_ms=now_ms, max_errors=wanted, max_warnings=warnings)
+        if kept and _needs_all_errors(part, done.examples, caps.examples):
+            part = validate(kept, now_ms=now_ms, max_errors=None, max_warnings=warnings)
         kept = None
-        tally.add(part, first + shift)
-    tally.bytes += segs.bytes
-    return segs.newlines
+        done = _then(done, _checked(part, caps.examples), caps)
+    return done._replace(bytes=segs.bytes)
 
 
 # The --jobs workers.  Module-level functions so that every multiprocessing
@@ -229,10 +223,8 @@ def _ignore_sigint() -> Any:
         return None
 
 
-def _job_validate(job: Tuple[int, str, int, int, Optional[int], Optional[int], Optional[int], int]
-                  ) -> Tuple[_Tally, int]:
-    index, path, start, end, now_ms, max_errors, max_warnings, examples = job
-    tally = _Tally(max_errors, max_warnings, examples)
+def _job_validate(job: Tuple[int, str, int, int, Optional[int], _Caps]) -> _Checked:
+    index, path, start, end, now_ms, caps = job
     inp = _Input(path)
     try:
         inp._raw.seek(start)
@@ -242,51 +234,26 @@ def _job_validate(job: Tuple[int, str, int, int, Optional[int], Optional[int], O
             if _shared_progress is not None:
                 _shared_progress[index] = inp._count
 
-        newlines = _validate_stream(inp, now_ms, tally, on_read, 0, end - start)
+        checked = _validate_stream(inp, now_ms, caps, on_read, end - start)
         on_read(0)
     finally:
         inp.close()
-    return tally, newlines
+    return checked
 
 
-def _split_ranges(path: str, size: int, jobs: int) -> List[Tuple[int, int]]:
-    """``jobs`` byte ranges of ``path`` (fewer for small files), each ending after a newline."""
-    jobs = max(1, min(jobs, size // _MIN_JOB_BYTES))
-    cuts = [0]
-    with open(path, "rb") as f:
-        for i in range(1, jobs):
-            pos = max(size * i // jobs, cuts[-1])
-            f.seek(pos)
-            while True:
-                block = f.read(64 * 1024)
-                if not block:
-                    pos = size
-                    break
-                j = block.find(b"\n")
-                if j >= 0:
-                    pos += j + 1
-                    break
-                pos += len(block)
-            if pos >= size:
-                break
-            cuts.append(pos)
-    cuts.append(size)
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a] or [(0, size)]
-
-
-def _validate_parallel(inp: _Input, jobs: int, now_ms: Optional[int], tally: _Tally) -> int:
-    """Validate ``inp`` on up to ``jobs`` processes; returns how many were used."""
+def _validate_parallel(inp: _Input, jobs: int, now_ms: Optional[int],
+                       caps: _Caps) -> Tuple[_Checked, int]:
+    """Validate ``inp`` on up to ``jobs`` processes; returns the result and
+    how many processes were used."""
     import multiprocessing
 
     assert inp.path is not None and inp.size is not None
-    ranges = _split_ranges(inp.path, inp.size, jobs)
+    ranges = line_ranges(inp.path, jobs, min_bytes=_MIN_JOB_BYTES)
     if len(ranges) == 1:
-        _validate_stream(inp, now_ms, tally, lambda _p: None)
-        return 1
+        return _validate_stream(inp, now_ms, caps, lambda _p: None), 1
     progress = _Progress(inp.size, inp.name)
     shared = multiprocessing.Array("q", len(ranges), lock=False)
-    work = [(i, inp.path, a, b, now_ms, tally.max_errors, tally.max_warnings,
-             tally.examples_per_code) for i, (a, b) in enumerate(ranges)]
+    work = [(i, inp.path, a, b, now_ms, caps) for i, (a, b) in enumerate(ranges)]
     # Workers start with SIGINT ignored (inherited, so also before _job_init
     # runs); the parent gets it back at once.
     previous = _ignore_sigint()
@@ -304,46 +271,47 @@ def _validate_parallel(inp: _Input, jobs: int, now_ms: Optional[int], tally: _Ta
             progress.update(sum(shared))
         parts = pending.get()
     progress.close()
-    shift = 0
-    for part, newlines in parts:
-        tally.add(part, shift)
-        shift += newlines
-    return len(ranges)
-
+    done = _Checked(ValidationReport(), {}, 0)
+    for part in parts:           # in input order: the ranges' reports merged
+        done = _then(done, part, caps)
+    return done, len(ranges)
 
 
 # --------------------------------------------------------------------------- validate: reports
 
 
-def _code_order(tally: _Tally) -> List[Any]:
+def _code_order(r: ValidationReport) -> List[Any]:
     # Most frequent first, then by name: deterministic whatever the merge order.
-    return sorted(tally.report.error_counts, key=lambda c: (-tally.report.error_counts[c], str(c)))
+    return sorted(r.error_counts, key=lambda c: (-r.error_counts[c], str(c)))
 
 
-def _human_validation(name: str, tally: _Tally, out: IO[str]) -> None:
-    r = tally.report
+def _human_validation(name: str, checked: _Checked, k: int, out: IO[str]) -> None:
+    """The report of one input for people: counts, counts per reason code,
+    ``k`` examples per code and of warnings."""
+    r = checked.report
     name = _printable(name)
     blank = r.lines_total - r.lines_ok - r.lines_invalid
     out.write("%s: %s: %s ok, %s invalid, %s; %s\n" % (
         name, _plural(r.lines_total, "line"), _n(r.lines_ok), _n(r.lines_invalid),
         _plural(blank, "blank line"), _plural(r.warnings_total, "warning")))
     if r.lines_ok == 0 and r.lines_invalid == 0:
-        out.write("  (nothing to ingest: the API would answer 400 'empty request')\n")
-    codes = _code_order(tally)
+        out.write("  (nothing to ingest: the API would answer 400 '%s')\n"
+                  % RESPONSE_EMPTY_REQUEST)
+    codes = _code_order(r)
     if codes:
         width = max(len(str(c)) for c in codes)
         out.write("invalid lines by reason:\n")
         for code in codes:
             out.write("  %-*s %s\n" % (width, code, _n(r.error_counts[code])))
-        for code in codes if tally.examples_per_code else ():
-            shown = tally.examples.get(code, [])
+        for code in codes if k else ():
+            shown = checked.examples.get(code, [])
             out.write("%s (%s%s):\n" % (code, _plural(r.error_counts[code], "line"), _shown(
                 len(shown), r.error_counts[code])))
             for e in shown:
                 out.write("  %s:%d: %s\n      %s\n" % (name, e.line, _printable(e.message),
                                                     _printable(e.text)))
     if r.warnings_total:
-        shown = r.warnings[: tally.examples_per_code]
+        shown = r.warnings[:k]
         out.write("warnings: Metrics Classic key renames (%s%s)%s\n" % (
             _plural(r.warnings_total, "line"), _shown(len(shown), r.warnings_total),
             ":" if shown else ""))
@@ -351,12 +319,13 @@ def _human_validation(name: str, tally: _Tally, out: IO[str]) -> None:
             out.write("  %s:%d: %s\n" % (name, w.line, _printable(w.message)))
 
 
-def _json_validation(name: str, tally: _Tally) -> Dict[str, Any]:
-    r = tally.report
+def _json_validation(name: str, r: ValidationReport) -> Dict[str, Any]:
+    """The report of one input for programs: the API's answer, exact counts
+    and the listed errors."""
     return {
         "file": name,
         "response": r.to_response(),
-        "error_counts": {str(c): r.error_counts[c] for c in _code_order(tally)},
+        "error_counts": {str(c): r.error_counts[c] for c in _code_order(r)},
         "lines_total": r.lines_total,
         "warnings_total": r.warnings_total,
         "errors": [{"line": e.line, "column": e.column, "code": str(e.code),
@@ -373,8 +342,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     nbytes = nlines = done = 0
     jobs_used = 1
+    caps = _Caps(args.max_errors, args.max_warnings, args.examples)
     for i, name in enumerate(names):
-        tally = _Tally(args.max_errors, args.max_warnings, args.examples)
         try:
             inp = _Input(name)
         except UsageError as exc:
@@ -391,11 +360,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 jobs = 1
             if jobs > 1:
                 # Small files get fewer ranges than --jobs: say what was used.
-                jobs_used = max(jobs_used, _validate_parallel(inp, jobs, now_ms, tally))
+                checked, used = _validate_parallel(inp, jobs, now_ms, caps)
+                jobs_used = max(jobs_used, used)
             else:
                 progress = _Progress(inp.size, inp.name)
                 try:
-                    _validate_stream(inp, now_ms, tally, progress.update)
+                    checked = _validate_stream(inp, now_ms, caps, progress.update)
                 finally:
                     progress.close()
         except UsageError as exc:
@@ -406,17 +376,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             continue
         finally:
             inp.close()
-        nbytes += tally.bytes
-        nlines += tally.report.lines_total
+        nbytes += checked.bytes
+        nlines += checked.report.lines_total
         done += 1
-        if tally.report.lines_invalid and rc == EXIT_OK:
+        if checked.report.lines_invalid and rc == EXIT_OK:
             rc = EXIT_INVALID
         if args.json:
-            results.append(_json_validation(inp.name, tally))
+            results.append(_json_validation(inp.name, checked.report))
         else:
             if i:
                 out.write("\n")
-            _human_validation(inp.name, tally, out)
+            _human_validation(inp.name, checked, args.examples, out)
             out.flush()
     seconds = time.perf_counter() - t0
     if args.json:
