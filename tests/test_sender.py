@@ -493,13 +493,46 @@ def test_batching_flushes_on_lines_bytes_and_close(srv):
 
 
 def test_batching_interval_is_checked_on_add(srv):
-    with sender(srv, flush_interval=0.1) as s:
+    with sender(srv, flush_interval=0.3) as s:
         s.add("a.b 1")
         assert len(srv.requests) == 0 and s.pending_lines == 1
-        time.sleep(0.15)
+        s._batch.last_flush -= 0.5                    # as if the interval had passed
         out = s.add("a.b 2")                          # the trigger fires inside add()
         assert out is not None and out.lines_ok == 2
         assert s.pending_lines == 0
+
+
+def test_batching_interval_flushes_a_quiet_producer_by_itself(srv):
+    with sender(srv, flush_interval=0.1) as s:
+        s.add("a.b 1")
+        s.add("a.b 2")
+        assert s.pending_lines == 2 and len(srv.requests) == 0
+        deadline = time.monotonic() + 5
+        while s.pending_lines and time.monotonic() < deadline:
+            time.sleep(0.01)                          # no call into the sender
+        assert s.pending_lines == 0
+        with s._lock:                                 # the background flush has finished
+            pass
+        assert srv.accepted_lines == [b"a.b 1", b"a.b 2"] and len(srv.requests) == 1
+        assert s.totals.lines_ok == 2
+
+
+def test_background_flush_failure_is_raised_by_the_next_call(srv):
+    srv.faults = [Fault("503", rate=1.0)]
+    s = sender(srv, retries=0, flush_interval=0.05)
+    s.add("a.b 1")
+    deadline = time.monotonic() + 5
+    while s.pending_lines and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with s._lock:                                     # the background flush has finished
+        pass
+    srv.faults = []
+    with pytest.raises(DeliveryError) as ei:
+        s.add("c.d 2")
+    assert ei.value.unsent == b"a.b 1\nc.d 2\n"   # handed back, not lost, not queued
+    assert s.pending_lines == 0
+    s.close()
+    assert srv.accepted_lines == []
 
 
 def test_batching_line_numbers_run_across_flushes(srv):
