@@ -287,3 +287,48 @@ def test_line_ranges_edges(tmp_path):
     assert line_ranges(f, 3, min_bytes=10_000) == [(0, 600)]
     with pytest.raises(ValueError):
         line_ranges(f, 0)
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+# The modules that speak the ingest API's vocabulary and take it from
+# _constants (the sender's modules are to follow).
+VOCABULARY_USERS = ("report.py", "server.py", "cli/*.py")
+
+
+def _code_strings(tree):
+    """String and int constants of a module, docstrings left out."""
+    import ast
+
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and id(node) not in docstrings:
+            yield node
+
+
+def test_the_ingest_vocabulary_is_spelled_only_in_constants():
+    import ast
+    import pathlib
+
+    exact = {K.RESPONSE_EMPTY_REQUEST, K.RESPONSE_INVALID_LINES, K.RESPONSE_FIRST_ERRORS,
+             K.RESPONSE_FIRST_WARNINGS, K.RESPONSE_WARNINGS_KEY, K.RESPONSE_WARNINGS_KEY_SEEN,
+             K.TOKEN_SCHEME}
+    inside = (K.INGEST_SCOPE, K.INGEST_PATH, K.ONEAGENT_PATH)
+    root = pathlib.Path(dtproto.__file__).resolve().parent
+    offenders = []
+    paths = sorted(p for pattern in VOCABULARY_USERS for p in root.glob(pattern))
+    assert len(paths) >= 7
+    for path in paths:
+        rel = path.relative_to(root).as_posix()
+        for node in _code_strings(ast.parse(path.read_text(encoding="utf-8"))):
+            v = node.value
+            if (isinstance(v, str) and (v in exact or any(w in v for w in inside))) or \
+                    (type(v) is int and v == K.ONEAGENT_PORT):
+                offenders.append("%s:%d: %r" % (rel, node.lineno, v))
+    assert not offenders, "use the constants of dtproto._constants:\n" + "\n".join(offenders)

@@ -13,6 +13,7 @@ from ._common import (_BLOCK, _STDIN, EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageEr
                       _err, _Input, _input_names, _line_range, _log_to_stderr, _n, _plural,
                       _positive, _printable, _Progress, _seconds, _write_json, add_inputs,
                       add_window)
+from .._constants import INGEST_SCOPE
 from ..report import ValidationReport
 from .validate import _Caps, _checked, _Checked, _human_validation, _json_validation, _then
 
@@ -327,7 +328,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
                     never_sent = _count_rest(feed, inp, result.stopped_at)
                 if isinstance(exc, (_sender.AuthenticationError, _sender.MissingScopeError)):
                     _err("the API token comes from --token-file or DT_API_TOKEN and needs "
-                         "the metrics.ingest scope")
+                         "the %s scope" % INGEST_SCOPE)
             finally:
                 progress.close()
                 inp.close()

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any, Tuple
 
+from .._constants import ONEAGENT_PORT, RESPONSE_WARNINGS_KEY, RESPONSE_WARNINGS_KEY_SEEN
 from ._common import (EXIT_OK, UsageError, _err, _log_to_stderr, _n, _now_arg, _plural,
                       _port, _printable)
 
@@ -32,7 +33,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         srv = IngestServer(
             args.host, args.port, tokens=args.token or None, store=store, keep=False,
             faults=faults, seed=args.seed, now_ms=args.now,
-            warnings_key="warningLines" if args.warning_lines else "changedMetricKeys")
+            warnings_key=RESPONSE_WARNINGS_KEY_SEEN if args.warning_lines else RESPONSE_WARNINGS_KEY)
     except (OSError, OverflowError, ValueError) as exc:
         if store is not None:
             store.close()
@@ -123,8 +124,9 @@ def add_parser(sub: Any) -> None:
                        description="A local metric ingest endpoint that validates like the "
                                    "real API (dtproto.server.IngestServer).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=14499,
-                   help="TCP port (default 14499; 0 picks a free one)")
+    p.add_argument("--port", type=_port, default=ONEAGENT_PORT,
+                   help="TCP port (default %d, the OneAgent's; 0 picks a free one)"
+                        % ONEAGENT_PORT)
     p.add_argument("--token", action="append", default=[], metavar="T",
                    help="accepted API token (repeatable); without any, tokens are not checked")
     p.add_argument("--store", metavar="FILE", help="append accepted lines to FILE")
@@ -135,7 +137,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--now", type=_now_arg, metavar="TIME",
                    help="validation clock (epoch ms or ISO 8601); default: the real clock")
     p.add_argument("--warning-lines", action="store_true",
-                   help="answer warnings under 'warningLines' (what real responses carry) "
-                        "instead of the documented 'changedMetricKeys'")
+                   help="answer warnings under '%s' (what real responses carry) instead "
+                        "of the documented '%s'" % (RESPONSE_WARNINGS_KEY_SEEN,
+                                                    RESPONSE_WARNINGS_KEY))
     p.add_argument("-q", "--quiet", action="store_true", help="do not log each request")
     p.set_defaults(func=_cmd_serve, parser=p)
