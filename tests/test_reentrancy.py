@@ -35,6 +35,20 @@ def _check(records, body: bytes) -> None:
         assert got == want
 
 
+def _run_threads(work, n: int = 4) -> None:
+    """Run ``work(k)`` in ``n`` threads with a tiny switch interval (many GIL handovers)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+
+
 class _GCHook:
     """Install ``fn`` as a gc callback for the duration of a ``with`` block."""
 
@@ -133,17 +147,8 @@ def test_threads_decoding_with_a_gil_releasing_gc_hook(impl):
         except BaseException as exc:  # pragma: no cover - reported below
             failures.append((k, exc))
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        with _GCHook(hook, threshold=700):
-            threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-    finally:
-        sys.setswitchinterval(old)
+    with _GCHook(hook, threshold=700):
+        _run_threads(work)
     assert not failures, failures[:3]
 
 
@@ -177,16 +182,7 @@ def test_shared_encoder_is_line_atomic_across_threads(impl):
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    _run_threads(work)
     assert not errors, errors[:3]
     body = enc.getvalue()
     assert enc.lines == 4 * per_thread
@@ -235,16 +231,7 @@ def test_encoder_with_options_shared_across_threads(impl):
         except BaseException as exc:  # pragma: no cover
             errors.append(exc)
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    _run_threads(work)
     assert not errors, errors[:3]
     body = enc.getvalue()
     assert enc.lines == 4 * per_thread
