@@ -3,13 +3,12 @@
 
 Usage (from the repository root)::
 
-    python3 bench/compare.py                      # 1,000,000 lines, every implementation
-    python3 bench/compare.py --only python --skip-1gb
-    python3 bench/compare.py --lines 200000 --repeat 3 --markdown perf.md
+    v/bin/python bench/compare.py                      # 1,000,000 lines, every implementation
+    v/bin/python bench/compare.py --only python --skip-1gb
+    v/bin/python bench/compare.py --lines 200000 --repeat 3 --markdown perf.md
 
-Every row names the requirement it checks (issue 2 "must show 4" for the
-pure-Python codec, issue 3 "Performance" for the Cython core) and says PASS or
-FAIL.  Peers are optional: one that is not installed prints "not installed"
+Every row names the requirement it checks ("pure Python: ...", "Cython: ...",
+"memory: ...") and says PASS or FAIL; "info" rows only inform.  Peers are optional: one that is not installed prints "not installed"
 and its rows are skipped.  Install them with ``pip install .[bench]``.
 
 How it measures:
@@ -46,9 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections import deque
-from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,6 +57,9 @@ except ImportError:
 
 import corpus as _corpus  # noqa: E402
 from corpus import cpu_model, encoder_loop  # noqa: E402
+
+from dtproto._peers import (PEERS, dmu_encoder, load_peers, lpp_decoder,  # noqa: E402
+                            peer_version, questdb_encoder, sdk_encoder)
 
 perf_counter = time.perf_counter
 
@@ -164,133 +164,7 @@ def regex_parse(data: bytes) -> list:
 
 
 # ---------------------------------------------------------------------------
-# Peers (optional)
-# ---------------------------------------------------------------------------
-
-def _version(dist: str) -> str:
-    try:
-        from importlib.metadata import version
-        return version(dist)
-    except Exception:  # pragma: no cover
-        return "?"
-
-
-def load_peers() -> Dict[str, Any]:
-    """Each peer's entry points, or a string saying why it is missing."""
-    peers: Dict[str, Any] = {}
-    try:
-        from dynatrace.metric.utils import DynatraceMetricsFactory, DynatraceMetricsSerializer
-        peers["dmu"] = (DynatraceMetricsFactory, DynatraceMetricsSerializer)
-    except ImportError as e:
-        peers["dmu"] = "not installed (%s)" % e
-    try:
-        from dynatrace_extension.sdk.metric import Metric, MetricType, SummaryStat
-        peers["sdk"] = (Metric, MetricType, SummaryStat)
-    except ImportError as e:
-        peers["sdk"] = "not installed (%s)" % e
-    try:
-        from line_protocol_parser import parse_line
-        peers["lpp"] = parse_line
-    except ImportError as e:
-        peers["lpp"] = "not installed (%s)" % e
-    try:
-        with warnings.catch_warnings():  # questdb >= 5 deprecates the module path
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from questdb.ingress import Buffer, ServerTimestamp, TimestampNanos
-        peers["questdb"] = (Buffer, ServerTimestamp, TimestampNanos)
-    except ImportError as e:
-        peers["questdb"] = "not installed (%s)" % e
-    return peers
-
-
-def dmu_encoder(factory_cls: Any, serializer_cls: Any, tuples: list) -> Callable[[], bytes]:
-    """dynatrace-metric-utils: DynatraceMetricsFactory + DynatraceMetricsSerializer.serialize."""
-    factory = factory_cls()
-    serializer = serializer_cls(enrich_with_dynatrace_metadata=False)
-
-    def run() -> bytes:
-        gauge = factory.create_float_gauge
-        delta = factory.create_float_counter_delta
-        summary = factory.create_float_summary
-        serialize = serializer.serialize
-        out = []
-        for kind, key, dims, v, mn, mx, sm, cnt, ts in tuples:
-            if kind == "gauge":
-                m = gauge(key, v, dims, ts)
-            elif kind == "count":
-                m = delta(key, v, dims, ts)
-            else:
-                m = summary(key, mn, mx, sm, cnt, dims, ts)
-            out.append(serialize(m))
-        out.append("")
-        return "\n".join(out).encode("utf-8")
-    return run
-
-
-def sdk_encoder(metric_cls: Any, metric_type: Any, summary_cls: Any,
-                tuples: list) -> Callable[[], bytes]:
-    """dt-extensions-sdk: dynatrace_extension.sdk.metric.Metric(...).to_mint_line()."""
-    stamps = [None if t[8] is None else datetime.fromtimestamp(t[8] / 1000, tz=timezone.utc)
-              for t in tuples]
-    G, D = metric_type.GAUGE, metric_type.DELTA
-
-    def run() -> bytes:
-        out = []
-        for (kind, key, dims, v, mn, mx, sm, cnt, _), stamp in zip(tuples, stamps):
-            if kind == "gauge":
-                m = metric_cls(key, v, dims, G, stamp)
-            elif kind == "count":
-                m = metric_cls(key, v, dims, D, stamp)
-            else:
-                m = metric_cls(key, summary_cls(mn, mx, sm, cnt), dims, G, stamp)
-            out.append(m.to_mint_line())
-        out.append("")
-        return "\n".join(out).encode("utf-8")
-    return run
-
-
-def questdb_encoder(buffer_cls: Any, server_ts: Any, nanos: Any, tuples: list,
-                    protocol_version: int) -> Callable[[], bytes]:
-    """questdb: Buffer(protocol_version=N).row(table, symbols=..., columns=..., at=...)."""
-    stamps = [server_ts if t[8] is None else nanos(t[8] * 1_000_000) for t in tuples]
-    # QuestDB column names cannot contain ".": symbols get "_" instead (the
-    # renamed dicts are built here, once per series, outside the timed region).
-    renamed: Dict[int, dict] = {}
-    symbols = []
-    for t in tuples:
-        d = renamed.get(id(t[2]))
-        if d is None:
-            d = renamed[id(t[2])] = {k.replace(".", "_"): v for k, v in t[2].items()}
-        symbols.append(d)
-
-    def new_buffer() -> Any:
-        try:
-            return buffer_cls(protocol_version=protocol_version)
-        except TypeError:  # questdb < 3 has no protocol versions (text only)
-            return buffer_cls()
-
-    def run() -> bytes:
-        buf = new_buffer()
-        row = buf.row
-        for (kind, key, _, v, mn, mx, sm, cnt, _), dims, at in zip(tuples, symbols, stamps):
-            if kind == "summary":
-                row(key, symbols=dims, columns={"min": mn, "max": mx, "sum": sm, "count": cnt},
-                    at=at)
-            else:
-                row(key, symbols=dims, columns={"value": v}, at=at)
-        return bytes(buf)
-    return run
-
-
-def lpp_decoder(parse_line: Any, influx: bytes) -> Callable[[], list]:
-    """line-protocol-parser: parse_line() per line of the InfluxDB form."""
-    def run() -> list:
-        return [parse_line(line) for line in influx.split(b"\n") if line]
-    return run
-
-
-# ---------------------------------------------------------------------------
-# dtproto contenders
+# Peers (optional): the adapters live in dtproto._peers, shared with 'dtproto bench'
 # ---------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
@@ -484,13 +358,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         % (cpu_model(), os.cpu_count() or 0, platform.python_version(),
            platform.python_implementation(), dtproto.__version__, ", ".join(impls)),
         "Corpus: bench/corpus.py seed %d, %s lines; GC enabled; best of %d "
-        "(fewer for runs over %gs). Command: `python3 bench/compare.py %s`"
+        "(fewer for runs over %gs). Command: `v/bin/python bench/compare.py %s`"
         % (args.seed, "{:,}".format(n), args.repeat, args.budget,
            " ".join(argv if argv is not None else sys.argv[1:])),
         "Peers: " + ", ".join(
-            "%s %s" % (dist, _version(dist) if not isinstance(peers[key], str) else "not installed")
-            for key, dist in (("dmu", "dynatrace-metric-utils"), ("sdk", "dt-extensions-sdk"),
-                              ("lpp", "line-protocol-parser"), ("questdb", "questdb"))),
+            "%s %s" % (dist, peer_version(dist) if not isinstance(peers[key], str)
+                       else "not installed")
+            for key, dist in PEERS),
     ]
     print("\n".join(header), flush=True)
     for key, p in peers.items():
@@ -550,19 +424,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not isinstance(peers["dmu"], str):
         k = min(args.slow_lines, n)
         res["dmu"] = measure("dynatrace-metric-utils serialize",
-                             dmu_encoder(*peers["dmu"], records.tuples[:k]), k, None, R, B,
+                             dmu_encoder(peers["dmu"], records.tuples[:k]), k, None, R, B,
                              expect_lines(k),
                              note="" if k == n else "(first %s points)" % "{:,}".format(k))
     if not isinstance(peers["sdk"], str):
         res["sdk"] = measure("dt-extensions-sdk Metric.to_mint_line",
-                             sdk_encoder(*peers["sdk"], records.tuples), n, None, R, B,
+                             sdk_encoder(peers["sdk"], records.tuples), n, None, R, B,
                              expect_lines(n))
     if "cython" in impls:
         if not isinstance(peers["questdb"], str):
             for pv in (1, 2):
                 res["questdb", pv] = measure(
                     "questdb Buffer.row (protocol %d)" % pv,
-                    questdb_encoder(*peers["questdb"], records.tuples, pv), n, None, R, B,
+                    questdb_encoder(peers["questdb"], records.tuples, pv), n, None, R, B,
                     expect_lines(n) if pv == 1 else None)  # binary floats may hold LF bytes
         if not isinstance(peers["lpp"], str):
             influx = _corpus.to_influx(data)
@@ -572,26 +446,27 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     # ---- the table ---------------------------------------------------------
     rows: List[Row] = []
-    I2, I3 = "issue 2 must-show 4", "issue 3 performance"
+    # Row labels: what the row checks, readable without the project's issue tracker.
+    PY, CY = "pure Python", "Cython"
 
     def add(req: str, ours: Any, peer: Any, need: float) -> None:
         if ours in res and peer in res:
             rows.append(Row(req, res[ours], res[peer], need))
 
     if "python" in impls:
-        add(I2 + ": validate ≥ naive split parser", ("validate", "python"), "naive", 1.0)
-        add(I2 + ": decode ≥ 1.5× regex parser", ("decode", "python"), "regex", 1.5)
-        add(I2 + ": Encoder ≥ 10× dynatrace-metric-utils", ("Encoder", "python"), "dmu", 10.0)
-        add(I2 + ": Encoder ≥ dt-extensions-sdk", ("Encoder", "python"), "sdk", 1.0)
+        add(PY + ": validate ≥ naive split parser", ("validate", "python"), "naive", 1.0)
+        add(PY + ": decode ≥ 1.5× regex parser", ("decode", "python"), "regex", 1.5)
+        add(PY + ": Encoder ≥ 10× dynatrace-metric-utils", ("Encoder", "python"), "dmu", 10.0)
+        add(PY + ": Encoder ≥ dt-extensions-sdk", ("Encoder", "python"), "sdk", 1.0)
     if "cython" in impls:
-        add(I3 + ": validate ≥ 35% of bytes.count", ("validate", "cython"), "count", 0.35)
-        add(I3 + ": decode ≥ 8× line-protocol-parser", ("decode", "cython"), "lpp", 8.0)
-        add(I3 + ": decode ≥ 10× pure-Python decode", ("decode", "cython"), ("decode", "python"),
+        add(CY + ": validate ≥ 35% of bytes.count", ("validate", "cython"), "count", 0.35)
+        add(CY + ": decode ≥ 8× line-protocol-parser", ("decode", "cython"), "lpp", 8.0)
+        add(CY + ": decode ≥ 10× pure-Python decode", ("decode", "cython"), ("decode", "python"),
             10.0)
-        add(I3 + ": Encoder ≥ 2× questdb Buffer.row", ("Encoder", "cython"), ("questdb", 1), 2.0)
-        add(I3 + ": encode ≥ 2× questdb Buffer.row", ("encode", "cython"), ("questdb", 1), 2.0)
+        add(CY + ": Encoder ≥ 2× questdb Buffer.row", ("Encoder", "cython"), ("questdb", 1), 2.0)
+        add(CY + ": encode ≥ 2× questdb Buffer.row", ("encode", "cython"), ("questdb", 1), 2.0)
         add("info: questdb binary-float protocol 2", ("Encoder", "cython"), ("questdb", 2), 0)
-        add(I3 + ": Encoder ≥ 50× dynatrace-metric-utils", ("Encoder", "cython"), "dmu", 50.0)
+        add(CY + ": Encoder ≥ 50× dynatrace-metric-utils", ("Encoder", "cython"), "dmu", 50.0)
         add("info: Cython Encoder vs pure Python", ("Encoder", "cython"), ("Encoder", "python"), 0)
         add("info: Cython validate vs pure Python", ("validate", "cython"),
             ("validate", "python"), 0)
@@ -616,13 +491,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for op in ("validate", "iter_decode"):
                     ok, bad, peak, secs = memory_run(name, op, path)
                     good = ok == lines and bad == 0 and peak < 100
-                    req = ("issue 2 must-show 3" if op == "validate" and name == "python"
-                           else I3 if op == "iter_decode" and name == "cython" else "memory")
                     text = "%s (%s), %.2f GB file" % (op, name, size / 1e9)
                     run = Result(text, lines, size, secs, 1)
                     print("  %s: %s lines/s, peak RSS %.1f MB (%d ok, %d invalid)"
                           % (text, "{:,.0f}".format(run.lines_per_s), peak, ok, bad), flush=True)
-                    rows.append(Row(req + ": peak RSS < 100 MB", run, None, 0, text=text,
+                    rows.append(Row("memory: peak RSS < 100 MB", run, None, 0, text=text,
                                     passed=good, value="%.1f MB" % peak))
         finally:
             os.unlink(path)

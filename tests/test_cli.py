@@ -411,6 +411,95 @@ def test_bench() -> None:
             assert re.search(r"dtproto %s +%s +[\d,]+ +[\d.]+\n" % (impl, op), out), (impl, op)
 
 
+class _FakePeers:
+    """Stand-ins for the peer libraries, recording what the adapters call."""
+
+    calls: Dict[str, int] = {}
+
+    @classmethod
+    def peers(cls) -> Dict[str, Any]:
+        calls = cls.calls
+
+        class Factory:
+            def create_float_gauge(self, key: str, v: float, dims: dict, ts: Any) -> str:
+                return "%s %r" % (key, v)
+
+            create_float_counter_delta = create_float_gauge
+
+            def create_float_summary(self, key: str, *args: Any) -> str:
+                return key
+
+        class Serializer:
+            def __init__(self, enrich_with_dynatrace_metadata: bool) -> None:
+                assert enrich_with_dynatrace_metadata is False
+
+            def serialize(self, m: str) -> str:
+                calls["dmu"] = calls.get("dmu", 0) + 1
+                return m
+
+        class Kind:
+            GAUGE, DELTA = "g", "d"
+
+        class SdkMetric:
+            def __init__(self, key: str, *args: Any) -> None:
+                self.key = key
+
+            def to_mint_line(self) -> str:
+                calls["sdk"] = calls.get("sdk", 0) + 1
+                return self.key
+
+        class Buffer:
+            def __init__(self, protocol_version: int = 1) -> None:
+                self.rows: List[str] = []
+
+            def row(self, key: str, **kw: Any) -> None:
+                calls["questdb"] = calls.get("questdb", 0) + 1
+                self.rows.append(key)
+
+            def __bytes__(self) -> bytes:
+                return "".join(r + "\n" for r in self.rows).encode()
+
+        def parse_line(line: bytes) -> bytes:
+            calls["lpp"] = calls.get("lpp", 0) + 1
+            return line
+
+        return {"dmu": (Factory, Serializer), "sdk": (SdkMetric, Kind, lambda *a: a),
+                "lpp": parse_line, "questdb": (Buffer, None, lambda ns: ns)}
+
+
+def test_bench_times_the_peers_through_the_shared_adapters(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """dtproto bench and bench/compare.py use one set of peer adapters (dtproto._peers)."""
+    from dtproto import _peers, cli
+
+    _FakePeers.calls.clear()
+    monkeypatch.setattr(_peers, "load_peers", _FakePeers.peers)
+    monkeypatch.setattr(_peers, "peer_version", lambda dist: "9.9")
+    assert cli.main(["bench", "--lines", "300", "--repeat", "1", "--slow-lines", "100"]) == 0
+    out = capsys.readouterr().out
+    for label, op in (("dynatrace-metric-utils 9.9", "encode"), ("dt-extensions-sdk 9.9", "encode"),
+                      ("questdb 9.9 (ILP)", "encode"), ("line-protocol-parser 9.9 (ILP)", "decode")):
+        assert re.search(r"%s +%s +[\d,]+ +[\d.]+\n" % (re.escape(label), op), out), label
+    assert _FakePeers.calls["dmu"] == 100                     # --slow-lines points only
+    assert _FakePeers.calls["sdk"] == _FakePeers.calls["questdb"] == 300
+    assert _FakePeers.calls["lpp"] == 300
+
+
+def test_compare_script_has_no_peer_adapters_of_its_own() -> None:
+    import ast
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    tree = ast.parse((root / "bench" / "compare.py").read_text(encoding="utf-8"))
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    from dtproto import _peers
+
+    assert not defined & set(_peers.__all__)
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                and n.module == "dtproto._peers" for a in n.names}
+    assert {"load_peers", "dmu_encoder", "sdk_encoder", "questdb_encoder",
+            "lpp_decoder"} <= imported
+
+
 # --------------------------------------------------------------------------- structure
 
 

@@ -193,3 +193,22 @@ def test_sh_dtproto_commands_run_as_written(command: str):
     assert p.returncode in (0, 1), p.stderr          # 1: the sample has invalid lines
     assert "Traceback" not in p.stderr, p.stderr
     assert p.stdout.startswith("dtproto ") or ":" in p.stdout, p.stdout
+
+
+# --------------------------------------------------------------------------- performance labels
+
+
+def test_performance_tables_carry_readable_labels():
+    """The tables in the README and what bench/compare.py writes say what a row
+    checks, not which issue asked for it ("issue 2 must-show 4")."""
+    import ast
+
+    tracker = re.compile(r"\bissue \d|must[- ]show", re.I)
+    readme = README.read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("|")]
+    assert rows and not [r for r in rows if tracker.search(r)]
+    tree = ast.parse((ROOT / "bench" / "compare.py").read_text(encoding="utf-8"))
+    labels = [n.value for n in ast.walk(tree)
+              if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    assert not [v for v in labels if tracker.search(v)]
+    assert "pure Python" in labels and "Cython" in labels

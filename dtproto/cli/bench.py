@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable, List, Tuple
-
 import argparse
+from typing import Any, Callable, List, Tuple
 
 from ._common import EXIT_OK, UsageError, _n, _positive
 
@@ -32,67 +31,31 @@ def _best(fn: Callable[[], Any], repeat: int, budget: float = 1.0) -> Tuple[floa
     return best, out
 
 
-def _peers(metrics: list, data: bytes, slow_lines: int) -> List[Tuple[str, str, int, int, Any]]:
-    """(name, operation, lines, input bytes or 0, callable) for every peer installed here.
+def _peers(tuples: list, data: bytes, slow_lines: int) -> List[Tuple[str, str, int, int, Any]]:
+    """(name, operation, lines, input bytes or 0, callable) for every peer installed
+    here, through the adapters bench/compare.py uses too (dtproto._peers).
 
     Encoders get their input objects built outside the timing; their MB/s
     counts the bytes they produce."""
-    import warnings
-    from importlib.metadata import PackageNotFoundError, version
+    from .._corpus import to_influx
+    from .._peers import (PEERS, dmu_encoder, load_peers, lpp_decoder, peer_version,
+                          questdb_encoder, sdk_encoder)
 
-    def ver(dist: str) -> str:
-        try:
-            return "%s %s" % (dist, version(dist))
-        except PackageNotFoundError:
-            return dist
-
+    peers = load_peers()
+    name = {key: "%s %s" % (dist, peer_version(dist)) for key, dist in PEERS}
     out: List[Tuple[str, str, int, int, Any]] = []
-    rows = [(m[2], m[0], dict(m[1]), m[3], m[4], m[5], m[6], m[7], m[8]) for m in metrics]
-    try:
-        from dynatrace.metric.utils import DynatraceMetricsFactory, DynatraceMetricsSerializer
-    except ImportError:
-        pass
-    else:
-        factory = DynatraceMetricsFactory()
-        ser = DynatraceMetricsSerializer(enrich_with_dynatrace_metadata=False)
-        few = rows[:slow_lines]
-
-        def dmu() -> bytes:
-            make = {"gauge": factory.create_float_gauge,
-                    "count": factory.create_float_counter_delta}
-            return "".join(ser.serialize(factory.create_float_summary(k, mn, mx, sm, c, d, ts)
-                                         if kind == "summary" else make[kind](k, v, d, ts)) + "\n"
-                           for kind, k, d, v, mn, mx, sm, c, ts in few).encode()
-        out.append((ver("dynatrace-metric-utils"), "encode", len(few), 0, dmu))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from questdb.ingress import Buffer, ServerTimestamp, TimestampNanos
-    except ImportError:
-        pass
-    else:
-        qrows = [(k, {dk.replace(".", "_"): dv for dk, dv in d.items()},
-                  {"min": mn, "max": mx, "sum": sm, "count": c} if kind == "summary"
-                  else {"value": v}, ServerTimestamp if ts is None else TimestampNanos(ts * 10**6))
-                 for kind, k, d, v, mn, mx, sm, c, ts in rows]
-
-        def qdb() -> bytes:
-            buf = Buffer(protocol_version=1)
-            for k, sym, cols, at in qrows:
-                buf.row(k, symbols=sym, columns=cols, at=at)
-            return bytes(buf)
-        out.append((ver("questdb") + " (ILP)", "encode", len(rows), 0, qdb))
-    try:
-        from line_protocol_parser import parse_line
-    except ImportError:
-        pass
-    else:
-        from .._corpus import to_influx
-
+    if not isinstance(peers["dmu"], str):
+        few = tuples[:slow_lines]
+        out.append((name["dmu"], "encode", len(few), 0, dmu_encoder(peers["dmu"], few)))
+    if not isinstance(peers["sdk"], str):
+        out.append((name["sdk"], "encode", len(tuples), 0, sdk_encoder(peers["sdk"], tuples)))
+    if not isinstance(peers["questdb"], str):
+        out.append((name["questdb"] + " (ILP)", "encode", len(tuples), 0,
+                    questdb_encoder(peers["questdb"], tuples, 1)))
+    if not isinstance(peers["lpp"], str):
         influx = to_influx(data)
-        out.append((ver("line-protocol-parser") + " (ILP)", "decode",
-                    len(rows), len(influx),
-                    lambda: [parse_line(x) for x in influx.split(b"\n") if x]))
+        out.append((name["lpp"] + " (ILP)", "decode", len(tuples), len(influx),
+                    lpp_decoder(peers["lpp"], influx)))
     return out
 
 
@@ -100,7 +63,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import platform
 
     from .. import __version__
-    from .._corpus import cpu_model, make_corpus
+    from .._corpus import cpu_model, make_corpus, make_records
     from .._impl import available_implementations, extension_error
 
     if args.lines < 1:
@@ -109,8 +72,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     data = make_corpus(args.lines, seed=args.seed, escape_heavy=args.escape_heavy)
     impls = available_implementations()
-    fastest = impls.get("cython", impls["python"])
-    metrics = fastest.decode(data)
+    records = make_records(args.lines, seed=args.seed, escape_heavy=args.escape_heavy)
+    metrics = records.metrics       # equal to decode(data)
     mb = len(data) / 1e6
     out.write("dtproto %s bench: %s lines, %.1f MB (%s corpus, seed %d), best of %d "
               "(generated in %.1f s)\n" % (
@@ -137,7 +100,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         row(label, "validate", args.lines, n, lambda c=codec: c.validate(data))
         row(label, "encode", args.lines, 0, lambda c=codec: c.encode(metrics))
     if not args.no_peers:
-        for name, op, lines, nbytes, fn in _peers(metrics, data, args.slow_lines):
+        for name, op, lines, nbytes, fn in _peers(records.tuples, data, args.slow_lines):
             row(name, op, lines, nbytes, fn)
     out.write("\nMB/s: bytes parsed or produced (ILP = InfluxDB line protocol, the same data "
               "points);\nencoders' input objects are built outside the timing.\n")
