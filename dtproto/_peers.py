@@ -44,24 +44,24 @@ def load_peers() -> Dict[str, Any]:
     saying why it is missing."""
     peers: Dict[str, Any] = {}
     try:
-        from dynatrace.metric.utils import DynatraceMetricsFactory, DynatraceMetricsSerializer
+        from dynatrace.metric.utils import DynatraceMetricsFactory, DynatraceMetricsSerializer  # type: ignore[import-not-found]
         peers["dmu"] = (DynatraceMetricsFactory, DynatraceMetricsSerializer)
     except ImportError as e:
         peers["dmu"] = "not installed (%s)" % e
     try:
-        from dynatrace_extension.sdk.metric import Metric, MetricType, SummaryStat
+        from dynatrace_extension.sdk.metric import Metric, MetricType, SummaryStat  # type: ignore[import-not-found]
         peers["sdk"] = (Metric, MetricType, SummaryStat)
     except ImportError as e:
         peers["sdk"] = "not installed (%s)" % e
     try:
-        from line_protocol_parser import parse_line
+        from line_protocol_parser import parse_line  # type: ignore[import-not-found]
         peers["lpp"] = parse_line
     except ImportError as e:
         peers["lpp"] = "not installed (%s)" % e
     try:
         with warnings.catch_warnings():  # questdb >= 5 deprecates the module path
             warnings.simplefilter("ignore", DeprecationWarning)
-            from questdb.ingress import Buffer, ServerTimestamp, TimestampNanos
+            from questdb.ingress import Buffer, ServerTimestamp, TimestampNanos  # type: ignore[import-not-found]
         peers["questdb"] = (Buffer, ServerTimestamp, TimestampNanos)
     except ImportError as e:
         peers["questdb"] = "not installed (%s)" % e

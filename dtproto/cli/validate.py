@@ -311,11 +311,11 @@ def _human_validation(name: str, checked: _Checked, k: int, out: IO[str]) -> Non
                 out.write("  %s:%d: %s\n      %s\n" % (name, e.line, _printable(e.message),
                                                     _printable(e.text)))
     if r.warnings_total:
-        shown = r.warnings[:k]
+        warned = r.warnings[:k]
         out.write("warnings: Metrics Classic key renames (%s%s)%s\n" % (
-            _plural(r.warnings_total, "line"), _shown(len(shown), r.warnings_total),
-            ":" if shown else ""))
-        for w in shown:
+            _plural(r.warnings_total, "line"), _shown(len(warned), r.warnings_total),
+            ":" if warned else ""))
+        for w in warned:
             out.write("  %s:%d: %s\n" % (name, w.line, _printable(w.message)))
 
 
