@@ -1761,3 +1761,46 @@ class _Batch:
             for k in range(max(result.stopped_at - first, 0), len(parts)):
                 keep[k] = True
         return b"".join(p + b"\n" for p, k in zip(parts, keep) if k)
+
+
+class _UrlHelpers:
+    """The URL helpers of both senders (``Sender.saas(...)``, ``AsyncSender.oneagent()``, ...)."""
+
+    @classmethod
+    def from_env(cls, environ: Optional[Dict[str, str]] = None, **kwargs: Any) -> "Any":
+        """Sender configured from ``DT_URL`` and ``DT_API_TOKEN`` (see :func:`env_settings`),
+        the same variables ``dtproto send`` reads; ``kwargs`` go to the constructor."""
+        url, token = env_settings(environ)
+        if url is None:
+            raise ConfigurationError(
+                "%s is not set: set it to the ingest URL or the environment URL, e.g. "
+                "https://{environment-id}.live.dynatrace.com" % URL_ENV)
+        return cls(url, token, **kwargs)
+
+    @classmethod
+    def saas(cls, environment_id: str, token: str, **kwargs: Any) -> "Any":
+        """Sender for Dynatrace SaaS: ``https://{environment_id}.live.dynatrace.com/api/v2/metrics/ingest``."""
+        return cls("https://%s.live.dynatrace.com%s" % (_env_id(environment_id), INGEST_PATH),
+                   token, **kwargs)
+
+    @classmethod
+    def managed(cls, domain: str, environment_id: str, token: str, **kwargs: Any) -> "Any":
+        """Sender for Dynatrace Managed: ``https://{domain}/e/{environment_id}/api/v2/metrics/ingest``."""
+        return cls("https://%s/e/%s%s" % (domain, _env_id(environment_id), INGEST_PATH),
+                   token, **kwargs)
+
+    @classmethod
+    def activegate(cls, host: str, environment_id: str, token: str, port: int = 9999,
+                   **kwargs: Any) -> "Any":
+        """Sender for an Environment ActiveGate:
+        ``https://{host}:{port}/e/{environment_id}/api/v2/metrics/ingest`` (port 9999)."""
+        return cls("https://%s:%d/e/%s%s" % (host, port, _env_id(environment_id), INGEST_PATH),
+                   token, **kwargs)
+
+    @classmethod
+    def oneagent(cls, host: str = "localhost", port: int = ONEAGENT_PORT,
+                 **kwargs: Any) -> "Any":
+        """Sender for the OneAgent local API ``http://localhost:14499/metrics/ingest``:
+        no token, at most 1,000 lines per request."""
+        return cls("http://%s:%d%s" % (host, port, ONEAGENT_PATH), None, **kwargs)
+

@@ -105,6 +105,7 @@ from ._send_core import (  # noqa: F401  (re-exported: the names have always liv
     _Secret,
     _sender_repr,
     _Session,
+    _UrlHelpers,
     _text_lines,
     _TextEncoder,
     _with_rejects,
@@ -427,7 +428,7 @@ def _exit_warning(kind: str, lines: int, url: str, exc: BaseException) -> None:
                   % (kind, lines, url, exc), RuntimeWarning, stacklevel=2)
 
 
-class Sender:
+class Sender(_UrlHelpers):
     """Stream protocol lines to a Dynatrace ingest endpoint.
 
     Two ways to use it:
@@ -594,46 +595,6 @@ class Sender:
         self._background_error: Optional[BaseException] = None
         #: Cumulative :class:`SendResult` of every flush of the batching API.
         self.totals = SendResult()
-
-    # ---------------------------------------------------------------- helpers for URLs
-
-    @classmethod
-    def from_env(cls, environ: Optional[Dict[str, str]] = None, **kwargs: Any) -> "Sender":
-        """Sender configured from ``DT_URL`` and ``DT_API_TOKEN`` (see :func:`env_settings`),
-        the same variables ``dtproto send`` reads; ``kwargs`` go to the constructor."""
-        url, token = env_settings(environ)
-        if url is None:
-            raise ConfigurationError(
-                "%s is not set: set it to the ingest URL or the environment URL, e.g. "
-                "https://{environment-id}.live.dynatrace.com" % URL_ENV)
-        return cls(url, token, **kwargs)
-
-    @classmethod
-    def saas(cls, environment_id: str, token: str, **kwargs: Any) -> "Sender":
-        """Sender for Dynatrace SaaS: ``https://{environment_id}.live.dynatrace.com/api/v2/metrics/ingest``."""
-        return cls("https://%s.live.dynatrace.com%s" % (_env_id(environment_id), INGEST_PATH),
-                   token, **kwargs)
-
-    @classmethod
-    def managed(cls, domain: str, environment_id: str, token: str, **kwargs: Any) -> "Sender":
-        """Sender for Dynatrace Managed: ``https://{domain}/e/{environment_id}/api/v2/metrics/ingest``."""
-        return cls("https://%s/e/%s%s" % (domain, _env_id(environment_id), INGEST_PATH),
-                   token, **kwargs)
-
-    @classmethod
-    def activegate(cls, host: str, environment_id: str, token: str, port: int = 9999,
-                   **kwargs: Any) -> "Sender":
-        """Sender for an Environment ActiveGate:
-        ``https://{host}:{port}/e/{environment_id}/api/v2/metrics/ingest`` (port 9999)."""
-        return cls("https://%s:%d/e/%s%s" % (host, port, _env_id(environment_id), INGEST_PATH),
-                   token, **kwargs)
-
-    @classmethod
-    def oneagent(cls, host: str = "localhost", port: int = ONEAGENT_PORT,
-                 **kwargs: Any) -> "Sender":
-        """Sender for the OneAgent local API ``http://localhost:14499/metrics/ingest``:
-        no token, at most 1,000 lines per request."""
-        return cls("http://%s:%d%s" % (host, port, ONEAGENT_PATH), None, **kwargs)
 
     def __repr__(self) -> str:
         return _sender_repr(self)

@@ -29,6 +29,10 @@ from dtproto.sender import (
 )
 from dtproto.server import Fault, IngestServer
 
+# Every test here runs over both transports (the sync Sender and the
+# AsyncSender), through the autouse fixture imported here.
+from test_sender_transports import open_sender, sender_class, transport  # noqa: F401
+
 TOKEN = "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX.SECRETPARTOFTHETOKEN0123456789"
 
 
@@ -46,7 +50,7 @@ def sender(srv: IngestServer, **kw) -> Sender:
     opts.update(kw)
     token = opts.pop("token", TOKEN)
     url = opts.pop("url", srv.url)
-    return Sender(url, token, **opts)
+    return open_sender(url, token, **opts)
 
 
 def numbered(n: int, width: int = 0) -> bytes:
@@ -81,7 +85,7 @@ def test_line_cap(srv):
 
 
 def test_oneagent_endpoint_is_capped_at_1000_lines_and_linesvalid_is_read(srv):
-    s = Sender.oneagent("127.0.0.1", srv.port, backoff_base=0.001)
+    s = sender_class().oneagent("127.0.0.1", srv.port, backoff_base=0.001)
     assert s.max_lines == 1000
     with s:
         r = s.send(numbered(2500))
@@ -270,7 +274,7 @@ def _free_port() -> int:
 
 def test_connection_refused_is_retried_then_raised():
     port = _free_port()
-    s = Sender("http://127.0.0.1:%d/api/v2/metrics/ingest" % port, TOKEN, retries=2,
+    s = open_sender("http://127.0.0.1:%d/api/v2/metrics/ingest" % port, TOKEN, retries=2,
                backoff_base=0.001, backoff_cap=0.01)
     with pytest.raises(DeliveryError) as ei:
         s.send(b"a.b 1\n")
@@ -511,8 +515,7 @@ def test_batching_interval_flushes_a_quiet_producer_by_itself(srv):
         while s.pending_lines and time.monotonic() < deadline:
             time.sleep(0.01)                          # no call into the sender
         assert s.pending_lines == 0
-        with s._lock:                                 # the background flush has finished
-            pass
+        s.idle()                                      # the background flush has finished
         assert srv.accepted_lines == [b"a.b 1", b"a.b 2"] and len(srv.requests) == 1
         assert s.totals.lines_ok == 2
 
@@ -524,8 +527,7 @@ def test_background_flush_failure_is_raised_by_the_next_call(srv):
     deadline = time.monotonic() + 5
     while s.pending_lines and time.monotonic() < deadline:
         time.sleep(0.01)
-    with s._lock:                                     # the background flush has finished
-        pass
+    s.idle()                                          # the background flush has finished
     srv.faults = []
     with pytest.raises(DeliveryError) as ei:
         s.add("c.d 2")

@@ -32,6 +32,10 @@ from dtproto.sender import (
 )
 from dtproto.server import Fault, IngestServer
 
+# Every test here runs over both transports (the sync Sender and the
+# AsyncSender), through the autouse fixture imported here.
+from test_sender_transports import open_sender, transport  # noqa: F401
+
 PATH = "/api/v2/metrics/ingest"
 
 
@@ -117,7 +121,7 @@ def fast(url: str, **kw) -> Sender:
     opts = dict(backoff_base=0.001, backoff_cap=0.01, retries=0, read_timeout=5.0,
                 connect_timeout=2.0, flush_interval=None)
     opts.update(kw)
-    return Sender(url, None, **opts)
+    return open_sender(url, None, **opts)
 
 
 def lines(n: int) -> bytes:
@@ -174,7 +178,8 @@ def test_batching_flush_with_a_nested_json_answer_keeps_the_queued_lines():
             s.add("b.m,i=%d gauge,1" % i)
         with pytest.raises(SendError) as ei:
             s.flush()
-        s._closed = True   # nothing left to flush; the test server is going away
+        assert s.pending_lines == 0
+        s.close()          # nothing left to flush: sends nothing
     e = ei.value
     assert e.unsent == b"".join(b"b.m,i=%d gauge,1\n" % i for i in range(5))
     assert e.result.undelivered[0].lines == 5
@@ -286,7 +291,7 @@ def test_trickling_answer_is_abandoned_within_the_deadline(phase):
 def test_add_whose_flush_fails_hands_the_item_back_in_unsent():
     with IngestServer() as srv:
         srv.faults = [Fault("503", rate=1.0)]
-        s = Sender(srv.url, None, retries=0, flush_interval=None, flush_bytes=20,
+        s = open_sender(srv.url, None, retries=0, flush_interval=None, flush_bytes=20,
                    backoff_base=0.001)
         s.add("a.b 1")
         with pytest.raises(DeliveryError) as ei:
@@ -327,7 +332,7 @@ class Stuttering(io.RawIOBase):
 def test_read_returning_none_is_not_the_end_of_input():
     data = lines(500)
     with IngestServer() as srv:
-        with Sender(srv.url, None) as s:
+        with open_sender(srv.url, None) as s:
             r = s.send(Stuttering(data, nones=3))
         assert r.ok and r.lines_ok == 500
         assert srv.accepted_lines == data.splitlines()
@@ -346,7 +351,7 @@ def test_stream_that_never_has_data_is_a_clear_error(monkeypatch):
             return None
 
     with IngestServer() as srv:
-        with Sender(srv.url, None) as s:
+        with open_sender(srv.url, None) as s:
             with pytest.raises(InputReadError) as ei:
                 s.send(Never())
     e = ei.value
@@ -368,7 +373,7 @@ def test_non_blocking_pipe_is_read_to_its_end():
 
     t = threading.Thread(target=writer)
     with IngestServer() as srv:
-        with open(rfd, "rb", buffering=0) as r, Sender(srv.url, None) as s:
+        with open(rfd, "rb", buffering=0) as r, open_sender(srv.url, None) as s:
             t.start()
             result = s.send(r)
         t.join()
@@ -384,7 +389,7 @@ def test_input_failing_part_way_reports_what_was_delivered():
     gz = gzip.compress(data)
     truncated = gzip.GzipFile(fileobj=io.BytesIO(gz[: len(gz) * 3 // 4]))
     with IngestServer() as srv:
-        with Sender(srv.url, None, max_bytes=100_000) as s:
+        with open_sender(srv.url, None, max_bytes=100_000) as s:
             with pytest.raises(InputReadError) as ei:
                 s.send(truncated)
         stored = srv.accepted_lines
@@ -411,7 +416,7 @@ def test_input_failing_on_the_first_read_raises_a_send_error_with_a_result():
             raise OSError(5, "Input/output error")
 
     with IngestServer() as srv:
-        with Sender(srv.url, None) as s:
+        with open_sender(srv.url, None) as s:
             with pytest.raises(InputReadError) as ei:
                 s.send(Broken())
     assert isinstance(ei.value.__cause__, OSError)
@@ -425,7 +430,7 @@ def test_lone_surrogate_after_200000_good_lines_is_one_invalid_line():
     good = "".join("s.m,i=%d gauge,1\n" % i for i in range(200_000))
     text = good + "s.m,k=v\ud800 gauge,1\n" + "s.m,i=last gauge,2\n"
     with IngestServer() as srv:
-        with Sender(srv.url, None) as s:
+        with open_sender(srv.url, None) as s:
             r = s.send(text)
         stored = len(srv.accepted_lines)
     assert r.lines_ok == 200_001 == stored
@@ -447,7 +452,7 @@ def test_lone_surrogate_in_a_line_cut_by_a_read_block_is_dropped_whole():
         data = {"str": text, "text-file": io.StringIO(text),
                 "iterable": iter(text.splitlines())}[kind]
         with IngestServer() as srv:
-            with Sender(srv.url, None) as s:
+            with open_sender(srv.url, None) as s:
                 r = s.send(data)
             accepted = srv.accepted_lines
         assert [i.line for i in r.invalid_lines] == [n - 1], kind
@@ -458,7 +463,7 @@ def test_lone_surrogate_in_a_line_cut_by_a_read_block_is_dropped_whole():
 
 def test_add_str_with_a_lone_surrogate_rejects_that_line():
     with IngestServer() as srv:
-        with Sender(srv.url, None, flush_interval=None) as s:
+        with open_sender(srv.url, None, flush_interval=None) as s:
             s.add("a.b 1")
             s.add("c.d,k=\ud834 2\ne.f 3")
             s.add("g.h 4")

@@ -1,0 +1,112 @@
+"""dtproto.aio: the optional extra, its import error, and what only the async sender has
+(async iterables, the background flush task, token hygiene of its objects)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from typing import Any, List
+
+import pytest
+
+from dtproto.server import IngestServer
+
+TOKEN = "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX.TOPSECRETPARTOFTHETOKEN0123456789"
+
+
+def test_core_and_sync_sender_import_no_aiohttp() -> None:
+    code = ("import sys, dtproto, dtproto.sender, dtproto._send_core\n"
+            "dtproto.Sender\n"
+            "assert 'aiohttp' not in sys.modules, 'aiohttp imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_missing_aiohttp_says_what_to_install() -> None:
+    code = ("import sys\n"
+            "sys.modules['aiohttp'] = None\n"
+            "try:\n"
+            "    import dtproto.aio\n"
+            "except ImportError as e:\n"
+            "    print(e)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ))
+    assert "pip install dtproto[aio]" in p.stdout, p.stdout + p.stderr
+
+
+aio = pytest.importorskip("dtproto.aio")
+AsyncSender = aio.AsyncSender
+
+
+def test_async_iterable_of_lines_records_and_bytes() -> None:
+    import dtproto
+
+    async def source():
+        for i in range(1, 3001):
+            if i % 3 == 0:
+                yield dtproto.Metric.gauge("r.m", float(i), {"i": str(i)})
+            elif i % 3 == 1:
+                yield "s.m,i=%d gauge,1" % i
+            else:
+                yield b"b.m,i=%d gauge,1\n" % i
+            if i % 500 == 0:
+                await asyncio.sleep(0)
+
+    async def main() -> Any:
+        with IngestServer() as srv:
+            async with AsyncSender(srv.url, None, concurrency=4, max_bytes=5000) as s:
+                r = await s.send(source())
+            return r, list(srv.accepted_lines)
+
+    r, stored = asyncio.run(main())
+    assert r.ok and r.lines_ok == 3000 and len(r.requests) > 10
+    assert len(stored) == 3000 and len(set(stored)) == 3000
+    # Input order kept in the line numbers: every line carries its own.
+    assert sorted(int(x.split(b"i=")[1].split(b" ")[0].split(b",")[0]) for x in stored) == \
+        list(range(1, 3001))
+
+
+def test_background_task_flushes_a_quiet_producer() -> None:
+    async def main() -> Any:
+        with IngestServer() as srv:
+            async with AsyncSender(srv.url, None, flush_interval=0.1) as s:
+                await s.add("a.b 1")
+                assert s.pending_lines == 1
+                for _ in range(200):
+                    await asyncio.sleep(0.01)
+                    if s.pending_lines == 0 and s.totals.lines_ok:
+                        break
+                assert s.pending_lines == 0 and s.totals.lines_ok == 1
+            return list(srv.accepted_lines)
+
+    assert asyncio.run(main()) == [b"a.b 1"]
+
+
+def test_dropped_with_queued_lines_warns_with_the_count() -> None:
+    s = AsyncSender("http://127.0.0.1:1/api/v2/metrics/ingest", None, flush_interval=None)
+    s._batch.put(b"a.b 1\nc.d 2\n", 2, [])
+    with pytest.warns(RuntimeWarning, match="2 queued lines"):
+        s.__del__()
+    s._closed = True
+
+
+def test_token_is_never_visible_in_the_async_sender() -> None:
+    async def main() -> List[Any]:
+        with IngestServer(tokens=TOKEN) as srv:
+            s = AsyncSender(srv.url, TOKEN)
+            r = await s.send(b"a.b 1\n")
+            assert r.ok and srv.requests[-1].auth == "valid"
+            seen = [s, *vars(s).values()]
+            for v in list(vars(s).values()):
+                if hasattr(v, "__dict__"):
+                    seen.extend(vars(v).values())
+            await s.aclose()
+            return seen
+
+    for v in asyncio.run(main()):
+        assert "TOPSECRET" not in repr(v)
+    with pytest.raises(TypeError):
+        import pickle
+        pickle.dumps(AsyncSender("https://abc.live.dynatrace.com/api/v2/metrics/ingest", TOKEN))
