@@ -676,8 +676,12 @@ cdef inline uint64_t head_hash(const uint8_t *p, Py_ssize_t n) noexcept nogil:
         p += 8
         n -= 8
     if n:
+        # The last 1..7 bytes one at a time: a variable-length memcpy here is
+        # a libc call and a store-forwarding stall on every line.
         w2 = 0
-        memcpy(&w2, p, n)
+        while n:
+            n -= 1
+            w2 = (w2 << 8) | p[n]
         h2 = (h2 ^ w2) * 0xc4ceb9fe1a85ec53ULL
     h1 ^= h2 * 0x9E3779B97F4A7C15ULL
     return h1 ^ (h1 >> 29)
@@ -945,6 +949,76 @@ cdef object disagreement(object rec, Py_ssize_t lineno):
         "accepts it as %r; please report this" % (lineno, rec))
 
 
+# --- when the head cache pays (adaptive) ---------------------------------------
+#
+# A lookup that misses costs a hash, a cache-line miss in a 1.5 MB table and,
+# to store the head, a malloc/free: when series do not repeat (ids in
+# dimensions) that is pure loss.  So each user of the cache (validate, which
+# saves only the head scan on a hit, and decode, which also saves building the
+# key and dimension objects) measures its hit rate over windows of lookups and
+# goes "cold" below its break-even: then only one line in COLD_SAMPLE is looked
+# up and stored, which keeps measuring, and the cache warms up again as soon as
+# series repeat.  Plain ints, no pointers: re-entrancy cannot break them.
+
+cdef struct CacheStats:
+    int cold              # 1: only sampled lines use the cache
+    int lookups           # in the current window
+    int hits
+    unsigned int tick     # lines seen while cold (sampling)
+
+cdef enum:
+    CACHE_WINDOW = 1024   # lookups per verdict while warm
+    COLD_WINDOW = 128     # sampled lookups per verdict while cold (4,096 lines)
+    COLD_SAMPLE = 32      # power of two
+
+# [0] validate, [1] decode; percentages: go cold below, warm again at or above
+cdef bint CACHE_ADAPTIVE = True
+cdef CacheStats CACHE_STATS[2]
+cdef int COLD_BELOW[2]
+cdef int WARM_AT[2]
+CACHE_STATS[0].cold = CACHE_STATS[1].cold = 0
+CACHE_STATS[0].lookups = CACHE_STATS[1].lookups = 0
+CACHE_STATS[0].hits = CACHE_STATS[1].hits = 0
+CACHE_STATS[0].tick = CACHE_STATS[1].tick = 0
+COLD_BELOW[0] = 25
+WARM_AT[0] = 40
+COLD_BELOW[1] = 3
+WARM_AT[1] = 6
+
+
+cdef inline void count_lookup(CacheStats *st, bint hit, bint need_objects) noexcept nogil:
+    st.lookups += 1
+    st.hits += hit
+    if st.lookups < (COLD_WINDOW if st.cold else CACHE_WINDOW):
+        return
+    if st.cold:
+        if st.hits * 100 >= st.lookups * WARM_AT[need_objects]:
+            st.cold = 0
+    elif st.hits * 100 < st.lookups * COLD_BELOW[need_objects] and CACHE_ADAPTIVE:
+        st.cold = 1
+    st.lookups = 0
+    st.hits = 0
+
+
+def _cache_state():
+    """(validate, decode) head-cache modes, "warm" or "cold" (for tests and benchmarks)."""
+    return tuple("cold" if CACHE_STATS[k].cold else "warm" for k in range(2))
+
+
+def _cache_adaptive(bint on):
+    """Let the head cache go cold (the default) or pin it warm; returns the old setting.
+
+    For tests that must exercise the cache on every line whatever the hit rate.
+    """
+    global CACHE_ADAPTIVE
+    old = CACHE_ADAPTIVE
+    CACHE_ADAPTIVE = on
+    for k in range(2):
+        CACHE_STATS[k].cold = 0
+        CACHE_STATS[k].lookups = CACHE_STATS[k].hits = 0
+    return old
+
+
 cdef int scan_data(const uint8_t *p, Py_ssize_t n, LineScan *L, int64_t lo, int64_t hi,
                    bint need_objects, HeadEntry **entry) except -2:
     """One prepared data line through the head cache: R_DATA or R_INVALID.
@@ -952,17 +1026,31 @@ cdef int scan_data(const uint8_t *p, Py_ssize_t n, LineScan *L, int64_t lo, int6
     On R_DATA ``L`` holds the payload and ``L.keylen``.  ``*entry`` is the
     cache slot of the head: with its objects when the head came from the cache
     (``entry.key`` set if ``need_objects``), or freshly stored after a full
-    scan (no objects yet, ``L`` holds the spans), or NULL when not cacheable.
+    scan (no objects yet, ``L`` holds the spans), or NULL when not cacheable
+    (or not looked up: the cache is cold).
     """
     cdef Py_ssize_t fs, after
     cdef uint64_t h = 0
     cdef int r
-    cdef HeadEntry *hit = find_head(p, n, &fs, &h)
+    cdef CacheStats *st = &CACHE_STATS[need_objects]
+    cdef HeadEntry *hit
+    if st.cold:
+        st.tick += 1
+        if st.tick & (COLD_SAMPLE - 1):
+            entry[0] = NULL
+            after = scan_head(p, n, L)
+            if after < 0:
+                return R_INVALID
+            L.head_end = after
+            return scan_tail(p, after, n, L, lo, hi)
+    hit = find_head(p, n, &fs, &h)
     if hit != NULL and (hit.key != NULL or not need_objects):
+        count_lookup(st, True, need_objects)
         entry[0] = hit
         L.keylen = hit.keylen
         L.head_end = -1  # spans not scanned: use the entry
         return scan_tail(p, fs, n, L, lo, hi)
+    count_lookup(st, False, need_objects)
     entry[0] = NULL
     after = scan_head(p, n, L)
     if after < 0:

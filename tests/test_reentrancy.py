@@ -49,6 +49,20 @@ def _run_threads(work, n: int = 4) -> None:
         sys.setswitchinterval(old)
 
 
+@pytest.fixture(autouse=True)
+def _cache_always_used(request, impl):
+    """The re-entrancy tests need the head cache on every line: pin it warm."""
+    pin = getattr(impl, "_cache_adaptive", None)
+    if pin is None or request.node.get_closest_marker("adaptive_cache"):
+        yield
+        return
+    old = pin(False)
+    try:
+        yield
+    finally:
+        pin(old)
+
+
 class _GCHook:
     """Install ``fn`` as a gc callback for the duration of a ``with`` block."""
 
@@ -239,3 +253,18 @@ def test_encoder_with_options_shared_across_threads(impl):
     assert len(records) == 4 * per_thread
     assert collections.Counter(r.key for r in records) == {
         "pfx.m%d" % k: per_thread for k in range(4)}
+
+
+@pytest.mark.adaptive_cache
+def test_head_cache_goes_cold_and_warm_with_identical_results(impl):
+    """The Cython core stops using its head cache when series never repeat and
+    starts again when they do; the records are the same either way."""
+    for round_ in range(2):
+        for unique in (True, False):
+            # never-seen series, or 500 series over and over
+            body = _body("u%d" % round_, 40_000) if unique else _body("r%d" % round_, 500) * 60
+            _check(impl.decode(body), body)
+            assert impl.validate(body).lines_ok == body.count(b"\n")
+            if hasattr(impl, "_cache_state"):
+                state = impl._cache_state()
+                assert state == (("cold", "cold") if unique else ("warm", "warm")), state
