@@ -147,3 +147,92 @@ def test_endpoint_small_requests(benchmark: Any) -> None:
     _record(benchmark, n, n * len(line))
     if benchmark.stats is not None:
         benchmark.extra_info["requests_per_s"] = round(n / benchmark.stats.stats.mean)
+
+
+# --------------------------------------------------------------------------- requests in flight (script)
+
+
+def _matrix(mb: int, latencies: Any, concurrencies: Any) -> None:
+    """Seconds and MB/s to send ``mb`` MB through ``dtproto serve`` with
+    ``latency`` per request, sync and async, at each concurrency."""
+    import asyncio
+    import time
+
+    from dtproto.aio import AsyncSender
+
+    corpus = _corpus(mb * 10_000)          # ~100 bytes a line
+    size = len(corpus)
+    n = corpus.count(b"\n")
+    print("%.1f MB, %d lines, %d requests of <= 1 MB" % (size / 1e6, n, -(-size // 1_000_000)))
+    print("| latency | concurrency | sync s | sync MB/s | async s | async MB/s |")
+    print("|---|---|---|---|---|---|")
+    for latency in latencies:
+        faults = ["slow:rate=1,delay=%g" % latency] if latency else []
+        for c in concurrencies:
+            row = ["%d ms" % (latency * 1000), str(c)]
+            with IngestServer(tokens="bench-token", keep=False, faults=faults) as srv:
+                t = time.perf_counter()
+                with Sender(srv.url, "bench-token", concurrency=c) as s:
+                    r = s.send(corpus)
+                took = time.perf_counter() - t
+                assert r.ok and r.lines_ok == n
+                row += ["%.2f" % took, "%.1f" % (size / 1e6 / took)]
+
+                async def run() -> Any:
+                    async with AsyncSender(srv.url, "bench-token", concurrency=c) as a:
+                        return await a.send(corpus)
+                t = time.perf_counter()
+                r = asyncio.run(run())
+                took = time.perf_counter() - t
+                assert r.ok and r.lines_ok == n
+                row += ["%.2f" % took, "%.1f" % (size / 1e6 / took)]
+            print("| " + " | ".join(row) + " |", flush=True)
+
+
+def _pipeline(n: int, concurrency: int) -> None:
+    """Records -> Encoder -> Sender, end to end, lines/s; and the cost of validate=True."""
+    import time
+
+    records = [dtproto.Metric.gauge("bench.cpu.usage%d" % (i % 40), float(i % 100),
+                                    {"host": "host-%04d" % (i % 997), "service": "checkout"})
+               for i in range(n)]
+    with IngestServer(tokens="bench-token", keep=False) as srv:
+        t = time.perf_counter()
+        with Sender(srv.url, "bench-token", concurrency=concurrency) as s:
+            enc = dtproto.Encoder()
+            for k in range(0, n, 10_000):
+                for rec in records[k:k + 10_000]:
+                    enc.add(rec)
+                s.add(enc)
+        took = time.perf_counter() - t
+        assert s.totals.lines_ok == n
+        print("pipeline records -> Encoder -> Sender(concurrency=%d): %d lines in %.2f s, "
+              "%.0f lines/s" % (concurrency, n, took, n / took))
+    corpus = _corpus(n)
+    for validate in (False, True):
+        with IngestServer(tokens="bench-token", keep=False) as srv:
+            t = time.perf_counter()
+            with Sender(srv.url, "bench-token", concurrency=concurrency, validate=validate) as s:
+                s.send(corpus)
+            print("send %d lines, validate=%s: %.2f s" % (n, validate, time.perf_counter() - t))
+    from dtproto._impl import codec
+    t = time.perf_counter()
+    codec.validate(corpus, max_errors=None)
+    print("validate() alone on the same %d lines: %.3f s" % (n, time.perf_counter() - t))
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="Sending through dtproto serve with injected latency")
+    ap.add_argument("--mb", type=int, default=10)
+    ap.add_argument("--latency", default="0,0.02,0.1", help="seconds per request, comma list")
+    ap.add_argument("--concurrency", default="1,4,8,16")
+    ap.add_argument("--pipeline-lines", type=int, default=200_000)
+    a = ap.parse_args()
+    print("dtproto %s, implementation %s, Python %s" % (
+        dtproto.__version__, dtproto.IMPLEMENTATION, sys.version.split()[0]))
+    _matrix(a.mb, [float(x) for x in a.latency.split(",")],
+            [int(x) for x in a.concurrency.split(",")])
+    _pipeline(a.pipeline_lines, 8)
