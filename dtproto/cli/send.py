@@ -290,7 +290,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
                 _sender.ingest_url(url), _read_token(args), max_bytes=args.max_bytes,
                 max_lines=args.max_lines, gzip=args.gzip, retries=args.retries,
                 read_timeout=args.timeout, retry_ambiguous=args.retry_ambiguous,
-                allow_insecure=args.allow_insecure, verify=args.ca_file or True, proxy=proxy)
+                allow_insecure=args.allow_insecure, verify=args.ca_file or True, proxy=proxy,
+                concurrency=args.concurrency, validate=args.validate)
         except _sender.ConfigurationError as exc:
             raise UsageError(_cli_text(str(exc))) from None
         except ValueError as exc:   # urllib.parse on a malformed URL ('http://[::1')
@@ -417,6 +418,12 @@ def add_parser(sub: Any) -> None:
                    help="retries per request on 429, 5xx and connection errors (default 3)")
     p.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
                    help="read timeout in seconds (default 30)")
+    p.add_argument("--concurrency", type=_positive, default=1, metavar="N",
+                   help="requests in flight at once (default 1); halved on 429, grown back "
+                        "by one per accepted request; chunks may then be stored out of order")
+    p.add_argument("--validate", action="store_true",
+                   help="check every line before sending: invalid lines are listed with "
+                        "their line numbers and never sent")
     p.add_argument("--retry-ambiguous", action="store_true",
                    help="also retry after a timeout once the request was sent (may store "
                         "lines twice)")
