@@ -737,28 +737,118 @@ cdef object unescape_into(const uint8_t *p, DimSpan *d, char *buf):
     return PyUnicode_DecodeUTF8(buf, o, NULL)
 
 
+# --- interned keys and dimension pairs ------------------------------------------
+#
+# When series do not repeat, most of a head still does: metric keys and most
+# dimension pairs (host=..., region=...) come from small sets; an id in one
+# dimension makes the head unique.  Two small caches map the raw bytes of a
+# metric key, and of a ``key=value`` span as written, to the str / (key, value)
+# tuple built for them before, so a new series costs objects only for what is
+# new in it (and its records share the rest).  Entries hold their bytes
+# inline (no allocation to store or evict); longer spans are not cached.
+# Re-entrancy: a lookup takes its own reference at once; a new object is built
+# first (which may run Python code) and stored after, in a step that runs none.
+
+cdef enum:
+    INTERN_INLINE = 48
+    PAIR_SETS = 4096
+    KEY_SETS = 512
+
+
+cdef struct InternEntry:
+    uint64_t hash
+    Py_ssize_t length     # 0: empty
+    void *obj             # owned reference
+    char data[INTERN_INLINE]
+
+
+cdef InternEntry PAIRS[PAIR_SETS * 2]
+cdef InternEntry KEYS[KEY_SETS * 2]
+for _b in range(PAIR_SETS * 2):
+    PAIRS[_b].length = 0
+    PAIRS[_b].obj = NULL
+for _b in range(KEY_SETS * 2):
+    KEYS[_b].length = 0
+    KEYS[_b].obj = NULL
+
+
+cdef inline object intern_find(InternEntry *table, Py_ssize_t sets, const uint8_t *p,
+                               Py_ssize_t n, uint64_t h):
+    """The cached object for ``p[:n]`` (a new reference), or None."""
+    cdef InternEntry *e = &table[(h & (sets - 1)) * 2]
+    if e.hash == h and e.length == n and memcmp(e.data, p, n) == 0:
+        return <object>e.obj
+    e += 1
+    if e.hash == h and e.length == n and memcmp(e.data, p, n) == 0:
+        return <object>e.obj
+    return None
+
+
+cdef inline void intern_store(InternEntry *table, Py_ssize_t sets, const uint8_t *p,
+                              Py_ssize_t n, uint64_t h, object obj) noexcept:
+    """Remember ``obj`` for ``p[:n]``; runs no Python code (the evicted object is
+    an exact str or a tuple of them)."""
+    cdef InternEntry *e = &table[(h & (sets - 1)) * 2]
+    cdef PyObject *old
+    if e.length != 0 and ((e + 1).length == 0 or (h >> 40) & 1):
+        e += 1
+    old = <PyObject *>e.obj
+    Py_INCREF(obj)
+    e.obj = <void *>obj
+    e.hash = h
+    e.length = n
+    memcpy(e.data, p, n)
+    Py_XDECREF(old)
+
+
+cdef object make_key(const uint8_t *p, Py_ssize_t n):
+    cdef uint64_t h
+    if n > INTERN_INLINE:
+        return PyUnicode_DecodeLatin1(<const char *>p, n, NULL)
+    h = head_hash(p, n)
+    key = intern_find(KEYS, KEY_SETS, p, n, h)
+    if key is None:
+        key = PyUnicode_DecodeLatin1(<const char *>p, n, NULL)
+        intern_store(KEYS, KEY_SETS, p, n, h, key)
+    return key
+
+
+cdef object make_pair(const uint8_t *p, DimSpan *d):
+    """The (key, value) tuple of a dimension, untracked (mirrors _scan_value)."""
+    cdef Py_ssize_t n = d.ve - d.ks  # "key=value" as written (an opening quote included)
+    cdef uint64_t h = 0
+    if n <= INTERN_INLINE:
+        h = head_hash(p + d.ks, n)
+        pair = intern_find(PAIRS, PAIR_SETS, p + d.ks, n, h)
+        if pair is not None:
+            return pair
+    dk = PyUnicode_DecodeLatin1(<const char *>p + d.ks, d.kl, NULL)
+    dv = make_value(p, d)
+    pair = PyTuple_New(2)
+    Py_INCREF(dk)
+    PyTuple_SET_ITEM(pair, 0, dk)
+    Py_INCREF(dv)
+    PyTuple_SET_ITEM(pair, 1, dv)
+    # A tuple of str cannot be part of a cycle: the collector need not
+    # track it (CPython untracks such tuples itself, but only later).
+    PyObject_GC_UnTrack(<void *>pair)
+    if n <= INTERN_INLINE:
+        intern_store(PAIRS, PAIR_SETS, p + d.ks, n, h, pair)
+    return pair
+
+
 cdef object make_head(const uint8_t *p, LineScan *L):
     """(key, dims) objects for a scanned head; pair and dims tuples untracked."""
     cdef int k
-    cdef DimSpan *d
-    cdef object key = PyUnicode_DecodeLatin1(<const char *>p, L.keylen, NULL)
+    cdef object key = make_key(p, L.keylen)
     cdef object dims = PyTuple_New(L.ndims)
-    cdef object pair, dk, dv
+    # Untracked at once: while it is being filled (allocations, so possibly a
+    # collection) no gc.get_objects() in a callback may see its empty slots.
+    PyObject_GC_UnTrack(<void *>dims)
     for k in range(L.ndims):
-        d = &L.dims[k]
-        dk = PyUnicode_DecodeLatin1(<const char *>p + d.ks, d.kl, NULL)
-        dv = make_value(p, d)
-        pair = PyTuple_New(2)
-        Py_INCREF(dk)
-        PyTuple_SET_ITEM(pair, 0, dk)
-        Py_INCREF(dv)
-        PyTuple_SET_ITEM(pair, 1, dv)
-        # A tuple of str cannot be part of a cycle: the collector need not
-        # track it (CPython untracks such tuples itself, but only later).
-        PyObject_GC_UnTrack(<void *>pair)
+        pair = make_pair(p, &L.dims[k])
         Py_INCREF(pair)
         PyTuple_SET_ITEM(dims, k, pair)
-    PyObject_GC_UnTrack(<void *>dims)
     return (key, dims)
 
 
