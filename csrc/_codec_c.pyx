@@ -1294,7 +1294,8 @@ def _validate_block(report, bytes block, Py_ssize_t lineno, now_ms, max_errors, 
     return validate_block(report, block, lineno, now_ms, max_errors, max_warnings) - 1
 
 
-def validate(source, *, now_ms=None, max_errors=10_000, max_warnings=10_000):
+def validate(source, *, now_ms=None, max_errors=_k.VALIDATE_MAX_LISTED,
+             max_warnings=_k.VALIDATE_MAX_LISTED):
     # The stream loop is the reference's; only the blocks are validated in C.
     return R.validate_source(source, now_ms, max_errors, max_warnings, _validate_block)
 

@@ -28,6 +28,7 @@ from ._constants import (
     KIND_COUNT,
     SECONDS_TIMESTAMP_BELOW,
     SECONDS_TIMESTAMP_WARNING,
+    VALIDATE_MAX_LISTED,
     WARNING_TIMESTAMP_SECONDS,
 )
 from . import _input
@@ -256,8 +257,8 @@ def validate(
     source: Any,
     *,
     now_ms: Optional[int] = None,
-    max_errors: Optional[int] = 10_000,
-    max_warnings: Optional[int] = 10_000,
+    max_errors: Optional[int] = VALIDATE_MAX_LISTED,
+    max_warnings: Optional[int] = VALIDATE_MAX_LISTED,
 ) -> ValidationReport:
     """Validate a body or a stream the way the ingest API would; never raises for content.
 
