@@ -20,6 +20,7 @@ commented where they occur.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
 from cpython.long cimport PyLong_FromLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
@@ -71,6 +72,11 @@ cdef double SUMMARY_TOLERANCE = _k.SUMMARY_TOLERANCE
 cdef object WINDOW_PAST_MS = _k.WINDOW_PAST_MS
 cdef object WINDOW_FUTURE_MS = _k.WINDOW_FUTURE_MS
 cdef object CHANGED_KEY_WARNING = _k.CHANGED_KEY_WARNING
+from dtproto import report as _report
+cdef int PENDING_CHANGED_KEY = _report.PENDING_CHANGED_KEY
+cdef int PENDING_SECONDS = _report.PENDING_SECONDS
+if _report.PENDING_HEADER.size != 12 or _k.KINDS != ("gauge", "count", "summary"):
+    raise ImportError("_codec_c was built for a 12-byte pending-warning header and KINDS order")
 cdef int64_t SECONDS_TIMESTAMP_BELOW = _k.SECONDS_TIMESTAMP_BELOW
 cdef object SECONDS_TIMESTAMP_WARNING = _k.SECONDS_TIMESTAMP_WARNING
 cdef object WARNING_TIMESTAMP_SECONDS = _k.WARNING_TIMESTAMP_SECONDS
@@ -1230,9 +1236,40 @@ def iter_decode(source, *, now_ms=None, errors="raise"):
     return R.records_of_source(source, R.now_arg(now_ms), errors == "skip", _decode_records)
 
 
+cdef inline void put_le(char *w, uint64_t v, int nbytes) noexcept nogil:
+    cdef int k
+    for k in range(nbytes):
+        w[k] = <char>(v & 0xFF)
+        v >>= 8
+
+
+cdef int pend_warning(bytearray out, int typ, int kind, const uint8_t *key, Py_ssize_t keylen,
+                      int64_t lineno, int64_t ts) except -1:
+    """Append one compact warning (report.PENDING_HEADER, then the key or the
+    timestamp): no Python object per warning, and nothing for the collector."""
+    cdef Py_ssize_t old = PyByteArray_GET_SIZE(out)
+    cdef Py_ssize_t extra = 12 + (keylen if typ == PENDING_CHANGED_KEY else 8)
+    cdef char *w
+    PyByteArray_Resize(out, old + extra)
+    w = PyByteArray_AS_STRING(out) + old
+    w[0] = <char>typ
+    w[1] = <char>kind
+    put_le(w + 2, <uint64_t>keylen if typ == PENDING_CHANGED_KEY else 0, 2)
+    put_le(w + 4, <uint64_t>lineno, 8)
+    if typ == PENDING_CHANGED_KEY:
+        memcpy(w + 12, key, keylen)
+    else:
+        put_le(w + 12, <uint64_t>ts, 8)
+    return 0
+
+
 cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, object now_ms,
                                object max_errors, object max_warnings) except -1:
-    """Mirrors _validate_lines: counts only, no Python object per valid line."""
+    """Mirrors _validate_lines: counts only, no Python object per valid line.
+
+    Warnings are appended in compact form (``report._pending``) and only made
+    into LineWarning objects when someone reads ``report.warnings``.
+    """
     cdef const uint8_t *base = <const uint8_t *>PyBytes_AS_STRING(buf)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(buf)
     cdef Py_ssize_t pos = 0, end, n, ok = 0, warned = 0, cap_w
@@ -1243,9 +1280,11 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
     cdef int64_t lo, hi
     cdef LineScan L
     cdef HeadEntry *hit
-    cdef Py_ssize_t keylen
-    cdef list warnings = report.warnings
+    cdef Py_ssize_t keylen, kept
+    cdef bytearray pending = bytearray()
+    cdef Py_ssize_t pending_count = 0
     cap_w = -1 if max_warnings is None else max_warnings
+    kept = report.warnings_kept
     window(now_ms, &lo, &hi)
     while pos < size:
         nl = memchr(base + pos, 10, size - pos)
@@ -1261,18 +1300,15 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
             suffix = keylen >= 6 and memcmp(p + keylen - 6, b".count", 6) == 0
             if suffix != (L.kind == K_COUNT):
                 warned += 1
-                if cap_w < 0 or len(warnings) < cap_w:
-                    key = PyUnicode_DecodeLatin1(<const char *>p, keylen, NULL)
-                    kind = KIND_COUNT if L.kind == K_COUNT else (
-                        KIND_GAUGE if L.kind == K_GAUGE else KIND_SUMMARY)
-                    warnings.append(LineWarning(
-                        lineno, CHANGED_KEY_WARNING % (key, classic_key(key, kind))))
+                if cap_w < 0 or kept + pending_count < cap_w:
+                    # K_GAUGE, K_COUNT, K_SUMMARY index _constants.KINDS
+                    pend_warning(pending, PENDING_CHANGED_KEY, L.kind, p, keylen, lineno, 0)
+                    pending_count += 1
             if L.has_ts and L.ts < SECONDS_TIMESTAMP_BELOW:
                 warned += 1
-                if cap_w < 0 or len(warnings) < cap_w:
-                    warnings.append(LineWarning(
-                        lineno, SECONDS_TIMESTAMP_WARNING % (L.ts, L.ts),
-                        WARNING_TIMESTAMP_SECONDS))
+                if cap_w < 0 or kept + pending_count < cap_w:
+                    pend_warning(pending, PENDING_SECONDS, 0, NULL, 0, lineno, L.ts)
+                    pending_count += 1
         elif r == R_INVALID or r == R_META:
             fault, rec = diagnose(buf, pos, end, now_ms, lineno)
             if fault is None:
@@ -1286,6 +1322,9 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
         lineno += 1
     report.lines_ok += ok
     report.warnings_total += warned
+    if pending_count:
+        report._pending += pending
+        report._pending_count += pending_count
     return lineno
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, TypeVar
 
 from ._constants import (RESPONSE_EMPTY_REQUEST, RESPONSE_FIRST_ERRORS, RESPONSE_FIRST_WARNINGS,
                          RESPONSE_INVALID_LINES, RESPONSE_MAX_ERRORS, RESPONSE_WARNINGS_KEY,
-                         RESPONSE_WARNINGS_KEY_SEEN, VALIDATE_MAX_LISTED, WARNING_CHANGED_KEY)
+                         RESPONSE_WARNINGS_KEY_SEEN, VALIDATE_MAX_LISTED, WARNING_CHANGED_KEY,
+                         CHANGED_KEY_WARNING, KINDS, SECONDS_TIMESTAMP_WARNING,
+                         WARNING_TIMESTAMP_SECONDS)
+from ._scan import classic_key
 from .errors import ErrorCode
 
 __all__ = ["LineError", "LineWarning", "ValidationReport"]
@@ -52,6 +56,16 @@ def _shifted(first: Sequence[_Entry], then: Sequence[_Entry], offset: int,
     return out
 
 
+# Warnings kept in compact form until someone looks (see ValidationReport.warnings):
+# a header of type, kind index, key length and line number, then the key's
+# bytes (a renamed key) or the timestamp (one in seconds).  The Cython core
+# appends these without creating a Python object per warning.
+PENDING_HEADER = struct.Struct("<BBHq")
+PENDING_TIMESTAMP = struct.Struct("<q")
+PENDING_CHANGED_KEY = 0
+PENDING_SECONDS = 1
+
+
 class ValidationReport:
     """Outcome of validating a body or a stream, as the ingest API would see it.
 
@@ -69,18 +83,60 @@ class ValidationReport:
     """
 
     __slots__ = (
-        "lines_ok", "lines_invalid", "errors", "warnings", "error_counts",
-        "warnings_total", "lines_total",
+        "lines_ok", "lines_invalid", "errors", "_warnings", "error_counts",
+        "warnings_total", "lines_total", "_pending", "_pending_count",
     )
 
     def __init__(self) -> None:
         self.lines_ok = 0
         self.lines_invalid = 0
         self.errors: List[LineError] = []
-        self.warnings: List[LineWarning] = []
+        self._warnings: List[LineWarning] = []
         self.error_counts: Dict[ErrorCode, int] = {}
         self.warnings_total = 0
         self.lines_total = 0
+        # Warnings not yet made into LineWarning objects (PENDING_* records):
+        # validating a file with many of them then costs neither an object per
+        # warning nor the garbage-collector passes such objects trigger.
+        self._pending = bytearray()
+        self._pending_count = 0
+
+    @property
+    def warnings(self) -> List[LineWarning]:
+        """The first ``max_warnings`` :class:`LineWarning` entries, in input order."""
+        if self._pending_count:
+            self._materialize()
+        return self._warnings
+
+    @warnings.setter
+    def warnings(self, value: List[LineWarning]) -> None:
+        self._pending = bytearray()
+        self._pending_count = 0
+        self._warnings = value
+
+    def _materialize(self) -> None:
+        data = bytes(self._pending)
+        out = self._warnings
+        pos = 0
+        while pos < len(data):
+            kind_type, kind, keylen, line = PENDING_HEADER.unpack_from(data, pos)
+            pos += PENDING_HEADER.size
+            if kind_type == PENDING_CHANGED_KEY:
+                key = data[pos:pos + keylen].decode("ascii")
+                pos += keylen
+                out.append(LineWarning(line, CHANGED_KEY_WARNING % (key, classic_key(key, KINDS[kind]))))
+            else:
+                (ts,) = PENDING_TIMESTAMP.unpack_from(data, pos)
+                pos += PENDING_TIMESTAMP.size
+                out.append(LineWarning(line, SECONDS_TIMESTAMP_WARNING % (ts, ts),
+                                       WARNING_TIMESTAMP_SECONDS))
+        self._pending = bytearray()
+        self._pending_count = 0
+
+    @property
+    def warnings_kept(self) -> int:
+        """How many warnings are kept (``len(warnings)``, without building them)."""
+        return len(self._warnings) + self._pending_count
 
     @property
     def ok(self) -> bool:
@@ -204,6 +260,17 @@ class ValidationReport:
             self.lines_ok, self.lines_invalid, self.errors, self.warnings,
             self.error_counts, self.warnings_total, self.lines_total,
         )
+
+    def __getstate__(self) -> tuple:
+        # Pickled with its warnings built: one state whether or not anyone looked.
+        return self._state()
+
+    def __setstate__(self, state: tuple) -> None:
+        (self.lines_ok, self.lines_invalid, self.errors, warnings, self.error_counts,
+         self.warnings_total, self.lines_total) = state
+        self._warnings = list(warnings)
+        self._pending = bytearray()
+        self._pending_count = 0
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):

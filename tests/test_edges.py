@@ -335,3 +335,27 @@ def test_a_bad_dimension_is_named_the_same_with_or_without_options(impl, options
     with pytest.raises(EncodeError) as info:
         impl.Encoder(**options).gauge("a.b", 1, dims)
     assert info.value.field == field
+
+
+# --- issue 12: warnings stay compact until read ----------------------------------
+
+def test_warnings_are_built_only_when_read(impl, py):
+    import gc
+
+    body = b"".join(b"m.k%d count,delta=1 1717243200\n" % (i % 7) for i in range(20_000))
+    collections = []
+    hook = lambda phase, info: collections.append(phase)  # noqa: E731
+    gc.collect()
+    gc.callbacks.append(hook)
+    try:
+        report = impl.validate(body)
+    finally:
+        gc.callbacks.remove(hook)
+    if impl.__name__.endswith("_codec_c"):
+        # 20,000 LineWarning objects would have started dozens of collections
+        assert len(collections) <= 2, len(collections)
+    want = py.validate(body)
+    assert report.warnings_total == want.warnings_total == 40_000
+    assert report == want  # builds them, identical to the reference's
+    assert report.warnings[:2] == want.warnings[:2]
+    assert report.to_response() == want.to_response()
