@@ -15,7 +15,7 @@ from typing import (IO, Any, Callable, Dict, Iterable, Iterator, List, NamedTupl
                     Sequence, Tuple)
 
 from .._constants import RESPONSE_EMPTY_REQUEST
-from .._ranges import line_ranges
+from .._ranges import Segments, line_ranges
 from ..report import LineError, ValidationReport
 
 from ._common import (_BLOCK, EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, _count, _err,
@@ -27,51 +27,9 @@ _MIN_JOB_BYTES = 256 << 10  # a --jobs byte range is never smaller than this
 _SEGMENT_ERRORS = 1_000     # errors listed per segment at least (examples per code)
 
 
-class _Segments:
-    """Cuts a byte stream into segments of whole lines, streaming.
-
-    ``segment()`` yields the chunks of the next segment: at least ``size``
-    bytes (unless the input ends), ending right after a newline, so no line
-    straddles two segments.  A line longer than a segment is never
-    buffered: its chunks pass through as they are read (the validator cuts
-    over-long lines itself).  ``newlines`` counts the newlines handed out so
-    far, which is the line-number offset of the next segment.
-    """
-
-    def __init__(self, read: Callable[[int], bytes], on_read: Callable[[], None]) -> None:
-        self._read = read
-        self._on_read = on_read
-        self._carry = b""
-        self.eof = False
-        self.newlines = 0
-        self.bytes = 0
-
-    def _next(self) -> bytes:
-        if self._carry:
-            chunk, self._carry = self._carry, b""
-            return chunk
-        chunk = self._read(_BLOCK)
-        self.bytes += len(chunk)
-        self._on_read()
-        return chunk
-
-    def segment(self, size: int) -> Iterator[bytes]:
-        got = 0
-        chunk = self._next()
-        while chunk:
-            got += len(chunk)
-            if got >= size:
-                i = chunk.rfind(b"\n")
-                if i >= 0:
-                    self._carry = chunk[i + 1:]
-                    self.newlines += chunk.count(b"\n", 0, i + 1)
-                    yield chunk[: i + 1]
-                    return
-            self.newlines += chunk.count(b"\n")
-            yield chunk
-            chunk = self._next()
-        self.eof = True
-
+def _Segments(read: Callable[[int], bytes], on_read: Callable[[], None]) -> Segments:
+    """The input cut into segments of whole lines (:class:`dtproto._ranges.Segments`)."""
+    return Segments(read, on_read, _BLOCK)
 
 
 # --------------------------------------------------------------------------- validation
