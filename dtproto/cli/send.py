@@ -303,6 +303,11 @@ def _cmd_send(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args, names, max_bytes, max_lines)
     assert sender is not None
+    if args.dask:   # the Dask workers send, each with a Sender of its own (cli/_dask.py)
+        from ._dask import send_dask
+
+        sender.close()
+        return send_dask(args, names, sender.url)
     rc = EXIT_OK
     docs: List[Dict[str, Any]] = []
     skipped: List[str] = []
@@ -445,5 +450,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--examples", type=_count, default=3, metavar="N",
                    help="with --dry-run: examples shown per reason code (default 3)")
     add_window(p)
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="send from a Dask cluster (pip install dtproto[dask]): a scheduler "
+                        "address such as tcp://host:8786, or local[:N] for N local worker "
+                        "processes; each worker sends 64 MiB blocks of the files (paths it can "
+                        "open) with a sender of its own; a failed block does not stop the others")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per request")
     p.set_defaults(func=_cmd_send, parser=p)

@@ -235,6 +235,21 @@ def _validate_parallel(inp: _Input, jobs: int, now_ms: Optional[int],
     return done, len(ranges)
 
 
+def _dask_validate(path: str, start: int, end: int, gz: bool, now_ms: Optional[int],
+                   caps: _Caps, _key: str = "") -> _Checked:
+    """``--dask``: one byte range of a file (gzip: the whole file) validated
+    on a Dask worker, as ``--jobs`` validates it in a process."""
+    inp = _Input(path)
+    try:
+        if gz or not inp.size:
+            return _validate_stream(inp, now_ms, caps, lambda _p: None)
+        inp._raw.seek(start)
+        inp._file = inp._raw
+        return _validate_stream(inp, now_ms, caps, lambda _p: None, end - start)
+    finally:
+        inp.close()
+
+
 # --------------------------------------------------------------------------- validate: reports
 
 
@@ -293,6 +308,18 @@ def _json_validation(name: str, r: ValidationReport) -> Dict[str, Any]:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     names = _input_names(args)
+    if args.dask is None:
+        return _validate_inputs(args, names, None)
+    if args.jobs > 1:
+        raise UsageError("--dask and --jobs cannot be combined: the Dask workers are the jobs")
+    from ._dask import Cluster
+
+    with Cluster(args.dask) as cluster:
+        cluster.blocksize = args.blocksize  # type: ignore[attr-defined]
+        return _validate_inputs(args, names, cluster)
+
+
+def _validate_inputs(args: argparse.Namespace, names: List[str], cluster: Any) -> int:
     now_ms = args.now
     rc = EXIT_OK
     results: List[Dict[str, Any]] = []
@@ -316,7 +343,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 _err("%s: %s cannot be split; validating with 1 job" % (
                     inp.name, "gzip input" if inp.gzip else "a stream"))
                 jobs = 1
-            if jobs > 1:
+            if cluster is not None and inp.size is None:
+                _err("%s: a stream cannot be opened by Dask workers; validating here"
+                     % inp.name)
+            if cluster is not None and inp.size is not None:
+                progress = _Progress(inp.size, inp.name)
+                try:
+                    parts = cluster.run(inp.path, inp.size, _dask_validate, (now_ms, caps),
+                                        "validate", progress)
+                finally:
+                    progress.close()
+                checked = _Checked(ValidationReport(), {}, 0)
+                for part in parts:           # in input order, as --jobs merges them
+                    checked = _then(checked, part, caps)
+            elif jobs > 1:
                 # Small files get fewer ranges than --jobs: say what was used.
                 checked, used = _validate_parallel(inp, jobs, now_ms, caps)
                 jobs_used = max(jobs_used, used)
@@ -360,7 +400,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         _err("validated %s, %s in %.2f s: %.1f MB/s, %s lines/s (%s)" % (
             _plural(done, "input"), _size(nbytes), seconds,
             nbytes / 1e6 / max(seconds, 1e-9), _n(int(nlines / max(seconds, 1e-9))),
-            _plural(jobs_used, "job")))
+            _plural(jobs_used, "job") if cluster is None else cluster.label()))
     return rc
 
 
@@ -384,5 +424,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N",
                    help="validate each (uncompressed, regular) file on N processes, split "
                         "at line boundaries; the output is identical to --jobs 1")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="validate on a Dask cluster (pip install dtproto[dask]): a scheduler "
+                        "address such as tcp://host:8786, or local[:N] to start N worker "
+                        "processes here; the workers open the files themselves (give paths "
+                        "they can open); the output is identical to one process")
+    p.add_argument("--blocksize", type=_dask_blocksize, default="64MiB", metavar="SIZE",
+                   help="with --dask: bytes per task, e.g. 8MiB (default 64MiB); gzip files "
+                        "are one task each")
     p.add_argument("-q", "--quiet", action="store_true", help="no timing line on stderr")
     p.set_defaults(func=_cmd_validate, parser=p)
+
+
+def _dask_blocksize(text: str) -> str:
+    from ._dask import blocksize
+
+    return blocksize(text)
