@@ -158,6 +158,23 @@ def _task_name(kind: str) -> str:
     return "dtproto-%s-%s" % (kind, uuid.uuid4().hex[:16])
 
 
+class _ByPath(dict):  # type: ignore[type-arg]
+    """The results, keyed by the paths as strings; a ``pathlib.Path`` finds its entry too."""
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(_key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(_key(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(_key(key), default)
+
+
+def _key(key: Any) -> Any:
+    return os.fspath(key) if isinstance(key, os.PathLike) else key
+
+
 def _names(paths: Union[PathArg, Iterable[PathArg]]) -> List[str]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -170,7 +187,8 @@ def validate_files(paths: Union[PathArg, Iterable[PathArg]], *,
                    max_errors: Optional[int] = VALIDATE_MAX_LISTED,
                    max_warnings: Optional[int] = VALIDATE_MAX_LISTED
                    ) -> Dict[str, ValidationReport]:
-    """Validate files on a Dask cluster: ``{path: report}``, in the order given.
+    """Validate files on a Dask cluster: ``{path: report}``, in the order given
+    (keys are the paths as strings; looking one up by its ``pathlib.Path`` works too).
 
     Each report equals :func:`dtproto.validate` of the whole file in one
     process (``dtproto.validate(pathlib.Path(path), ...)``; for a file that
@@ -196,7 +214,7 @@ def validate_files(paths: Union[PathArg, Iterable[PathArg]], *,
     size = _blocksize(blocksize)
     jobs = _submit_blocks(client, names, size, _validate_range,
                           (now_ms, max_errors, max_warnings), _task_name("validate"))
-    out: Dict[str, ValidationReport] = {}
+    out: Dict[str, ValidationReport] = _ByPath()
     try:
         for name, futures in zip(names, jobs):
             out[name] = ValidationReport.combine(client.gather(futures), max_errors=max_errors,
@@ -390,7 +408,7 @@ def send_files(paths: Union[PathArg, Iterable[PathArg]], url: str, token: Option
     name = _task_name("send")
     jobs = _submit_blocks(client, names, size, _send_range,
                           (url, token, sender_options, segment), name)
-    out: Dict[str, Any] = {}
+    out: Dict[str, Any] = _ByPath()
     try:
         for name, futures in zip(names, jobs):
             total = SendResult()

@@ -100,6 +100,7 @@ def test_reports_equal_one_process(client, tmp_path, blocksize):
     files = _boundary_files(tmp_path)
     got = dtdask.validate_files(files, client=client, blocksize=blocksize, now_ms=NOW)
     assert list(got) == [str(p) for p in files]
+    assert got[files[0]] is got[str(files[0])] and files[0] in got
     for p in files:
         want = dtproto.validate(pathlib.Path(p), now_ms=NOW)
         if not p.name.endswith(".gz"):
