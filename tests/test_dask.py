@@ -338,3 +338,48 @@ def test_cli_send_dask_local_cluster(tmp_path):
     for p in files:
         want += _valid_lines(p)
     assert stored == Counter({k: 2 * n for k, n in want.items()})
+
+
+def test_a_worker_killed_while_sending(tmp_path):
+    """A worker dies mid-send (os._exit): Dask runs the task again on the other
+    worker.  Every valid line is stored, and only lines inside ``resent`` can be
+    stored twice; the counts of the result are exact."""
+    import threading
+    import time
+
+    from dtproto.server import Fault, IngestServer
+
+    f = tmp_path / "x.txt"
+    f.write_bytes(b"".join(b"a.b,i=%d 1\n" % i for i in range(220_000)))   # ~2.6 MB
+    lines = f.read_bytes().split(b"\n")[:-1]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as cl, \
+            IngestServer(tokens={TOKEN: ["metrics.ingest"]}, now_ms=NOW,
+                         faults=[Fault("slow", rate=1.0, delay=0.05)]) as srv:
+        out = {}
+        run = threading.Thread(target=lambda: out.update(send_files=dtdask.send_files(
+            [f], srv.url, TOKEN, client=cl, max_bytes=60_000, concurrency=1)))
+        run.start()
+        deadline = time.monotonic() + 60
+        while srv.stats["requests"] < 25 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        busy = [w for w, keys in cl.processing().items() if any("send" in str(k) for k in keys)]
+        assert busy, "the send task is not running"
+        import signal
+
+        pid = cl.run(os.getpid, workers=busy[:1])[busy[0]]
+        os.kill(pid, signal.SIGKILL)
+        run.join(120)
+        assert not run.is_alive()
+        stored = Counter(srv.accepted_lines)
+    r = out["send_files"][str(f)]
+    assert r.lines_ok == 220_000 and r.lines_invalid == 0 and not r.undelivered
+    assert r.resent, "the task ran once only"
+    inside = set()
+    for a, b in r.resent:
+        inside.update(range(a, b + 1))
+    for n, line in enumerate(lines, 1):
+        assert stored[line] >= 1, n
+        assert stored[line] == 1 or n in inside, n
+    assert len(inside) < 220_000 // 2        # only the segment in progress was sent again
