@@ -42,7 +42,20 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import _input
-from ._constants import BLANK_CHARS, MAX_BODY_BYTES, ONEAGENT_MAX_LINES
+from ._constants import (
+    BLANK_CHARS,
+    ENVIRONMENT_PREFIX,
+    INGEST_PATH,
+    INGEST_SCOPE,
+    MAX_BODY_BYTES,
+    ONEAGENT_MAX_LINES,
+    ONEAGENT_PATH,
+    ONEAGENT_PORT,
+    RESPONSE_EMPTY_REQUEST,
+    RESPONSE_WARNINGS_KEY,
+    RESPONSE_WARNINGS_KEY_SEEN,
+    TOKEN_SCHEME,
+)
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -60,12 +73,12 @@ from .model import Metadata, Metric
 
 log = logging.getLogger("dtproto.sender")
 
-INGEST_PATH = "/api/v2/metrics/ingest"
-"""Path of the metric ingest API (SaaS, Managed, ActiveGate)."""
-ONEAGENT_PATH = "/metrics/ingest"
-"""Path of the OneAgent local ingest API."""
-ONEAGENT_PORT = 14499
-"""Default port of the OneAgent local ingest API."""
+# INGEST_PATH (SaaS, Managed, ActiveGate), ONEAGENT_PATH and ONEAGENT_PORT (the
+# OneAgent local API) come from dtproto._constants and are re-exported here.
+# The API root of a base URL such as https://host/api/v2: INGEST_PATH without
+# its "/metrics/ingest" tail (the OneAgent path).
+_API_ROOT = INGEST_PATH[: -len(ONEAGENT_PATH)]
+assert _API_ROOT + ONEAGENT_PATH == INGEST_PATH
 URL_ENV = "DT_URL"
 """Environment variable with the ingest URL (or an environment base URL)."""
 TOKEN_ENV = "DT_API_TOKEN"
@@ -823,6 +836,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+AUTH_PREFIX = TOKEN_SCHEME + " "
+"""What the ``Authorization`` header value starts with, before the token."""
+
+
 def _safe_url(parts: urllib.parse.SplitResult) -> str:
     """The URL without credentials, query or fragment: safe for messages."""
     host = parts.hostname or ""
@@ -844,8 +861,8 @@ def ingest_url(base_url: str) -> str:
     path = urllib.parse.urlsplit(url).path
     if path.endswith(INGEST_PATH) or path == ONEAGENT_PATH:
         return url
-    if path.endswith("/api/v2"):
-        return url + "/metrics/ingest"
+    if path.endswith(_API_ROOT):
+        return url + ONEAGENT_PATH
     return url + INGEST_PATH
 
 
@@ -980,8 +997,8 @@ def _brief(body: bytes) -> str:
 
 # --------------------------------------------------------------------------- configuration
 
-DEFAULT_CONCURRENCY = 1
-"""Default number of requests in flight (see ``concurrency``)."""
+DEFAULT_CONCURRENCY = 4
+"""Default number of requests in flight (see ``concurrency``; ``dtproto send`` too)."""
 MAX_CONCURRENCY = 256
 """Upper bound of ``concurrency``: each request in flight holds a connection and a chunk."""
 
@@ -1015,6 +1032,7 @@ def _configure(
     concurrency: int = DEFAULT_CONCURRENCY,
     validate: bool = False,
     now_ms: Optional[int] = None,
+    on_request: Optional[Callable[["RequestInfo", int], None]] = None,
 ) -> None:
     """Check the options of a sender and set them on ``s`` (both senders take the same)."""
     if not isinstance(url, str):
@@ -1114,6 +1132,9 @@ def _configure(
         raise ConfigurationError("flush_interval must be a positive number of seconds or None")
     s.flush_interval = flush_interval
     s.on_flush = on_flush
+    if on_request is not None and not callable(on_request):
+        raise ConfigurationError("on_request must be callable or None")
+    s.on_request = on_request
 
     if ssl_context is not None:
         s._ssl = ssl_context
@@ -1219,16 +1240,16 @@ def _parse_response(chunk: "_Chunk", index: int, status: int, body: bytes) -> Op
                 listed[k] = _text_field(item.get("error"))
         if status == 400 and not listed and ok == 0 and bad == 0:
             # "empty request" for a non-blank chunk, or a 400 we do not understand.
-            if err.get("message") != "empty request":
+            if err.get("message") != RESPONSE_EMPTY_REQUEST:
                 return None
     elif status == 400:
         return None
     warned: List[Tuple[int, str]] = []
     warn = doc.get("warnings")
     if isinstance(warn, dict):
-        items = warn.get("changedMetricKeys")
+        items = warn.get(RESPONSE_WARNINGS_KEY)
         if items is None:
-            items = warn.get("warningLines")   # what real responses use ([A-18])
+            items = warn.get(RESPONSE_WARNINGS_KEY_SEEN)   # what real responses use ([A-18])
         for item in items if isinstance(items, list) else ():
             k = item.get("line") if isinstance(item, dict) else None
             if not (_is_count(k) and 1 <= k <= n):
@@ -1259,12 +1280,12 @@ def _failure(s: Any, chunk: "_Chunk", status: Optional[int], body: bytes, reason
     if status == 401:
         cls = AuthenticationError
         msg = ("401 Unauthorized from %s: the API token is missing, unknown, expired or "
-               "revoked; create a token with the 'metrics.ingest' scope and pass it as "
-               "token=" % s.url)
+               "revoked; create a token with the '%s' scope and pass it as "
+               "token=" % (s.url, INGEST_SCOPE))
     elif status == 403:
         cls = MissingScopeError
-        msg = ("403 Forbidden from %s: the token lacks the 'metrics.ingest' scope "
-               "(\"Ingest metrics\"); add that scope to the token" % s.url)
+        msg = ("403 Forbidden from %s: the token lacks the '%s' scope "
+               "(\"Ingest metrics\"); add that scope to the token" % (s.url, INGEST_SCOPE))
     elif status in (404, 405):
         cls = EndpointNotFoundError
         msg = ("%d from %s: wrong URL. Check the path (%s, or %s for OneAgent) and the "
@@ -1543,6 +1564,14 @@ class _Session:
         assert d.outcome is not None
         if d.outcome.error is not None:
             self.failed = True   # start nothing new; what is in flight finishes
+        hook = self.s.on_request
+        if hook is not None:
+            # The sender's on_request: this request's RequestInfo (final) and
+            # how many are still in flight.  It observes; it cannot stop the send.
+            try:
+                hook(d.info, self.in_flight)
+            except Exception:
+                log.exception("on_request raised (ignored)")
         self._settle()
 
     def _settle(self) -> None:
@@ -1786,15 +1815,16 @@ class _UrlHelpers:
     @classmethod
     def managed(cls, domain: str, environment_id: str, token: str, **kwargs: Any) -> "Any":
         """Sender for Dynatrace Managed: ``https://{domain}/e/{environment_id}/api/v2/metrics/ingest``."""
-        return cls("https://%s/e/%s%s" % (domain, _env_id(environment_id), INGEST_PATH),
-                   token, **kwargs)
+        return cls("https://%s%s%s%s" % (domain, ENVIRONMENT_PREFIX, _env_id(environment_id),
+                                          INGEST_PATH), token, **kwargs)
 
     @classmethod
     def activegate(cls, host: str, environment_id: str, token: str, port: int = 9999,
                    **kwargs: Any) -> "Any":
         """Sender for an Environment ActiveGate:
         ``https://{host}:{port}/e/{environment_id}/api/v2/metrics/ingest`` (port 9999)."""
-        return cls("https://%s:%d/e/%s%s" % (host, port, _env_id(environment_id), INGEST_PATH),
+        return cls("https://%s:%d%s%s%s" % (host, port, ENVIRONMENT_PREFIX,
+                                             _env_id(environment_id), INGEST_PATH),
                    token, **kwargs)
 
     @classmethod

@@ -35,6 +35,7 @@ except ImportError as _exc:   # pragma: no cover - depends on the environment
     ) from _exc
 
 from ._send_core import (
+    AUTH_PREFIX,
     DEFAULT_CONCURRENCY,
     MAX_RESPONSE_BYTES,
     SendResult,
@@ -122,7 +123,7 @@ class AsyncSender(_UrlHelpers):
     """Send protocol lines from asyncio code (see :class:`dtproto.Sender` for
     every option; they mean the same here).
 
-    ``concurrency`` (default 1) requests are in flight at once on as many
+    ``concurrency`` (default 4) requests are in flight at once on as many
     keep-alive connections of one ``aiohttp.ClientSession``, created on first
     use inside the running event loop.  Chunking, encoding and validation run
     on the event loop (they take about 1-10 ms per 1 MB chunk); a synchronous
@@ -159,6 +160,7 @@ class AsyncSender(_UrlHelpers):
         concurrency: int = DEFAULT_CONCURRENCY,
         validate: bool = False,
         now_ms: Optional[int] = None,
+        on_request: Optional[Callable[[Any, int], None]] = None,
     ) -> None:
         _configure(
             self, url, token, max_bytes=max_bytes, max_lines=max_lines, gzip=gzip,
@@ -168,7 +170,8 @@ class AsyncSender(_UrlHelpers):
             ssl_context=ssl_context, proxy=proxy, user_agent=user_agent,
             flush_bytes=flush_bytes, flush_lines=flush_lines, flush_interval=flush_interval,
             allow_insecure=allow_insecure, check_url=check_url, on_flush=on_flush,
-            concurrency=concurrency, validate=validate, now_ms=now_ms)
+            concurrency=concurrency, validate=validate, now_ms=now_ms,
+            on_request=on_request)
         scheme = "https" if self._https else "http"
         host = "[%s]" % self._host if ":" in self._host else self._host
         self._target = "%s://%s:%d%s" % (scheme, host, self._port, self._path)
@@ -210,7 +213,7 @@ class AsyncSender(_UrlHelpers):
         h = {"Content-Type": "text/plain; charset=utf-8", "Accept": "application/json",
              "User-Agent": self.user_agent, "Content-Length": str(size)}
         if self._token:
-            h["Authorization"] = "Api-Token " + (self._token.reveal() or "")
+            h["Authorization"] = AUTH_PREFIX + (self._token.reveal() or "")
         if self.gzip:
             h["Content-Encoding"] = "gzip"
         return h
@@ -338,6 +341,11 @@ class AsyncSender(_UrlHelpers):
         tasks: Set["asyncio.Task[_Delivery]"] = set()
         try:
             while True:
+                # What finished is settled now (its on_request too), not only
+                # when the window is full.
+                for t in [t for t in tasks if t.done()]:
+                    tasks.discard(t)
+                    session.complete(t.result())
                 while tasks and (not session.room() or session.failed):
                     done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                     for t in done:

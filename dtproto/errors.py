@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from typing import Any, Optional
 
+from ._constants import RESPONSE_EMPTY_REQUEST
+
 __all__ = [
     "TimestampWarning",
     "DtprotoError",
@@ -95,7 +97,7 @@ _SERVER_STYLE = {
 
 # Every other code: "<what>: <detail>" where the detail is the offending token.
 _WHAT = {
-    ErrorCode.EMPTY_REQUEST: "empty request",
+    ErrorCode.EMPTY_REQUEST: RESPONSE_EMPTY_REQUEST,   # the API's own message (§10.3)
     ErrorCode.LEADING_WHITESPACE: "leading whitespace",
     ErrorCode.LINE_TOO_LONG: "line too long",
     ErrorCode.INVALID_UTF8: "invalid UTF-8",

@@ -68,6 +68,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from ._constants import MAX_BODY_BYTES
 from ._send_core import (  # noqa: F401  (re-exported: the names have always lived here)
+    AUTH_PREFIX,
     DEFAULT_CONCURRENCY,
     INGEST_PATH,
     MAX_CONCURRENCY,
@@ -342,7 +343,7 @@ class _Connection:
             conn.putheader("User-Agent", s.user_agent)
             if s._token:
                 # No local variable: a traceback's frames must not hold the token.
-                conn.putheader("Authorization", "Api-Token " + (s._token.reveal() or ""))
+                conn.putheader("Authorization", AUTH_PREFIX + (s._token.reveal() or ""))
             if s.gzip:
                 conn.putheader("Content-Encoding", "gzip")
             if s._proxy is not None and not s._https:
@@ -522,8 +523,9 @@ class Sender(_UrlHelpers):
         on_flush: optional callback called with the :class:`SendResult` of
             every successful flush of the batching API (from the background
             thread too).
-        concurrency: chunks in flight at once, 1..256 (default 1: one request
-            at a time).  When a chunk fails for good no new chunk starts, the
+        concurrency: chunks in flight at once, 1..256 (default 4; 1 sends
+            one request at a time, and the server then stores the chunks in
+            input order).  When a chunk fails for good no new chunk starts, the
             chunks in flight finish and are accounted for, and the
             ``SendError`` carries the merged result (``stopped_at`` is the
             first line never attempted).
@@ -535,6 +537,13 @@ class Sender(_UrlHelpers):
         now_ms: "now" (milliseconds since the epoch) for the timestamp window
             of ``validate``; ``None`` (default) skips that check, since client
             and server clocks differ.
+        on_request: optional callback, called as each request completes (its
+            retries included) with its final :class:`RequestInfo` (status,
+            attempts, latency, bytes; never the token) and the number of
+            requests still in flight.  It runs on the thread that called
+            :meth:`send`/:meth:`add`/:meth:`flush` (the background flush
+            thread for its flushes); an exception it raises is logged and
+            ignored.  ``dtproto send -v`` and ``dtproto load`` use it.
 
     Raises:
         ConfigurationError: bad URL, a token for the OneAgent endpoint, a token
@@ -571,6 +580,7 @@ class Sender(_UrlHelpers):
         concurrency: int = DEFAULT_CONCURRENCY,
         validate: bool = False,
         now_ms: Optional[int] = None,
+        on_request: Optional[Callable[[RequestInfo, int], None]] = None,
     ) -> None:
         _configure(
             self, url, token, max_bytes=max_bytes, max_lines=max_lines, gzip=gzip,
@@ -580,7 +590,8 @@ class Sender(_UrlHelpers):
             ssl_context=ssl_context, proxy=proxy, user_agent=user_agent,
             flush_bytes=flush_bytes, flush_lines=flush_lines, flush_interval=flush_interval,
             allow_insecure=allow_insecure, check_url=check_url, on_flush=on_flush,
-            concurrency=concurrency, validate=validate, now_ms=now_ms)
+            concurrency=concurrency, validate=validate, now_ms=now_ms,
+            on_request=on_request)
         # Idle connections; a request in flight takes one (or opens a new one).
         self._idle: List[_Connection] = []
         self._idle_lock = threading.Lock()
@@ -662,6 +673,12 @@ class Sender(_UrlHelpers):
             futures: Set["Future[_Delivery]"] = set()
             try:
                 while True:
+                    # What finished is settled now (its on_request too), not
+                    # only when the window is full.
+                    finished = [f for f in futures if f.done()]
+                    for f in finished:
+                        futures.discard(f)
+                        session.complete(f.result())
                     while futures and (not session.room() or session.failed):
                         done, futures = wait(futures, return_when=FIRST_COMPLETED)
                         for f in done:

@@ -206,7 +206,8 @@ FAIL_AFTER_FIRST = "503:requests=" + "+".join(str(i) for i in range(2, 200))
 def test_stopped_at_names_the_first_line_never_attempted() -> None:
     data = b"".join(b"a.b%d 1\n" % i for i in range(21))      # 7 or 8 bytes a line
     with IngestServer(faults=[FAIL_AFTER_FIRST]) as srv:
-        with Sender(srv.url, TOKEN, retries=0, max_bytes=40) as s:
+        # One request at a time: the server's first request is the first chunk.
+        with Sender(srv.url, TOKEN, retries=0, max_bytes=40, concurrency=1) as s:
             with pytest.raises(DeliveryError) as ei:
                 s.send(data)
     r = ei.value.result
@@ -230,7 +231,9 @@ def test_cli_reports_lines_never_sent_and_skipped_files(tmp_path: pathlib.Path) 
     g = tmp_path / "g.txt"
     g.write_bytes(b"x.y 1\n")
     with IngestServer(faults=[FAIL_AFTER_FIRST]) as srv:
-        p = cli("send", "--json", "--retries", 0, "--max-bytes", 40, "--url", srv.url, f, g)
+        # One request at a time: the server's first request is the first chunk.
+        one = ("--concurrency", 1, "--retries", 0, "--max-bytes", 40, "--url", srv.url)
+        p = cli("send", "--json", *one, f, g)
         assert p.returncode == 1
         doc = json.loads(p.stdout)
         (d,) = doc["files"]
@@ -238,10 +241,19 @@ def test_cli_reports_lines_never_sent_and_skipped_files(tmp_path: pathlib.Path) 
         assert doc["skipped_files"] == [str(g)]
         assert str(g).encode() in p.stderr and b"not sent" in p.stderr
         srv.reset()
-        p = cli("send", "--retries", 0, "--max-bytes", 40, "--url", srv.url, f, g)
+        p = cli("send", *one, f, g)
         out = p.stdout.decode()
         assert "11 more lines never sent (lines 11-21)" in out
         assert "1 remaining file not sent" in p.stderr.decode()
+        # The default (4 in flight): whichever chunk the server took first,
+        # every line is stored, undelivered or never sent, exactly once.
+        srv.reset()
+        p = cli("send", "--json", "--retries", 0, "--max-bytes", 40, "--url", srv.url, f, g)
+        assert p.returncode == 1
+        (d,) = json.loads(p.stdout)["files"]
+        undelivered = sum(u["lines"] for u in d["undelivered"])
+        assert d["lines_ok"] == len(srv.accepted_lines) == 5
+        assert d["lines_ok"] + undelivered + (d["lines_never_sent"] or 0) == 21
 
 
 # --------------------------------------------------------------------------- errors

@@ -264,3 +264,77 @@ def test_chunk_of_only_invalid_lines_is_not_sent(transport):
             r = s.send(b"bad key 1\nbad key 2\na.b 1\n")
         assert len(srv.requests) == 1
     assert [i.line for i in r.invalid_lines] == [1, 2] and r.lines_ok == 1
+
+
+# --------------------------------------------------------------------------- defaults, on_request, send -v
+
+
+def test_the_default_is_four_requests_in_flight_in_the_library_and_the_cli(transport):
+    from dtproto.cli import build_parser
+
+    assert core.DEFAULT_CONCURRENCY == 4
+    args = build_parser().parse_args(["send", "f.txt", "--url", "http://127.0.0.1:1"])
+    assert args.concurrency == core.DEFAULT_CONCURRENCY
+    # 8 chunks through 150 ms per request: one at a time takes 1.2 s, four 0.3 s.
+    with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.15)]) as srv:
+        with open_sender(srv.url, None, max_lines=100, **FAST) as s:
+            assert s.concurrency == 4
+            t = time.perf_counter()
+            r = s.send(numbered(800))
+            elapsed = time.perf_counter() - t
+        assert r.ok and len(r.requests) == 8
+        assert_exactly_once(srv, 800)
+    assert elapsed < 0.9, elapsed
+
+
+def test_on_request_sees_each_request_as_it_completes_with_the_number_in_flight(transport):
+    seen = []
+    # First match wins: the server's third request is answered 429, the others slowly.
+    with IngestServer(faults=[Fault("429", requests={3}, retry_after=0),
+                              Fault("slow", rate=1.0, delay=0.05)]) as srv:
+        with open_sender(srv.url, None, max_lines=10, concurrency=4,
+                         on_request=lambda q, n: seen.append((q.index, q.status, q.attempts,
+                                                              n)), **FAST) as s:
+            r = s.send(numbered(100))
+    assert r.ok and len(r.requests) == 10
+    assert sorted(i for i, *_ in seen) == list(range(10))      # each request once
+    assert all(status == 202 for _, status, _, _ in seen)
+    assert sum(a for _, _, a, _ in seen) == 11                  # the 429 was retried
+    assert all(0 <= n < 4 for *_, n in seen)
+    assert max(n for *_, n in seen) >= 1                        # others were still in flight
+    assert seen[-1][3] == 0                                     # the last: none left
+
+
+def test_on_request_that_raises_does_not_stop_the_send(transport, caplog):
+    def boom(q, n):
+        raise RuntimeError("display broke")
+
+    with IngestServer() as srv:
+        with open_sender(srv.url, None, max_lines=10, on_request=boom, **FAST) as s:
+            r = s.send(numbered(30))
+    assert r.ok and r.lines_ok == 30
+    assert "on_request raised" in caplog.text
+    with pytest.raises(core.ConfigurationError):
+        open_sender("http://127.0.0.1:1/api/v2/metrics/ingest", None, on_request=42)
+
+
+def test_send_verbose_shows_requests_in_flight_never_the_token(tmp_path, monkeypatch, capsys):
+    from dtproto.cli import main
+
+    f = tmp_path / "m.txt"
+    f.write_bytes(numbered(60))
+    monkeypatch.setenv("DT_API_TOKEN", TOKEN)
+    with IngestServer(tokens=TOKEN, faults=[Fault("slow", rate=1.0, delay=0.05)]) as srv:
+        rc = main(["send", str(f), "--url", srv.url, "--max-lines", "10", "--concurrency", "3",
+                   "-v"])
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
+    live = [line for line in err.splitlines() if " in flight" in line]
+    assert len(live) == 6                      # one per request, as it completed
+    for line in live:
+        assert re.match(r"dtproto: request \d: lines \d+-\d+, [\d,]+ bytes: 202 after 1 attempt, "
+                        r"[\d.]+ ms; [0-2] in flight$", line), line
+    assert live[-1].endswith("; 0 in flight")
+    assert re.search(r"at most [23] requests in flight at once", out)
+    assert "request 6: lines 51-60" in out
+    assert TOKEN not in out + err and "SECRETPART" not in out + err

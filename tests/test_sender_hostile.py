@@ -399,7 +399,9 @@ def test_input_failing_part_way_reports_what_was_delivered():
     r = e.result
     assert r.lines_ok == len(stored) > 0       # what was delivered is reported
     assert r.input_error and not r.ok
-    # Delivered lines plus the unsent bytes are exactly a prefix of the input.
+    # Delivered lines plus the unsent bytes are exactly a prefix of the input
+    # (the chunks in flight may have been stored in any order).
+    stored = sorted(stored, key=lambda line: int(line[line.index(b"=") + 1:line.index(b" ")]))
     sent = b"".join(line + b"\n" for line in stored)
     assert data.startswith(sent + e.unsent)
     if e.unsent:
@@ -457,7 +459,7 @@ def test_lone_surrogate_in_a_line_cut_by_a_read_block_is_dropped_whole():
             accepted = srv.accepted_lines
         assert [i.line for i in r.invalid_lines] == [n - 1], kind
         assert r.lines_ok == n - 1 == len(accepted), kind
-        assert accepted[-1] == b"z.z gauge,3"
+        assert b"z.z gauge,3" in accepted
         assert not any(a.startswith(b"x.y") for a in accepted)
 
 
@@ -468,7 +470,8 @@ def test_add_str_with_a_lone_surrogate_rejects_that_line():
             s.add("c.d,k=\ud834 2\ne.f 3")
             s.add("g.h 4")
         t = s.totals
-    assert t.lines_ok == 3 and srv.accepted_lines == [b"a.b 1", b"e.f 3", b"g.h 4"]
+    # The rejected line splits the flush in two chunks, possibly stored in either order.
+    assert t.lines_ok == 3 and sorted(srv.accepted_lines) == [b"a.b 1", b"e.f 3", b"g.h 4"]
     assert [(i.line, i.source) for i in t.invalid_lines] == [(2, "client")]
 
 

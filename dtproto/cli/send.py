@@ -206,9 +206,33 @@ def _result_doc(name: str, result: Any) -> Dict[str, Any]:
     return doc
 
 
+def _request_text(q: Any) -> str:
+    """One request of a SendResult (or as it completes, for -v): never the token."""
+    return "request %d: %s, %s: %s after %s, %.1f ms" % (
+        q.index + 1, _line_range(q.first_line, q.lines), _plural(q.bytes, "byte"),
+        q.status if q.status is not None else "no answer", _plural(q.attempts, "attempt"),
+        q.latency * 1000)
+
+
+class _InFlight:
+    """``send -v``: a line on stderr for each request as it completes, with the
+    number still in flight (the sender's ``on_request``); the progress bar,
+    when there is one, is cleared first and redrawn by the next read."""
+
+    def __init__(self) -> None:
+        self.progress: Optional[_Progress] = None
+        self.peak = 0
+
+    def __call__(self, info: Any, in_flight: int) -> None:
+        self.peak = max(self.peak, in_flight + 1)
+        if self.progress is not None:
+            self.progress.close()
+        _err("%s; %d in flight" % (_request_text(info), in_flight))
+
+
 def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: int,
                 verbose: bool, read_error: Optional[str] = None,
-                never_sent: Optional[int] = None) -> None:
+                never_sent: Optional[int] = None, peak: int = 0) -> None:
     out = sys.stdout
     name = _printable(name)
     unanswered = sum(1 for q in result.requests if q.status is None)
@@ -219,11 +243,10 @@ def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: i
     out.write("  %s ok, %s invalid, %s not delivered\n" % (
         _n(result.lines_ok), _n(result.lines_invalid), _n(result.lines_not_delivered)))
     if verbose:
+        if peak:
+            out.write("  at most %s in flight at once\n" % _plural(peak, "request"))
         for q in result.requests:
-            out.write("  request %d: %s, %s: %s after %s, %.1f ms\n" % (
-                q.index + 1, _line_range(q.first_line, q.lines),
-                _plural(q.bytes, "byte"), q.status if q.status is not None else "no answer",
-                _plural(q.attempts, "attempt"), q.latency * 1000))
+            out.write("  %s\n" % _request_text(q))
     for i in result.invalid_lines[:limit]:
         out.write("  %s:%d: %s%s\n" % (name, i.line, _printable(i.reason),
                                         " (not sent)" if i.source == "client" else ""))
@@ -279,6 +302,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
     sender = None
     max_bytes, max_lines = args.max_bytes, args.max_lines
+    in_flight = _InFlight() if args.verbose and not args.json else None
     if url is not None:
         proxy: Any = True
         if args.no_proxy:
@@ -291,7 +315,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
                 max_lines=args.max_lines, gzip=args.gzip, retries=args.retries,
                 read_timeout=args.timeout, retry_ambiguous=args.retry_ambiguous,
                 allow_insecure=args.allow_insecure, verify=args.ca_file or True, proxy=proxy,
-                concurrency=args.concurrency, validate=args.validate)
+                concurrency=args.concurrency, validate=args.validate, on_request=in_flight)
         except _sender.ConfigurationError as exc:
             raise UsageError(_cli_text(str(exc))) from None
         except ValueError as exc:   # urllib.parse on a malformed URL ('http://[::1')
@@ -323,6 +347,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
                 continue
             progress = _Progress(inp.size, inp.name)
             feed = _Feed(inp, progress, max_bytes)
+            if in_flight is not None:
+                in_flight.progress, in_flight.peak = progress, 0
             error = None
             never_sent: Optional[int] = None
             try:
@@ -363,7 +389,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
                 docs.append(doc)
             else:
                 _human_send(inp.name, sender.url, result, error, args.max_errors, args.verbose,
-                            read_error, never_sent)
+                            read_error, never_sent, in_flight.peak if in_flight else 0)
             if error and not input_failed:
                 # The sender stops at an undeliverable chunk; so do we, and say
                 # which files were not sent at all.
@@ -423,9 +449,10 @@ def add_parser(sub: Any) -> None:
                    help="retries per request on 429, 5xx and connection errors (default 3)")
     p.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
                    help="read timeout in seconds (default 30)")
-    p.add_argument("--concurrency", type=_positive, default=1, metavar="N",
-                   help="requests in flight at once (default 1); halved on 429, grown back "
-                        "by one per accepted request; chunks may then be stored out of order")
+    p.add_argument("--concurrency", type=_positive, default=4, metavar="N",
+                   help="requests in flight at once (default 4); halved on 429, grown back "
+                        "by one per accepted request; with more than 1 the chunks may be "
+                        "stored out of order (nothing changes for lines with timestamps)")
     p.add_argument("--validate", action="store_true",
                    help="check every line before sending: invalid lines are listed with "
                         "their line numbers and never sent")
@@ -455,5 +482,7 @@ def add_parser(sub: Any) -> None:
                         "address such as tcp://host:8786, or local[:N] for N local worker "
                         "processes; each worker sends 64 MiB blocks of the files (paths it can "
                         "open) with a sender of its own; a failed block does not stop the others")
-    p.add_argument("-v", "--verbose", action="store_true", help="one line per request")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="a line on stderr for each request as it completes, with the number "
+                        "still in flight; then one line per request with the result")
     p.set_defaults(func=_cmd_send, parser=p)
