@@ -8,6 +8,10 @@
 * ``test_endpoint_*``: :class:`dtproto.server.IngestServer` validating and
   storing what the sender sends (accepted MB/s, requests/s for big and for
   one-line requests).
+* ``test_send_in_flight``: ``Sender`` and ``AsyncSender`` at concurrency 1
+  and 8 through an ``IngestServer`` taking 20 ms a request (14 requests).
+  ``python bench/bench_sender.py`` runs the larger matrix (0/20/100 ms,
+  concurrency 1/4/8/16) and the end-to-end pipeline as a script.
 
 Each bench records ``lines``, ``bytes``, ``lines_per_s`` and ``MB_per_s`` in
 ``benchmark.extra_info``.  Run::
@@ -147,6 +151,63 @@ def test_endpoint_small_requests(benchmark: Any) -> None:
     _record(benchmark, n, n * len(line))
     if benchmark.stats is not None:
         benchmark.extra_info["requests_per_s"] = round(n / benchmark.stats.stats.mean)
+
+
+# --------------------------------------------------------------------------- requests in flight
+
+
+_IN_FLIGHT_LATENCY = 0.02      # seconds the endpoint takes per request
+_IN_FLIGHT_LINES = 16_000      # about 1.4 MB: 14 requests of _IN_FLIGHT_BYTES
+_IN_FLIGHT_BYTES = 100_000
+
+
+@pytest.fixture(scope="module")
+def slow_endpoint() -> Iterator[IngestServer]:
+    with IngestServer(tokens="bench-token", keep=False,
+                      faults=["slow:rate=1,delay=%g" % _IN_FLIGHT_LATENCY]) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+@pytest.mark.parametrize("transport", ["sync", "async"])
+def test_send_in_flight(benchmark: Any, slow_endpoint: IngestServer, transport: str,
+                        concurrency: int) -> None:
+    """14 requests of 100 kB through an endpoint taking 20 ms a request: one at
+    a time (>= 0.28 s) against 8 in flight (about 2 x 20 ms plus the work)."""
+    data = _corpus(_IN_FLIGHT_LINES)
+    n = data.count(b"\n")
+    opts = dict(concurrency=concurrency, max_bytes=_IN_FLIGHT_BYTES)
+    if transport == "sync":
+        sender = Sender(slow_endpoint.url, "bench-token", **opts)
+
+        def run() -> Any:
+            return sender.send(data)
+    else:
+        import asyncio
+
+        from dtproto.aio import AsyncSender
+
+        loop = asyncio.new_event_loop()
+        sender = loop.run_until_complete(_make_async(AsyncSender, slow_endpoint.url, opts))
+
+        def run() -> Any:
+            return loop.run_until_complete(sender.send(data))
+    try:
+        result = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    finally:
+        if transport == "sync":
+            sender.close()
+        else:
+            loop.run_until_complete(sender.aclose())
+            loop.close()
+    assert result.ok and result.lines_ok == n and len(result.requests) > 8
+    _record(benchmark, n, len(data))
+    benchmark.extra_info.update(latency_ms=_IN_FLIGHT_LATENCY * 1000, concurrency=concurrency,
+                                requests=len(result.requests))
+
+
+async def _make_async(cls: Any, url: str, opts: Any) -> Any:
+    return cls(url, "bench-token", **opts)
 
 
 # --------------------------------------------------------------------------- requests in flight (script)
