@@ -1,0 +1,1301 @@
+"""Arrow tables in and out: ``decode_table``, ``iter_batches``, ``encode_table``.
+
+Needs pyarrow (``pip install dtproto[arrow]``); pandas and Polars work through
+Arrow (``table.to_pandas()``, ``polars.from_arrow(table)``, and any frame with
+``__arrow_c_stream__`` as input), neither is a dependency.  The rest of
+dtproto never imports this module: the core stays dependency-free.
+
+Decoding
+    :func:`decode_table` gives one row per data line with the columns of
+    :data:`SCHEMA`.  Metadata lines are never dropped: :func:`decode_tables`
+    returns them as a second table (:data:`METADATA_SCHEMA`), and
+    :func:`decode_table` keeps them in the table's schema metadata, which
+    :func:`metadata_of` reads back.  :func:`iter_batches` streams record
+    batches from input of any size; the :class:`BatchReader` it returns
+    holds the metadata lines and, with ``errors="skip"``, the skipped lines
+    and why.
+
+    The columns come from ``decode_columns`` of the loaded implementation
+    when it has one (the Cython core writes them without a Python object
+    per line), else from :func:`_decode_columns_py`; its docstring is the
+    contract both follow.
+
+Encoding
+    :func:`encode_table` writes the same bytes, with the same validation and
+    options, as :class:`dtproto.Encoder` fed row by row (``tests/test_arrow.py``
+    checks it); without options the lines are assembled column-wise by Arrow
+    compute kernels.  :func:`table_chunks` cuts a table's lines into bodies
+    for a sender.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings as _warnings
+from array import array
+from itertools import accumulate, chain, compress
+from operator import itemgetter
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+try:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+except ImportError as _exc:  # pragma: no cover - exercised only without pyarrow
+    raise ImportError(
+        "dtproto.arrow needs pyarrow: pip install dtproto[arrow] (%s)" % (_exc,)
+    ) from _exc
+
+from . import _impl
+from ._constants import (
+    KIND_COUNT,
+    KIND_GAUGE,
+    KIND_SUMMARY,
+    KINDS,
+    MAX_DIMENSION_VALUE,
+    MAX_DIMENSIONS,
+    MAX_INT64,
+    MAX_LINE_CHARS,
+    MAX_METRIC_KEY,
+    MIN_METRIC_KEY,
+    RESERVED_PREFIX,
+    SECONDS_TIMESTAMP_BELOW,
+    SUMMARY_TOLERANCE,
+    VALIDATE_MAX_LISTED,
+)
+from ._input import TooLong as _TooLong, line_blocks as _line_blocks
+from .errors import DecodeError, EncodeError
+from .model import Metadata, Metric
+from .report import LineError
+
+__all__ = [
+    "SCHEMA", "METADATA_SCHEMA", "decode_table", "decode_tables", "DecodedTables",
+    "metadata_of", "iter_batches", "BatchReader", "encode_table", "EncodedTable",
+    "table_chunks", "is_table",
+]
+
+# --------------------------------------------------------------------------- schemas
+
+_MAP = pa.map_(pa.string(), pa.string())
+_KEY_TYPE = pa.dictionary(pa.int32(), pa.string())
+_KIND_TYPE = pa.dictionary(pa.int8(), pa.string())
+_TS_TYPE = pa.timestamp("ms", tz="UTC")
+
+SCHEMA = pa.schema([
+    pa.field("line", pa.int64(), nullable=False),
+    pa.field("key", _KEY_TYPE, nullable=False),
+    pa.field("kind", _KIND_TYPE, nullable=False),
+    pa.field("value", pa.float64()),
+    pa.field("min", pa.float64()),
+    pa.field("max", pa.float64()),
+    pa.field("sum", pa.float64()),
+    pa.field("count", pa.int64()),
+    pa.field("timestamp", _TS_TYPE),
+    pa.field("dimensions", _MAP, nullable=False),
+])
+"""The columns of :func:`decode_table` (and of every :func:`iter_batches` batch)."""
+
+METADATA_SCHEMA = pa.schema([
+    pa.field("line", pa.int64(), nullable=False),
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("metric_type", pa.string(), nullable=False),
+    pa.field("properties", _MAP, nullable=False),
+])
+"""The metadata lines' table (:func:`decode_tables`): one row per ``#key ...`` line."""
+
+_META_KEY = b"dtproto.metadata"   # decode_table's schema metadata: the metadata lines (JSON)
+_SKIP_KEY = b"dtproto.skipped"    # ... and, with errors="skip", the skipped lines (JSON)
+_KIND_DICT = pa.array(list(KINDS), pa.string())
+_KIND_CODE = {k: i for i, k in enumerate(KINDS)}   # gauge 0, count 1, summary 2
+_SUMMARY = _KIND_CODE[KIND_SUMMARY]
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+def _decode_columns_py(buf: bytes, first_line: int, now_ms: Optional[int], skip: bool,
+                       *, _codec: Any = None) -> Dict[str, Any]:
+    """Decode a block of whole lines into plain columns (no pyarrow objects).
+
+    This is the contract of ``decode_columns`` in an implementation module
+    (``dtproto._impl.codec``); :func:`decode_table` and :func:`iter_batches`
+    use the implementation's function when it exists, this one otherwise,
+    and ``tests/test_arrow.py`` compares the two column by column.
+
+    Arguments:
+        buf: ``bytes`` holding whole lines (LF-separated; the last one may
+            lack its LF).  Exactly what ``decode(buf)`` reads.
+        first_line: the 1-based number of ``buf``'s first line; every line
+            number below is absolute (``first_line`` + index within ``buf``).
+        now_ms: ``None`` or an ``int``: the timestamp window, as for ``decode``.
+        skip: ``False``: an invalid line raises :class:`~dtproto.DecodeError`
+            exactly as ``decode(buf)`` would, except that its ``line`` is
+            absolute.  ``True``: invalid lines are left out and listed in
+            ``"skipped"``.
+
+    Returns a ``dict`` with exactly these entries (``n`` data lines, ``m``
+    dimension pairs in all):
+
+    ======================  =========================  =====================================
+    name                    type                       meaning
+    ======================  =========================  =====================================
+    ``"rows"``              ``int``                    ``n``
+    ``"lines"``             ``int``                    lines in ``buf`` (LF count, plus one
+                                                       if the last line has no LF)
+    ``"line"``              ``array('q')``, n          line number of each data line
+    ``"key_index"``         ``array('i')``, n          index into ``"keys"``
+    ``"keys"``              ``list`` of ``str``        distinct metric keys, first seen first
+    ``"kind"``              ``array('b')``, n          0 gauge, 1 count, 2 summary
+    ``"value"``             ``array('d')``, n          gauge value / count delta; 0.0 for
+                                                       a summary
+    ``"min"``, ``"max"``,   ``array('d')``, n          summary fields; 0.0 unless a summary
+    ``"sum"``
+    ``"count"``             ``array('q')``, n          summary count; 0 unless a summary
+    ``"timestamp"``         ``array('q')``, n          epoch ms; **-1 when absent** (a valid
+                                                       timestamp is never negative)
+    ``"dim_offsets"``       ``array('i')``, n + 1      row i's pairs are entries
+                                                       ``dim_offsets[i]`` to
+                                                       ``dim_offsets[i+1]`` (exclusive) of
+                                                       the two arrays below, in line order,
+                                                       duplicates kept; ``dim_offsets[0]``
+                                                       is 0
+    ``"dim_key"``           ``array('i')``, m          index into ``"dim_keys"``
+    ``"dim_keys"``          ``list`` of ``str``        distinct dimension keys
+    ``"dim_value"``         ``array('i')``, m          index into ``"dim_values"``
+    ``"dim_values"``        ``list`` of ``str``        (unescaped) dimension values
+    ``"metadata"``          ``list`` of                the metadata lines, in order
+                            ``(int, Metadata)``
+    ``"skipped"``           ``list`` of                ``skip=True``: every invalid line, in
+                            ``LineError``              order (``LineError(line, column,
+                                                       code, message, text)`` as
+                                                       ``validate`` lists them); ``[]``
+                                                       otherwise
+    ======================  =========================  =====================================
+
+    Nulls are not stored: ``value`` is null exactly for summaries,
+    ``min``/``max``/``sum``/``count`` exactly for the other kinds, and
+    ``timestamp`` where it holds -1.  Accounting: ``rows + len(metadata) +
+    len(skipped) + blank lines == lines``.  Index arrays may be any buffer of
+    the stated item size (``array`` is what this reference returns).  The
+    string lists may hold entries no row uses, need not be in first-seen
+    order, and need not be distinct: this reference dedupes ``keys`` and
+    ``dim_keys`` (first seen first) but gives ``dim_values`` one entry per
+    pair, in order (``dim_value`` is then ``0, 1, 2, ...``), because
+    deduping values that rarely repeat costs more than it saves.
+    """
+    codec = _codec if _codec is not None else _impl.codec
+    nlines = buf.count(b"\n") + (0 if not buf or buf.endswith(b"\n") else 1)
+    skipped: List[LineError] = []
+    if skip:
+        records = list(codec.iter_decode(buf, now_ms=now_ms, errors="skip"))
+    else:
+        try:
+            records = codec.decode(buf, now_ms=now_ms)
+        except DecodeError as e:
+            if first_line == 1:
+                raise
+            raise DecodeError(e.code, e.reason, e.line + first_line - 1, e.column,
+                              e.text) from None
+    if len(records) == nlines:   # no blank or invalid line: the common case
+        numbers: Any = range(first_line, first_line + nlines)
+    else:
+        numbers = _record_lines(buf, first_line)
+        if skip and len(numbers) != len(records):
+            report = codec.validate(buf, now_ms=now_ms, max_errors=None, max_warnings=0)
+            skipped = [LineError(e.line + first_line - 1, e.column, e.code, e.message, e.text)
+                       for e in report.errors]
+            bad = {e.line for e in skipped}
+            numbers = [n for n in numbers if n not in bad]
+    metadata: List[Tuple[int, Metadata]] = []
+    if Metadata in set(map(type, records)):
+        metadata = [(n, r) for n, r in zip(numbers, records) if type(r) is Metadata]
+        keep = [type(r) is Metric for r in records]
+        records = list(compress(records, keep))
+        numbers = list(compress(numbers, keep))
+    return _columns_of(records, numbers, nlines, metadata, skipped)
+
+
+def _record_lines(buf: bytes, first_line: int) -> List[int]:
+    """The numbers of the lines of ``buf`` that are not blank (docs/protocol.md §2)."""
+    pieces = buf.split(b"\n")
+    if pieces[-1] == b"":
+        pieces.pop()
+    out = []
+    for n, p in enumerate(pieces, first_line):
+        if p[-1:] == b"\r":
+            p = p[:-1]
+        if p.strip(b" \t") or len(p) > MAX_LINE_CHARS:
+            out.append(n)
+    return out
+
+
+_g0, _g1, _g2, _g3 = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+_g4, _g5, _g6, _g7, _g8 = itemgetter(4), itemgetter(5), itemgetter(6), itemgetter(7), itemgetter(8)
+
+
+def _index(values: List[str]) -> Tuple[array, List[str]]:
+    """Dictionary-encode strings: (int32 indices, distinct values, first seen first)."""
+    uniq = dict.fromkeys(values)
+    pos = dict(zip(uniq, range(len(uniq))))
+    return array("i", map(pos.__getitem__, values)), list(uniq)
+
+
+def _columns_of(records: List[Any], numbers: Any, nlines: int,
+                metadata: List[Tuple[int, Metadata]], skipped: List[LineError]) -> Dict[str, Any]:
+    n = len(records)
+    key_index, keys = _index(list(map(_g0, records)))
+    code = _KIND_CODE
+    kinds = list(map(_g2, records))
+    kind = array("b", bytes(map(code.__getitem__, kinds)))
+    values = list(map(_g3, records))
+    if KIND_SUMMARY in kinds:
+        values = [0.0 if v is None else v for v in values]
+        mins = [0.0 if v is None else v for v in map(_g4, records)]
+        maxs = [0.0 if v is None else v for v in map(_g5, records)]
+        sums = [0.0 if v is None else v for v in map(_g6, records)]
+        counts = [0 if v is None else v for v in map(_g7, records)]
+        mn, mx, sm, ct = array("d", mins), array("d", maxs), array("d", sums), array("q", counts)
+    else:
+        zero = array("d", bytes(8 * n))
+        mn, mx, sm, ct = zero, zero, zero, array("q", bytes(8 * n))
+    stamps = list(map(_g8, records))
+    if None in stamps:
+        stamps = [-1 if t is None else t for t in stamps]
+    dims = list(map(_g1, records))
+    flat = list(chain.from_iterable(dims))
+    dim_key, dim_keys = _index(list(map(_g0, flat)))
+    dim_values = list(map(_g1, flat))
+    dim_value = array("i", range(len(dim_values)))
+    return {
+        "rows": n,
+        "lines": nlines,
+        "line": array("q", numbers),
+        "key_index": key_index,
+        "keys": keys,
+        "kind": kind,
+        "value": array("d", values),
+        "min": mn, "max": mx, "sum": sm, "count": ct,
+        "timestamp": array("q", stamps),
+        "dim_offsets": array("i", accumulate(map(len, dims), initial=0)),
+        "dim_key": dim_key,
+        "dim_keys": dim_keys,
+        "dim_value": dim_value,
+        "dim_values": dim_values,
+        "metadata": metadata,
+        "skipped": skipped,
+    }
+
+
+def _decode_columns(codec: Any) -> Any:
+    fn = getattr(codec, "decode_columns", None)
+    if fn is not None:
+        return fn
+    return lambda buf, first, now, skip: _decode_columns_py(buf, first, now, skip, _codec=codec)
+
+
+# --------------------------------------------------------------------------- columns -> Arrow
+
+
+def _buffer_array(typ: Any, n: int, data: Any) -> Any:
+    return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(data)])
+
+
+def _strings(values: Any) -> Any:
+    if isinstance(values, pa.Array):
+        return values
+    return pa.array(values, pa.string())
+
+
+def _items(buf: Any, size: int) -> int:
+    return len(memoryview(buf).cast("B")) // size
+
+
+def _batch_of(cols: Dict[str, Any]) -> Any:
+    """A RecordBatch with :data:`SCHEMA` from ``decode_columns`` output."""
+    n = cols["rows"]
+    kind_idx = _buffer_array(pa.int8(), n, cols["kind"])
+    summary = pc.equal(kind_idx, _SUMMARY)
+    any_summary = n > 0 and pc.any(summary).as_py()
+    all_summary = n > 0 and pc.all(summary).as_py()
+
+    def only(mask_true_keeps: bool, arr: Any, null_type: Any) -> Any:
+        # summary fields live where summary is true; value where it is false
+        if not any_summary:
+            return arr if not mask_true_keeps else pa.nulls(n, null_type)
+        if all_summary:
+            return arr if mask_true_keeps else pa.nulls(n, null_type)
+        nul = pa.scalar(None, null_type)
+        return pc.if_else(summary, arr, nul) if mask_true_keeps else pc.if_else(summary, nul, arr)
+
+    f64 = pa.float64()
+    value = only(False, _buffer_array(f64, n, cols["value"]), f64)
+    mn = only(True, _buffer_array(f64, n, cols["min"]), f64)
+    mx = only(True, _buffer_array(f64, n, cols["max"]), f64)
+    sm = only(True, _buffer_array(f64, n, cols["sum"]), f64)
+    ct = only(True, _buffer_array(pa.int64(), n, cols["count"]), pa.int64())
+    ts = _buffer_array(pa.int64(), n, cols["timestamp"])
+    absent = pc.equal(ts, -1)
+    if n and pc.any(absent).as_py():
+        ts = pc.if_else(absent, pa.scalar(None, pa.int64()), ts)
+    ts = ts.cast(_TS_TYPE)
+    keys = _strings(cols["keys"])
+    key = pa.DictionaryArray.from_arrays(_buffer_array(pa.int32(), n, cols["key_index"]), keys)
+    kind = pa.DictionaryArray.from_arrays(kind_idx, _KIND_DICT)
+    m = _items(cols["dim_key"], 4)
+    pkeys = _strings(cols["dim_keys"]).take(_buffer_array(pa.int32(), m, cols["dim_key"]))
+    pvals = _strings(cols["dim_values"]).take(_buffer_array(pa.int32(), m, cols["dim_value"]))
+    offsets = _buffer_array(pa.int32(), n + 1, cols["dim_offsets"])
+    dims = pa.MapArray.from_arrays(offsets, pkeys, pvals)
+    line = _buffer_array(pa.int64(), n, cols["line"])
+    return pa.RecordBatch.from_arrays(
+        [line, key, kind, value, mn, mx, sm, ct, ts, dims], schema=SCHEMA)
+
+
+def _metadata_table(metadata: Sequence[Tuple[int, Metadata]]) -> Any:
+    props = [list(m[2]) for _, m in metadata]
+    return pa.Table.from_arrays([
+        pa.array([n for n, _ in metadata], pa.int64()),
+        pa.array([m[0] for _, m in metadata], pa.string()),
+        pa.array([m[1] for _, m in metadata], pa.string()),
+        pa.array(props, _MAP),
+    ], schema=METADATA_SCHEMA)
+
+
+# --------------------------------------------------------------------------- decoding API
+
+
+class DecodedTables(NamedTuple):
+    """What :func:`decode_tables` returns."""
+
+    data: Any            #: pyarrow.Table with :data:`SCHEMA`: one row per data line
+    metadata: Any        #: pyarrow.Table with :data:`METADATA_SCHEMA`: one row per metadata line
+    skipped: List[LineError]   #: with ``errors="skip"``: the invalid lines, in order
+    lines: int           #: lines read (blank, metadata and invalid lines included)
+
+
+def _check_errors(errors: str) -> bool:
+    if errors not in ("raise", "skip"):
+        raise ValueError("errors must be 'raise' or 'skip', not %r" % (errors,))
+    return errors == "skip"
+
+
+def _now(now_ms: Any) -> Optional[int]:
+    if now_ms is None:
+        return None
+    if isinstance(now_ms, bool) or not isinstance(now_ms, (int, float)):
+        raise TypeError("now_ms must be epoch milliseconds (int), not %s"
+                        % type(now_ms).__name__)
+    return int(now_ms)
+
+
+def _decode_all(data: Any, now_ms: Any, errors: str, codec: Any) -> Tuple[Any, Dict[str, Any]]:
+    from ._input import as_bytes
+
+    skip = _check_errors(errors)
+    buf = as_bytes(data)
+    cols = _decode_columns(codec if codec is not None else _impl.codec)(
+        buf, 1, _now(now_ms), skip)
+    return pa.Table.from_batches([_batch_of(cols)], schema=SCHEMA), cols
+
+
+def decode_tables(data: Any, *, now_ms: Optional[int] = None, errors: str = "raise",
+                  _codec: Any = None) -> DecodedTables:
+    """Decode a whole body into a data table and a metadata table.
+
+    ``data`` is what :func:`dtproto.decode` accepts (bytes-like or ``str``);
+    for files and streams of any size use :func:`iter_batches`.  ``errors``:
+    ``"raise"`` (a :class:`~dtproto.DecodeError` at the first invalid line)
+    or ``"skip"`` (invalid lines are left out and listed in ``skipped``).
+    """
+    table, cols = _decode_all(data, now_ms, errors, _codec)
+    return DecodedTables(table, _metadata_table(cols["metadata"]), cols["skipped"], cols["lines"])
+
+
+def decode_table(data: Any, *, now_ms: Optional[int] = None, errors: str = "raise",
+                 _codec: Any = None) -> Any:
+    """Decode a whole body into a ``pyarrow.Table``, one row per data line (:data:`SCHEMA`).
+
+    Row ``i`` holds what ``decode(data)`` gives for the same line (metadata
+    records aside) and ``line`` its 1-based input line number.  Metadata
+    lines are kept in the schema metadata: :func:`metadata_of` gives them
+    back as ``(line, Metadata)`` pairs (:func:`decode_tables` gives them as a
+    table).  With ``errors="skip"`` the skipped lines are kept there too
+    (:func:`metadata_of` ``(table, "skipped")``).
+    """
+    table, cols = _decode_all(data, now_ms, errors, _codec)
+    extra = {}
+    if cols["metadata"]:
+        extra[_META_KEY] = json.dumps(
+            [[n, m[0], m[1], [list(p) for p in m[2]]] for n, m in cols["metadata"]]).encode()
+    if cols["skipped"]:
+        extra[_SKIP_KEY] = json.dumps([list(e[:2]) + [e.code.value, e.message, e.text]
+                                       for e in cols["skipped"]]).encode()
+    if extra:
+        table = table.replace_schema_metadata(extra)
+    return table
+
+
+def metadata_of(table: Any, what: str = "metadata") -> List[Any]:
+    """The metadata lines :func:`decode_table` kept with ``table``: ``(line, Metadata)`` pairs.
+
+    ``what="skipped"`` gives the lines ``errors="skip"`` left out, as
+    :class:`~dtproto.report.LineError`.
+    """
+    from .errors import ErrorCode
+
+    meta = table.schema.metadata or {}
+    if what == "metadata":
+        return [(n, Metadata(k, t, [tuple(p) for p in props]))
+                for n, k, t, props in json.loads(meta.get(_META_KEY, b"[]"))]
+    if what == "skipped":
+        return [LineError(n, c, ErrorCode(code), msg, text)
+                for n, c, code, msg, text in json.loads(meta.get(_SKIP_KEY, b"[]"))]
+    raise ValueError("what must be 'metadata' or 'skipped', not %r" % (what,))
+
+
+_SLICE = 1 << 20    # bytes decoded at a time by iter_batches
+
+
+class BatchReader:
+    """The record batches of :func:`iter_batches`, and what it saw on the way.
+
+    Iterate it for ``pyarrow.RecordBatch`` objects (:data:`SCHEMA`).  After
+    (or during) the iteration:
+
+    * ``metadata``: the metadata lines so far, ``(line, Metadata)`` pairs;
+    * ``skipped``: with ``errors="skip"``, the skipped lines as
+      :class:`~dtproto.report.LineError`, the first ``max_listed`` of them;
+      ``skipped_total`` counts them all;
+    * ``lines``, ``rows``: lines read and data rows yielded.
+
+    ``rows + len(metadata) + skipped_total + blank lines == lines``.
+    """
+
+    def __init__(self, source: Any, batch_lines: int, now_ms: Optional[int], skip: bool,
+                 codec: Any, max_listed: Optional[int]) -> None:
+        self.metadata: List[Tuple[int, Metadata]] = []
+        self.skipped: List[LineError] = []
+        self.skipped_total = 0
+        self.lines = 0
+        self.rows = 0
+        self._it = self._batches(source, batch_lines, now_ms, skip,
+                                 _decode_columns(codec if codec is not None else _impl.codec),
+                                 max_listed)
+
+    def __iter__(self) -> "BatchReader":
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._it)
+
+    def _skip(self, errors: List[LineError], cap: Optional[int]) -> None:
+        self.skipped_total += len(errors)
+        room = len(errors) if cap is None else max(0, cap - len(self.skipped))
+        self.skipped.extend(errors[:room])
+
+    def _batches(self, source: Any, batch_lines: int, now_ms: Optional[int], skip: bool,
+                 decode_columns: Any, cap: Optional[int]) -> Iterator[Any]:
+        from ._scan import _fault_to_error, _too_long_fault
+
+        pending: List[bytes] = []
+        pending_lines = 0
+        first = 1
+
+        def flush() -> Any:
+            nonlocal pending, pending_lines, first
+            buf = b"".join(pending)
+            cols = decode_columns(buf, first, now_ms, skip)
+            self.lines += cols["lines"]
+            self.metadata.extend(cols["metadata"])
+            self._skip(cols["skipped"], cap)
+            first += pending_lines
+            pending, pending_lines = [], 0
+            if cols["rows"]:
+                self.rows += cols["rows"]
+                return _batch_of(cols)
+            return None
+
+        for lineno, block in _line_blocks(source):
+            if isinstance(block, _TooLong):
+                if pending:
+                    batch = flush()
+                    if batch is not None:
+                        yield batch
+                f, raw = _too_long_fault(block)
+                err = _fault_to_error(f, raw, lineno)
+                if not skip:
+                    raise err
+                self._skip([LineError(lineno, err.column, err.code, err.reason, err.text)], cap)
+                self.lines += 1
+                first = lineno + 1
+                continue
+            if not pending:
+                first = lineno
+            for sub in _slices(block):
+                while sub:
+                    n = sub.count(b"\n") + (0 if sub.endswith(b"\n") else 1)
+                    room = batch_lines - pending_lines
+                    if n <= room:
+                        pending.append(sub)
+                        pending_lines += n
+                        sub = b""
+                    else:   # cut right after the room-th LF
+                        cut = sum(map(len, sub.split(b"\n", room)[:room])) + room
+                        pending.append(sub[:cut])
+                        pending_lines += room
+                        sub = sub[cut:]
+                    if pending_lines >= batch_lines:
+                        batch = flush()
+                        if batch is not None:
+                            yield batch
+        if pending:
+            batch = flush()
+            if batch is not None:
+                yield batch
+
+
+def _slices(block: bytes) -> Iterator[bytes]:
+    """``block`` in pieces of about ``_SLICE`` bytes, each but the last ending after an LF."""
+    n = len(block)
+    if n <= _SLICE:
+        yield block
+        return
+    pos = 0
+    while pos < n:
+        end = block.find(b"\n", min(pos + _SLICE, n) - 1)
+        end = n if end < 0 else end + 1
+        yield block[pos:end]
+        pos = end
+
+
+def iter_batches(source: Any, *, batch_lines: int = 65_536, now_ms: Optional[int] = None,
+                 errors: str = "raise", max_listed: Optional[int] = VALIDATE_MAX_LISTED,
+                 _codec: Any = None) -> BatchReader:
+    """Stream ``pyarrow.RecordBatch`` objects (:data:`SCHEMA`) from input of any size.
+
+    ``source`` is anything :func:`dtproto.iter_decode` reads (a path, a
+    binary file, an iterable of byte chunks, a whole body).  Each batch
+    covers at most ``batch_lines`` input lines, so memory stays bounded by
+    about ``batch_lines`` lines whatever the input's size; batches without a
+    data row are not yielded.  ``errors="skip"`` leaves invalid lines out;
+    the returned :class:`BatchReader` lists them (``skipped``, the first
+    ``max_listed``; ``skipped_total`` counts all) with the metadata lines.
+    """
+    skip = _check_errors(errors)
+    if isinstance(batch_lines, bool) or not isinstance(batch_lines, int) or batch_lines < 1:
+        raise ValueError("batch_lines must be an int >= 1, not %r" % (batch_lines,))
+    return BatchReader(source, batch_lines, _now(now_ms), skip, _codec, max_listed)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def is_table(data: Any) -> bool:
+    """Whether ``data`` is something :func:`encode_table` reads: a pyarrow
+    Table/RecordBatch, or a frame that speaks the Arrow PyCapsule stream
+    protocol (``__arrow_c_stream__``) or is a pandas DataFrame."""
+    if isinstance(data, (pa.Table, pa.RecordBatch)):
+        return True
+    if hasattr(data, "__arrow_c_stream__"):
+        return True
+    t = type(data)
+    return t.__name__ == "DataFrame" and t.__module__.split(".")[0] in ("pandas", "polars")
+
+
+def _as_table(data: Any) -> Any:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    mod = type(data).__module__.split(".")[0]
+    if mod == "pandas":
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if mod == "polars":
+        return data.to_arrow()
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.table(data)
+    raise TypeError("encode_table needs a pyarrow Table or RecordBatch, a pandas or Polars "
+                    "DataFrame, or an object with __arrow_c_stream__, not %s" % type(data).__name__)
+
+
+class EncodedTable(bytes):
+    """The body :func:`encode_table` wrote (a ``bytes``), with its counts.
+
+    * ``lines``: lines written;
+    * ``rows``: table rows read;
+    * ``skipped_null``: (row, metric) values left out because the value (or
+      a summary field) was null;
+    * ``dropped``: lines ``normalize=True`` dropped (their key cannot be saved);
+    * ``normalizations``: the :class:`~dtproto.normalize.NormalizationLog`
+      (empty without options).
+    """
+
+    lines: int
+    rows: int
+    skipped_null: int
+    dropped: int
+    normalizations: Any
+
+
+class _Spec(NamedTuple):
+    key: Any          # metric key: ("col", name) or ("const", str)
+    kind: Any         # ("const", kind) or ("col", name)
+    value: Any        # ("col", name) / ("const", number) / None for summaries only
+    summary: Tuple[str, str, str, str]
+
+
+_KEY_RE = r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$"
+_BAD_VALUE_RE = "[\\x00-\\x1f\\x7f]"
+
+
+def _specs(table: Any, key: Any, value: Any, kind: Any, summary: Tuple[str, str, str, str]
+           ) -> List[_Spec]:
+    names = set(table.column_names)
+
+    def ref(x: Any, what: str) -> Any:
+        if isinstance(x, str) and x in names:
+            return ("col", x)
+        return ("const", x)
+
+    if isinstance(kind, str) and kind in KINDS:
+        k = ("const", kind)
+    elif isinstance(kind, str) and kind in names:
+        k = ("col", kind)
+    else:
+        raise ValueError("kind must be one of %r or the name of a column of kinds, not %r"
+                         % (KINDS, kind))
+    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and key is None):
+        # a wide frame: one value column per metric
+        pairs = list(value.items()) if isinstance(value, dict) else [(c, c) for c in value]
+        out = []
+        for mkey, col in pairs:
+            if col not in names:
+                raise KeyError("no column %r" % (col,))
+            out.append(_Spec(("const", mkey), k, ("col", col), ()))
+        return out
+    if key is None:
+        raise ValueError("key is required (a column name or a constant metric key), unless "
+                         "value maps metric keys to columns")
+    if value is None and k != ("const", KIND_SUMMARY):
+        raise ValueError("value is required (a column name or a constant number)")
+    if k[0] == "col" or k[1] == KIND_SUMMARY:
+        for col in summary:
+            if col not in names:
+                if k[0] == "col":
+                    summary = ()  # type: ignore[assignment]
+                    break
+                raise KeyError("a summary needs the column %r (min=, max=, sum=, count= name "
+                               "them)" % (col,))
+    if not (k[0] == "col" or k[1] == KIND_SUMMARY):
+        summary = ()  # type: ignore[assignment]
+    v = None if value is None else ref(value, "value")
+    if v is not None and v[0] == "const" and isinstance(value, str):
+        raise KeyError("no column %r" % (value,))
+    return [_Spec(ref(key, "key"), k, v, summary)]
+
+
+def _dimension_refs(table: Any, dimensions: Any) -> Tuple[List[Tuple[str, str]], Optional[str]]:
+    """``[(dimension key, column)]`` and the name of a map column, if any."""
+    names = set(table.column_names)
+    if dimensions is None:
+        return [], None
+    if isinstance(dimensions, str):
+        if dimensions not in names:
+            raise KeyError("no column %r" % (dimensions,))
+        if pa.types.is_map(table.schema.field(dimensions).type):
+            return [], dimensions
+        dimensions = [dimensions]
+    pairs = list(dimensions.items()) if isinstance(dimensions, dict) \
+        else [(c, c) for c in dimensions]
+    for _, col in pairs:
+        if col not in names:
+            raise KeyError("no column %r" % (col,))
+        t = table.schema.field(col).type
+        if pa.types.is_map(t):
+            raise ValueError("a map column of dimensions is given alone: dimensions=%r" % (col,))
+    return pairs, None
+
+
+def _text_column(arr: Any, field: str) -> Any:
+    """A dimension column as strings: strings, dictionaries (categoricals), integers."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+        t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return arr.cast(pa.string())
+    if pa.types.is_integer(t):
+        return arr.cast(pa.string())
+    raise EncodeError("a dimension value must be a str (strings, categoricals or integers), "
+                      "not %s" % t, field, _E.INVALID_RECORD)
+
+
+def _float_column(arr: Any, field: str, code: Any) -> Any:
+    t = arr.type
+    if pa.types.is_floating(t):
+        return arr.cast(pa.float64())
+    if pa.types.is_integer(t):
+        return arr.cast(pa.float64(), safe=False)
+    if pa.types.is_null(t):
+        return arr.cast(pa.float64())
+    raise EncodeError("a number is required, not %s" % t, field, code)
+
+
+def _int_column(arr: Any, field: str, code: Any) -> Any:
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_null(t):
+        return arr
+    raise EncodeError("an integer is required, not %s" % t, field, code)
+
+
+def _ts_column(arr: Any) -> Any:
+    """Timestamps as int64 epoch ms (nulls kept); naive datetimes are refused, as by Encoder."""
+    t = arr.type
+    if pa.types.is_timestamp(t):
+        if t.tz is None:
+            raise EncodeError("a naive datetime has no time zone; give it one, e.g. "
+                              "tzinfo=datetime.timezone.utc (tz_localize('UTC') in pandas)",
+                              "timestamp", _E.INVALID_TIMESTAMP)
+        raw = arr.cast(pa.int64())
+        per = {"s": None, "ms": 1, "us": 1000, "ns": 1_000_000}[t.unit]
+        if per is None:
+            return pc.multiply_checked(raw, 1000)
+        if per == 1:
+            return raw
+        # floor division, as Encoder's (ts - epoch) // 1 ms: negative stays negative
+        q = pc.divide(raw, per)
+        neg = pc.less(raw, 0)
+        if pc.any(neg).as_py():
+            q = pc.if_else(pc.and_(neg, pc.not_equal(pc.multiply(q, per), raw)),
+                           pc.subtract(q, 1), q)
+        return q
+    if pa.types.is_integer(t) or pa.types.is_null(t):
+        return arr
+    raise EncodeError("an integer is required, not %s" % t, "timestamp", _E.INVALID_TIMESTAMP)
+
+
+from ._scan import E as _E  # noqa: E402
+from builtins import min as builtins_min  # noqa: E402  (encode_table has a 'min' argument)
+
+
+def _format_floats(arr: Any) -> Any:
+    """float64 -> the Encoder's text (shortest round trip, docs/protocol.md §13)."""
+    from ._encode_py import _format_number
+
+    text = arr.cast(pa.string())
+    # Arrow writes what repr writes (digits and all) except where repr uses an
+    # exponent (|v| < 1e-4 or >= 1e16) and where Arrow does (>= 1e15 or so):
+    # those few are formatted by the reference.
+    absv = pc.abs(arr)
+    small = pc.and_(pc.not_equal(arr, 0.0), pc.less(absv, 1e-4))
+    if (pc.max(absv).as_py() or 0.0) >= 1e9:   # Arrow may use an exponent up there
+        odd = pc.or_(pc.match_substring(text, "e"), small)
+    else:
+        odd = small
+    odd = pc.fill_null(odd, False)
+    if pc.any(odd).as_py():
+        where = pc.indices_nonzero(odd)
+        vals = arr.take(where).to_pylist()
+        fixed = pa.array([_format_number(v, "value") for v in vals], pa.string())
+        text = pc.replace_with_mask(text, odd, fixed)
+    return text
+
+
+def _first_true(mask: Any) -> Optional[int]:
+    mask = pc.fill_null(mask, False)
+    if not pc.any(mask).as_py():
+        return None
+    return int(pc.indices_nonzero(mask)[0].as_py())
+
+
+class _NeedRows(Exception):
+    """The vectorized path found something only the row path can say (an error)."""
+
+    def __init__(self, row: int) -> None:
+        self.row = row
+
+
+def _col(table: Any, name: str) -> Any:
+    c = table.column(name)
+    return c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+
+
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+_ESCAPED = re.compile(rb'[,= \\"]')
+
+
+def _data_bytes(arr: Any) -> bytes:
+    """The character data of a string array (its values, back to back)."""
+    if len(arr) == 0:
+        return b""
+    _, offs, data = arr.buffers()
+    if data is None:
+        return b""
+    o = memoryview(offs).cast("i")
+    start, end = o[arr.offset], o[arr.offset + len(arr)]
+    return data.slice(start, end - start).to_pybytes()
+
+
+def _value_problems(d: Any) -> Any:
+    """Which values (a string array) the Encoder refuses: controls, > 255 code points.
+    None when none is."""
+    masks = []
+    if _CONTROL.search(_data_bytes(d)):
+        masks.append(pc.match_substring_regex(d, _BAD_VALUE_RE))
+    if len(d) and (pc.max(pc.binary_length(d)).as_py() or 0) > MAX_DIMENSION_VALUE:
+        masks.append(pc.greater(pc.utf8_length(d), MAX_DIMENSION_VALUE))
+    if not masks:
+        return None
+    return masks[0] if len(masks) == 1 else pc.or_(masks[0], masks[1])
+
+
+def _escaped(d: Any) -> Any:
+    if not _ESCAPED.search(_data_bytes(d)):
+        return d
+    if len(d) > 1000:   # few distinct values (the usual case): escape those only
+        enc = d.dictionary_encode()
+        if len(enc.dictionary) * 4 < len(d):
+            return _escaped(enc.dictionary).take(enc.indices)
+    return pc.replace_substring_regex(d, r'([,= \\"])', r"\\\1")
+
+
+def _encoded(arr: Any) -> Tuple[Any, Any]:
+    """A column of strings, categoricals or integers as (indices, dictionary of
+    strings), or (None, the column as strings) when it is not a dictionary."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        d = arr.dictionary
+        if pa.types.is_integer(d.type) or pa.types.is_string(d.type) or \
+                pa.types.is_large_string(d.type):
+            return arr.indices, d.cast(pa.string())
+    return None, _text_column(arr, "dimensions")
+
+
+
+def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
+                  map_col: Optional[str], ts_name: Any) -> Tuple[Any, int]:
+    """The lines of every row (a string array, "" where skipped) and the null count.
+
+    Raises _NeedRows at the first row that does not pass every check.
+    """
+    from ._scan import _dimension_key_problem
+
+    n = table.num_rows
+    common: List[Any] = []   # checks of the row (dimensions, timestamp)
+    bad = common
+    suspects: List[Any] = []
+    keep_any: Any = None
+    # heads: key + dimensions
+    dim_parts: List[Any] = []
+    if len(dims) > MAX_DIMENSIONS:
+        present = None
+        for _, col in dims:
+            v = pc.cast(pc.is_valid(_col(table, col)), pa.int32())
+            present = v if present is None else pc.add(present, v)
+        bad.append(pc.greater(present, MAX_DIMENSIONS))
+    for dkey, col in dims:
+        if not isinstance(dkey, str) or _dimension_key_problem(dkey) is not None:
+            raise _NeedRows(0)
+        idx, d = _encoded(_col(table, col))   # idx None: d is the column itself
+        prob = _value_problems(d)
+        if prob is not None:
+            bad.append(prob if idx is None else prob.take(idx))
+        if idx is None and not d.null_count:   # straight into the line's join
+            dim_parts.extend(["," + dkey + "=", _escaped(d)])
+            continue
+        seg = pc.binary_join_element_wise("," + dkey + "=", _escaped(d), "")
+        if idx is not None:
+            seg = seg.take(idx)
+        dim_parts.append(pc.fill_null(seg, "") if seg.null_count else seg)
+    if map_col is not None:
+        m = _col(table, map_col)
+        if m.null_count:
+            m = pc.if_else(pc.is_valid(m), m, pa.scalar([], m.type))
+        keys = m.keys.cast(pa.string())
+        items = _text_column(m.items, "dimensions")
+        ukeys = pc.unique(keys).to_pylist()
+        if any(k is None or _dimension_key_problem(k) is not None for k in ukeys):
+            raise _NeedRows(0)
+        entry_bad = pc.or_(pc.match_substring_regex(items, _BAD_VALUE_RE),
+                           pc.greater(pc.utf8_length(items), MAX_DIMENSION_VALUE))
+        if pc.any(pc.fill_null(entry_bad, False)).as_py():
+            raise _NeedRows(0)
+        esc = pc.replace_substring_regex(items, r'([,= \\"])', r"\\\1")
+        seg = pc.fill_null(pc.binary_join_element_wise(",", keys, "=", esc, ""), "")
+        offsets = m.offsets
+        if pc.any(pc.greater(pc.subtract(offsets[1:], offsets[:-1]), MAX_DIMENSIONS)).as_py():
+            raise _NeedRows(0)
+        # null values are omitted: their segment is ""; a key given twice keeps
+        # its first place and its last value, as Encoder's dict does
+        lists = pa.ListArray.from_arrays(offsets, seg)
+        if _has_duplicate_keys(m):
+            raise _NeedRows(0)
+        dim_parts.append(pc.binary_join(lists, ""))
+    parts_all: List[Any] = []
+    skipped = 0
+    ts_text = None
+    if ts_name is not None:
+        ts = _ts_column(_col(table, ts_name))
+        bad.append(pc.or_(pc.less(ts, 0), pc.greater(ts, MAX_INT64)))
+        below = pc.less(ts, SECONDS_TIMESTAMP_BELOW)
+        if pc.any(pc.fill_null(below, False)).as_py():
+            from ._encode_py import _warn_seconds
+
+            _warn_seconds()
+        if ts.null_count:
+            ts_text = [pc.fill_null(pc.binary_join_element_wise(" ", ts.cast(pa.string()), ""),
+                                    "")]
+        else:
+            ts_text = [" ", ts.cast(pa.string())]
+    for spec in specs:
+        bad = []   # checks of this spec's line
+        if spec.key[0] == "const":
+            key = spec.key[1]
+            if not isinstance(key, str):
+                raise _NeedRows(0)
+            from ._scan import _metric_key_problem
+
+            if _metric_key_problem(key) is not None:
+                raise _NeedRows(0)
+            key_text: Any = key
+        else:
+            kc = _col(table, spec.key[1])
+            if pa.types.is_dictionary(kc.type) and pa.types.is_string(kc.type.value_type):
+                kidx, kd = kc.indices, kc.dictionary
+            elif pa.types.is_string(kc.type) or pa.types.is_large_string(kc.type):
+                enc = kc.cast(pa.string()).dictionary_encode()
+                kidx, kd = enc.indices, enc.dictionary
+            else:
+                raise _NeedRows(0)
+            from ._scan import _metric_key_problem
+
+            if len(kd) <= 100_000:
+                kbad = pa.array([_metric_key_problem(k) is not None for k in kd.to_pylist()],
+                                pa.bool_())
+            else:
+                ln = pc.utf8_length(kd)
+                kbad = pc.or_(pc.invert(pc.match_substring_regex(kd, _KEY_RE)),
+                              pc.or_(pc.or_(pc.less(ln, MIN_METRIC_KEY),
+                                            pc.greater(ln, MAX_METRIC_KEY)),
+                                     pc.starts_with(kd, RESERVED_PREFIX)))
+            if pc.any(kbad).as_py():
+                bad.append(kbad.take(kidx))
+            if kc.null_count:
+                bad.append(pc.is_null(kc))
+            key_text = kd.take(kidx)
+        head = [key_text, *dim_parts]
+        kinds = [spec.kind[1]] if spec.kind[0] == "const" else None
+        kind_col = None
+        if kinds is None:
+            kind_col = _col(table, spec.kind[1])
+            if pa.types.is_dictionary(kind_col.type):
+                kind_col = kind_col.cast(kind_col.type.value_type)
+            kind_col = kind_col.cast(pa.string())
+            bad.append(pc.invert(pc.fill_null(pc.is_in(kind_col, pa.array(list(KINDS))), False)))
+            kinds = [k for k in pc.unique(kind_col).to_pylist() if k in KINDS]
+        payloads = {}
+        nulls = {}
+        if (KIND_GAUGE in kinds or KIND_COUNT in kinds) and spec.value is not None:
+            if spec.value[0] == "const":
+                v = spec.value[1]
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise _NeedRows(0)
+                from ._encode_py import _format_number
+
+                try:
+                    vt: Any = _format_number(v, "value")
+                except EncodeError:
+                    raise _NeedRows(0) from None
+                vnull = None
+            else:
+                va = _float_column(_col(table, spec.value[1]), "value", _E.INVALID_NUMBER)
+                bad.append(pc.invert(pc.is_finite(va)))
+                vt = _format_floats(va)
+                vnull = pc.is_null(va)
+            for kd, lead in ((KIND_GAUGE, " gauge,"), (KIND_COUNT, " count,delta=")):
+                if kd in kinds:
+                    payloads[kd] = pc.binary_join_element_wise(lead, vt, "") \
+                        if not isinstance(vt, str) else lead + vt
+                    nulls[kd] = vnull
+        if KIND_SUMMARY in kinds and spec.summary:
+            mnc, mxc, smc, ctc = spec.summary
+            f = [_float_column(_col(table, c), nm, _E.INVALID_NUMBER)
+                 for c, nm in ((mnc, "min"), (mxc, "max"), (smc, "sum"))]
+            cnt = _int_column(_col(table, ctc), "count", _E.SUMMARY_COUNT_NOT_INTEGER)
+            mn, mx, sm = f
+            cntf = cnt.cast(pa.float64(), safe=False)
+            for a in f:
+                bad.append(pc.invert(pc.is_finite(a)))
+            bad.append(pc.or_(pc.less(cnt, 0), pc.greater(cnt, MAX_INT64)))
+            zero = pc.equal(cnt, 0)
+            avg = pc.divide(sm, pc.if_else(zero, 1.0, cntf))
+            incons = pc.or_(pc.greater(pc.subtract(mn, avg), SUMMARY_TOLERANCE),
+                            pc.greater(pc.subtract(avg, mx), SUMMARY_TOLERANCE))
+            zbad = pc.or_(pc.or_(pc.not_equal(mn, 0.0), pc.not_equal(mx, 0.0)),
+                          pc.not_equal(sm, 0.0))
+            sbad = pc.or_(pc.greater(mn, mx), pc.if_else(zero, zbad, incons))
+            if kind_col is not None:
+                sbad = pc.and_(pc.equal(kind_col, KIND_SUMMARY), sbad)
+            bad.append(sbad)
+            payloads[KIND_SUMMARY] = pc.binary_join_element_wise(
+                " gauge,min=", _format_floats(mn), ",max=", _format_floats(mx),
+                ",sum=", _format_floats(sm), ",count=", cnt.cast(pa.string()), "")
+            nulls[KIND_SUMMARY] = pc.or_(pc.or_(pc.is_null(mn), pc.is_null(mx)),
+                                         pc.or_(pc.is_null(sm), pc.is_null(cnt)))
+        if kind_col is None:
+            kd = spec.kind[1]
+            if kd not in payloads:
+                raise _NeedRows(0)
+            payload = payloads[kd]
+            isnull = nulls[kd]
+        else:
+            payload = pa.nulls(n, pa.string())
+            isnull = pa.array([False] * n) if n else pa.array([], pa.bool_())
+            for kd in kinds:
+                if kd not in payloads:
+                    raise _NeedRows(0)
+                sel = pc.equal(kind_col, kd)
+                pk = payloads[kd]
+                payload = pc.if_else(sel, pa.scalar(pk) if isinstance(pk, str) else pk, payload)
+                if nulls[kd] is not None:
+                    isnull = pc.or_(isnull, pc.and_(sel, nulls[kd]))
+        if isinstance(payload, str):
+            payload = pa.scalar(payload)
+        parts = head + [payload]
+        if ts_text is not None:
+            parts.extend(ts_text)
+        line = pc.binary_join_element_wise(*parts, "\n", "")
+        if isnull is not None and not pc.any(isnull).as_py():
+            isnull = None
+        if isnull is not None:
+            skipped += int(pc.sum(pc.cast(isnull, pa.int64())).as_py() or 0)
+            # a null value: the row is skipped, and so are its checks
+            keep = pc.invert(isnull)
+            line = pc.if_else(keep, line, "")
+            bad = [pc.and_(keep, b) for b in bad]
+            keep_any = keep if keep_any is None else pc.or_(keep_any, keep)
+        else:
+            keep_any = True
+        if not isinstance(line, (pa.Array, pa.ChunkedArray)):   # all constants
+            line = pa.array([line.as_py()] * n, pa.string())
+        if len(line) and (pc.max(pc.binary_length(line)).as_py() or 0) > MAX_LINE_CHARS + 1:
+            bad.append(pc.greater(pc.utf8_length(line), MAX_LINE_CHARS + 1))
+        suspects.extend(bad)
+        parts_all.append(line)
+    if keep_any is not True and keep_any is not None:
+        common = [pc.and_(keep_any, b) for b in common]
+    rows = [r for r in map(_first_true, common + suspects) if r is not None]
+    if rows:
+        raise _NeedRows(builtins_min(rows))
+    if len(parts_all) == 1:
+        return parts_all[0], skipped
+    return pc.binary_join_element_wise(*parts_all, ""), skipped
+
+
+def _has_duplicate_keys(m: Any) -> bool:
+    """Whether a row of map column ``m`` names a dimension twice."""
+    n = len(m)
+    if n == 0:
+        return False
+    offsets = m.offsets.to_pylist()
+    lens = [b - a for a, b in zip(offsets, offsets[1:])]
+    if max(lens, default=0) < 2:
+        return False
+    rows = pa.array([i for i, k in enumerate(lens) for _ in range(k)], pa.int64())
+    pairs = pa.table({"r": rows, "k": m.keys.cast(pa.string())})
+    return pairs.group_by(["r", "k"]).aggregate([]).num_rows != len(rows)
+
+
+def _body_of(lines: Any) -> bytes:
+    """The concatenated bytes of a string array without nulls (zero-copy until bytes())."""
+    if isinstance(lines, pa.ChunkedArray):
+        return b"".join(bytes(_body_of(c)) for c in lines.chunks)
+    if len(lines) == 0:
+        return b""
+    lines = lines.cast(pa.string())
+    _, offs, data = lines.buffers()
+    o = memoryview(offs).cast("i")
+    start, end = o[lines.offset], o[lines.offset + len(lines)]
+    return memoryview(data.slice(start, end - start))   # type: ignore[return-value]
+
+
+def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
+               map_col: Optional[str], ts_name: Any, encoder: Any) -> Tuple[int, int]:
+    """Encode row by row with ``encoder`` (exact: the Encoder's own checks and options).
+
+    Returns (lines written, values skipped for a null).  An EncodeError gets
+    ``record`` = the row index.
+    """
+    n = table.num_rows
+    pylist = {}
+
+    def column(name: str, conv: Any = None) -> List[Any]:
+        if name not in pylist:
+            arr = _col(table, name)
+            pylist[name] = (conv(arr) if conv else arr).to_pylist()
+        return pylist[name]
+
+    dim_cols = []
+    for dkey, col in dims:
+        arr = _col(table, col)
+        t = arr.type
+        if pa.types.is_dictionary(t):
+            arr = arr.cast(t.value_type)
+            t = arr.type
+        if pa.types.is_integer(t):
+            arr = arr.cast(pa.string())
+        dim_cols.append((dkey, arr.to_pylist()))
+    map_vals = None
+    if map_col is not None:
+        map_vals = _col(table, map_col).to_pylist()
+    ts_vals = column(ts_name, _ts_column) if ts_name is not None else None
+    skipped = 0
+    before = encoder.lines
+    spec_cols = []
+    for spec in specs:
+        keys = column(spec.key[1]) if spec.key[0] == "col" else None
+        kinds = column(spec.kind[1]) if spec.kind[0] == "col" else None
+        vals = None
+        if spec.value is not None and spec.value[0] == "col":
+            vals = column(spec.value[1])
+        summ = [column(c) for c in spec.summary] if spec.summary else None
+        spec_cols.append((spec, keys, kinds, vals, summ))
+    for i in range(n):
+        d: Dict[str, Any] = {}
+        for dkey, vals_ in dim_cols:
+            v = vals_[i]
+            if v is not None:
+                d[dkey] = v
+        if map_vals is not None and map_vals[i]:
+            for k, v in map_vals[i]:
+                if v is not None:
+                    d[k] = v
+        ts = ts_vals[i] if ts_vals is not None else None
+        for spec, keys, kinds, vals, summ in spec_cols:
+            key = keys[i] if keys is not None else spec.key[1]
+            kind = kinds[i] if kinds is not None else spec.kind[1]
+            try:
+                if kind == KIND_SUMMARY:
+                    if summ is None:
+                        raise KeyError("a summary row needs min/max/sum/count columns")
+                    fields = [c[i] for c in summ]
+                    if None in fields:
+                        skipped += 1
+                        continue
+                    encoder.summary(key, *fields, d, ts)
+                else:
+                    v = vals[i] if vals is not None else (
+                        spec.value[1] if spec.value is not None else None)
+                    if v is None:
+                        skipped += 1
+                        continue
+                    if kind == KIND_GAUGE:
+                        encoder.gauge(key, v, d, ts)
+                    elif kind == KIND_COUNT:
+                        encoder.count(key, v, d, ts)
+                    else:
+                        raise EncodeError("kind must be one of %r, not %r" % (KINDS, kind),
+                                          "kind", _E.INVALID_RECORD)
+            except EncodeError as e:
+                e.record = i
+                raise
+    return encoder.lines - before, skipped
+
+
+def encode_table(data: Any, *, key: Any = None, value: Any = None, dimensions: Any = (),
+                 timestamp: Optional[str] = None, kind: str = KIND_GAUGE,
+                 min: str = "min", max: str = "max", sum: str = "sum", count: str = "count",
+                 prefix: Optional[str] = None, default_dimensions: Any = None,
+                 static_dimensions: Any = None, normalize: bool = False,
+                 oneagent_enrichment: bool = False, _codec: Any = None,
+                 _rows: bool = False) -> EncodedTable:
+    """Encode a table's rows as lines: the bytes ``Encoder`` writes for the same rows.
+
+    ``data``: a pyarrow Table or RecordBatch, a pandas or Polars DataFrame,
+    or anything with ``__arrow_c_stream__``.
+
+    * ``key``: a column of metric keys, or one constant key.
+    * ``value``: a column of numbers, or a constant number.  A *wide* frame
+      (one value column per metric): ``value={"metric.key": "column", ...}``
+      or a list of columns whose names are the keys, with ``key=None``; each
+      row then gives one line per metric, in that order.
+    * ``kind``: ``"gauge"``, ``"count"`` (a delta), ``"summary"`` (from the
+      ``min``/``max``/``sum``/``count`` columns, named by those arguments),
+      or the name of a column holding one of the three per row.
+    * ``dimensions``: columns of strings, categoricals or integers, as a list
+      (the column name is the dimension key) or a ``{dimension key: column}``
+      mapping, in line order; or the name of one ``map<string, string>``
+      column (what :func:`decode_table` gives).  A null is left out.
+    * ``timestamp``: a column of int epoch ms or of time-zone-aware
+      timestamps (Arrow ``timestamp[..., tz]``, pandas ``datetime64[ns, UTC]``);
+      a null means no timestamp.  A naive one is refused, as by ``Encoder``.
+    * ``prefix``, ``default_dimensions``, ``static_dimensions``,
+      ``normalize``, ``oneagent_enrichment``: as for :class:`dtproto.Encoder`.
+
+    A null value (or summary field) skips that line and is counted in
+    ``skipped_null``.  Errors are the Encoder's: an
+    :class:`~dtproto.EncodeError` for the first row the Encoder would refuse,
+    its ``record`` the 0-based row.  Returns an :class:`EncodedTable`.
+    """
+    table = _as_table(data)
+    codec = _codec if _codec is not None else _impl.codec
+    specs = _specs(table, key, value, kind, (min, max, sum, count))
+    dims, map_col = _dimension_refs(table, dimensions)
+    if timestamp is not None and timestamp not in table.column_names:
+        raise KeyError("no column %r" % (timestamp,))
+    options = bool(prefix or default_dimensions or static_dimensions or normalize
+                   or oneagent_enrichment)
+    out: Optional[EncodedTable] = None
+    if not options and not _rows:
+        try:
+            lines, skipped = _vector_lines(table, specs, dims, map_col, timestamp)
+            out = EncodedTable(_body_of(lines))
+            out.lines = len(specs) * table.num_rows - skipped
+            out.skipped_null = skipped
+            out.dropped = 0
+            out.normalizations = codec.Encoder().normalizations
+        except _NeedRows as need:
+            out = None
+            if need.row > 0:   # the first suspect row alone: its error, if it has one
+                enc = codec.Encoder()
+                try:
+                    _row_lines(table.slice(need.row, 1), specs, dims, map_col, timestamp, enc)
+                except EncodeError as e:
+                    e.record = need.row
+                    raise
+    if out is None:
+        enc = codec.Encoder(prefix=prefix, default_dimensions=default_dimensions,
+                            static_dimensions=static_dimensions, normalize=normalize,
+                            oneagent_enrichment=oneagent_enrichment)
+        written, skipped = _row_lines(table, specs, dims, map_col, timestamp, enc)
+        out = EncodedTable(enc.getvalue())
+        out.lines = written
+        out.skipped_null = skipped
+        per_row = len(specs) * table.num_rows
+        out.dropped = per_row - skipped - written
+        out.normalizations = enc.normalizations
+    out.rows = table.num_rows
+    return out
+
+
+def table_chunks(data: Any, *, rows: int = 100_000, **options: Any) -> Iterator[bytes]:
+    """:func:`encode_table` a slice of ``rows`` rows at a time: bodies of whole lines.
+
+    What a sender takes as an iterable of byte chunks
+    (``sender.send(table_chunks(df, key=..., value=...))``), in bounded
+    memory.  Without ``key`` and ``value``, the table must have
+    :func:`decode_table`'s columns (``key``, ``kind``, ``value``,
+    ``min``/``max``/``sum``/``count``, ``timestamp``, ``dimensions``).
+    """
+    table = _as_table(data)
+    if "key" not in options and "value" not in options:
+        names = set(table.column_names)
+        if not {"key", "kind", "value", "timestamp", "dimensions"} <= names:
+            raise ValueError("table_chunks needs key= and value= unless the table has "
+                             "decode_table's columns")
+        options = dict(key="key", value="value", kind="kind", dimensions="dimensions",
+                       timestamp="timestamp", **options)
+    for start in range(0, max(table.num_rows, 1), rows):
+        body = encode_table(table.slice(start, rows), **options)
+        if body:
+            yield bytes(body)

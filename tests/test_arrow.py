@@ -1,0 +1,425 @@
+"""dtproto.arrow: decode_table / iter_batches / encode_table over both implementations.
+
+* decode_table equals decode row by row, with the input line numbers;
+* every line is accounted for (rows + metadata + skipped + blank == lines);
+* iter_batches gives the same rows in bounded memory;
+* the Cython ``decode_columns`` (when it exists) equals the reference contract;
+* encode_table writes the Encoder's bytes (and raises its errors) for the
+  same rows: property-tested, nulls, categoricals, integers, wide frames,
+  summaries, datetime timestamps;
+* a pandas DataFrame round trip gives back exactly its rows.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import subprocess
+import sys
+import tracemalloc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pa = pytest.importorskip("pyarrow")
+pc = pytest.importorskip("pyarrow.compute")
+
+from dtproto import DecodeError, EncodeError, Metadata, Metric, _corpus  # noqa: E402
+from dtproto import arrow as A  # noqa: E402
+
+UTC = datetime.timezone.utc
+
+
+def epoch_ms(ts):
+    if ts is None:
+        return None
+    return (ts - datetime.datetime(1970, 1, 1, tzinfo=UTC)) // datetime.timedelta(milliseconds=1)
+
+
+def row_tuple(row):
+    return (row["key"], tuple(row["dimensions"]), row["kind"], row["value"], row["min"],
+            row["max"], row["sum"], row["count"], epoch_ms(row["timestamp"]))
+
+
+def body_with_everything() -> bytes:
+    """Unique series, quoted values, all kinds, ~10% without timestamp, one metadata
+    line in the middle, a blank line, CRLF."""
+    lines = _corpus.make_corpus(3_000, cardinality=_corpus.UNIQUE).splitlines(keepends=True)
+    lines += _corpus.make_corpus(2_000, escape_heavy=True).splitlines(keepends=True)
+    mid = len(lines) // 2
+    lines.insert(mid, b"#app.meta.key gauge dt.meta.unit=Byte,dt.meta.displayName=\"A b\"\n")
+    lines.insert(10, b"\n")
+    lines.insert(20, b"  \t\r\n")
+    lines[30] = lines[30].rstrip(b"\n") + b"\r\n"
+    return b"".join(lines)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def test_decode_table_equals_decode_row_by_row(impl):
+    buf = body_with_everything()
+    table = A.decode_table(buf, _codec=impl)
+    assert table.schema.remove_metadata() == A.SCHEMA
+    records = impl.decode(buf)
+    metrics = [r for r in records if type(r) is Metric]
+    rows = table.to_pylist()
+    assert [row_tuple(r) for r in rows] == [tuple(m) for m in metrics]
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"gauge", "count", "summary"}
+    assert any(r["timestamp"] is None for r in rows)
+    # line numbers: the non-blank, non-metadata lines of the input
+    pieces = buf.split(b"\n")
+    expected = [i for i, p in enumerate(pieces, 1)
+                if p.strip(b" \t\r") and not p.startswith(b"#")]
+    assert table.column("line").to_pylist() == expected
+    meta = A.metadata_of(table)
+    assert [m for _, m in meta] == [r for r in records if type(r) is Metadata]
+    assert pieces[meta[0][0] - 1].startswith(b"#app.meta.key")
+
+
+def test_decode_tables_gives_the_metadata_as_a_table(impl):
+    buf = b"a.b 1\n#a.b gauge dt.meta.unit=Byte\n\nc.d,x=y count,delta=2 1700000000000\n"
+    out = A.decode_tables(buf, _codec=impl)
+    assert out.lines == 4 and out.skipped == []
+    assert out.data.column("line").to_pylist() == [1, 4]
+    assert out.metadata.schema == A.METADATA_SCHEMA
+    assert out.metadata.to_pylist() == [
+        {"line": 2, "key": "a.b", "metric_type": "gauge", "properties": [("dt.meta.unit", "Byte")]}]
+
+
+def test_schema_types():
+    assert A.SCHEMA.field("key").type == pa.dictionary(pa.int32(), pa.string())
+    assert A.SCHEMA.field("kind").type == pa.dictionary(pa.int8(), pa.string())
+    assert A.SCHEMA.field("timestamp").type == pa.timestamp("ms", tz="UTC")
+    assert A.SCHEMA.field("dimensions").type == pa.map_(pa.string(), pa.string())
+    assert A.SCHEMA.field("count").type == pa.int64()
+    for name in ("value", "min", "max", "sum"):
+        assert A.SCHEMA.field(name).type == pa.float64()
+
+
+def test_nulls_follow_the_kind(impl):
+    buf = b"a.b 1.5\nc.d count,delta=2\ne.f gauge,min=1,max=3,sum=4,count=2 1700000000000\n"
+    rows = A.decode_table(buf, _codec=impl).to_pylist()
+    assert [(r["value"], r["min"], r["count"]) for r in rows] == [
+        (1.5, None, None), (2.0, None, None), (None, 1.0, 2)]
+    assert rows[2]["timestamp"] == datetime.datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+
+
+def test_empty_and_blank_inputs(impl):
+    for buf in (b"", b"\n\n", b"#a.b gauge dt.meta.unit=Byte\n"):
+        t = A.decode_table(buf, _codec=impl)
+        assert t.num_rows == 0 and t.schema.remove_metadata() == A.SCHEMA
+
+
+def test_raise_names_the_line(impl):
+    with pytest.raises(DecodeError) as e:
+        A.decode_table(b"a.b 1\n\nbad\n", _codec=impl)
+    assert e.value.line == 3
+    reader = A.iter_batches([b"a.b 1\n" * 10, b"bad\n"], batch_lines=4, _codec=impl)
+    with pytest.raises(DecodeError) as e:
+        list(reader)
+    assert e.value.line == 11
+
+
+def test_skip_accounts_for_every_line(impl):
+    buf = _corpus.make_corpus(4_000, invalid_ratio=0.1) + b"\n#x.y count dt.meta.unit=Byte\n"
+    nlines = buf.count(b"\n")
+    out = A.decode_tables(buf, errors="skip", _codec=impl)
+    report = impl.validate(buf, max_errors=None)
+    assert [e.line for e in out.skipped] == [e.line for e in report.errors]
+    assert [e.code for e in out.skipped] == [e.code for e in report.errors]
+    blank = sum(1 for p in buf.split(b"\n")[:nlines] if not p.strip(b" \t\r"))
+    assert out.data.num_rows + out.metadata.num_rows + len(out.skipped) + blank == out.lines
+    assert out.lines == nlines
+    assert [row_tuple(r) for r in out.data.to_pylist()] == [
+        tuple(r) for r in impl.iter_decode(buf, errors="skip") if type(r) is Metric]
+    # the rows' line numbers are those of the valid data lines
+    bad = {e.line for e in out.skipped}
+    assert not bad & set(out.data.column("line").to_pylist())
+    t = A.decode_table(buf, errors="skip", _codec=impl)
+    assert A.metadata_of(t, "skipped") == out.skipped
+
+
+def test_iter_batches_equals_decode_table(impl, tmp_path):
+    buf = body_with_everything()
+    path = tmp_path / "m.txt"
+    path.write_bytes(buf)
+    whole = A.decode_table(buf, _codec=impl)
+    reader = A.iter_batches(path, batch_lines=777, _codec=impl)
+    batches = list(reader)
+    assert all(b.schema == A.SCHEMA for b in batches)
+    assert all(b.num_rows <= 777 for b in batches)
+    got = pa.Table.from_batches(batches)
+    assert got.to_pylist() == whole.to_pylist()
+    assert reader.lines == buf.count(b"\n")
+    assert [m for m in reader.metadata] == A.metadata_of(whole)
+    # chunks that cut lines anywhere
+    chunks = [buf[i:i + 997] for i in range(0, len(buf), 997)]
+    got = pa.Table.from_batches(list(A.iter_batches(chunks, batch_lines=500, _codec=impl)))
+    assert got.to_pylist() == whole.to_pylist()
+
+
+def test_iter_batches_skip_lists_and_counts(impl):
+    buf = b"a.b 1\nbad\n" * 50 + b"x" * 300_000 + b"\nc.d 2\n"
+    reader = A.iter_batches(buf, batch_lines=7, errors="skip", max_listed=5, _codec=impl)
+    rows = sum(b.num_rows for b in reader)
+    assert rows == 51
+    assert reader.skipped_total == 51 and len(reader.skipped) == 5
+    assert reader.skipped[0].line == 2
+    assert rows + reader.skipped_total == reader.lines == 102
+
+
+def test_iter_batches_bounded_memory(impl):
+    chunk = _corpus.make_corpus(5_000)
+
+    def source():
+        for _ in range(40):          # 200,000 lines, about 27 MB
+            yield chunk
+
+    reader = A.iter_batches(source(), batch_lines=5_000, _codec=impl)
+    tracemalloc.start()
+    rows = 0
+    for batch in reader:
+        rows += batch.num_rows
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert rows == 200_000
+    assert peak < 25_000_000, peak   # a few batches' worth, not the input
+
+
+def test_decode_columns_contract_matches_the_cython_core(impl):
+    fn = getattr(impl, "decode_columns", None)
+    if fn is None:
+        pytest.skip("%s has no decode_columns (the reference contract is used)" % impl.__name__)
+    buf = body_with_everything() + _corpus.make_corpus(500, invalid_ratio=0.2)
+    for skip in (True,):
+        want = A._decode_columns_py(buf, 7, None, skip, _codec=impl)
+        got = fn(buf, 7, None, skip)
+        assert set(got) == set(want)
+        for name in ("rows", "lines", "metadata", "skipped"):
+            assert got[name] == want[name], name
+        for name in ("line", "kind", "value", "min", "max", "sum", "count", "timestamp",
+                     "dim_offsets"):
+            assert list(memoryview(got[name])) == list(memoryview(want[name])), name
+        for name, table in (("key_index", "keys"), ("dim_key", "dim_keys"),
+                            ("dim_value", "dim_values")):
+            g = [list(got[table])[i] for i in memoryview(got[name])]
+            w = [list(want[table])[i] for i in memoryview(want[name])]
+            assert g == w, name
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encoder_rows(impl, rows, kind="gauge", **options):
+    """What Encoder writes for rows of (key, value, dims dict, ts), nulls skipped."""
+    enc = impl.Encoder(**options)
+    for key, value, dims, ts in rows:
+        if value is None:
+            continue
+        d = {k: v for k, v in dims.items() if v is not None}
+        getattr(enc, kind)(key, value, d, ts)
+    return enc.getvalue()
+
+
+def test_pandas_round_trip_gives_back_the_rows(impl):
+    pd = pytest.importorskip("pandas")
+    n = 5_000
+    df = pd.DataFrame({
+        "key": ["app.cpu.usage" if i % 3 else "app.mem.used" for i in range(n)],
+        "value": [i * 0.25 - 7.5 for i in range(n)],
+        "host": ["host-%d" % i for i in range(n)],
+        "region": [["eu west", 'us,"east"', "ap=1", "ä\\b"][i % 4] for i in range(n)],
+        "ts": [1_700_000_000_000 + i for i in range(n)],
+    })
+    body = A.encode_table(df, key="key", value="value", dimensions=["host", "region"],
+                          timestamp="ts", _codec=impl)
+    assert body.lines == n and body.rows == n and body.skipped_null == 0
+    back = A.decode_table(bytes(body), _codec=impl).to_pandas()
+    assert list(back["key"].astype(str)) == list(df["key"])
+    assert list(back["value"]) == list(df["value"])
+    assert [dict(d) for d in back["dimensions"]] == [
+        {"host": h, "region": r} for h, r in zip(df["host"], df["region"])]
+    assert [list(map(tuple, d)) for d in back["dimensions"]][0] == [("host", "host-0"),
+                                                                   ("region", "eu west")]
+    assert [epoch_ms(t.to_pydatetime()) for t in back["timestamp"]] == list(df["ts"])
+    assert bytes(body) == encoder_rows(impl, [
+        (k, v, {"host": h, "region": r}, t)
+        for k, v, h, r, t in zip(df["key"], df["value"], df["host"], df["region"], df["ts"])])
+
+
+def test_polars_frame(impl):
+    pl = pytest.importorskip("polars")
+    df = pl.DataFrame({"key": ["a.b", "c.d"], "value": [1.0, None], "host": ["x", None],
+                       "ts": [1_700_000_000_000, None]})
+    body = A.encode_table(df, key="key", value="value", dimensions=["host"], timestamp="ts",
+                          _codec=impl)
+    assert bytes(body) == b"a.b,host=x gauge,1 1700000000000\n"
+    assert body.skipped_null == 1 and body.lines == 1
+
+
+def test_categoricals_integers_nulls_and_constants(impl):
+    t = pa.table({
+        "v": pa.array([1, 2, None, 4], pa.int64()),
+        "cat": pa.array(["a b", None, "a b", "c"]).dictionary_encode(),
+        "n": pa.array([7, None, 9, -1], pa.int32()),
+    })
+    body = A.encode_table(t, key="my.metric", value="v", dimensions={"cat": "cat", "num": "n"},
+                          kind="count", _codec=impl)
+    want = encoder_rows(impl, [("my.metric", 1, {"cat": "a b", "num": "7"}, None),
+                               ("my.metric", 2, {}, None),
+                               ("my.metric", None, {}, None),
+                               ("my.metric", 4, {"cat": "c", "num": "-1"}, None)], kind="count")
+    assert bytes(body) == want
+    assert body.skipped_null == 1
+    assert A.encode_table(t, key="k.k", value=2.5, _codec=impl) == b"k.k gauge,2.5\n" * 4
+
+
+def test_wide_frame_one_line_per_metric_row_major(impl):
+    t = pa.table({"cpu": [1.0, None, 3.0], "mem": [10.0, 20.0, None], "host": ["a", "b", "c"]})
+    body = A.encode_table(t, value={"host.cpu": "cpu", "host.mem": "mem"}, dimensions=["host"],
+                          _codec=impl)
+    assert bytes(body) == (b"host.cpu,host=a gauge,1\nhost.mem,host=a gauge,10\n"
+                           b"host.mem,host=b gauge,20\nhost.cpu,host=c gauge,3\n")
+    assert body.lines == 4 and body.skipped_null == 2
+    assert A.encode_table(t.select(["cpu", "mem"]).rename_columns(["a.cpu", "a.mem"]),
+                          value=["a.cpu", "a.mem"], _codec=impl).count(b"\n") == 4
+
+
+def test_summaries_and_kind_column(impl):
+    t = pa.table({"key": ["s.x", "s.y"], "min": [1.0, 0.0], "max": [3.0, 0.0],
+                  "sum": [4.0, 0.0], "count": [2, 0]})
+    body = A.encode_table(t, key="key", kind="summary", _codec=impl)
+    enc = impl.Encoder()
+    enc.summary("s.x", 1.0, 3.0, 4.0, 2)
+    enc.summary("s.y", 0.0, 0.0, 0.0, 0)
+    assert bytes(body) == enc.getvalue()
+    bad = t.set_column(3, "sum", pa.array([100.0, 0.0]))
+    with pytest.raises(EncodeError) as e:
+        A.encode_table(bad, key="key", kind="summary", _codec=impl)
+    assert e.value.record == 0
+
+
+def test_decoded_table_encodes_back_canonically(impl):
+    buf = body_with_everything()
+    table = A.decode_table(buf, _codec=impl)
+    want = impl.encode([r for r in impl.decode(buf) if type(r) is Metric])
+    got = b"".join(A.table_chunks(table, rows=1_000, _codec=impl))
+    assert got == want
+
+
+def test_datetime_timestamps(impl):
+    pd = pytest.importorskip("pandas")
+    ts = pd.to_datetime([1_700_000_000_123, 1_700_000_000_456], unit="ms", utc=True)
+    df = pd.DataFrame({"v": [1.0, 2.0], "ts": ts})
+    body = A.encode_table(df, key="a.b", value="v", timestamp="ts", _codec=impl)
+    assert bytes(body) == b"a.b gauge,1 1700000000123\na.b gauge,2 1700000000456\n"
+    naive = pd.DataFrame({"v": [1.0], "ts": pd.to_datetime([1_700_000_000_123], unit="ms")})
+    with pytest.raises(EncodeError, match="naive"):
+        A.encode_table(naive, key="a.b", value="v", timestamp="ts", _codec=impl)
+
+
+@pytest.mark.parametrize("column,value,code", [
+    ("key", "dt.reserved", "reserved_prefix"),
+    ("key", "1bad", "invalid_metric_key"),
+    ("host", "a\x01b", "control_character"),
+    ("host", "x" * 256, "dimension_value_too_long"),
+    ("value", math.inf, "non_finite_number"),
+])
+def test_errors_are_the_encoders_with_the_row(impl, column, value, code):
+    cols = {"key": ["a.b"] * 5, "value": [1.0] * 5, "host": ["h"] * 5}
+    cols[column] = list(cols[column])
+    cols[column][3] = value
+    t = pa.table(cols)
+    with pytest.raises(EncodeError) as e:
+        A.encode_table(t, key="key", value="value", dimensions=["host"], _codec=impl)
+    assert e.value.record == 3
+    assert e.value.code.value == code
+    row = t.slice(3, 1).to_pylist()[0]
+    with pytest.raises(EncodeError) as ref:
+        impl.Encoder().gauge(row["key"], row["value"], {"host": row["host"]})
+    ref.value.record = 3
+    assert str(ref.value) == str(e.value)
+
+
+def test_options_as_the_encoder(impl):
+    t = pa.table({"v": [1.0, 2.0], "host": ["a", "b"], "Bad Key": ["x", "y"]})
+    opts = dict(prefix="my", default_dimensions={"env": "p"}, static_dimensions={"host": "s"},
+                normalize=True)
+    body = A.encode_table(t, key="cpu", value="v", dimensions=["host", "Bad Key"],
+                          _codec=impl, **opts)
+    want = encoder_rows(impl, [("cpu", 1.0, {"host": "a", "Bad Key": "x"}, None),
+                               ("cpu", 2.0, {"host": "b", "Bad Key": "y"}, None)], **opts)
+    assert bytes(body) == want
+    assert body.normalizations.total > 0
+
+
+names = st.sampled_from(["a.b", "c.d.e", "x_y", "dt.bad", "1x", "ab"])
+dim_values = st.one_of(st.none(), st.text(max_size=8),
+                       st.sampled_from(["a b", 'q"q', "x,y=z", "\\", "ü", "x" * 256]))
+numbers = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
+                    st.integers(-2**60, 2**60),
+                    st.sampled_from([1e16, 1e15, 123456789012345.6, 1e-5, 2.5e-7, -0.0, 5e-324]))
+stamps = st.one_of(st.none(), st.integers(0, 2**62), st.just(1_700_000_000_000))
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.tuples(names, numbers, dim_values, dim_values, stamps), max_size=12),
+       kind=st.sampled_from(["gauge", "count"]))
+def test_encode_table_is_the_encoder_for_the_same_rows(impl, rows, kind):
+    keys = [r[0] for r in rows]
+    vals = [r[1] for r in rows]
+    is_int = all(v is None or isinstance(v, int) for v in vals) and any(
+        isinstance(v, int) for v in vals)
+    vals = [v if v is None or is_int else float(v) for v in vals]
+    t = pa.table({
+        "key": pa.array(keys, pa.string()),
+        "value": pa.array(vals, pa.int64() if is_int else pa.float64()),
+        "h": pa.array([r[2] for r in rows], pa.string()),
+        "r": pa.array([r[3] for r in rows], pa.string()).dictionary_encode(),
+        "ts": pa.array([r[4] for r in rows], pa.int64()),
+    })
+    enc = impl.Encoder()
+    want_error = None
+    for i, (k, v, h, r, ts) in enumerate(zip(keys, vals, [r[2] for r in rows],
+                                             [r[3] for r in rows], [r[4] for r in rows])):
+        if v is None:
+            continue
+        try:
+            getattr(enc, kind)(k, v, {d: x for d, x in (("h", h), ("r", r)) if x is not None},
+                               ts)
+        except EncodeError as e:
+            e.record = i
+            want_error = (i, str(e))
+            break
+    if want_error is not None:
+        with pytest.raises(EncodeError) as e:
+            A.encode_table(t, key="key", value="value", dimensions=["h", "r"], timestamp="ts",
+                           kind=kind, _codec=impl)
+        assert (e.value.record, str(e.value)) == want_error
+    else:
+        got = A.encode_table(t, key="key", value="value", dimensions=["h", "r"],
+                             timestamp="ts", kind=kind, _codec=impl)
+        assert bytes(got) == enc.getvalue()
+        assert got.lines == enc.lines
+
+
+def test_table_chunks_for_a_sender(impl):
+    t = pa.table({"v": [float(i) for i in range(2_500)]})
+    chunks = list(A.table_chunks(t, rows=1_000, key="a.b", value="v", _codec=impl))
+    assert len(chunks) == 3
+    assert b"".join(chunks).count(b"\n") == 2_500
+    assert A.is_table(t) and not A.is_table(b"a.b 1\n")
+
+
+def test_missing_pyarrow_says_how_to_install():
+    code = ("import sys; sys.modules['pyarrow'] = None\n"
+            "try:\n    import dtproto.arrow\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "pip install dtproto[arrow]" in out
+    code = "import sys; sys.modules['pyarrow'] = None\nimport dtproto; print('ok')\n"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout == "ok\n"
