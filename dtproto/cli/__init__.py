@@ -6,6 +6,7 @@ Commands::
     dtproto send FILE... [-] --url U  send them (token from DT_API_TOKEN or --token-file)
     dtproto serve                     a local ingest endpoint (dtproto.server)
     dtproto bench                     codec throughput on a seeded corpus
+    dtproto stats FILE... [--json]    cardinality per metric key (series, dimension values)
     dtproto load --url U --rate N     generated lines at a target rate (sizing pipelines)
     dtproto --version                 "dtproto 0.1.0 (cython)"
 
@@ -15,7 +16,7 @@ timings and the progress bar (only when stderr is a terminal) to stderr.
 Exit codes: 0 all good, 1 invalid lines or rejected data, 2 usage or I/O
 error.
 
-One module per command (``validate``, ``send``, ``serve``, ``bench``, ``load``), each
+One module per command (``validate``, ``send``, ``serve``, ``bench``, ``load``, ``stats``), each
 with its ``add_parser``; what they share is in ``_common``.  Start-up stays
 light: the sender (http.client, ssl), the server, multiprocessing, gzip and
 json are imported inside the commands that need them, never at module level.
@@ -28,7 +29,7 @@ import os
 import sys
 from typing import Any, List, Optional, Sequence
 
-from . import bench, load, send, serve, validate
+from . import bench, load, send, serve, stats, validate
 from ._common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, _err
 # Shared helpers other modules (and tests) use as dtproto.cli.<name>:
 from ._common import _printable as _printable  # escaping for terminals (dtproto.server too)
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction,
                         help="print the version and the loaded implementation, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (validate, send, serve, bench, load):
+    for command in (validate, send, serve, bench, load, stats):
         command.add_parser(sub)
     return parser
 

@@ -1,0 +1,161 @@
+"""``dtproto stats``: lines and series per metric key exact, estimates marked,
+``--jobs`` the same counts, warnings against the limits.  Over both implementations."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+import pytest
+
+from dtproto import Metric, _corpus, _impl, _stats
+from dtproto.cli import main
+
+
+@pytest.fixture
+def use_impl(impl, monkeypatch):
+    monkeypatch.setattr(_impl, "codec", impl)
+    return impl
+
+
+def expected(impl, buf):
+    """lines and series per key, counted the obvious way."""
+    lines, series, values = {}, {}, {}
+    for r in impl.iter_decode(buf, errors="skip"):
+        if type(r) is not Metric:
+            continue
+        lines[r.key] = lines.get(r.key, 0) + 1
+        d = dict(r.dimensions)
+        series.setdefault(r.key, set()).add(frozenset(d.items()))
+        for k, v in d.items():
+            values.setdefault(r.key, {}).setdefault(k, set()).add(v)
+    return lines, {k: len(s) for k, s in series.items()}, {
+        k: {dk: len(vs) for dk, vs in dv.items()} for k, dv in values.items()}
+
+
+def run_json(capsys, *args):
+    assert main(["stats", "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def corpus() -> bytes:
+    buf = _corpus.make_corpus(6_000, cardinality=_corpus.UNIQUE)
+    buf += _corpus.make_corpus(6_000, invalid_ratio=0.05)
+    # the same series with its dimensions in another order, and a duplicate key
+    buf += b"a.b,x=1,y=2 1\na.b,y=2,x=1 2\na.b,x=1,y=2,x=3 3\n#a.b gauge dt.meta.unit=Byte\n\n"
+    return buf
+
+
+def test_lines_and_series_per_key_are_exact(use_impl, tmp_path, capsys):
+    buf = corpus()
+    path = tmp_path / "m.txt"
+    path.write_bytes(buf)
+    doc = run_json(capsys, str(path))
+    (f,) = doc["files"]
+    lines, series, values = expected(use_impl, buf)
+    assert {m["key"]: m["lines"] for m in f["metrics"]} == lines
+    assert {m["key"]: m["series"] for m in f["metrics"]} == series
+    assert {m["key"]: m["dimensions"] for m in f["metrics"] if m["dimensions"]} == values
+    assert series["a.b"] == 2
+    assert not f["estimated"] and f["estimator"] is None
+    assert f["lines"] == buf.count(b"\n")
+    assert f["metadata_lines"] == 1
+    assert f["data_lines"] == sum(lines.values())
+    assert f["series"] == sum(series.values())
+    assert f["top"] == [m["key"] for m in f["metrics"]][:10]
+    assert [m["series"] for m in f["metrics"]] == sorted(series.values(), reverse=True)
+    kinds = set().union(*(m["kinds"] for m in f["metrics"]))
+    assert kinds == {"gauge", "count", "summary"}
+
+
+def test_jobs_and_gzip_give_the_same_counts(use_impl, tmp_path, capsys, monkeypatch):
+    from dtproto.cli import stats as cli_stats
+
+    monkeypatch.setattr(cli_stats, "_MIN_JOB_BYTES", 1)
+    buf = corpus()
+    path = tmp_path / "m.txt"
+    path.write_bytes(buf)
+    gz = tmp_path / "m.txt.gz"
+    gz.write_bytes(gzip.compress(buf))
+    one = run_json(capsys, str(path))["files"][0]
+    four = run_json(capsys, "--jobs", "4", str(path))["files"][0]
+    zipped = run_json(capsys, str(gz))["files"][0]
+    assert four["metrics"] == one["metrics"] and four["lines"] == one["lines"]
+    assert zipped["metrics"] == one["metrics"]
+
+
+def test_estimates_beyond_the_exact_limit_are_marked(use_impl, monkeypatch):
+    monkeypatch.setattr(_stats, "EXACT_SERIES", 1_000)
+    buf = _corpus.make_corpus(20_000, cardinality=_corpus.UNIQUE)
+    st = _stats.FileStats()
+    st.add_block(buf, use_impl)
+    doc = st.to_dict("x")
+    assert doc["estimated"] and doc["estimator"] == _stats.ESTIMATOR
+    _, series, _ = expected(use_impl, buf)
+    for m in doc["metrics"]:
+        if m["series_estimated"]:
+            assert abs(m["series"] - series[m["key"]]) <= max(3, 0.05 * series[m["key"]])
+        else:
+            assert m["series"] == series[m["key"]]
+    assert sum(m["lines"] for m in doc["metrics"]) == 20_000
+
+
+def test_hyperloglog_accuracy_and_merge():
+    rng = random.Random(5)
+    a, b, both = _stats.HyperLogLog(), _stats.HyperLogLog(), _stats.HyperLogLog()
+    for i in range(200_000):
+        h = rng.getrandbits(64)
+        (a if i % 2 else b).add(h)
+        both.add(h)
+    a.merge(b)
+    assert a.registers == both.registers
+    assert abs(a.estimate() - 200_000) < 200_000 * 0.03
+    small = _stats.HyperLogLog()
+    for i in range(100):
+        small.add(_stats.stable_hash(str(i)))
+    assert abs(small.estimate() - 100) <= 2
+
+
+def test_merge_of_ranges_equals_one_pass(use_impl):
+    buf = corpus()
+    cut = buf.index(b"\n", len(buf) // 2) + 1
+    whole = _stats.FileStats()
+    whole.add_block(buf, use_impl)
+    left, right = _stats.FileStats(), _stats.FileStats()
+    left.add_block(buf[:cut], use_impl)
+    right.add_block(buf[cut:], use_impl)
+    left.merge(right)
+    assert left.to_dict("f") == whole.to_dict("f")
+
+
+def test_warnings_against_the_limits(use_impl, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(_stats, "LIMIT_SERIES_PER_METRIC", 10)
+    monkeypatch.setattr(_stats, "LIMIT_METRIC_KEYS", 1)
+    path = tmp_path / "m.txt"
+    path.write_bytes(b"".join(b"a.b,id=%d 1\n" % i for i in range(20)) + b"c.d 1\n")
+    f = run_json(capsys, str(path))["files"][0]
+    assert any("a.b has 20 series" in w and "id has 20 distinct values" in w
+               for w in f["warnings"])
+    assert any("2 metric keys" in w for w in f["warnings"])
+    assert main(["stats", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: metric a.b has 20 series" in out
+    assert "a.b" in out and "20" in out
+
+
+def test_text_output_and_stdin(use_impl, capsys, monkeypatch):
+    import io
+    import sys
+
+    class Stdin:
+        buffer = io.BufferedReader(io.BytesIO(b"a.b,h=x 1\na.b,h=y 2\nbad\n"))
+
+        def isatty(self):
+            return False
+
+    monkeypatch.setattr(sys, "stdin", Stdin())
+    assert main(["stats", "-"]) == 0
+    out = capsys.readouterr().out
+    assert "3 lines, 1 metric key, 2 series" in out
+    assert "1 blank or invalid" in out
