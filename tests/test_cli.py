@@ -512,7 +512,7 @@ def test_one_module_per_command() -> None:
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == {"validate", "send", "serve", "bench", "load"}
+    assert set(sub.choices) == {"validate", "send", "serve", "bench", "load", "stats"}
     for name, p in sub.choices.items():
         func = p.get_default("func")
         assert func.__module__ == "dtproto.cli.%s" % name, (name, func.__module__)
