@@ -198,10 +198,10 @@ class FileStats:
             metrics[key].series.add_all(hashes)
         for (key, dkey), vals in values.items():
             dims_of = metrics[key].dims
-            d = dims_of.get(dkey)
-            if d is None:
-                d = dims_of[dkey] = Distinct(hashed=False)
-            d.add_all(vals)
+            dist = dims_of.get(dkey)
+            if dist is None:
+                dist = dims_of[dkey] = Distinct(hashed=False)
+            dist.add_all(vals)
         self._bound()
 
     def add_invalid(self, lines: int = 1) -> None:

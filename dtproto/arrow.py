@@ -641,7 +641,7 @@ class _Spec(NamedTuple):
     key: Any          # metric key: ("col", name) or ("const", str)
     kind: Any         # ("const", kind) or ("col", name)
     value: Any        # ("col", name) / ("const", number) / None for summaries only
-    summary: Tuple[str, str, str, str]
+    summary: Tuple[str, ...]   # min, max, sum, count columns; () when not a summary
 
 
 _KEY_RE = r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$"
