@@ -31,7 +31,6 @@ Encoding
 from __future__ import annotations
 
 import json
-import re
 import warnings as _warnings
 from array import array
 from itertools import accumulate, chain, compress
@@ -820,27 +819,33 @@ def _col(table: Any, name: str) -> Any:
     return c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
 
 
-_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
-_ESCAPED = re.compile(rb'[,= \\"]')
+_NOT_CONTROL = bytes(b for b in range(256) if b >= 32 and b != 127)
+_NOT_ESCAPED = bytes(b for b in range(256) if b not in b',= \\"')
 
 
 def _data_bytes(arr: Any) -> bytes:
     """The character data of a string array (its values, back to back)."""
     if len(arr) == 0:
         return b""
-    _, offs, data = arr.buffers()
+    bufs = arr.buffers()
+    offs, data = bufs[1], bufs[2]
     if data is None:
         return b""
-    o = memoryview(offs).cast("i")
+    o = memoryview(offs).cast("q" if pa.types.is_large_string(arr.type) else "i")
     start, end = o[arr.offset], o[arr.offset + len(arr)]
-    return data.slice(start, end - start).to_pybytes()
+    return bytes(memoryview(data)[start:end])
+
+
+def _has_any(arr: Any, others: bytes) -> bool:
+    """Whether the strings hold a byte that ``others`` does not list."""
+    return bool(_data_bytes(arr).translate(None, others))
 
 
 def _value_problems(d: Any) -> Any:
     """Which values (a string array) the Encoder refuses: controls, > 255 code points.
     None when none is."""
     masks = []
-    if _CONTROL.search(_data_bytes(d)):
+    if _has_any(d, _NOT_CONTROL):
         masks.append(pc.match_substring_regex(d, _BAD_VALUE_RE))
     if len(d) and (pc.max(pc.binary_length(d)).as_py() or 0) > MAX_DIMENSION_VALUE:
         masks.append(pc.greater(pc.utf8_length(d), MAX_DIMENSION_VALUE))
@@ -850,7 +855,7 @@ def _value_problems(d: Any) -> Any:
 
 
 def _escaped(d: Any) -> Any:
-    if not _ESCAPED.search(_data_bytes(d)):
+    if not _has_any(d, _NOT_ESCAPED):
         return d
     if len(d) > 1000:   # few distinct values (the usual case): escape those only
         enc = d.dictionary_encode()
@@ -873,14 +878,16 @@ def _encoded(arr: Any) -> Tuple[Any, Any]:
 
 
 def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
-                  map_col: Optional[str], ts_name: Any) -> Tuple[Any, int]:
-    """The lines of every row (a string array, "" where skipped) and the null count.
+                  map_col: Optional[str], ts_name: Any) -> Tuple[Any, int, bool]:
+    """The lines of every row (a string array, "" where skipped), the null count, and
+    whether a timestamp looks like seconds.
 
     Raises _NeedRows at the first row that does not pass every check.
     """
     from ._scan import _dimension_key_problem
 
     n = table.num_rows
+    seconds = False          # a timestamp that looks like seconds (warned by the caller)
     common: List[Any] = []   # checks of the row (dimensions, timestamp)
     bad = common
     suspects: List[Any] = []
@@ -936,12 +943,12 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
     ts_text = None
     if ts_name is not None:
         ts = _ts_column(_col(table, ts_name))
-        bad.append(pc.or_(pc.less(ts, 0), pc.greater(ts, MAX_INT64)))
-        below = pc.less(ts, SECONDS_TIMESTAMP_BELOW)
-        if pc.any(pc.fill_null(below, False)).as_py():
-            from ._encode_py import _warn_seconds
-
-            _warn_seconds()
+        lo, hi = (pc.min_max(ts).values() if len(ts) else (None, None))
+        lo, hi = lo.as_py() if lo is not None else None, hi.as_py() if hi is not None else None
+        if lo is not None and (lo < 0 or hi > MAX_INT64):
+            bad.append(pc.or_(pc.less(ts, 0), pc.greater(ts, MAX_INT64)))
+        if lo is not None and lo < SECONDS_TIMESTAMP_BELOW:
+            seconds = True
         if ts.null_count:
             ts_text = [pc.fill_null(pc.binary_join_element_wise(" ", ts.cast(pa.string()), ""),
                                     "")]
@@ -963,7 +970,8 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
             if pa.types.is_dictionary(kc.type) and pa.types.is_string(kc.type.value_type):
                 kidx, kd = kc.indices, kc.dictionary
             elif pa.types.is_string(kc.type) or pa.types.is_large_string(kc.type):
-                enc = kc.cast(pa.string()).dictionary_encode()
+                kc = kc.cast(pa.string())
+                enc = kc.dictionary_encode()
                 kidx, kd = enc.indices, enc.dictionary
             else:
                 raise _NeedRows(0)
@@ -982,7 +990,7 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
                 bad.append(kbad.take(kidx))
             if kc.null_count:
                 bad.append(pc.is_null(kc))
-            key_text = kd.take(kidx)
+            key_text = kd.take(kidx) if pa.types.is_dictionary(kc.type) else kc
         head = [key_text, *dim_parts]
         kinds = [spec.kind[1]] if spec.kind[0] == "const" else None
         kind_col = None
@@ -1088,8 +1096,22 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
     if rows:
         raise _NeedRows(builtins_min(rows))
     if len(parts_all) == 1:
-        return parts_all[0], skipped
-    return pc.binary_join_element_wise(*parts_all, ""), skipped
+        return parts_all[0], skipped, seconds
+    return pc.binary_join_element_wise(*parts_all, ""), skipped, seconds
+
+
+def _vector_body(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
+                 map_col: Optional[str], ts_name: Any) -> Tuple[Any, int]:
+    """:func:`_vector_lines` as a body: (bytes-like, null count); warns about seconds.
+
+    One thread: on a busy machine, slices on several threads were slower.
+    """
+    lines, skipped, seconds = _vector_lines(table, specs, dims, map_col, ts_name)
+    if seconds:
+        from ._encode_py import _warn_seconds
+
+        _warn_seconds()
+    return _body_of(lines), skipped
 
 
 def _has_duplicate_keys(m: Any) -> bool:
@@ -1248,8 +1270,8 @@ def encode_table(data: Any, *, key: Any = None, value: Any = None, dimensions: A
     out: Optional[EncodedTable] = None
     if not options and not _rows:
         try:
-            lines, skipped = _vector_lines(table, specs, dims, map_col, timestamp)
-            out = EncodedTable(_body_of(lines))
+            body, skipped = _vector_body(table, specs, dims, map_col, timestamp)
+            out = EncodedTable(body)
             out.lines = len(specs) * table.num_rows - skipped
             out.skipped_null = skipped
             out.dropped = 0
