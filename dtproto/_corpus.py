@@ -37,6 +37,26 @@ written either quoted (``"a, b \\"c\\""``) or bare with backslash escapes
 ``invalid_ratio`` replaces that fraction of lines with typical mistakes (bad
 keys, ``nan``, missing payloads, inconsistent summaries, unterminated quotes,
 bad timestamps, ...) for the error path.
+
+``cardinality`` changes how many distinct series the lines carry (the classic
+4,000-series table above is ``cardinality=None``).  An int ``k`` gives a table
+of ``k`` series and :data:`UNIQUE` gives every line a series of its own (no
+series ever repeats).  These series have the shape of high-cardinality
+pipelines (pod names, container and host ids):
+
+* the same 33 metrics and data-point mix; 3-4 dimensions (5-dimension
+  metrics lose their last one);
+* one dimension value carries an id unique to its series (``host``,
+  ``k8s.pod.name`` or ``dt.entity.host`` when the metric has one, else the
+  first dimension): ``web-prod-017-3f9a06c1d2e4``;
+* half of the count series drop the ``.count`` suffix of their key (common
+  in real data; the server warns about them: ``changed_metric_key``);
+* 10% of the series hold a value with spaces, commas, quotes, backslashes or
+  non-ASCII text written quoted, another 5% the same written bare with
+  backslash escapes.
+
+``escape_heavy`` and ``cardinality`` do not combine (``escape_heavy`` is
+ignored when ``cardinality`` is given).
 """
 
 from __future__ import annotations
@@ -59,12 +79,15 @@ __all__ = [
     "write_file",
     "encoder_loop",
     "cpu_model",
+    "UNIQUE",
+    "cardinality_label",
 ]
 
 BASE_TS_MS = 1_700_000_000_000   # 2023-11-14T22:13:20Z: "now" for window checks
 N_SERIES = 4_000                 # distinct key + dimension combinations
 DEFAULT_SEED = 20240601
 _WINDOW_MS = 3_000_000           # timestamps fall in BASE - 50 min .. BASE
+UNIQUE = "unique"                # cardinality: every line its own series
 
 # ---------------------------------------------------------------------------
 # Value pools
@@ -257,6 +280,72 @@ def _series_table(seed: int, escape_heavy: bool) -> Tuple[_Series, ...]:
 
 
 # ---------------------------------------------------------------------------
+# Series of any cardinality
+# ---------------------------------------------------------------------------
+
+_ID_DIMENSIONS = ("host", "k8s.pod.name", "dt.entity.host")
+_ID_MASK = (1 << 48) - 1
+_ID_MUL = 0x9E3779B97F4B          # odd: i -> i * _ID_MUL mod 2**48 is a bijection
+
+
+def cardinality_label(cardinality: Any) -> str:
+    """``cardinality`` as a table heading: "4,000 series", "every line unique"."""
+    if cardinality is None:
+        return "%s series" % "{:,}".format(N_SERIES)
+    if cardinality == UNIQUE:
+        return "every line unique"
+    return "%s series" % "{:,}".format(cardinality)
+
+
+class _SeriesMaker:
+    """Series number ``i`` of a seed, for ``cardinality`` (see the module docstring).
+
+    Series ``i`` and ``j != i`` always differ: the id in one dimension value
+    is a bijection of the series number.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed * 104_729 + 17)
+        rng = self.rng
+        self.pools = {"host": _host_pool(rng), "pod": _pod_pool(rng),
+                      "entity": _entity_pool(rng)}
+        self.by_kind: Dict[str, List[tuple]] = {}
+        for m in _METRICS:
+            self.by_kind.setdefault(m[0], []).append(m)
+        self.kinds = list(_KIND_WEIGHT)
+        self.weights = [_KIND_WEIGHT[k] for k in self.kinds]
+        self.salt = (seed * 0x2545F491) & _ID_MASK
+
+    def __call__(self, i: int) -> _Series:
+        rng = self.rng
+        kind = rng.choices(self.kinds, self.weights)[0]
+        _, key, dkeys, gen = rng.choice(self.by_kind[kind])
+        dkeys = dkeys[:4]
+        if kind == "count" and rng.random() < 0.5:
+            key = key[:-len(".count")]          # the server warns: changed_metric_key
+        dims = [_dim_value(dk, rng, self.pools) for dk in dkeys]
+        at = next((n for n, dk in enumerate(dkeys) if dk in _ID_DIMENSIONS), 0)
+        ident = ((i * _ID_MUL) & _ID_MASK) ^ self.salt
+        dims[at] = "%s-%012x" % (dims[at], ident)
+        u = rng.random()
+        tricky = -1
+        if u < 0.15:
+            tricky = rng.choice([n for n in range(len(dims)) if n != at])
+            dims[tricky] = rng.choice(_TRICKY)
+        parts = [key]
+        for n, (dk, dv) in enumerate(zip(dkeys, dims)):
+            wire = _escape_quoted(dv) if n == tricky and u < 0.10 else _escape_bare(dv)
+            parts.append(dk + "=" + wire)
+        return _Series(kind, key, tuple(zip(dkeys, dims)), ",".join(parts), gen)
+
+
+@lru_cache(maxsize=4)
+def _cardinality_table(seed: int, k: int) -> Tuple[_Series, ...]:
+    make = _SeriesMaker(seed)
+    return tuple(make(i) for i in range(k))
+
+
+# ---------------------------------------------------------------------------
 # Data points
 # ---------------------------------------------------------------------------
 
@@ -297,15 +386,36 @@ class _Point(NamedTuple):
     bare: bool          # gauge written without the "gauge," prefix
 
 
-def _points(seed: int, escape_heavy: bool) -> Iterator[_Point]:
+def _check_cardinality(cardinality: Any) -> None:
+    if cardinality is None or cardinality == UNIQUE:
+        return
+    if isinstance(cardinality, bool) or not isinstance(cardinality, int) or cardinality < 1:
+        raise ValueError("cardinality must be None, an int >= 1 or %r, not %r"
+                         % (UNIQUE, cardinality))
+
+
+def _points(seed: int, escape_heavy: bool, cardinality: Any = None) -> Iterator[_Point]:
     """The endless stream of data points of one seed."""
-    table = _series_table(seed, escape_heavy)
+    _check_cardinality(cardinality)
     rng = random.Random(seed)
     rnd = rng.random
+    unique: Any = None
+    if cardinality is None:
+        table = _series_table(seed, escape_heavy)
+    elif cardinality == UNIQUE:
+        table = ()
+        unique = _SeriesMaker(seed)
+    else:
+        table = _cardinality_table(seed, cardinality)
     n_series = len(table)
     base = BASE_TS_MS - _WINDOW_MS
+    i = 0
     while True:
-        s = table[int(rnd() * n_series)]
+        if unique is not None:
+            s = unique(i)
+            i += 1
+        else:
+            s = table[int(rnd() * n_series)]
         ts = base + int(rnd() * _WINDOW_MS) if rnd() < 0.9 else None
         kind = s.kind
         if kind == "gauge":
@@ -369,9 +479,10 @@ def _bad_line(p: _Point, which: int) -> str:
 _N_MUTATIONS = 10
 
 
-def _lines(seed: int, escape_heavy: bool, invalid_ratio: float) -> Iterator[str]:
+def _lines(seed: int, escape_heavy: bool, invalid_ratio: float,
+           cardinality: Any = None) -> Iterator[str]:
     """The endless stream of lines (LF-terminated str) of one seed."""
-    points = _points(seed, escape_heavy)
+    points = _points(seed, escape_heavy, cardinality)
     if not invalid_ratio:
         yield from map(_line, points)
         return
@@ -398,7 +509,7 @@ def iter_corpus_chunks(seed: int = DEFAULT_SEED, lines_per_chunk: int = 50_000,
 
 
 def make_corpus(n_lines: int, seed: int = DEFAULT_SEED, escape_heavy: bool = False,
-                invalid_ratio: float = 0.0) -> bytes:
+                invalid_ratio: float = 0.0, cardinality: Any = None) -> bytes:
     """``n_lines`` realistic lines (each ending with LF) as UTF-8 bytes.
 
     Args:
@@ -407,8 +518,11 @@ def make_corpus(n_lines: int, seed: int = DEFAULT_SEED, escape_heavy: bool = Fal
         escape_heavy: tricky dimension values (quoted and escaped forms).
         invalid_ratio: fraction of lines replaced by invalid ones (the
             error path); 0 gives a fully valid corpus.
+        cardinality: None (the 4,000-series table), the number of distinct
+            series, or :data:`UNIQUE` (every line its own series).
     """
-    return "".join(islice(_lines(seed, escape_heavy, invalid_ratio), n_lines)).encode("utf-8")
+    return "".join(islice(_lines(seed, escape_heavy, invalid_ratio, cardinality),
+                          n_lines)).encode("utf-8")
 
 
 class Records(NamedTuple):
@@ -429,21 +543,24 @@ class Records(NamedTuple):
     tuples: list
 
 
-def make_records(n: int, seed: int = DEFAULT_SEED, escape_heavy: bool = False) -> Records:
-    """The first ``n`` data points of ``make_corpus(n, seed)`` as records and tuples."""
+def make_records(n: int, seed: int = DEFAULT_SEED, escape_heavy: bool = False,
+                 cardinality: Any = None) -> Records:
+    """The first ``n`` data points of ``make_corpus(n, seed, escape_heavy,
+    cardinality=cardinality)`` as records and tuples."""
     from dtproto import Metric
 
     new = tuple.__new__
-    points = _points(seed, escape_heavy)
-    dict_of: Dict[int, dict] = {}
+    points = _points(seed, escape_heavy, cardinality)
+    dict_of: Dict[int, tuple] = {}     # id(series) -> (series, dims dict); holds the series
     metrics = []
     tuples = []
     for _ in range(n):
         p = next(points)
         s = p.series
-        d = dict_of.get(id(s))
-        if d is None:
-            d = dict_of[id(s)] = dict(s.dims)
+        sd = dict_of.get(id(s))
+        if sd is None:
+            sd = dict_of[id(s)] = (s, dict(s.dims))
+        d = sd[1]
         kind = p.kind
         metrics.append(new(Metric, (s.key, s.dims, kind, p.value, p.mn, p.mx, p.sm, p.cnt, p.ts)))
         tuples.append((kind, s.key, d, p.value, p.mn, p.mx, p.sm, p.cnt, p.ts))
