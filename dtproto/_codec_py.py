@@ -34,7 +34,7 @@ from ._constants import (
 from . import _input
 from ._encode_py import Encoder, encode
 from ._input import TooLong as _TooLong, line_blocks as _stream_blocks
-from ._scan import (_LineFault, _fast_line, _fault_to_error, _scan_line, _text_of,
+from ._scan import (_LineFault, _fast_check, _fast_line, _fault_to_error, _scan_line, _text_of,
                     _too_long_fault, classic_key)
 from .model import Metadata, Record
 from .report import LineError, LineWarning, ValidationReport
@@ -210,7 +210,7 @@ def _validate_lines(report: ValidationReport, lines: List[str], first_lineno: in
     ok = 0
     warned = 0
     warnings = report.warnings
-    fast = _fast_line
+    fast = _fast_check
     for lineno, raw in compress(enumerate(lines, first_lineno), lines):
         rec = fast(raw, now_ms)
         if rec is None:

@@ -495,103 +495,238 @@ def _scan_line(raw: str, now_ms: Optional[int]) -> Optional[Record]:
 # Fast path for ordinary valid lines.
 # ---------------------------------------------------------------------------
 
-_head_cache: dict = {}
+_head_cache: dict = {}      # "key,dims" wire text -> (key, dims), bounded
+_heads_seen: set = set()    # hashes of heads seen once, bounded (see _remember_head)
+_metric_keys: dict = {}     # metric keys already found valid, bounded
+_dimension_keys: dict = {}  # dimension keys already found valid, bounded
+
+# The grammar of ordinary lines as regular expressions (docs/protocol.md §3-§8).
+# They only ever *accept*: a line they do not match goes to the exact scanner,
+# which decides and diagnoses.  Loops are unrolled (``[^x]*(?:\\.[^x]*)*``) so
+# the regex engine runs a character class over each run of plain characters.
+_CTRL = "\\x00-\\x1f\\x7f\\ud800-\\udfff"    # controls and lone surrogates: never valid
+_RX_NUM = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"   # _NUMBER_RE's grammar
+_RX_KEY = r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_-]*)*"
+_RX_DKEY = r"[a-z_][a-z0-9_:-]*(?:\.[a-z_][a-z0-9_:-]*)*"
+_RX_QUOTED_BODY = r'[^"\\%s]*(?:\\[^%s][^"\\%s]*)*' % (_CTRL, _CTRL, _CTRL)
+_RX_BARE = r'[^,= "\\%s]*(?:\\[^%s][^,= "\\%s]*)*' % (_CTRL, _CTRL, _CTRL)
+_RX_PAYLOAD = (
+    r"(?:gauge,min=(%s),max=(%s),sum=(%s),count=([0-9]{1,19})"
+    r"|count,delta=(%s)|(?:gauge,)?(%s))" % ((_RX_NUM,) * 5))
+# A whole data line: (head), payload groups, (timestamp).  Blanks are runs of
+# spaces (a TAB anywhere sends the line to the exact scanner); trailing blanks
+# and one CR are allowed, as _prepare_line strips them.
+_LINE_RE = re.compile(
+    r'(%s(?:,%s=(?:"%s"|%s))*) +%s(?: +([0-9]{1,19}))?[ \t]*\r?\Z'
+    % (_RX_KEY, _RX_DKEY, _RX_QUOTED_BODY, _RX_BARE, _RX_PAYLOAD))
+# The dimensions of a head _LINE_RE matched: (key, quoted content, bare value).
+_DIM_RE = re.compile(r',(%s)=(?:"(%s)"|(%s))' % (_RX_DKEY, _RX_QUOTED_BODY, _RX_BARE))
+_UNESCAPE_RE = re.compile(r'\\([",= \\])')   # the escapes of ESCAPES; others stay literal
+_METRIC_KEY_RE = re.compile(_RX_KEY + r"\Z")
+_DIMENSION_KEY_RE = re.compile(_RX_DKEY + r"\Z")
+# ",key=value" of a head without quotes, backslashes and blanks: the key's
+# grammar and length (the lookahead), a value of at most 255 characters.
+_PLAIN_DIM_RE = re.compile(r",(?=[^=]{1,%d}=)(%s)=([^,=]{0,%d})(?=,|\Z)"
+                           % (MAX_DIMENSION_KEY, _RX_DKEY, MAX_DIMENSION_VALUE))
+# What follows the head: blanks, payload groups, (timestamp), as in _LINE_RE.
+_TAIL_RE = re.compile(r" +%s(?: +([0-9]{1,19}))?[ \t]*\r?\Z" % _RX_PAYLOAD)
+_BAD_CHAR_RE = re.compile("[%s]" % _CTRL)
+# A whole line without quotes and backslashes, for validate(): every rule of
+# the head but the metric key's length and prefix is in the pattern (at most
+# 50 dimensions, keys of at most 100 characters, values of at most 255), so
+# nothing is extracted but the key and the payload.
+_PLAIN_LINE_RE = re.compile(
+    r'(%s)(?:,(?=[^=]{1,%d}=)%s=[^,= "\\%s]{0,%d}){0,%d} +%s(?: +([0-9]{1,19}))?[ \t]*\r?\Z'
+    % (_RX_KEY, MAX_DIMENSION_KEY, _RX_DKEY, _CTRL, MAX_DIMENSION_VALUE, MAX_DIMENSIONS,
+       _RX_PAYLOAD))
+_valid_heads: dict = {}     # plain "key,dims" text -> key, for validate(); bounded
 
 
-def _fast_number(t: str) -> Optional[float]:
-    # float() accepts exactly the §7.1 grammar once the text is ASCII, has no
-    # "_" and no surrounding whitespace, and the result is finite ("nan",
-    # "inf" and overflow all give non-finite values).
-    try:
-        v = float(t)
-    except ValueError:
-        return None
-    if v - v != 0.0 or not t.isascii() or "_" in t or t[0] <= " " or t[-1] <= " ":
-        return None
-    return v
+def _fast_metric_key(key: str) -> bool:
+    if key in _metric_keys:
+        return True
+    if (_METRIC_KEY_RE.match(key) is None or not MIN_METRIC_KEY <= len(key) <= MAX_METRIC_KEY
+            or key.startswith(RESERVED_PREFIX)):
+        return False
+    if len(_metric_keys) >= _CACHE_MAX:
+        _metric_keys.clear()
+    _metric_keys[key] = True
+    return True
 
 
-def _fast_head(head: str) -> Optional[tuple]:
-    """(key, dims) for an ordinary ``key,dims`` head, cached; None otherwise."""
-    hd = _head_cache.get(head)
-    if hd is not None:
-        return hd
-    if '"' in head or "\\" in head or "\t" in head or len(head) > MAX_LINE_CHARS:
-        return None
-    try:
-        rec = _scan_data_line(head + " 0", len(head) + 2, None)
-    except _LineFault:
-        return None
-    hd = (rec[0], rec[1])
-    if len(_head_cache) >= _CACHE_MAX:
-        _head_cache.clear()
-    _head_cache[head] = hd
+def _fast_dimension_key(key: str) -> bool:
+    if key in _dimension_keys:
+        return True
+    if _DIMENSION_KEY_RE.match(key) is None or len(key) > MAX_DIMENSION_KEY:
+        return False
+    if len(_dimension_keys) >= _CACHE_MAX:
+        _dimension_keys.clear()
+    _dimension_keys[key] = True
+    return True
+
+
+def _remember_head(head: str, hd: tuple) -> tuple:
+    """Cache a head the second time it is seen, return ``hd``.
+
+    When series do not repeat, caching would only cost: every entry is a few
+    tuples that outlive the line (and wake the garbage collector) and is
+    never hit.  A head's first sighting only leaves its hash, an int the
+    collector ignores.
+    """
+    h = hash(head)
+    if h in _heads_seen:
+        if len(_head_cache) >= _CACHE_MAX:
+            _head_cache.clear()
+        _head_cache[head] = hd
+    else:
+        if len(_heads_seen) >= _CACHE_MAX:
+            _heads_seen.clear()
+        _heads_seen.add(h)
     return hd
 
 
+def _fast_plain_head(head: str) -> Optional[tuple]:
+    """(key, dims) of a ``key,dims`` head without quotes, backslashes and blanks.
+
+    Every value is its own wire text, so one regex finds the pairs and checks
+    their grammar and lengths; ``str`` methods check what is left.
+    """
+    c = head.find(",")
+    if c < 0:
+        key = head
+        dims: tuple = ()
+    else:
+        key = head[:c]
+        pairs = _PLAIN_DIM_RE.findall(head, c)
+        # Each match runs from a "," to the next "," or the end: as many
+        # matches as commas means the pairs cover the whole head.
+        n = len(pairs)
+        if n > MAX_DIMENSIONS or head.count(",") != n:
+            return None
+        if not head.isprintable() and _BAD_CHAR_RE.search(head) is not None:
+            return None
+        dims = tuple(pairs)
+    if key not in _metric_keys and not _fast_metric_key(key):
+        return None
+    return _remember_head(head, (key, dims))
+
+
+def _fast_any_head(head: str) -> Optional[tuple]:
+    """(key, dims) of a head ``_LINE_RE`` matched (quotes and escapes allowed)."""
+    key, _, _ = head.partition(",")
+    if not _fast_metric_key(key):
+        return None
+    dims = []
+    for k, q, b in _DIM_RE.findall(head, len(key)):
+        v = q or b
+        if "\\" in v:
+            v = _UNESCAPE_RE.sub(r"\1", v)
+        if len(v) > MAX_DIMENSION_VALUE or not (k in _dimension_keys or _fast_dimension_key(k)):
+            return None
+        dims.append((k, v))
+    if len(dims) > MAX_DIMENSIONS:
+        return None
+    return _remember_head(head, (key, tuple(dims)))
+
+
+def _fast_record(hd: tuple, mn: Optional[str], mx: Optional[str], sm: Optional[str],
+                 cnt: Optional[str], delta: Optional[str], value: Optional[str],
+                 t: Optional[str], now_ms: Optional[int]) -> Optional[Metric]:
+    """The record of a valid head and the payload groups of _RX_PAYLOAD, or None.
+
+    The regex has checked the grammar of every number: what is left is
+    finiteness, the int64 range, the summary's consistency and the window.
+    """
+    ts = None
+    if t is not None:
+        ts = int(t)
+        if ts > MAX_INT64 or (
+            now_ms is not None and not (now_ms - WINDOW_PAST_MS <= ts <= now_ms + WINDOW_FUTURE_MS)
+        ):
+            return None
+    if value is not None:
+        v = float(value)
+        if v - v != 0.0:
+            return None
+        return _tuple_new(Metric, (hd[0], hd[1], KIND_GAUGE, v, None, None, None, None, ts))
+    if delta is not None:
+        v = float(delta)
+        if v - v != 0.0:
+            return None
+        return _tuple_new(Metric, (hd[0], hd[1], KIND_COUNT, v, None, None, None, None, ts))
+    fmn, fmx, fsm, icnt = float(mn), float(mx), float(sm), int(cnt)  # type: ignore[arg-type]
+    if (fmn - fmn != 0.0 or fmx - fmx != 0.0 or fsm - fsm != 0.0 or icnt > MAX_INT64
+            or _summary_problem(fmn, fmx, fsm, icnt) is not None):
+        return None
+    return _tuple_new(Metric, (hd[0], hd[1], KIND_SUMMARY, None, fmn, fmx, fsm, icnt, ts))
+
+
+def _fast_line_re(s: str) -> Optional[tuple]:
+    """(head, payload groups) of a line whose head holds quotes or backslashes: one
+    regex over the whole line; None when it does not match."""
+    m = _LINE_RE.match(s)
+    if m is None:
+        return None
+    g = m.groups()
+    hd = _head_cache.get(g[0])
+    if hd is None:
+        hd = _fast_any_head(g[0])
+        if hd is None:
+            return None
+    return hd, g[1:]
+
+
 def _fast_line(s: str, now_ms: Optional[int]) -> Optional[Metric]:
-    """The record for an ordinary valid line, or None (then the scanner decides)."""
+    """The record for an ordinary valid line, or None (then the scanner decides).
+
+    Heads seen before come from a bounded cache; a new head is checked by
+    regular expressions and ``str`` methods over whole fields, never a
+    character at a time.
+    """
     sp = s.find(" ")
     if sp < MIN_METRIC_KEY or len(s) > MAX_LINE_CHARS:
         return None
-    hd = _fast_head(s[:sp])
+    hd = _head_cache.get(s[:sp])
     if hd is None:
-        return None
-    parts = s[sp + 1:].split(" ")
-    np = len(parts)
-    ts = None
-    if np == 2:
-        t = parts[1]
-        if not (0 < len(t) <= MAX_TIMESTAMP_DIGITS and t.isascii() and t.isdigit()):
-            return None
-        ts = int(t)
-        if ts > MAX_INT64 or (
-            now_ms is not None
-            and not (now_ms - WINDOW_PAST_MS <= ts <= now_ms + WINDOW_FUTURE_MS)
-        ):
-            return None
-    elif np != 1:
-        return None
-    p = parts[0]
-    if p.startswith("gauge,"):
-        body = p[6:]
-        if "=" not in body:
-            v = _fast_number(body)
-            if v is None:
+        if '"' in s or "\\" in s:
+            r = _fast_line_re(s)
+            if r is None:
                 return None
-            return _tuple_new(Metric, (hd[0], hd[1], KIND_GAUGE, v, None, None, None, None, ts))
-        f = body.split(",")
-        if len(f) != 4:
+            return _fast_record(r[0], *r[1], now_ms)
+        hd = _fast_plain_head(s[:sp])
+        if hd is None:
             return None
-        a, b, c, d = f
-        if not (
-            a.startswith("min=") and b.startswith("max=") and c.startswith("sum=")
-            and d.startswith("count=")
-        ):
-            return None
-        mn = _fast_number(a[4:])
-        mx = _fast_number(b[4:])
-        sm = _fast_number(c[4:])
-        ct = d[6:]
-        if mn is None or mx is None or sm is None or not (
-            0 < len(ct) <= MAX_TIMESTAMP_DIGITS and ct.isascii() and ct.isdigit()
-        ):
-            return None
-        cnt = int(ct)
-        if cnt > MAX_INT64 or _summary_problem(mn, mx, sm, cnt) is not None:
-            return None
-        return _tuple_new(Metric, (hd[0], hd[1], KIND_SUMMARY, None, mn, mx, sm, cnt, ts))
-    if p.startswith("count,delta="):
-        v = _fast_number(p[12:])
-        if v is None:
-            return None
-        return _tuple_new(Metric, (hd[0], hd[1], KIND_COUNT, v, None, None, None, None, ts))
-    if not p or not ("0" <= p[0] <= "9" or p[0] in "+-."):
+    m = _TAIL_RE.match(s, sp)
+    if m is None:
         return None
-    v = _fast_number(p)
-    if v is None:
+    return _fast_record(hd, *m.groups(), now_ms)
+
+
+def _fast_check(s: str, now_ms: Optional[int]) -> Optional[Metric]:
+    """For validate(): a record of an ordinary valid line, or None (then _fast_line).
+
+    Only its key, kind and timestamp are meaningful: the dimensions of a
+    line without quotes and backslashes are checked but not built.
+    """
+    if '"' in s or "\\" in s or len(s) > MAX_LINE_CHARS:
+        return _fast_line(s, now_ms)
+    sp = s.find(" ")
+    key = _valid_heads.get(s[:sp])
+    if key is None:
+        m = _PLAIN_LINE_RE.match(s)
+        if m is None:
+            return None
+        key = m.group(1)
+        if key not in _metric_keys and not _fast_metric_key(key):
+            return None
+        if len(_valid_heads) >= _CACHE_MAX:
+            _valid_heads.clear()
+        _valid_heads[s[:sp]] = key      # keys and heads are str: nothing for the collector
+        return _fast_record((key, ()), *m.groups()[1:], now_ms)
+    m = _TAIL_RE.match(s, sp)
+    if m is None:
         return None
-    return _tuple_new(Metric, (hd[0], hd[1], KIND_GAUGE, v, None, None, None, None, ts))
+    return _fast_record((key, ()), *m.groups(), now_ms)
 
 
 def _text_of(buf: bytes) -> str:

@@ -873,11 +873,17 @@ def test_arbitrary_bytes_raise_only_decode_error(impl, data):
 NOWS = [None, NOW, 0, MAX_INT64]
 
 
-@given(st.one_of(S.any_lines(), S.plain_lines().map(lambda t: t[0].encode())),
+@given(st.one_of(S.any_lines(), S.plain_lines().map(lambda t: t[0].encode()),
+                 S.mutated_lines(), S.valid_lines().map(lambda t: t[0].encode())),
        st.sampled_from(NOWS + ["ts"]))
 def test_fast_path_agrees(py, data, now):
-    """``_fast_line`` is None or exactly the exact scanner's record."""
-    from dtproto import _codec_py
+    """``_fast_line`` is None or exactly the exact scanner's record; ``_fast_check``
+    (validate's) is None or agrees on key, kind, values and timestamp.
+
+    tests/test_fastpath.py holds the same property over lines in the fast
+    path's own shape (escapes, quotes, unicode, 50 dimensions, long values).
+    """
+    from dtproto import _codec_py, _scan
 
     text = _codec_py._text_of(data)
     for raw in text.split("\n"):
@@ -886,6 +892,10 @@ def test_fast_path_agrees(py, data, now):
             if n == "ts":  # a "now" right at the line's own timestamp window edges
                 tail = raw2.rstrip().rsplit(" ", 1)[-1]
                 n = int(tail) + 3_600_000 if tail.isdigit() and len(tail) < 19 else None
+            check = _scan._fast_check(raw2, n)
+            if check is not None:
+                exact = _codec_py._scan_line(raw2, n)  # must not raise
+                assert (check[0], check[2:]) == (exact[0], exact[2:])
             fast = _codec_py._fast_line(raw2, n)
             if fast is None:
                 continue
