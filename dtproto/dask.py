@@ -44,7 +44,10 @@ DEFAULT_BLOCKSIZE = 64 << 20
 """Bytes per task (``"64 MiB"``): big enough that a task's overhead (a few
 milliseconds) vanishes, small enough to spread a file over many workers."""
 
-_READ = 1 << 20            # bytes read at a time by a worker
+# Bytes read at a time by a worker.  Small enough to stay below glibc's mmap
+# threshold, which Dask's nanny pins (MALLOC_TRIM_THRESHOLD_): 1 MiB reads
+# there cost a fresh mapping and its page faults each, about a third more CPU.
+_READ = 64 << 10
 
 PathArg = Union[str, "os.PathLike[str]"]
 

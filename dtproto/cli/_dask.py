@@ -60,7 +60,7 @@ class Cluster:
                 if n < 1:
                     raise UsageError("--dask local:N needs N >= 1 worker processes, not %d" % n)
                 self._cluster = distributed.LocalCluster(
-                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                     silence_logs=logging.ERROR)
                 self.client = distributed.Client(self._cluster)
             else:

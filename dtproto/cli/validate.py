@@ -27,9 +27,10 @@ _MIN_JOB_BYTES = 256 << 10  # a --jobs byte range is never smaller than this
 _SEGMENT_ERRORS = 1_000     # errors listed per segment at least (examples per code)
 
 
-def _Segments(read: Callable[[int], bytes], on_read: Callable[[], None]) -> Segments:
+def _Segments(read: Callable[[int], bytes], on_read: Callable[[], None],
+              block: int = _BLOCK) -> Segments:
     """The input cut into segments of whole lines (:class:`dtproto._ranges.Segments`)."""
-    return Segments(read, on_read, _BLOCK)
+    return Segments(read, on_read, block)
 
 
 # --------------------------------------------------------------------------- validation
@@ -112,7 +113,8 @@ def _needs_all_errors(part: ValidationReport, examples: Dict[Any, List[LineError
 
 
 def _validate_stream(inp: _Input, now_ms: Optional[int], caps: _Caps,
-                     on_read: Callable[[int], None], limit: Optional[int] = None) -> _Checked:
+                     on_read: Callable[[int], None], limit: Optional[int] = None,
+                     block: int = _BLOCK) -> _Checked:
     """Validate ``inp`` segment by segment (bounded memory), merging the
     segments' reports in order.  With ``limit``, reads only that many bytes
     (a ``--jobs`` range)."""
@@ -127,7 +129,7 @@ def _validate_stream(inp: _Input, now_ms: Optional[int], caps: _Caps,
             left[0] -= len(data)
             return data
 
-    segs = _Segments(read, lambda: on_read(inp.position()))
+    segs = _Segments(read, lambda: on_read(inp.position()), block)
     done = _Checked(ValidationReport(), {}, 0)
     while not segs.eof:
         kept: Optional[List[bytes]] = []
@@ -241,11 +243,12 @@ def _dask_validate(path: str, start: int, end: int, gz: bool, now_ms: Optional[i
     on a Dask worker, as ``--jobs`` validates it in a process."""
     inp = _Input(path)
     try:
+        # Reads of 64 KiB: see dtproto.dask._READ (Dask workers pin glibc's mmap threshold).
         if gz or not inp.size:
-            return _validate_stream(inp, now_ms, caps, lambda _p: None)
+            return _validate_stream(inp, now_ms, caps, lambda _p: None, block=64 << 10)
         inp._raw.seek(start)
         inp._file = inp._raw
-        return _validate_stream(inp, now_ms, caps, lambda _p: None, end - start)
+        return _validate_stream(inp, now_ms, caps, lambda _p: None, end - start, 64 << 10)
     finally:
         inp.close()
 
