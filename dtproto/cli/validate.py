@@ -28,9 +28,10 @@ _SEGMENT_ERRORS = 1_000     # errors listed per segment at least (examples per c
 
 
 def _Segments(read: Callable[[int], bytes], on_read: Callable[[], None],
-              block: int = _BLOCK) -> Segments:
-    """The input cut into segments of whole lines (:class:`dtproto._ranges.Segments`)."""
-    return Segments(read, on_read, block)
+              block: Optional[int] = None) -> Segments:
+    """The input cut into segments of whole lines (:class:`dtproto._ranges.Segments`),
+    read ``block`` bytes at a time (default ``_BLOCK``)."""
+    return Segments(read, on_read, _BLOCK if block is None else block)
 
 
 # --------------------------------------------------------------------------- validation
@@ -114,7 +115,7 @@ def _needs_all_errors(part: ValidationReport, examples: Dict[Any, List[LineError
 
 def _validate_stream(inp: _Input, now_ms: Optional[int], caps: _Caps,
                      on_read: Callable[[int], None], limit: Optional[int] = None,
-                     block: int = _BLOCK) -> _Checked:
+                     block: Optional[int] = None) -> _Checked:
     """Validate ``inp`` segment by segment (bounded memory), merging the
     segments' reports in order.  With ``limit``, reads only that many bytes
     (a ``--jobs`` range)."""
