@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Tuple
 
 __all__ = ["PEERS", "load_peers", "peer_version", "dmu_encoder", "sdk_encoder",
-           "questdb_encoder", "lpp_decoder"]
+           "questdb_encoder", "lpp_decoder", "questdb_dataframe"]
 
 # (key, distribution name) of every peer, in the order tables list them.
 PEERS: Tuple[Tuple[str, str], ...] = (
@@ -162,4 +162,24 @@ def lpp_decoder(peer: Any, influx: bytes) -> Callable[[], list]:
 
     def run() -> list:
         return [parse_line(line) for line in influx.split(b"\n") if line]
+    return run
+
+
+def questdb_dataframe(peer: Any, df: Any, key: str, symbols: List[str], at: str,
+                      protocol_version: int = 1) -> Callable[[], bytes]:
+    """questdb: Buffer(protocol_version=N).dataframe(df, table_name_col=key, symbols=..., at=...).
+
+    A whole pandas DataFrame encoded in native code (InfluxDB line protocol).
+    ``at`` must be a datetime64 column (questdb refuses int64 epoch ms); the
+    caller converts it before the timing.
+    """
+    buffer_cls = peer[0]
+
+    def run() -> bytes:
+        try:
+            buf = buffer_cls(protocol_version=protocol_version)
+        except TypeError:  # questdb < 3
+            buf = buffer_cls()
+        buf.dataframe(df, table_name_col=key, symbols=symbols, at=at)
+        return bytes(buf)
     return run

@@ -159,7 +159,7 @@ def _decode_columns_py(buf: bytes, first_line: int, now_ms: Optional[int], skip:
                                                        duplicates kept; ``dim_offsets[0]``
                                                        is 0
     ``"dim_key"``           ``array('i')``, m          index into ``"dim_keys"``
-    ``"dim_keys"``          ``list`` of ``str``        distinct dimension keys
+    ``"dim_keys"``          ``list`` of ``str``        dimension keys
     ``"dim_value"``         ``array('i')``, m          index into ``"dim_values"``
     ``"dim_values"``        ``list`` of ``str``        (unescaped) dimension values
     ``"metadata"``          ``list`` of                the metadata lines, in order
@@ -176,11 +176,11 @@ def _decode_columns_py(buf: bytes, first_line: int, now_ms: Optional[int], skip:
     ``timestamp`` where it holds -1.  Accounting: ``rows + len(metadata) +
     len(skipped) + blank lines == lines``.  Index arrays may be any buffer of
     the stated item size (``array`` is what this reference returns).  The
-    string lists may hold entries no row uses, need not be in first-seen
-    order, and need not be distinct: this reference dedupes ``keys`` and
-    ``dim_keys`` (first seen first) but gives ``dim_values`` one entry per
-    pair, in order (``dim_value`` is then ``0, 1, 2, ...``), because
-    deduping values that rarely repeat costs more than it saves.
+    string tables (``keys``, ``dim_keys``, ``dim_values``) may hold entries
+    no row uses, in any order, and need not be distinct; a C implementation
+    returns ``list`` objects, this reference returns ``keys`` as a list and
+    the two dimension tables as pyarrow ``StringArray`` objects (anything
+    ``pyarrow.array`` accepts as strings will do).
     """
     codec = _codec if _codec is not None else _impl.codec
     nlines = buf.count(b"\n") + (0 if not buf or buf.endswith(b"\n") else 1)
@@ -239,32 +239,43 @@ def _index(values: List[str]) -> Tuple[array, List[str]]:
     return array("i", map(pos.__getitem__, values)), list(uniq)
 
 
+def _array_of(typecode: str, arr: Any) -> array:
+    """A pyarrow primitive array without nulls as an ``array`` (one copy)."""
+    out = array(typecode)
+    if len(arr):
+        size = out.itemsize
+        data = arr.buffers()[1]
+        out.frombytes(memoryview(data)[arr.offset * size:(arr.offset + len(arr)) * size])
+    return out
+
+
 def _columns_of(records: List[Any], numbers: Any, nlines: int,
                 metadata: List[Tuple[int, Metadata]], skipped: List[LineError]) -> Dict[str, Any]:
+    # Python lists of the fields, then pyarrow's C++ conversion for what is
+    # nested or nullable: the fallback's cost is the records, not the columns.
     n = len(records)
     key_index, keys = _index(list(map(_g0, records)))
     code = _KIND_CODE
     kinds = list(map(_g2, records))
     kind = array("b", bytes(map(code.__getitem__, kinds)))
-    values = list(map(_g3, records))
+    f64 = pa.float64()
+
+    def floats(values: List[Any]) -> array:
+        return _array_of("d", pc.fill_null(pa.array(values, f64), 0.0))
+
     if KIND_SUMMARY in kinds:
-        values = [0.0 if v is None else v for v in values]
-        mins = [0.0 if v is None else v for v in map(_g4, records)]
-        maxs = [0.0 if v is None else v for v in map(_g5, records)]
-        sums = [0.0 if v is None else v for v in map(_g6, records)]
-        counts = [0 if v is None else v for v in map(_g7, records)]
-        mn, mx, sm, ct = array("d", mins), array("d", maxs), array("d", sums), array("q", counts)
+        mn, mx, sm = (floats(list(map(g, records))) for g in (_g4, _g5, _g6))
+        ct = _array_of("q", pc.fill_null(pa.array(list(map(_g7, records)), pa.int64()), 0))
     else:
         zero = array("d", bytes(8 * n))
         mn, mx, sm, ct = zero, zero, zero, array("q", bytes(8 * n))
-    stamps = list(map(_g8, records))
-    if None in stamps:
-        stamps = [-1 if t is None else t for t in stamps]
-    dims = list(map(_g1, records))
-    flat = list(chain.from_iterable(dims))
-    dim_key, dim_keys = _index(list(map(_g0, flat)))
-    dim_values = list(map(_g1, flat))
-    dim_value = array("i", range(len(dim_values)))
+    stamps = pc.fill_null(pa.array(list(map(_g8, records)), pa.int64()), -1)
+    dims = pa.array(list(map(_g1, records)), type=_MAP)
+    dkeys = dims.keys.dictionary_encode()
+    dvals = dims.items.dictionary_encode()
+    offsets = dims.offsets
+    if dims.offset or (len(offsets) and offsets[0].as_py()):
+        offsets = pc.subtract(offsets, offsets[0])
     return {
         "rows": n,
         "lines": nlines,
@@ -272,14 +283,14 @@ def _columns_of(records: List[Any], numbers: Any, nlines: int,
         "key_index": key_index,
         "keys": keys,
         "kind": kind,
-        "value": array("d", values),
+        "value": floats(list(map(_g3, records))),
         "min": mn, "max": mx, "sum": sm, "count": ct,
-        "timestamp": array("q", stamps),
-        "dim_offsets": array("i", accumulate(map(len, dims), initial=0)),
-        "dim_key": dim_key,
-        "dim_keys": dim_keys,
-        "dim_value": dim_value,
-        "dim_values": dim_values,
+        "timestamp": _array_of("q", stamps),
+        "dim_offsets": _array_of("i", offsets),
+        "dim_key": _array_of("i", dkeys.indices),
+        "dim_keys": dkeys.dictionary,
+        "dim_value": _array_of("i", dvals.indices),
+        "dim_values": dvals.dictionary,
         "metadata": metadata,
         "skipped": skipped,
     }

@@ -1,0 +1,156 @@
+"""Columnar throughput: dtproto.arrow against dtproto.decode and the peers.
+
+Decoding, on 300,000 lines where every line is its own series (plus a share
+of escape-heavy lines with quoted values, gauge/count/summary, ~10% without
+timestamp, one metadata line in the middle):
+
+* ``decode_table`` (the loaded implementation, and each one available);
+* ``dtproto.decode`` (records);
+* line-protocol-parser's ``parse_line`` on the same data in InfluxDB form
+  (adapter: ``dtproto._peers.lpp_decoder``).
+
+Encoding a pandas DataFrame of 300,000 rows (key, value, host, region, ts as
+int64 epoch ms; every row its own series):
+
+* ``encode_table(df, key="key", value="value", dimensions=["host", "region"],
+  timestamp="ts")``;
+* the same rows through ``dtproto.Encoder`` one by one;
+* questdb's ``Buffer.dataframe`` on the same frame (``ts`` as datetime64,
+  converted before the timing; adapter ``dtproto._peers.questdb_dataframe``).
+
+GC on, one process, median of 5 (``--repeat``).  Run::
+
+    python bench/bench_arrow.py [--lines N] [--repeat K] [--json]
+
+Peers are optional (``pip install '.[bench,arrow]'``); a missing one is
+listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import dtproto  # noqa: E402
+from dtproto import _corpus, _impl, _peers  # noqa: E402
+from dtproto import arrow as A  # noqa: E402
+
+
+def median_time(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def decode_corpus(n: int) -> bytes:
+    unique = _corpus.make_corpus(n - n // 10, cardinality=_corpus.UNIQUE)
+    quoted = _corpus.make_corpus(n // 10 - 1, escape_heavy=True)
+    lines = (unique + quoted).splitlines(keepends=True)
+    random.Random(7).shuffle(lines)
+    lines.insert(len(lines) // 2, b'#app.meta.key gauge dt.meta.displayName="A metric"\n')
+    return b"".join(lines)
+
+
+def frame(n: int) -> Any:
+    import pandas as pd
+
+    rng = random.Random(3)
+    keys = ["app.http.server.request_latency", "host.cpu.usage_percent", "db.pool.active",
+            "kafka.consumer.lag_records", "app.queue.depth_messages"]
+    return pd.DataFrame({
+        "key": [keys[i % len(keys)] for i in range(n)],
+        "value": [rng.random() * 1000 for _ in range(n)],
+        "host": ["host-%07d" % i for i in range(n)],
+        "region": [rng.choice(["eu-west-1", "us east 1", "ap,south"]) for _ in range(n)],
+        "ts": [1_700_000_000_000 + i for i in range(n)],
+    })
+
+
+def main(argv: List[str] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lines", type=int, default=300_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    peers = _peers.load_peers()
+    rows: Dict[str, Any] = {}
+    n = args.lines
+
+    buf = decode_corpus(n)
+    lines = buf.count(b"\n")
+    rows["decode: dtproto.decode (%s)" % dtproto.IMPLEMENTATION] = (
+        median_time(lambda: dtproto.decode(buf), args.repeat), lines)
+    for name, codec in _impl.available_implementations().items():
+        path = "decode_columns" if hasattr(codec, "decode_columns") else "reference columns"
+        rows["decode: decode_table (%s, %s)" % (name, path)] = (
+            median_time(lambda: A.decode_table(buf, _codec=codec), args.repeat), lines)
+    if isinstance(peers["lpp"], str):
+        rows["decode: line-protocol-parser"] = peers["lpp"]
+    else:
+        data_only = b"".join(x for x in buf.splitlines(True) if not x.startswith(b"#"))
+        run = _peers.lpp_decoder(peers["lpp"], _corpus.to_influx(data_only))
+        rows["decode: line-protocol-parser %s" % _peers.peer_version("line-protocol-parser")] = (
+            median_time(run, args.repeat), lines)
+
+    try:
+        import pandas as pd
+    except ImportError as e:
+        rows["encode: (pandas missing)"] = str(e)
+    else:
+        df = frame(n)
+
+        def table() -> bytes:
+            return A.encode_table(df, key="key", value="value", dimensions=["host", "region"],
+                                  timestamp="ts")
+
+        rows["encode: encode_table (pandas DataFrame)"] = (median_time(table, args.repeat), n)
+
+        def encoder() -> bytes:
+            enc = dtproto.Encoder()
+            g = enc.gauge
+            for k, v, h, r, t in zip(df["key"], df["value"], df["host"], df["region"],
+                                     df["ts"]):
+                g(k, v, {"host": h, "region": r}, int(t))
+            return enc.getvalue()
+
+        rows["encode: Encoder row by row (%s)" % dtproto.IMPLEMENTATION] = (
+            median_time(encoder, args.repeat), n)
+        if isinstance(peers["questdb"], str):
+            rows["encode: questdb Buffer.dataframe"] = peers["questdb"]
+        else:
+            qdf = df.copy()
+            qdf["ts"] = pd.to_datetime(qdf["ts"], unit="ms", utc=True)
+            run = _peers.questdb_dataframe(peers["questdb"], qdf, "key", ["host", "region"],
+                                           "ts")
+            rows["encode: questdb %s Buffer.dataframe" % _peers.peer_version("questdb")] = (
+                median_time(run, args.repeat), n)
+
+    if args.json:
+        json.dump({k: (v if isinstance(v, str) else {"seconds": v[0], "rows": v[1],
+                                                     "rows_per_s": v[1] / v[0]})
+                   for k, v in rows.items()}, sys.stdout, indent=2)
+        print()
+        return 0
+    print("%s lines/rows, median of %d, GC on; %s" % (format(n, ","), args.repeat,
+                                                     _corpus.cpu_model()))
+    for k, v in rows.items():
+        if isinstance(v, str):
+            print("  %-58s %s" % (k, v))
+        else:
+            print("  %-58s %8.3f s  %6.2f M rows/s" % (k, v[0], v[1] / v[0] / 1e6))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
