@@ -444,3 +444,25 @@ def test_missing_pyarrow_says_how_to_install():
     code = "import sys; sys.modules['pyarrow'] = None\nimport dtproto; print('ok')\n"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout == "ok\n"
+
+
+def test_a_table_is_sent_through_table_chunks(impl):
+    from dtproto import Sender
+    from dtproto.server import IngestServer
+
+    t = pa.table({"v": [float(i) for i in range(3_000)], "host": ["h%d" % i for i in range(3_000)]})
+    with IngestServer(tokens={"secret": ["metrics.ingest"]}) as srv:
+        with Sender(srv.url, "secret") as s:
+            result = s.send(A.table_chunks(t, rows=1_000, key="a.b", value="v",
+                                           dimensions=["host"], _codec=impl))
+    assert result.lines_ok == 3_000
+    assert srv.accepted_lines[:2] == [b"a.b,host=h0 gauge,0", b"a.b,host=h1 gauge,1"]
+
+
+def test_seconds_timestamps_warn_once(impl):
+    from dtproto.errors import TimestampWarning
+
+    t = pa.table({"v": [1.0, 2.0], "ts": [1_700_000_000, 1_700_000_001]})
+    with pytest.warns(TimestampWarning):
+        body = A.encode_table(t, key="a.b", value="v", timestamp="ts", _codec=impl)
+    assert body == b"a.b gauge,1 1700000000\na.b gauge,2 1700000001\n"
