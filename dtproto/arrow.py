@@ -272,7 +272,6 @@ def _columns_of(records: List[Any], numbers: Any, nlines: int,
     stamps = pc.fill_null(pa.array(list(map(_g8, records)), pa.int64()), -1)
     dims = pa.array(list(map(_g1, records)), type=_MAP)
     dkeys = dims.keys.dictionary_encode()
-    dvals = dims.items.dictionary_encode()
     offsets = dims.offsets
     if dims.offset or (len(offsets) and offsets[0].as_py()):
         offsets = pc.subtract(offsets, offsets[0])
@@ -289,8 +288,8 @@ def _columns_of(records: List[Any], numbers: Any, nlines: int,
         "dim_offsets": _array_of("i", offsets),
         "dim_key": _array_of("i", dkeys.indices),
         "dim_keys": dkeys.dictionary,
-        "dim_value": _array_of("i", dvals.indices),
-        "dim_values": dvals.dictionary,
+        "dim_value": array("i", range(len(dims.items))),   # values rarely repeat
+        "dim_values": dims.items,
         "metadata": metadata,
         "skipped": skipped,
     }

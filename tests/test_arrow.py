@@ -466,3 +466,14 @@ def test_seconds_timestamps_warn_once(impl):
     with pytest.warns(TimestampWarning):
         body = A.encode_table(t, key="a.b", value="v", timestamp="ts", _codec=impl)
     assert body == b"a.b gauge,1 1700000000\na.b gauge,2 1700000001\n"
+
+
+def test_a_map_column_of_dimensions(impl):
+    dims = pa.array([[("a", "1"), ("b", None)], [], [("x", "1"), ("y", "2"), ("x", "3")]],
+                    pa.map_(pa.string(), pa.string()))
+    t = pa.table({"v": [1.0, 2.0, 3.0], "d": dims})
+    body = A.encode_table(t, key="k.k", value="v", dimensions="d", _codec=impl)
+    # as Encoder's dict: a null value left out, a repeated key keeps its place, last value
+    assert bytes(body) == encoder_rows(impl, [("k.k", 1.0, {"a": "1"}, None),
+                                              ("k.k", 2.0, {}, None),
+                                              ("k.k", 3.0, {"x": "3", "y": "2"}, None)])
