@@ -829,8 +829,6 @@ def _col(table: Any, name: str) -> Any:
     return c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
 
 
-_NOT_CONTROL = bytes(b for b in range(256) if b >= 32 and b != 127)
-_NOT_ESCAPED = bytes(b for b in range(256) if b not in b',= \\"')
 
 
 def _data_bytes(arr: Any) -> bytes:
@@ -846,16 +844,22 @@ def _data_bytes(arr: Any) -> bytes:
     return bytes(memoryview(data)[start:end])
 
 
-def _has_any(arr: Any, others: bytes) -> bool:
-    """Whether the strings hold a byte that ``others`` does not list."""
-    return bool(_data_bytes(arr).translate(None, others))
+_CONTROLS = bytes(range(32)) + b"\x7f"
+_NOT_SPECIAL = bytes(b for b in range(256) if b >= 32 and b != 127 and b not in b',= \\"')
 
 
-def _value_problems(d: Any) -> Any:
+def _specials(d: Any) -> Tuple[bool, bytes]:
+    """One pass over the data: (a control character is there, the escaped characters there)."""
+    found = _data_bytes(d).translate(None, _NOT_SPECIAL)
+    escaped = found.translate(None, _CONTROLS)
+    return len(escaped) < len(found), bytes(sorted(set(escaped)))
+
+
+def _value_problems(d: Any, control: bool) -> Any:
     """Which values (a string array) the Encoder refuses: controls, > 255 code points.
     None when none is."""
     masks = []
-    if _has_any(d, _NOT_CONTROL):
+    if control:
         masks.append(pc.match_substring_regex(d, _BAD_VALUE_RE))
     if len(d) and (pc.max(pc.binary_length(d)).as_py() or 0) > MAX_DIMENSION_VALUE:
         masks.append(pc.greater(pc.utf8_length(d), MAX_DIMENSION_VALUE))
@@ -864,14 +868,20 @@ def _value_problems(d: Any) -> Any:
     return masks[0] if len(masks) == 1 else pc.or_(masks[0], masks[1])
 
 
-def _escaped(d: Any) -> Any:
-    if not _has_any(d, _NOT_ESCAPED):
+def _escaped(d: Any, chars: bytes) -> Any:
+    """The values with ``chars`` (the escaped characters they hold) escaped."""
+    if not chars:
         return d
     if len(d) > 1000:   # few distinct values (the usual case): escape those only
         enc = d.dictionary_encode()
         if len(enc.dictionary) * 4 < len(d):
-            return _escaped(enc.dictionary).take(enc.indices)
-    return pc.replace_substring_regex(d, r'([,= \\"])', r"\\\1")
+            return _escaped(enc.dictionary, chars).take(enc.indices)
+    if b"\\" in chars:   # first, so that the escapes it adds stay as they are
+        d = pc.replace_substring(d, "\\", "\\\\")
+    for c in chars.decode("ascii"):
+        if c != "\\":
+            d = pc.replace_substring(d, c, "\\" + c)
+    return d
 
 
 def _encoded(arr: Any) -> Tuple[Any, Any]:
@@ -914,13 +924,14 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
         if not isinstance(dkey, str) or _dimension_key_problem(dkey) is not None:
             raise _NeedRows(0)
         idx, d = _encoded(_col(table, col))   # idx None: d is the column itself
-        prob = _value_problems(d)
+        control, chars = _specials(d)
+        prob = _value_problems(d, control)
         if prob is not None:
             bad.append(prob if idx is None else prob.take(idx))
         if idx is None and not d.null_count:   # straight into the line's join
-            dim_parts.extend(["," + dkey + "=", _escaped(d)])
+            dim_parts.extend(["," + dkey + "=", _escaped(d, chars)])
             continue
-        seg = pc.binary_join_element_wise("," + dkey + "=", _escaped(d), "")
+        seg = pc.binary_join_element_wise("," + dkey + "=", _escaped(d, chars), "")
         if idx is not None:
             seg = seg.take(idx)
         dim_parts.append(pc.fill_null(seg, "") if seg.null_count else seg)

@@ -477,3 +477,13 @@ def test_a_map_column_of_dimensions(impl):
     assert bytes(body) == encoder_rows(impl, [("k.k", 1.0, {"a": "1"}, None),
                                               ("k.k", 2.0, {}, None),
                                               ("k.k", 3.0, {"x": "3", "y": "2"}, None)])
+
+
+def test_escaping_many_distinct_values(impl):
+    n = 3_000
+    vals = ['h %d,x="y"\\z=%d' % (i, i) for i in range(n)]
+    t = pa.table({"v": [1.0] * n, "host": vals})
+    body = A.encode_table(t, key="a.b", value="v", dimensions=["host"], _codec=impl)
+    assert bytes(body) == encoder_rows(impl, [("a.b", 1.0, {"host": h}, None) for h in vals])
+    back = A.decode_table(bytes(body), _codec=impl).column("dimensions").to_pylist()
+    assert [d[0][1] for d in back] == vals
