@@ -1334,8 +1334,10 @@ def table_chunks(data: Any, *, rows: int = 100_000, **options: Any) -> Iterator[
     if "key" not in options and "value" not in options:
         names = set(table.column_names)
         if not {"key", "kind", "value", "timestamp", "dimensions"} <= names:
-            raise ValueError("table_chunks needs key= and value= unless the table has "
-                             "decode_table's columns")
+            raise ValueError(
+                "a table without decode_table's columns (key, kind, value, timestamp, "
+                "dimensions) needs its mapping: table_chunks(table, key=..., value=..., "
+                "dimensions=[...], timestamp=...) (send that to a Sender)")
         options = dict(key="key", value="value", kind="kind", dimensions="dimensions",
                        timestamp="timestamp", **options)
     for start in range(0, max(table.num_rows, 1), rows):
