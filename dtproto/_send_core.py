@@ -688,6 +688,10 @@ def _blocks(data: Any) -> Iterator[Any]:
         for i in range(0, len(data), _READ_BLOCK):
             yield from text.encode(data[i: i + _READ_BLOCK])
         return
+    if hasattr(data, "__arrow_c_stream__"):   # a pyarrow Table, a pandas or Polars frame
+        from .arrow import table_chunks        # (pip install dtproto[arrow]), a slice at a time
+        yield from table_chunks(data)
+        return
     if isinstance(data, (Metric, Metadata)):
         data = (data,)
     elif _is_encoder(data):

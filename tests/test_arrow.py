@@ -487,3 +487,38 @@ def test_escaping_many_distinct_values(impl):
     assert bytes(body) == encoder_rows(impl, [("a.b", 1.0, {"host": h}, None) for h in vals])
     back = A.decode_table(bytes(body), _codec=impl).column("dimensions").to_pylist()
     assert [d[0][1] for d in back] == vals
+
+
+def test_senders_take_a_decoded_table_directly(impl):
+    from dtproto import Sender
+    from dtproto.server import IngestServer
+
+    buf = body_with_everything()
+    table = A.decode_table(buf, _codec=impl)
+    with IngestServer(tokens={"secret": ["metrics.ingest"]}, now_ms=_corpus.BASE_TS_MS) as srv:
+        with Sender(srv.url, "secret") as s:
+            result = s.send(table)
+            with pytest.raises(ValueError, match="needs its mapping"):
+                s.send(pa.table({"v": [1.0]}))
+    assert result.lines_ok == table.num_rows
+    assert b"\n".join(srv.accepted_lines) + b"\n" == impl.encode(
+        [r for r in impl.decode(buf) if type(r) is Metric])
+
+
+def test_async_sender_takes_a_table(impl):
+    pytest.importorskip("aiohttp")
+    import asyncio
+
+    from dtproto.aio import AsyncSender
+    from dtproto.server import IngestServer
+
+    table = A.decode_table(b"a.b,h=x 1\nc.d count,delta=2\n", _codec=impl)
+
+    async def go(url):
+        async with AsyncSender(url, "secret") as s:
+            return await s.send(table)
+
+    with IngestServer(tokens={"secret": ["metrics.ingest"]}) as srv:
+        result = asyncio.run(go(srv.url))
+    assert result.lines_ok == 2
+    assert srv.accepted_lines == [b"a.b,h=x gauge,1", b"c.d count,delta=2"]
