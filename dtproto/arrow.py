@@ -964,9 +964,10 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
     ts_text = None
     if ts_name is not None:
         ts = _ts_column(_col(table, ts_name))
-        lo, hi = (pc.min_max(ts).values() if len(ts) else (None, None))
-        lo, hi = lo.as_py() if lo is not None else None, hi.as_py() if hi is not None else None
-        if lo is not None and (lo < 0 or hi > MAX_INT64):
+        mm = pc.min_max(ts) if len(ts) else None
+        lo: Optional[int] = mm["min"].as_py() if mm is not None else None
+        hi: Optional[int] = mm["max"].as_py() if mm is not None else None
+        if lo is not None and hi is not None and (lo < 0 or hi > MAX_INT64):
             bad.append(pc.or_(pc.less(ts, 0), pc.greater(ts, MAX_INT64)))
         if lo is not None and lo < SECONDS_TIMESTAMP_BELOW:
             seconds = True
