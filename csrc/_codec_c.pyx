@@ -30,7 +30,7 @@ from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.dict cimport PyDict_Next
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.math cimport isinf, isnan
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy
 from itertools import islice
 
@@ -2084,3 +2084,353 @@ def encode(records):
 # Docstrings live once, in the reference; the parity test checks them.
 for _name in ("decode", "iter_decode", "validate", "encode"):
     globals()[_name].__doc__ = getattr(_codec_py, _name).__doc__
+
+
+# --- columns for dtproto.arrow (the contract: dtproto.arrow._decode_columns_py) ---
+#
+# One pass over the lines with the same scanners as decode, writing into C
+# buffers instead of building records: no Python object per line.  Metric and
+# dimension keys are interned per call (few distinct); dimension values are
+# appended unescaped to one UTF-8 buffer with int32 offsets.  The head cache is
+# not used: it holds objects, and the columns need the spans of every line.
+
+cdef struct Col:
+    char *p
+    Py_ssize_t len
+    Py_ssize_t cap
+
+
+cdef int col_reserve(Col *c, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t cap = c.cap if c.cap else 4096
+    cdef char *nb
+    if c.len + extra <= c.cap:
+        return 0
+    while cap < c.len + extra:
+        cap *= 2
+    nb = <char *>PyMem_Realloc(c.p, cap)
+    if nb == NULL:
+        raise MemoryError()
+    c.p = nb
+    c.cap = cap
+    return 0
+
+
+cdef inline int col_put(Col *c, const void *src, Py_ssize_t n) except -1:
+    if c.len + n > c.cap:
+        col_reserve(c, n)
+    memcpy(c.p + c.len, src, n)
+    c.len += n
+    return 0
+
+
+cdef class _Column:
+    """A finished column: its C buffer handed to Python without a copy."""
+
+    cdef char *p
+    cdef Py_ssize_t n
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        view.buf = self.p
+        view.obj = self
+        view.len = self.n
+        view.readonly = 1
+        view.itemsize = 1
+        view.format = "B"
+        view.ndim = 1
+        view.shape = &self.n
+        view.strides = NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+    def __dealloc__(self):
+        PyMem_Free(self.p)
+
+
+cdef object col_take(Col *c):
+    """The column as a buffer object (it takes over the memory)."""
+    cdef _Column out = _Column.__new__(_Column)
+    cdef char *shrunk
+    if c.p == NULL:  # an empty column still has an address (Arrow requires one)
+        col_reserve(c, 1)
+    if c.len < c.cap:
+        shrunk = <char *>PyMem_Realloc(c.p, c.len if c.len else 1)
+        if shrunk != NULL:
+            c.p = shrunk
+    out.p = c.p
+    out.n = c.len
+    c.p = NULL
+    c.len = c.cap = 0
+    return out
+
+
+cdef object col_view(Col *c, str fmt):
+    """The column as a memoryview of its item type (no copy)."""
+    return memoryview(col_take(c)).cast(fmt)
+
+
+cdef int col_presize(Col *c, Py_ssize_t cap) except -1:
+    if cap > c.cap:
+        col_reserve(c, cap - c.len)
+    return 0
+
+
+cdef struct Slot:
+    uint64_t hash
+    const uint8_t *ptr    # into the caller's buffer, which outlives the call
+    Py_ssize_t len
+    int32_t index         # -1: empty
+
+
+cdef struct Interner:
+    Slot *slots
+    Py_ssize_t mask       # capacity - 1 (a power of two)
+    Py_ssize_t used
+
+
+cdef int interner_init(Interner *t) except -1:
+    t.mask = 63
+    t.used = 0
+    t.slots = <Slot *>PyMem_Malloc(64 * sizeof(Slot))
+    if t.slots == NULL:
+        raise MemoryError()
+    for i in range(64):
+        t.slots[i].index = -1
+    return 0
+
+
+cdef int intern_index(Interner *t, list table, const uint8_t *p, Py_ssize_t n) except -2:
+    """The index of ``p[:n]`` (ASCII) in ``table``, appending it when new."""
+    cdef uint64_t h = head_hash(p, n)
+    cdef Py_ssize_t i = h & t.mask, k, cap
+    cdef Slot *s
+    cdef Slot *old
+    while True:
+        s = &t.slots[i]
+        if s.index < 0:
+            break
+        if s.hash == h and s.len == n and memcmp(s.ptr, p, n) == 0:
+            return s.index
+        i = (i + 1) & t.mask
+    table.append(PyUnicode_DecodeLatin1(<const char *>p, n, NULL))
+    s.hash = h
+    s.ptr = p
+    s.len = n
+    s.index = <int32_t>(len(table) - 1)
+    t.used += 1
+    if t.used * 2 > t.mask:  # grow at half full
+        cap = (t.mask + 1) * 2
+        old = t.slots
+        t.slots = <Slot *>PyMem_Malloc(cap * sizeof(Slot))
+        if t.slots == NULL:
+            t.slots = old
+            raise MemoryError()
+        for k in range(cap):
+            t.slots[k].index = -1
+        for k in range(t.mask + 1):
+            if old[k].index >= 0:
+                i = old[k].hash & (cap - 1)
+                while t.slots[i].index >= 0:
+                    i = (i + 1) & (cap - 1)
+                t.slots[i] = old[k]
+        t.mask = cap - 1
+        PyMem_Free(old)
+    return <int>(len(table) - 1)
+
+
+cdef inline int intern_near(Interner *t, list table, Slot *last, const uint8_t *p,
+                            Py_ssize_t n) except -2:
+    """intern_index, first trying what was found at this place the line before:
+    keys repeat line after line, and a compare is cheaper than a hash."""
+    cdef int idx
+    if last.index >= 0 and last.len == n and memcmp(last.ptr, p, n) == 0:
+        return last.index
+    idx = intern_index(t, table, p, n)
+    last.ptr = p
+    last.len = n
+    last.index = idx
+    return idx
+
+
+cdef int put_value(Col *data, const uint8_t *p, DimSpan *d) except -1:
+    """The unescaped value bytes (mirrors unescape_into)."""
+    cdef Py_ssize_t i
+    cdef uint8_t c, e
+    if not d.escaped:
+        return col_put(data, p + d.vs, d.ve - d.vs)
+    col_reserve(data, d.ve - d.vs)
+    i = d.vs
+    while i < d.ve:
+        c = p[i]
+        if c == 92:
+            e = p[i + 1]
+            if e < 128 and CLS[e] & C_ESCAPE_ONE:
+                data.p[data.len] = <char>e
+                data.len += 1
+                i += 2
+                continue
+        data.p[data.len] = <char>c
+        data.len += 1
+        i += 1
+    return 0
+
+
+cdef Py_ssize_t estimate_lines(const uint8_t *base, Py_ssize_t size) noexcept:
+    cdef Py_ssize_t probe = size if size < 65536 else 65536, count = 1, pos = 0
+    cdef const void *nl
+    while pos < probe:
+        nl = memchr(base + pos, 10, probe - pos)
+        if nl == NULL:
+            break
+        count += 1
+        pos = (<const uint8_t *>nl - base) + 1
+    return (size // probe) * count * 9 // 8 + 16 if probe else 16
+
+
+def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
+    """Decode a block of whole lines into columns (see dtproto.arrow._decode_columns_py)."""
+    cdef const uint8_t *base = <const uint8_t *>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t pos = 0, end, n, after, rows = 0, pairs = 0, lineno = first_line
+    cdef const uint8_t *p
+    cdef const void *nl
+    cdef int r, k
+    cdef int64_t lo, hi, i64
+    cdef int32_t i32
+    cdef int8_t kind
+    cdef double zero = 0.0
+    cdef LineScan L
+    cdef DimSpan *d
+    cdef Col c_line, c_key, c_kind, c_value, c_min, c_max, c_sum, c_count, c_ts
+    cdef Col c_off, c_dkey, c_dval, c_voff, c_vdata  # c_dval stays empty (dim_value: None)
+    cdef Col *cols[14]
+    cdef Py_ssize_t est
+    cdef Interner keys_t, dkeys_t
+    cdef Slot last_key
+    cdef Slot last_dkey[50]  # MAX_DIMENSIONS: the key at each position, the line before
+    cdef list keys = [], dim_keys = [], metadata = [], skipped = []
+    if size >= 0x7FFFFFFF:  # int32 offsets: such a block goes through the reference
+        raise OverflowError("decode_columns takes blocks below 2 GiB")
+    now_ms = R.now_arg(now_ms)
+    window(now_ms, &lo, &hi)
+    cols[0] = &c_line; cols[1] = &c_key; cols[2] = &c_kind; cols[3] = &c_value
+    cols[4] = &c_min; cols[5] = &c_max; cols[6] = &c_sum; cols[7] = &c_count
+    cols[8] = &c_ts; cols[9] = &c_off; cols[10] = &c_dkey; cols[11] = &c_dval
+    cols[12] = &c_voff; cols[13] = &c_vdata
+    for k in range(14):
+        cols[k].p = NULL
+        cols[k].len = 0
+        cols[k].cap = 0
+    keys_t.slots = NULL
+    dkeys_t.slots = NULL
+    last_key.index = -1
+    for k in range(MAX_DIMENSIONS):
+        last_dkey[k].index = -1
+    try:
+        interner_init(&keys_t)
+        interner_init(&dkeys_t)
+        # Size the columns once from the line length of the first 64 KiB
+        # (they still grow if the estimate falls short): no copying as they fill.
+        est = estimate_lines(base, size)
+        for k in (0, 3, 4, 5, 6, 7, 8):
+            col_presize(cols[k], est * 8)
+        col_presize(&c_key, est * 4)
+        col_presize(&c_kind, est)
+        col_presize(&c_off, est * 4 + 4)
+        col_presize(&c_dkey, est * 16)
+        col_presize(&c_voff, est * 16 + 4)
+        col_presize(&c_vdata, size // 4)
+        i32 = 0
+        col_put(&c_off, &i32, 4)
+        col_put(&c_voff, &i32, 4)
+        while pos < size:
+            nl = memchr(base + pos, 10, size - pos)
+            end = (<const uint8_t *>nl - base) if nl != NULL else size
+            p = base + pos
+            n = end - pos
+            r = prepare_line(p, &n)
+            if r == R_DATA:
+                after = scan_head(p, n, &L)
+                if after < 0:
+                    r = R_INVALID
+                else:
+                    L.head_end = after
+                    r = scan_tail(p, after, n, &L, lo, hi)
+            if r == R_DATA:
+                rows += 1
+                i64 = lineno
+                col_put(&c_line, &i64, 8)
+                i32 = intern_near(&keys_t, keys, &last_key, p, L.keylen)
+                col_put(&c_key, &i32, 4)
+                kind = <int8_t>L.kind
+                col_put(&c_kind, &kind, 1)
+                if L.kind == K_SUMMARY:
+                    col_put(&c_value, &zero, 8)
+                    col_put(&c_min, &L.mn, 8)
+                    col_put(&c_max, &L.mx, 8)
+                    col_put(&c_sum, &L.sm, 8)
+                    col_put(&c_count, &L.cnt, 8)
+                else:
+                    col_put(&c_value, &L.value, 8)
+                    col_put(&c_min, &zero, 8)
+                    col_put(&c_max, &zero, 8)
+                    col_put(&c_sum, &zero, 8)
+                    i64 = 0
+                    col_put(&c_count, &i64, 8)
+                i64 = L.ts if L.has_ts else -1
+                col_put(&c_ts, &i64, 8)
+                for k in range(L.ndims):
+                    d = &L.dims[k]
+                    i32 = intern_near(&dkeys_t, dim_keys, &last_dkey[k], p + d.ks, d.kl)
+                    col_put(&c_dkey, &i32, 4)
+                    put_value(&c_vdata, p, d)
+                    i32 = <int32_t>c_vdata.len
+                    col_put(&c_voff, &i32, 4)
+                    pairs += 1
+                i32 = <int32_t>pairs
+                col_put(&c_off, &i32, 4)
+            elif r == R_INVALID or r == R_META:
+                fault, rec = diagnose(buf, pos, end, now_ms, lineno)
+                if fault is None:
+                    if r == R_INVALID:
+                        raise disagreement(rec, lineno)
+                    if rec is not None:
+                        metadata.append((lineno, rec))
+                else:
+                    err = R.fault_to_error(fault, rec, lineno)
+                    if not skip:
+                        raise err
+                    skipped.append(R.LineError(lineno, err.column, err.code, err.reason, err.text))
+            pos = end + 1
+            lineno += 1
+        import pyarrow as pa  # only dtproto.arrow calls this, with pyarrow installed
+        dim_values = pa.StringArray.from_buffers(
+            pairs, pa.py_buffer(col_take(&c_voff)), pa.py_buffer(col_take(&c_vdata)))
+        return {
+            "rows": rows,
+            "lines": lineno - first_line,
+            "line": col_view(&c_line, "q"),
+            "key_index": col_view(&c_key, "i"),
+            "keys": keys,
+            "kind": col_view(&c_kind, "b"),
+            "value": col_view(&c_value, "d"),
+            "min": col_view(&c_min, "d"),
+            "max": col_view(&c_max, "d"),
+            "sum": col_view(&c_sum, "d"),
+            "count": col_view(&c_count, "q"),
+            "timestamp": col_view(&c_ts, "q"),
+            "dim_offsets": col_view(&c_off, "i"),
+            "dim_key": col_view(&c_dkey, "i"),
+            "dim_keys": dim_keys,
+            "dim_value": None,  # the values are in pair order (see the contract)
+            "dim_values": dim_values,
+            "metadata": metadata,
+            "skipped": skipped,
+        }
+    finally:
+        for k in range(14):
+            PyMem_Free(cols[k].p)
+        PyMem_Free(keys_t.slots)
+        PyMem_Free(dkeys_t.slots)

@@ -30,6 +30,7 @@ from ._encode_py import (
     _warn_seconds as warn_seconds,
 )
 from ._input import as_bytes
+from .report import LineError
 from ._scan import (
     _LineFault as LineFault,
     _fault_to_error as fault_to_error,
@@ -38,6 +39,7 @@ from ._scan import (
 )
 
 __all__ = [
+    "LineError",
     "LineFault",
     "ReferenceEncoder",
     "add_error",

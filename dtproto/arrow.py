@@ -160,7 +160,9 @@ def _decode_columns_py(buf: bytes, first_line: int, now_ms: Optional[int], skip:
                                                        is 0
     ``"dim_key"``           ``array('i')``, m          index into ``"dim_keys"``
     ``"dim_keys"``          ``list`` of ``str``        dimension keys
-    ``"dim_value"``         ``array('i')``, m          index into ``"dim_values"``
+    ``"dim_value"``         ``array('i')``, m,         index into ``"dim_values"``;
+                            or ``None``                ``None``: ``dim_values`` holds the m
+                                                       values in pair order
     ``"dim_values"``        ``list`` of ``str``        (unescaped) dimension values
     ``"metadata"``          ``list`` of                the metadata lines, in order
                             ``(int, Metadata)``
@@ -288,7 +290,7 @@ def _columns_of(records: List[Any], numbers: Any, nlines: int,
         "dim_offsets": _array_of("i", offsets),
         "dim_key": _array_of("i", dkeys.indices),
         "dim_keys": dkeys.dictionary,
-        "dim_value": array("i", range(len(dims.items))),   # values rarely repeat
+        "dim_value": None,   # values in pair order (they rarely repeat)
         "dim_values": dims.items,
         "metadata": metadata,
         "skipped": skipped,
@@ -352,7 +354,9 @@ def _batch_of(cols: Dict[str, Any]) -> Any:
     kind = pa.DictionaryArray.from_arrays(kind_idx, _KIND_DICT)
     m = _items(cols["dim_key"], 4)
     pkeys = _strings(cols["dim_keys"]).take(_buffer_array(pa.int32(), m, cols["dim_key"]))
-    pvals = _strings(cols["dim_values"]).take(_buffer_array(pa.int32(), m, cols["dim_value"]))
+    pvals = _strings(cols["dim_values"])
+    if cols["dim_value"] is not None:
+        pvals = pvals.take(_buffer_array(pa.int32(), m, cols["dim_value"]))
     offsets = _buffer_array(pa.int32(), n + 1, cols["dim_offsets"])
     dims = pa.MapArray.from_arrays(offsets, pkeys, pvals)
     line = _buffer_array(pa.int64(), n, cols["line"])
