@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import sys
 import warnings as _warnings
+from itertools import repeat
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from ._constants import (
@@ -30,8 +32,9 @@ from ._constants import (
     META_UNIT,
     SECONDS_TIMESTAMP_BELOW,
 )
-from ._scan import (E, _CACHE_MAX, _dimension_key_problem, _metric_key_problem, _summary_problem,
-                    _unit_ok, _value_char_problem)
+from ._scan import (E, _BAD_CHAR_RE, _CACHE_MAX, _dimension_key_problem, _dimension_keys,
+                    _fast_dimension_key, _fast_metric_key, _metric_key_problem, _metric_keys,
+                    _summary_problem, _unit_ok, _value_char_problem)
 from .errors import EncodeError, ErrorCode, TimestampWarning, reason_text
 from .model import Metadata, Metric, Record, as_dimensions
 
@@ -251,6 +254,54 @@ def _head(key: Any, dimensions: Any) -> str:
 
 
 _heads: dict = {}           # (key, dimension pairs) -> validated "key,dims" text, bounded
+_heads_seen: set = set()    # hashes of cache keys seen once (see _cached_head), bounded
+# Encoder._adapt: how an encoder notices that its series do not repeat.
+_ADAPT_WINDOW = 4_096
+_ADAPT_RATIO = 8
+_DIRECT_LINES = 65_536
+_NEEDS_ESCAPE_RE = re.compile(r'[,= \\"]')
+
+
+def _fast_head(key: Any, dimensions: Any) -> Optional[str]:
+    """The head of an ordinary series, checked and escaped a whole field at a time.
+
+    ``key`` an exact ``str``; ``dimensions`` a dict or a tuple of pairs of
+    ``str`` (read as text: no method of a subclass is asked).  None for
+    anything else or anything invalid: :func:`_head` decides and names the
+    error.  The rules are the scanner's: the metric and dimension key
+    grammars (regexes, cached per key), at most 50 dimensions, values of at
+    most 255 characters without controls or lone surrogates.
+    """
+    if type(key) is not str or (key not in _metric_keys and not _fast_metric_key(key)):
+        return None
+    if not dimensions:
+        return key
+    t = type(dimensions)
+    try:
+        if t is dict:
+            ks: Any = dimensions.keys()
+            vs: Any = dimensions.values()
+        elif t is tuple and set(map(len, dimensions)) == {2}:
+            ks, vs = zip(*dimensions)
+        else:
+            return None
+        if len(ks) > MAX_DIMENSIONS:
+            return None
+        jv = "".join(vs)                 # TypeError unless every value is a str
+        if not all(map(_dimension_keys.__contains__, ks)):
+            for k in ks:
+                if not _fast_dimension_key(k):     # TypeError for a non-str key
+                    return None
+    except TypeError:  # a pair without len(), an unhashable or non-str name or value
+        return None
+    if (len(jv) > MAX_DIMENSION_VALUE and max(map(len, vs)) > MAX_DIMENSION_VALUE) or (
+            not jv.isprintable() and _BAD_CHAR_RE.search(jv) is not None):
+        return None
+    if _NEEDS_ESCAPE_RE.search(jv) is not None:
+        vs = map(str.translate, vs, repeat(_ESCAPE_TABLE))
+    elif t is dict:
+        return key + "," + ",".join(map("=".join, dimensions.items()))
+    return key + "," + ",".join(map("=".join, zip(ks, vs)))
 
 
 def _cached_head(key: Any, dimensions: Any) -> str:
@@ -275,11 +326,28 @@ def _cached_head(key: Any, dimensions: Any) -> str:
     except TypeError:  # something unhashable: not valid anyway, _head says why
         return _head(key, dimensions)
     if head is None:
-        head = _head(key, dimensions)
+        head = _fast_head(key, dimensions) or _head(key, dimensions)
+        _remember_head(ck, head)
+    return head
+
+
+def _remember_head(ck: Any, head: str) -> bool:
+    """Cache a head the second time its series is seen.
+
+    When series never repeat, entries would only cost: each is a few tuples
+    that outlive the call (and wake the garbage collector) and is never hit.
+    A first sighting only leaves the hash, an int the collector ignores.
+    """
+    h = hash(ck)
+    if h in _heads_seen:
         if len(_heads) >= _CACHE_MAX:
             _heads.clear()
         _heads[ck] = head
-    return head
+        return True
+    if len(_heads_seen) >= _CACHE_MAX:
+        _heads_seen.clear()
+    _heads_seen.add(h)
+    return False
 
 
 def _finish(head: str, payload: str, timestamp: Any) -> str:
@@ -550,7 +618,7 @@ class Encoder:
       dimensions; no OneAgent, no extra dimensions.
     """
 
-    __slots__ = ("_buf", "_lines", "_opts", "_log")
+    __slots__ = ("_buf", "_lines", "_opts", "_log", "_direct", "_misses", "_repeats")
 
     def __init__(self, prefix: Optional[str] = None, default_dimensions: Any = None,
                  static_dimensions: Any = None, normalize: bool = False,
@@ -559,6 +627,7 @@ class Encoder:
         self._lines = 0
         self._opts: Optional[_Options] = None
         self._log: Any = None
+        self._direct = self._misses = self._repeats = 0
         if prefix or default_dimensions or static_dimensions or normalize or oneagent_enrichment:
             self._opts = _Options(prefix, default_dimensions, static_dimensions, normalize,
                                   oneagent_enrichment)
@@ -574,6 +643,7 @@ class Encoder:
         sibling._lines = 0
         sibling._opts = self._opts
         sibling._log = None
+        sibling._direct = sibling._misses = sibling._repeats = 0
         return sibling
 
     @property
@@ -601,12 +671,25 @@ class Encoder:
         if dimensions is not None and (t is dict or t is tuple) and len(dimensions) > MAX_DIMENSIONS:
             return self._opts.head(key, dimensions) if self._opts is not None \
                 else _head(key, dimensions)
-        ck = (key, tuple(dimensions.items()) if t is dict else dimensions)
         if self._opts is None:
+            if self._direct:
+                # Series have not been repeating: no cache key, no cache.
+                self._direct -= 1
+                head = _fast_head(key, dimensions)
+                if head is not None:
+                    return head
+            ck = (key, tuple(dimensions.items()) if t is dict else dimensions)
             try:
-                return _heads[ck]
-            except (KeyError, TypeError):
+                head = _heads.get(ck)
+            except TypeError:
                 return _cached_head(key, dimensions)
+            if head is None:
+                head = _fast_head(key, dimensions)
+                if head is None:
+                    return _cached_head(key, dimensions)   # checks again, names the error
+                self._adapt(_remember_head(ck, head))
+            return head
+        ck = (key, tuple(dimensions.items()) if t is dict else dimensions)
         try:
             hit = self._opts._cache[ck]
         except (KeyError, TypeError):
@@ -614,6 +697,18 @@ class Encoder:
         if hit is not None and not hit[1]:
             return hit[0]
         return self._opts.head(key, dimensions)  # records the changes, if any
+
+    def _adapt(self, repeated: bool) -> None:
+        """Count a cache miss; after _ADAPT_WINDOW misses of which fewer than one
+        in _ADAPT_RATIO was a series seen before, skip the cache (its key, its
+        lookup, its bookkeeping) for the next _DIRECT_LINES new heads."""
+        self._misses += 1
+        if repeated:
+            self._repeats += 1
+        if self._misses >= _ADAPT_WINDOW:
+            if self._repeats * _ADAPT_RATIO < self._misses:
+                self._direct = _DIRECT_LINES
+            self._misses = self._repeats = 0
 
     def _single(self, payload: str, key: Any, value: Any, dimensions: Any,
                 timestamp: Any) -> None:

@@ -8,10 +8,12 @@ the behaviour the Cython core mirrors byte for byte and error for error.
   whether a line is valid and which error it gets (the Cython core hands every
   line it rejects to :func:`_scan_line` for the diagnosis).
 * ``_fast_*`` functions are shortcuts for the common, valid case built on
-  ``str`` methods and a bounded cache of already-validated ``key,dims`` heads.
-  They return ``None`` whenever the line is not entirely ordinary, and the
-  exact scanner takes over; they never raise and never accept what the scanner
-  rejects (``tests/test_decode.py::test_fast_path_agrees``).
+  compiled regular expressions and ``str`` methods over whole heads and
+  lines (never a character at a time), with a bounded cache of
+  already-validated ``key,dims`` heads.  They return ``None`` whenever the
+  line is not entirely ordinary, and the exact scanner takes over; they
+  never raise and never accept what the scanner rejects
+  (``tests/test_fastpath.py``, ``tests/test_decode.py::test_fast_path_agrees``).
 * The ``*_problem`` validators hold each field rule once; the encoder
   (``dtproto._encode_py``) checks whole fields with the same functions.
 """
