@@ -175,7 +175,10 @@ def _unit_ok(unit: str) -> bool:
 # ---------------------------------------------------------------------------
 
 # ASCII digits only: ``\d`` would accept other scripts' digits, as float() does.
-_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+# Unambiguous (digits, then optionally a point and digits): "[0-9]+\.?[0-9]*"
+# would let the engine split a run of digits n ways, and a failing match of
+# three such numbers (a summary) backtrack in O(n**3) on hostile input.
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 _INF = float("inf")
 
 
@@ -507,7 +510,7 @@ _dimension_keys: dict = {}  # dimension keys already found valid, bounded
 # which decides and diagnoses.  Loops are unrolled (``[^x]*(?:\\.[^x]*)*``) so
 # the regex engine runs a character class over each run of plain characters.
 _CTRL = "\\x00-\\x1f\\x7f\\ud800-\\udfff"    # controls and lone surrogates: never valid
-_RX_NUM = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"   # _NUMBER_RE's grammar
+_RX_NUM = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"   # _NUMBER_RE's grammar
 _RX_KEY = r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_-]*)*"
 _RX_DKEY = r"[a-z_][a-z0-9_:-]*(?:\.[a-z_][a-z0-9_:-]*)*"
 _RX_QUOTED_BODY = r'[^"\\%s]*(?:\\[^%s][^"\\%s]*)*' % (_CTRL, _CTRL, _CTRL)

@@ -359,3 +359,23 @@ def test_warnings_are_built_only_when_read(impl, py):
     assert report == want  # builds them, identical to the reference's
     assert report.warnings[:2] == want.warnings[:2]
     assert report.to_response() == want.to_response()
+
+
+def test_long_numbers_cannot_make_the_fast_path_backtrack(impl):
+    """Three 15,000-digit numbers in a summary whose count is invalid: a
+    number pattern that can split a run of digits many ways once took
+    O(n**3) here.  Run in a subprocess with a generous bound: linear time
+    finishes in milliseconds, the old pattern not in a lifetime."""
+    import subprocess
+    import sys
+
+    code = (
+        "import dtproto._impl as I, sys\n"
+        "m = I.available_implementations()[%r]\n"
+        "n = '1' + '0' * 15000\n"
+        "for count in ('-1', '', '1.0'):\n"
+        "    line = 'abc gauge,min=%%s,max=%%s,sum=%%s,count=%%s' %% (n, n, n, count)\n"
+        "    assert not m.validate(line.encode()).ok\n"
+        "print('ok')\n" % ("cython" if impl.__name__.endswith("_codec_c") else "python"))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == b"ok", p.stderr[-2000:]
