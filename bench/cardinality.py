@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Throughput by series cardinality: both implementations and the peers, side by side.
+
+Usage (from the repository root)::
+
+    v/bin/python bench/cardinality.py                       # 300,000 lines, every level
+    v/bin/python bench/cardinality.py --lines 100000 --repeat 3 --markdown sweep.md
+    v/bin/python bench/cardinality.py --levels 1000 unique --only python
+
+Caches make repeated series cheap; real pipelines (pod names, container ids,
+request attributes) carry 10^5..10^6 distinct series, where every cache
+misses.  This script measures the same corpus shape at 1,000, 30,000 and
+100,000 series and with every line its own series (``--levels``).
+
+The corpus (``dtproto._corpus``, ``cardinality=``): the 33 metrics of the
+standard corpus, ~60% gauge (a fifth of them bare numbers), ~25% count
+(half of the count keys without ``.count``: a ``changed_metric_key``
+warning each), ~15% summary; 3-4 dimensions, one of them holding an id
+unique to its series; 10% of the series with a quoted value, 5% with a bare
+value with backslash escapes (spaces, commas, quotes, non-ASCII); a
+millisecond timestamp on 90% of the lines.
+
+How it measures: per level, the corpus, its records and its InfluxDB form
+are built first and held; then every contender runs ``--repeat`` times with
+the garbage collector enabled (``gc.collect()`` before each run, outside the
+timing), and the median counts.  Ratios are lines/s over lines/s of two
+contenders on the same data in the same process.  dynatrace-metric-utils
+(~100 us/line) encodes the first ``--slow-lines`` points.  The reference
+parsers (a naive ``str.split`` parser, a validating regex parser) are those
+of ``bench/compare.py``; the peers' adapters are ``dtproto._peers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+try:  # an installed dtproto wins; otherwise the checkout this script lives in
+    import dtproto  # noqa: F401
+except ImportError:
+    sys.path.insert(1, os.path.dirname(_HERE))
+
+from compare import naive_split_parse, regex_parse  # noqa: E402
+
+from dtproto import _corpus  # noqa: E402
+from dtproto._peers import (PEERS, dmu_encoder, load_peers, lpp_decoder,  # noqa: E402
+                            peer_version, questdb_encoder, sdk_encoder)
+
+perf_counter = time.perf_counter
+
+
+def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = perf_counter()
+        fn()
+        times.append(perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _level(text: str) -> Any:
+    return _corpus.UNIQUE if text == _corpus.UNIQUE else int(text)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", _HERE, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", _HERE, "status", "--porcelain", "--", "dtproto",
+                                "csrc"], capture_output=True, text=True).stdout.strip()
+        return out + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+# (row label, ours, theirs, floor or None)
+RATIOS = [
+    ("pure Python `validate` / naive `str.split` parser", ("python", "validate"), "naive", 1.0),
+    ("pure Python `decode` / validating regex parser", ("python", "decode"), "regex", 1.2),
+    ("pure Python `Encoder` / dt-extensions-sdk", ("python", "Encoder"), "sdk", 0.7),
+    ("pure Python `Encoder` / dynatrace-metric-utils", ("python", "Encoder"), "dmu", 10.0),
+    ("Cython `validate` / `bytes.count(b\"\\n\")`", ("cython", "validate"), "count", 0.35),
+    ("Cython `decode` / line-protocol-parser", ("cython", "decode"), "lpp", 5.0),
+    ("Cython `Encoder` / questdb `Buffer.row`", ("cython", "Encoder"), "questdb", 2.5),
+    ("Cython `decode` / pure Python `decode`", ("cython", "decode"), ("python", "decode"), None),
+]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lines", type=int, default=300_000, help="lines per level (default 300,000)")
+    ap.add_argument("--levels", nargs="+", default=["1000", "30000", "100000", "unique"],
+                    help="series counts, or 'unique' (default: 1000 30000 100000 unique)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per contender; the median counts")
+    ap.add_argument("--slow-lines", type=int, default=30_000,
+                    help="points given to dynatrace-metric-utils (default 30,000)")
+    ap.add_argument("--only", choices=["python", "cython"], help="one implementation only")
+    ap.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
+    ap.add_argument("--seed", type=int, default=_corpus.DEFAULT_SEED)
+    args = ap.parse_args(argv)
+
+    import dtproto
+    from dtproto._impl import available_implementations
+
+    impls = available_implementations()
+    if args.only:
+        impls = {k: v for k, v in impls.items() if k == args.only}
+    peers = load_peers()
+    levels = [_level(x) for x in args.levels]
+    n, R = args.lines, args.repeat
+    header = [
+        "Machine: %s, %d cores, %s; Python %s; dtproto %s at commit %s; implementations: %s."
+        % (_corpus.cpu_model(), os.cpu_count() or 0, platform.system(), platform.python_version(),
+           dtproto.__version__, _git_commit(), ", ".join(impls)),
+        "Corpus: dtproto._corpus with cardinality=, seed %d, %s lines per level: ~60%% gauge, "
+        "~25%% count (half without `.count`: warned), ~15%% summary; 3-4 dimensions, one an id "
+        "per series; 10%% of series with a quoted value, 5%% with escapes; timestamps on 90%%."
+        % (args.seed, "{:,}".format(n)),
+        "Timing: one process holding each level's data, GC on, median of %d; ratios are "
+        "lines/s over lines/s. Command: `v/bin/python bench/cardinality.py %s`"
+        % (R, " ".join(argv if argv is not None else sys.argv[1:])),
+        "Peers: " + ", ".join("%s %s" % (dist, peer_version(dist)
+                                        if not isinstance(peers[key], str) else "not installed")
+                              for key, dist in PEERS),
+    ]
+    print("\n".join(header), flush=True)
+
+    rates: Dict[Any, Dict[Any, float]] = {}
+    for level in levels:
+        label = _corpus.cardinality_label(level)
+        print("%s: generating ..." % label, flush=True)
+        data = _corpus.make_corpus(n, seed=args.seed, cardinality=level)
+        tuples = _corpus.make_records(n, seed=args.seed, cardinality=level).tuples
+        r: Dict[Any, float] = {}
+        rates[level] = r
+
+        def run(name: Any, fn: Callable[[], Any], lines: int = n) -> None:
+            secs = median_seconds(fn, R)
+            r[name] = lines / secs
+            print("  %-40s %12s lines/s %8.1f MB/s" % (
+                name if isinstance(name, str) else " ".join(name), "{:,.0f}".format(r[name]),
+                len(data) * lines / n / secs / 1e6), flush=True)
+
+        for impl, codec in impls.items():
+            report = codec.validate(data)
+            assert report.lines_ok == n and report.lines_invalid == 0, report
+            run((impl, "validate"), lambda: codec.validate(data))
+            run((impl, "decode"), lambda: codec.decode(data))
+            run((impl, "Encoder"), _corpus.encoder_loop(codec.Encoder, tuples))
+        if "python" in impls:
+            run("naive", lambda: naive_split_parse(data))
+            run("regex", lambda: regex_parse(data))
+            if not isinstance(peers["sdk"], str):
+                run("sdk", sdk_encoder(peers["sdk"], tuples))
+            if not isinstance(peers["dmu"], str):
+                k = min(args.slow_lines, n)
+                run("dmu", dmu_encoder(peers["dmu"], tuples[:k]), k)
+        if "cython" in impls:
+            run("count", lambda: data.count(b"\n"))
+            if not isinstance(peers["lpp"], str):
+                influx = _corpus.to_influx(data)
+                run("lpp", lpp_decoder(peers["lpp"], influx))
+                del influx
+            if not isinstance(peers["questdb"], str):
+                run("questdb", questdb_encoder(peers["questdb"], tuples))
+        warned = impls[next(iter(impls))].validate(data).warnings_total
+        print("  %s lines with a warning" % "{:,}".format(warned), flush=True)
+        del data, tuples
+        gc.collect()
+
+    labels = [_corpus.cardinality_label(lv) for lv in levels]
+    out = list(header) + ["", "| ratio (floor) | " + " | ".join(labels) + " |",
+                          "|---|" + "--:|" * len(levels)]
+    for text, ours, theirs, floor in RATIOS:
+        cells = []
+        for lv in levels:
+            a, b = rates[lv].get(ours), rates[lv].get(theirs)
+            cells.append("" if a is None or b is None else "%.2f×" % (a / b))
+        if any(cells):
+            out.append("| %s%s | %s |" % (text, "" if floor is None else " (≥ %g×)" % floor,
+                                           " | ".join(cells)))
+    out += ["", "| lines/s | " + " | ".join(labels) + " |", "|---|" + "--:|" * len(levels)]
+    names = {"naive": "naive `str.split` parser", "regex": "validating regex parser",
+             "sdk": "dt-extensions-sdk `Metric.to_mint_line`",
+             "dmu": "dynatrace-metric-utils (first %s points)" % "{:,}".format(args.slow_lines),
+             "count": "`bytes.count(b\"\\n\")`", "lpp": "line-protocol-parser (InfluxDB form)",
+             "questdb": "questdb `Buffer.row`"}
+    keys: List[Any] = [(i, op) for i in impls for op in ("validate", "decode", "Encoder")]
+    keys += [k for k in names if any(k in rates[lv] for lv in levels)]
+    for key in keys:
+        label = names.get(key) if isinstance(key, str) else "%s `%s`" % (
+            "pure Python" if key[0] == "python" else "Cython", key[1])
+        out.append("| %s | %s |" % (label, " | ".join(
+            "{:,.0f}".format(rates[lv][key]) if key in rates[lv] else "" for lv in levels)))
+    table = "\n".join(out) + "\n"
+    print()
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
