@@ -31,11 +31,10 @@ Encoding
 from __future__ import annotations
 
 import json
-import warnings as _warnings
 from array import array
-from itertools import accumulate, chain, compress
+from itertools import compress
 from operator import itemgetter
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 try:
     import pyarrow as pa
@@ -392,13 +391,7 @@ def _check_errors(errors: str) -> bool:
     return errors == "skip"
 
 
-def _now(now_ms: Any) -> Optional[int]:
-    if now_ms is None:
-        return None
-    if isinstance(now_ms, bool) or not isinstance(now_ms, (int, float)):
-        raise TypeError("now_ms must be epoch milliseconds (int), not %s"
-                        % type(now_ms).__name__)
-    return int(now_ms)
+from ._codec_py import _now  # noqa: E402  (one reading of now_ms for every entry point)
 
 
 def _decode_all(data: Any, now_ms: Any, errors: str, codec: Any) -> Tuple[Any, Dict[str, Any]]:
