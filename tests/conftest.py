@@ -9,11 +9,17 @@ pure-Python reference.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from dtproto import _impl
+
+# Subprocesses that import dtproto must not start in the repository root:
+# there the source tree (no compiled core unless built in place) comes first on
+# sys.path and shadows the installed package.  Tests run them from here.
+NEUTRAL_DIR = tempfile.mkdtemp(prefix="dtproto-tests-")
 
 settings.register_profile(
     "dev", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]

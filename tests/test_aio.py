@@ -11,6 +11,7 @@ import time
 from typing import Any, List
 
 import pytest
+from conftest import NEUTRAL_DIR  # noqa: E402
 
 from dtproto.server import IngestServer
 
@@ -21,7 +22,7 @@ def test_core_and_sync_sender_import_no_aiohttp() -> None:
     code = ("import sys, dtproto, dtproto.sender, dtproto._send_core\n"
             "dtproto.Sender\n"
             "assert 'aiohttp' not in sys.modules, 'aiohttp imported'\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=NEUTRAL_DIR)
 
 
 def test_missing_aiohttp_says_what_to_install() -> None:
@@ -31,7 +32,7 @@ def test_missing_aiohttp_says_what_to_install() -> None:
             "    import dtproto.aio\n"
             "except ImportError as e:\n"
             "    print(e)\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=NEUTRAL_DIR,
                        timeout=60, env=dict(os.environ))
     assert "pip install dtproto[aio]" in p.stdout, p.stdout + p.stderr
 

@@ -19,6 +19,7 @@ import sys
 import tracemalloc
 
 import pytest
+from conftest import NEUTRAL_DIR  # noqa: E402
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -456,11 +457,11 @@ def test_table_chunks_for_a_sender(impl):
 def test_missing_pyarrow_says_how_to_install():
     code = ("import sys; sys.modules['pyarrow'] = None\n"
             "try:\n    import dtproto.arrow\nexcept ImportError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=NEUTRAL_DIR,
                          check=True).stdout
     assert "pip install dtproto[arrow]" in out
     code = "import sys; sys.modules['pyarrow'] = None\nimport dtproto; print('ok')\n"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=NEUTRAL_DIR,
                           check=True).stdout == "ok\n"
 
 

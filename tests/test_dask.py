@@ -20,6 +20,7 @@ from collections import Counter
 from typing import List
 
 import pytest
+from conftest import NEUTRAL_DIR  # noqa: E402
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -185,7 +186,8 @@ def test_missing_dask_says_how_to_install_and_the_core_does_not_need_it():
             "import dtproto, dtproto.cli\n"
             "assert 'dask' not in sys.modules\n"
             "try:\n    import dtproto.dask\nexcept ImportError as e:\n    print(e)\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=NEUTRAL_DIR)
     assert p.returncode == 0, p.stderr
     assert "pip install dtproto[dask]" in p.stdout
 
@@ -301,7 +303,7 @@ def test_a_second_run_skips_what_the_first_delivered(client, tmp_path):
 
 
 def _run(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dtproto", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "dtproto", *map(str, args)], cwd=NEUTRAL_DIR,
                           capture_output=True, timeout=300, **kw)
 
 

@@ -19,6 +19,7 @@ import tracemalloc
 import warnings
 
 import pytest
+from conftest import NEUTRAL_DIR  # noqa: E402
 
 import dtproto
 from dtproto import DecodeError, EncodeError, ErrorCode as E, Metric
@@ -377,5 +378,6 @@ def test_long_numbers_cannot_make_the_fast_path_backtrack(impl):
         "    line = 'abc gauge,min=%%s,max=%%s,sum=%%s,count=%%s' %% (n, n, n, count)\n"
         "    assert not m.validate(line.encode()).ok\n"
         "print('ok')\n" % ("cython" if impl.__name__.endswith("_codec_c") else "python"))
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
+                       cwd=NEUTRAL_DIR)
     assert p.returncode == 0 and p.stdout.strip() == b"ok", p.stderr[-2000:]

@@ -9,6 +9,7 @@ import sys
 from typing import List
 
 import pytest
+from conftest import NEUTRAL_DIR  # noqa: E402
 
 import dtproto
 from dtproto.cli import load as L
@@ -239,10 +240,10 @@ def test_load_usage_errors(capsys, monkeypatch):
 def test_dtproto_load_is_a_command_of_the_console_script():
     env = dict(os.environ)
     env.pop("DT_URL", None)
-    p = subprocess.run([sys.executable, "-m", "dtproto", "load", "--help"], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "dtproto", "load", "--help"], capture_output=True, cwd=NEUTRAL_DIR,
                        env=env, timeout=60)
     assert p.returncode == 0
     assert b"--rate" in p.stdout and b"--series" in p.stdout and b"--duration" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "dtproto", "--help"], capture_output=True, env=env,
+    p = subprocess.run([sys.executable, "-m", "dtproto", "--help"], capture_output=True, env=env, cwd=NEUTRAL_DIR,
                        timeout=60)
     assert b"load" in p.stdout
