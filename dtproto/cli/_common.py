@@ -14,7 +14,7 @@ import re
 import stat
 import sys
 import time
-from typing import IO, Any, Callable, List, Optional, Tuple, Type
+from typing import Dict, IO, Any, Callable, List, Optional, Tuple, Type
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -330,6 +330,20 @@ class _Input:
             if self.path is not None:
                 self._raw.close()
 
+
+
+def _open_input(name: str, json_docs: Optional[List[Dict[str, Any]]]) -> "Optional[_Input]":
+    """Open one input of a command, or say why not (stderr, and a ``--json`` entry).
+
+    Returns None when it cannot be opened; the command then exits with EXIT_USAGE.
+    """
+    try:
+        return _Input(name)
+    except UsageError as exc:
+        _err(str(exc))
+        if json_docs is not None:
+            json_docs.append({"file": name, "io_error": str(exc)})
+        return None
 
 
 def _input_names(args: argparse.Namespace) -> List[str]:

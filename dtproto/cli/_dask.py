@@ -147,7 +147,7 @@ def send_dask(args: argparse.Namespace, names: List[str], url: str) -> int:
     """
     import sys
 
-    from ._common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, _Input, _Progress, _write_json
+    from ._common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, _open_input, _Progress, _write_json
     from .send import _human_send, _read_token, _result_doc
 
     if "-" in names:
@@ -164,13 +164,9 @@ def send_dask(args: argparse.Namespace, names: List[str], url: str) -> int:
 
         segment = options["max_bytes"] * max(8, 4 * options["concurrency"])
         for name in names:
-            try:
-                inp = _Input(name)
-            except UsageError as exc:
-                _err(str(exc))
+            inp = _open_input(name, docs if args.json else None)
+            if inp is None:
                 rc = EXIT_USAGE
-                if args.json:
-                    docs.append({"file": name, "io_error": str(exc)})
                 continue
             size = inp.size or 0
             inp.close()

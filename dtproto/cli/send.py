@@ -10,7 +10,8 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from ._common import (_BLOCK, _STDIN, EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, _count,
-                      _err, _Input, _input_names, _line_range, _log_to_stderr, _n, _plural,
+                      _err, _Input, _input_names, _line_range, _log_to_stderr, _n, _open_input,
+                      _plural,
                       _positive, _printable, _Progress, _seconds, _write_json, add_inputs,
                       add_window)
 from .._constants import INGEST_SCOPE
@@ -131,13 +132,9 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
     docs: List[Dict[str, Any]] = []
     out = sys.stdout
     for name in names:
-        try:
-            inp = _Input(name)
-        except UsageError as exc:
-            _err(str(exc))
+        inp = _open_input(name, docs if args.json else None)
+        if inp is None:
             rc = EXIT_USAGE
-            if args.json:
-                docs.append({"file": name, "io_error": str(exc)})
             continue
         progress = _Progress(inp.size, inp.name)
         caps = _Caps(args.max_errors, None, args.examples)
@@ -337,13 +334,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
     skipped: List[str] = []
     with sender:
         for k, name in enumerate(names):
-            try:
-                inp = _Input(name)
-            except UsageError as exc:
-                _err(str(exc))
+            inp = _open_input(name, docs if args.json else None)
+            if inp is None:
                 rc = EXIT_USAGE
-                if args.json:
-                    docs.append({"file": name, "io_error": str(exc)})
                 continue
             progress = _Progress(inp.size, inp.name)
             feed = _Feed(inp, progress, max_bytes)

@@ -19,7 +19,8 @@ from .._ranges import Segments, line_ranges
 from ..report import LineError, ValidationReport
 
 from ._common import (_BLOCK, EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, _count, _err,
-                      _Input, _input_names, _n, _plural, _positive, _printable, _Progress,
+                      _Input, _input_names, _n, _open_input, _plural, _positive, _printable,
+                      _Progress,
                       _shown, _size, _write_json, add_inputs, add_window)
 
 _SEGMENT = 4 << 20          # bytes validated per validate() call (bounded memory)
@@ -333,13 +334,9 @@ def _validate_inputs(args: argparse.Namespace, names: List[str], cluster: Any) -
     jobs_used = 1
     caps = _Caps(args.max_errors, args.max_warnings, args.examples)
     for i, name in enumerate(names):
-        try:
-            inp = _Input(name)
-        except UsageError as exc:
-            _err(str(exc))
+        inp = _open_input(name, results if args.json else None)
+        if inp is None:
             rc = EXIT_USAGE
-            if args.json:
-                results.append({"file": name, "io_error": str(exc)})
             continue
         try:
             jobs = args.jobs
