@@ -2434,3 +2434,6 @@ def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
             PyMem_Free(cols[k].p)
         PyMem_Free(keys_t.slots)
         PyMem_Free(dkeys_t.slots)
+
+
+include "_columns.pxi"
