@@ -31,7 +31,7 @@ from cpython.dict cimport PyDict_Next
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.math cimport isinf, isnan
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint64_t
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memset
 from itertools import islice
 
 cdef extern from *:
@@ -43,6 +43,13 @@ cdef extern from *:
     #endif
     """
     void DT_PREFETCH(const void *addr) nogil
+
+cdef extern from "_blocks.h":
+    int DT_BLOCKS
+    Py_ssize_t dt_skip_bare(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+    Py_ssize_t dt_skip_quoted(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+    Py_ssize_t dt_skip_metric_key(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+    Py_ssize_t dt_skip_dimension_key(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
 
 cdef extern from "Python.h":
     double PyOS_string_to_double(const char *s, char **endptr,
@@ -143,6 +150,49 @@ for _b in range(0x20, 0x7F):
         CLS[_b] |= C_BARE_PLAIN
     if chr(_b) not in '\\"':
         CLS[_b] |= C_QUOTED_PLAIN
+
+cdef int blocks_self_check() except -1:
+    """The block skippers (_blocks.h) against CLS, for every byte value.
+
+    Their character classes are written out in C; CLS is built from
+    _constants.  Each byte is put in each of the 16 positions of a block of
+    plain bytes: the skipper must stop there exactly when CLS says the byte
+    is not in the class.
+    """
+    cdef uint8_t block[16]
+    cdef int b, pos, k, bit
+    cdef Py_ssize_t got
+    cdef uint8_t plain[4]
+    cdef int bits[4]
+    plain[:] = [97, 97, 97, 97]  # "a" is in every class
+    bits[:] = [C_BARE_PLAIN, C_QUOTED_PLAIN, C_MK_CHAR, C_DK_CHAR]
+    for k in range(4):
+        if not CLS[plain[k]] & bits[k]:
+            raise ImportError("_codec_c: the block self-check needs 'a' in every class")
+    for b in range(256):
+        for pos in range(16):
+            for k in range(4):
+                memset(block, plain[k], 16)
+                block[pos] = <uint8_t>b
+                if k == 0:
+                    got = dt_skip_bare(block, 0, 16)
+                elif k == 1:
+                    got = dt_skip_quoted(block, 0, 16)
+                elif k == 2:
+                    got = dt_skip_metric_key(block, 0, 16)
+                else:
+                    got = dt_skip_dimension_key(block, 0, 16)
+                bit = CLS[b] & bits[k]
+                if DT_BLOCKS and got != (16 if bit else pos):
+                    raise ImportError("_codec_c: block skipper %d disagrees with the character "
+                                      "table on byte %d" % (k, b))
+                if not DT_BLOCKS and got != 0:
+                    raise ImportError("_codec_c: block skipper %d skipped without blocks" % k)
+    return 0
+
+
+blocks_self_check()
+
 
 cdef inline bint is_sep(uint8_t c) noexcept nogil:
     return c == 32 or c == 9
@@ -378,6 +428,7 @@ cdef Py_ssize_t scan_value(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
         d.vs = i
         while True:
             start = i
+            i = dt_skip_quoted(p, i, n)
             while i < n and CLS[p[i]] & C_QUOTED_PLAIN:
                 i += 1
             chars += i - start
@@ -407,6 +458,7 @@ cdef Py_ssize_t scan_value(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
         d.vs = i
         while True:
             start = i
+            i = dt_skip_bare(p, i, n)
             while i < n and CLS[p[i]] & C_BARE_PLAIN:
                 i += 1
             chars += i - start
@@ -448,6 +500,7 @@ cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) noexcept 
         return -1
     i = 1
     while True:
+        i = dt_skip_metric_key(p, i, n)
         while i < n and CLS[p[i]] & C_MK_CHAR:
             i += 1
         if i >= n:
@@ -479,6 +532,7 @@ cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) noexcept 
                 return -1
             i += 1
             while True:
+                i = dt_skip_dimension_key(p, i, n)
                 while i < n and CLS[p[i]] & C_DK_CHAR:
                     i += 1
                 if i >= n:

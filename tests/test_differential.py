@@ -146,6 +146,39 @@ def test_decode_escapes_at_every_position(both, seed, which):
         assert decode_outcome(py, data) == decode_outcome(c, data), data
 
 
+@pytest.mark.parametrize("token", ["key", "dimension key", "bare value", "quoted value"])
+def test_tokens_across_16_byte_blocks(both, token):
+    """Every token length from 0 to 50 with a stop byte at each position.
+
+    The Cython scanners skip plain bytes 16 at a time (_blocks.h); the lengths
+    and positions around 16, 32 and 48 and the line's end are where a block
+    skipper can be off by one.
+    """
+    py, c = both
+    fill = {"key": "a", "dimension key": "k", "bare value": "v", "quoted value": "q"}[token]
+    stops = ["", ".", "-", ":", "A", "0", ",", "=", " ", "\t", '"', "\\", "\\ ", "\x7f",
+             "\x01", "ü", "\xff", "#", "_", ".."]
+    bodies = []
+    for n in range(51):
+        for stop in stops:
+            for pos in sorted({0, n // 2, n}):
+                t = fill * pos + stop + fill * (n - pos)
+                if token == "key":
+                    line = "m" + t + ",d=v gauge,1"
+                elif token == "dimension key":
+                    line = "m,k" + t + "=v 1"
+                elif token == "bare value":
+                    line = "m,k=" + t + ",e=f 1 1700000000000"
+                else:
+                    line = 'm,k="' + t + '" 1'
+                bodies.append(line.encode("utf-8", "surrogateescape"))
+    for tail in (b"", b"\n"):  # the line at the very end of the buffer, and not
+        for data in bodies:
+            assert decode_outcome(py, data + tail) == decode_outcome(c, data + tail), data
+    body = b"\n".join(bodies)
+    assert report_state(py.validate(body)) == report_state(c.validate(body))
+
+
 @given(st.integers(0, 2**64 - 1))
 def test_decode_huge_and_edge_numbers(both, seed):
     py, c = both

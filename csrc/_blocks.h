@@ -1,0 +1,112 @@
+/* Skipping runs of ordinary bytes 16 at a time (dtproto._codec_c).
+ *
+ * The scanners of _codec_c.pyx walk a line token by token; inside a token they
+ * skip "plain" bytes (key characters, value characters that need no special
+ * handling) until a byte that ends the token or needs a closer look.  A byte
+ * loop pays a table lookup per byte and, worse, a mispredicted branch at the
+ * end of every token, whose length varies from line to line.  These functions
+ * classify 16 bytes at once with SSE2 (part of every x86-64 CPU, so there is
+ * nothing to choose at run time) and jump straight to the first byte that is
+ * not plain.  Elsewhere they skip nothing and the byte loop does all the work.
+ *
+ * Contract, for every function: it returns an offset j with i <= j <= n such
+ * that every byte of p[i:j] is in the class and, when j < n, either p[j] is
+ * not in the class or fewer than 16 bytes remain from j.  The caller then
+ * runs its byte loop from j, so the result is the byte loop's by
+ * construction.  Only whole 16-byte blocks inside p[0:n] are read.
+ *
+ * The classes must equal the CLS table bits of the .pyx, which is built from
+ * dtproto._constants; _codec_c checks every byte value against CLS when it
+ * is imported (blocks_self_check), so a divergence cannot go unnoticed.
+ */
+#ifndef DTPROTO_BLOCKS_H
+#define DTPROTO_BLOCKS_H
+
+#include <stdint.h>
+#include <Python.h>
+
+#if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
+#include <emmintrin.h>
+#define DT_BLOCKS 1
+
+static inline int dt_ctz(unsigned m) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctz(m);
+#else
+    unsigned long r;
+    _BitScanForward(&r, m);
+    return (int)r;
+#endif
+}
+
+/* Bytes v with lo <= v <= lo + span (unsigned). */
+static inline __m128i dt_in_range(__m128i v, char lo, char span) {
+    __m128i t = _mm_sub_epi8(v, _mm_set1_epi8(lo));
+    return _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(span)), t);
+}
+
+/* One block: a mask of the bytes NOT in the class. */
+static inline unsigned dt_stop_bare(__m128i v) {
+    /* plain: 0x21..0x7E but , \ = "  (signed: bytes >= 0x80 are below 0x21) */
+    __m128i s = _mm_or_si128(_mm_cmpgt_epi8(_mm_set1_epi8(0x21), v),
+                             _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7F)));
+    s = _mm_or_si128(s, _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(',')),
+                                     _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    s = _mm_or_si128(s, _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('=')),
+                                     _mm_cmpeq_epi8(v, _mm_set1_epi8('"'))));
+    return (unsigned)_mm_movemask_epi8(s);
+}
+
+static inline unsigned dt_stop_quoted(__m128i v) {
+    /* plain: 0x20..0x7E but \ "  */
+    __m128i s = _mm_or_si128(_mm_cmpgt_epi8(_mm_set1_epi8(0x20), v),
+                             _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7F)));
+    s = _mm_or_si128(s, _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\')),
+                                     _mm_cmpeq_epi8(v, _mm_set1_epi8('"'))));
+    return (unsigned)_mm_movemask_epi8(s);
+}
+
+static inline unsigned dt_stop_metric_key(__m128i v) {
+    /* in: - 0-9 A-Z _ a-z  (not "."; the scanner handles sections) */
+    __m128i in = _mm_or_si128(dt_in_range(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 25),
+                              dt_in_range(v, '0', 9));
+    in = _mm_or_si128(in, _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('_')),
+                                       _mm_cmpeq_epi8(v, _mm_set1_epi8('-'))));
+    return (unsigned)_mm_movemask_epi8(in) ^ 0xFFFFu;
+}
+
+static inline unsigned dt_stop_dimension_key(__m128i v) {
+    /* in: - 0-9 : _ a-z  (not "."; the scanner handles sections) */
+    __m128i in = _mm_or_si128(dt_in_range(v, 'a', 25), dt_in_range(v, '0', 9));
+    in = _mm_or_si128(in, _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('_')),
+                                       _mm_cmpeq_epi8(v, _mm_set1_epi8('-'))));
+    in = _mm_or_si128(in, _mm_cmpeq_epi8(v, _mm_set1_epi8(':')));
+    return (unsigned)_mm_movemask_epi8(in) ^ 0xFFFFu;
+}
+
+#define DT_SKIP(name, stop)                                                        \
+    static inline Py_ssize_t name(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) {  \
+        while (n - i >= 16) {                                                      \
+            unsigned m = stop(_mm_loadu_si128((const __m128i *)(p + i)));          \
+            if (m)                                                                 \
+                return i + dt_ctz(m);                                              \
+            i += 16;                                                               \
+        }                                                                          \
+        return i;                                                                  \
+    }
+
+#else  /* no SSE2: the byte loops do everything */
+#define DT_BLOCKS 0
+#define DT_SKIP(name, stop)                                                        \
+    static inline Py_ssize_t name(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) {  \
+        (void)p; (void)n;                                                          \
+        return i;                                                                  \
+    }
+#endif
+
+DT_SKIP(dt_skip_bare, dt_stop_bare)
+DT_SKIP(dt_skip_quoted, dt_stop_quoted)
+DT_SKIP(dt_skip_metric_key, dt_stop_metric_key)
+DT_SKIP(dt_skip_dimension_key, dt_stop_dimension_key)
+
+#endif
