@@ -1,7 +1,7 @@
 # Stub of the compiled module dtproto._codec_c (csrc/_codec_c.pyx).
 # Checked against the built extension by `python -m mypy.stubtest dtproto._codec_c`.
 # Docstrings live in dtproto/_codec_py.py (the reference); signatures match it.
-from typing import Any, Iterable, Iterator, List, Optional, Union
+from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 from typing_extensions import disjoint_base
 
@@ -22,6 +22,18 @@ def validate(
 ) -> ValidationReport: ...
 def encode(records: Iterable[Record]) -> bytes: ...
 def classic_key(key: str, kind: str) -> str: ...
+
+# dtproto.arrow.encode_table's column encoder (csrc/_columns.pxi); its docstring is the contract.
+def encode_columns(
+    batches: List[Tuple[int, List[Tuple[Any, Any]], List[Any]]],
+    specs: List[Tuple[Any, Any, Any]],
+    dims: List[Tuple[str, int]],
+    ts_col: int,
+    kind: int,
+    nfloat: int,
+    na: Any,
+) -> Tuple[int, Any, int, int, int, bool]: ...
+def _format_float(v: float) -> Optional[str]: ...
 
 @disjoint_base
 class Encoder:

@@ -1111,6 +1111,9 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
         parts_all.append(line)
     if keep_any is not True and keep_any is not None:
         common = [pc.and_(keep_any, b) for b in common]
+        if seconds:   # the Encoder warns for lines it writes only
+            seconds = _first_true(pc.and_(keep_any, pc.less(ts, SECONDS_TIMESTAMP_BELOW))) \
+                is not None
     rows = [r for r in map(_first_true, common + suspects) if r is not None]
     if rows:
         raise _NeedRows(builtins_min(rows))
@@ -1131,6 +1134,164 @@ def _vector_body(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
 
         _warn_seconds()
     return _body_of(lines), skipped
+
+
+class _Unsupported(Exception):
+    """The C column encoder does not take this table (the pure path does)."""
+
+
+_STRINGS = (pa.types.is_string, pa.types.is_large_string)
+
+
+def _c_strings(arr: Any, role: str) -> Any:
+    """A key or dimension column as the C encoder reads it: a string or
+    large_string array, or a dictionary of strings (as the pure path
+    converts them; anything else goes to the pure path)."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        v = t.value_type
+        if any(f(v) for f in _STRINGS) or (role == "dim" and pa.types.is_integer(v)):
+            return arr
+        raise _Unsupported
+    if any(f(t) for f in _STRINGS):
+        return arr
+    if pa.types.is_string_view(t) or (role == "dim" and pa.types.is_integer(t)):
+        return arr.cast(pa.string())
+    raise _Unsupported
+
+
+def _c_batch_strings(arr: Any) -> Tuple[Any, Any]:
+    """(values, int32 indices or None) of one chunk of a _c_strings column."""
+    if pa.types.is_dictionary(arr.type):
+        d = arr.dictionary
+        if not any(f(d.type) for f in _STRINGS):
+            d = d.cast(pa.string())
+        return d, arr.indices.cast(pa.int32())
+    return arr, None
+
+
+def _c_body(codec: Any, table: Any, objects: Dict[str, Any], nrows: int, specs: List[_Spec],
+            dims: List[Tuple[str, str]], ts_name: Any) -> Tuple[Any, int, int]:
+    """The body through ``codec.encode_columns`` (the Cython core): (buffer, lines, skipped).
+
+    ``table`` holds the columns, but those in ``objects`` (pandas object
+    columns, as ndarrays, read by the C loop itself).  Raises _NeedRows at
+    the first row the Encoder must look at, _Unsupported for what only the
+    pure path takes (a kind column, a map column, other types, an object
+    column holding something but str and null).
+    """
+    from ._encode_py import _format_number, _warn_seconds
+    from ._scan import _dimension_key_problem, _metric_key_problem
+
+    kinds = {spec.kind for spec in specs}
+    if len(kinds) != 1 or specs[0].kind[0] != "const" or (objects and not nrows):
+        raise _Unsupported   # (pyarrow makes an empty object column a null one)
+    kind = specs[0].kind[1]
+    strs: List[Tuple[str, Any]] = []      # (column, role) in C order
+    floats: List[Tuple[str, str]] = []    # (column, field)
+    ints: List[Tuple[str, str]] = []
+
+    def slot(lst: List[Any], item: Any) -> int:
+        if item not in lst:
+            lst.append(item)
+        return lst.index(item)
+
+    c_dims = []
+    for dkey, col in dims:
+        if not isinstance(dkey, str) or _dimension_key_problem(dkey) is not None:
+            raise _Unsupported
+        c_dims.append((dkey, slot(strs, (col, "dim"))))
+    c_specs: List[Tuple[Any, Any, Any]] = []
+    for spec in specs:
+        if spec.key[0] == "const":
+            key = spec.key[1]
+            if not isinstance(key, str) or _metric_key_problem(key) is not None:
+                raise _Unsupported
+            ck: Any = key.encode("ascii")
+        else:
+            ck = slot(strs, (spec.key[1], "key"))
+        if kind == KIND_SUMMARY:
+            if not spec.summary:
+                raise _Unsupported
+            mnc, mxc, smc, ctc = spec.summary
+            summ = (slot(floats, (mnc, "min")), slot(floats, (mxc, "max")),
+                    slot(floats, (smc, "sum")), ("int", slot(ints, (ctc, "count"))))
+            c_specs.append((ck, None, summ))
+            continue
+        if spec.value is None:
+            raise _Unsupported
+        if spec.value[0] == "const":
+            v = spec.value[1]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise _Unsupported
+            try:
+                text = _format_number(v, "value")
+            except EncodeError:
+                raise _Unsupported from None
+            lead = " gauge," if kind == KIND_GAUGE else " count,delta="
+            c_specs.append((ck, (lead + text).encode("ascii"), None))
+        else:
+            c_specs.append((ck, slot(floats, (spec.value[1], "value")), None))
+    ts_slot = slot(ints, (ts_name, "timestamp")) if ts_name is not None else None
+
+    # the columns, converted as the pure path converts them
+    cols: Dict[Any, Any] = {}
+    try:
+        for col, role in strs:
+            if col not in objects:
+                cols[(col, role)] = _c_strings(table.column(col), role)
+        for col, field in floats:
+            cols[(col, field)] = _float_column(table.column(col), field, _E.INVALID_NUMBER)
+        for col, field in ints:
+            if field == "timestamp":
+                a = _ts_column(table.column(col))
+            else:
+                a = _int_column(table.column(col), field, _E.SUMMARY_COUNT_NOT_INTEGER)
+            cols[(col, field)] = a.cast(pa.int64())
+    except (EncodeError, pa.ArrowException):
+        raise _Unsupported from None   # the pure path raises it, in its order
+    nf = len(floats)
+    c_specs = [(k, v, None if sm is None else sm[:3] + (nf + sm[3][1],))
+               for k, v, sm in c_specs]
+    names = ["c%d" % i for i in range(len(cols))]
+    order = list(cols)
+    arrow_cols = pa.table(dict(zip(names, (cols[k] for k in order)))) if cols else None
+    batches = []
+    if arrow_cols is not None and arrow_cols.num_rows != nrows:
+        raise _Unsupported
+    chunks = arrow_cols.to_batches() if arrow_cols is not None else [None]
+    start = 0
+    for b in chunks:
+        rows = b.num_rows if b is not None else nrows
+        if rows == 0 and nrows:
+            continue
+        got = {k: b.column(i) for i, k in enumerate(order)} if b is not None else {}
+        bstrs = []
+        for col, role in strs:
+            if col in objects:
+                bstrs.append((objects[col][start:start + rows], None))
+            else:
+                bstrs.append(_c_batch_strings(got[(col, role)]))
+        bnums = [got[k] for k in floats] + [got[k] for k in ints]
+        batches.append((rows, bstrs, bnums))
+        start += rows
+    status, body, lines, skipped, row, seconds = codec.encode_columns(
+        batches, c_specs, c_dims, -1 if ts_slot is None else nf + ts_slot,
+        _KIND_CODE[kind], nf, _pandas_na())
+    if status == 1:
+        raise _NeedRows(row)
+    if status != 0:
+        raise _Unsupported
+    if seconds:
+        _warn_seconds()
+    return body, lines, skipped
+
+
+def _pandas_na() -> Any:
+    import sys
+
+    pd = sys.modules.get("pandas")
+    return getattr(pd, "NA", None)
 
 
 def _has_duplicate_keys(m: Any) -> bool:
@@ -1278,16 +1439,54 @@ def encode_table(data: Any, *, key: Any = None, value: Any = None, dimensions: A
     :class:`~dtproto.EncodeError` for the first row the Encoder would refuse,
     its ``record`` the 0-based row.  Returns an :class:`EncodedTable`.
     """
-    table = _as_table(data)
     codec = _codec if _codec is not None else _impl.codec
+    frame = data if _plain_pandas(data) else None
+    # a pandas frame: its schema first, then only the columns used are converted
+    table = _as_table(data if frame is None else data.iloc[:0])
     specs = _specs(table, key, value, kind, (min, max, sum, count))
     dims, map_col = _dimension_refs(table, dimensions)
     if timestamp is not None and timestamp not in table.column_names:
         raise KeyError("no column %r" % (timestamp,))
     options = bool(prefix or default_dimensions or static_dimensions or normalize
                    or oneagent_enrichment)
+    used = _used_columns(specs, dims, map_col, timestamp)
+    nrows = table.num_rows if frame is None else len(frame)
     out: Optional[EncodedTable] = None
-    if not options and not _rows:
+    need: Optional[int] = None   # the first row only the Encoder can judge
+    plain = not options and not _rows
+    if plain and hasattr(codec, "encode_columns") and map_col is None:
+        # the Cython core's column encoder; pandas object columns read as they are
+        objects: Dict[str, Any] = {}
+        if frame is not None:
+            # columns of text only (an object column of numbers is pyarrow's to convert)
+            text = {s.key[1] for s in specs if s.key[0] == "col"} | {c for _, c in dims}
+            text -= _number_columns(specs, timestamp)
+            objects = {c: frame[c].to_numpy() for c in used
+                       if c in text and frame[c].dtype == object}
+            table = _pandas_table(frame, [c for c in used if c not in objects])
+        try:
+            try:
+                body, written, skipped = _c_body(codec, table, objects, nrows, specs, dims,
+                                                 timestamp)
+            except _Unsupported:
+                if not objects:
+                    raise
+                # something but str and null in an object column: pyarrow converts it
+                frame, table, objects = None, _pandas_table(frame, used), {}
+                body, written, skipped = _c_body(codec, table, objects, nrows, specs, dims,
+                                                 timestamp)
+            out = EncodedTable(body)
+            out.lines = written
+            out.skipped_null = skipped
+            out.dropped = 0
+            out.normalizations = codec.Encoder().normalizations
+        except _Unsupported:
+            pass   # the pure path takes it
+        except _NeedRows as e:
+            need = e.row
+    if out is None and frame is not None:
+        table = _pandas_table(frame, used)
+    if out is None and need is None and plain:
         try:
             body, skipped = _vector_body(table, specs, dims, map_col, timestamp)
             out = EncodedTable(body)
@@ -1295,15 +1494,15 @@ def encode_table(data: Any, *, key: Any = None, value: Any = None, dimensions: A
             out.skipped_null = skipped
             out.dropped = 0
             out.normalizations = codec.Encoder().normalizations
-        except _NeedRows as need:
-            out = None
-            if need.row > 0:   # the first suspect row alone: its error, if it has one
-                enc = codec.Encoder()
-                try:
-                    _row_lines(table.slice(need.row, 1), specs, dims, map_col, timestamp, enc)
-                except EncodeError as e:
-                    e.record = need.row
-                    raise
+        except _NeedRows as e:
+            need = e.row
+    if need:   # the first suspect row alone: its error, if it has one
+        enc = codec.Encoder()
+        try:
+            _row_lines(table.slice(need, 1), specs, dims, map_col, timestamp, enc)
+        except EncodeError as e:
+            e.record = need
+            raise
     if out is None:
         enc = codec.Encoder(prefix=prefix, default_dimensions=default_dimensions,
                             static_dimensions=static_dimensions, normalize=normalize,
@@ -1315,8 +1514,49 @@ def encode_table(data: Any, *, key: Any = None, value: Any = None, dimensions: A
         per_row = len(specs) * table.num_rows
         out.dropped = per_row - skipped - written
         out.normalizations = enc.normalizations
-    out.rows = table.num_rows
+    out.rows = nrows
     return out
+
+
+def _plain_pandas(data: Any) -> bool:
+    """A pandas DataFrame whose columns are distinct strings (converted column by column)."""
+    t = type(data)
+    if t.__name__ != "DataFrame" or t.__module__.split(".")[0] != "pandas":
+        return False
+    cols = data.columns
+    return cols.is_unique and all(type(c) is str for c in cols)
+
+
+def _pandas_table(frame: Any, columns: List[str]) -> Any:
+    """The columns of a pandas frame as pyarrow converts them (from_pandas)."""
+    if not columns:
+        return pa.table({"": pa.nulls(len(frame))}).drop_columns([""])
+    return pa.Table.from_pandas(frame[columns], preserve_index=False)
+
+
+def _number_columns(specs: List[_Spec], ts_name: Any) -> set:
+    cols = {c for spec in specs for c in spec.summary}
+    cols |= {spec.value[1] for spec in specs if spec.value is not None and spec.value[0] == "col"}
+    cols |= {spec.kind[1] for spec in specs if spec.kind[0] == "col"}
+    if ts_name is not None:
+        cols.add(ts_name)
+    return cols
+
+
+def _used_columns(specs: List[_Spec], dims: List[Tuple[str, str]], map_col: Optional[str],
+                  ts_name: Any) -> List[str]:
+    used: List[str] = []
+    for spec in specs:
+        for ref in (spec.key, spec.kind, spec.value):
+            if ref is not None and ref[0] == "col":
+                used.append(ref[1])
+        used.extend(spec.summary)
+    used.extend(col for _, col in dims)
+    if map_col is not None:
+        used.append(map_col)
+    if ts_name is not None:
+        used.append(ts_name)
+    return list(dict.fromkeys(used))
 
 
 def table_chunks(data: Any, *, rows: int = 100_000, **options: Any) -> Iterator[bytes]:
