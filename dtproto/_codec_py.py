@@ -19,22 +19,26 @@ byte becomes one lone surrogate, which is invalid wherever it appears.
 from __future__ import annotations
 
 import sys
-from itertools import compress
-from typing import Any, Iterator, List, Optional, Tuple, Union
+from itertools import chain, count as count_from
+from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ._constants import (
     CHANGED_KEY_WARNING,
     COUNT_SUFFIX,
     KIND_COUNT,
+    KIND_GAUGE,
     SECONDS_TIMESTAMP_BELOW,
     SECONDS_TIMESTAMP_WARNING,
     VALIDATE_MAX_LISTED,
     WARNING_TIMESTAMP_SECONDS,
+    WINDOW_FUTURE_MS,
+    WINDOW_PAST_MS,
 )
 from . import _input
 from ._encode_py import Encoder, encode
 from ._input import TooLong as _TooLong, line_blocks as _stream_blocks
-from ._scan import (_LineFault, _fast_check, _fast_line, _fault_to_error, _scan_line, _text_of,
+from ._scan import (_CHECK_RE, _CHECK_WINDOW_RE, _LineFault, _fast_check, _fast_line, _fast_rows,
+                    _fault_to_error, _ranges, _scan_line, _summary_problem, _text_of,
                     _too_long_fault, classic_key)
 from .model import Metadata, Record
 from .report import LineError, LineWarning, ValidationReport
@@ -81,61 +85,68 @@ def _limit(value: Any, name: str) -> Optional[int]:
     return min(value, sys.maxsize)
 
 
-def _lines_of(buf: bytes) -> List[str]:
-    lines = _text_of(buf).split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
-
-
 _SLICE = 1 << 20
 
 
-def _line_slices(buf: bytes, first_lineno: int) -> Iterator[Tuple[int, List[str]]]:
-    """``(number of the first line, lines)`` for ~1 MB slices of ``buf``, cut after an LF.
+def _text_slices(buf: bytes) -> Iterator[Tuple[str, int]]:
+    """``(text, end)`` for ~1 MB slices of ``buf``, cut after an LF; ``text[:end]``
+    holds the slice's lines without the LF that ends the last one.
 
-    A body of any size is split into strings a slice at a time, so memory
-    stays bounded: 100 MB of LFs would otherwise be 100 million strings.
-    A slice boundary after an LF never splits a UTF-8 sequence.
+    A body of any size is turned into text a slice at a time, so memory stays
+    bounded.  A slice boundary after an LF never splits a UTF-8 sequence.
     """
     n = len(buf)
-    if n <= _SLICE:
-        yield first_lineno, _lines_of(buf)
-        return
     pos = 0
-    lineno = first_lineno
     while pos < n:
-        end = buf.find(b"\n", min(pos + _SLICE, n) - 1)
-        end = n if end < 0 else end + 1
-        lines = _lines_of(buf[pos:end])
-        yield lineno, lines
-        lineno += len(lines)
-        pos = end
+        cut = buf.find(b"\n", min(pos + _SLICE, n) - 1) if n - pos > _SLICE else -1
+        cut = n if cut < 0 else cut + 1
+        text = _text_of(buf[pos:cut])
+        yield text, len(text) - 1 if text.endswith("\n") else len(text)
+        pos = cut
 
 
-def _records(lines: List[str], first_lineno: int, now_ms: Optional[int],
-             skip: bool) -> Iterator[Record]:
-    # compress() drops empty lines (the commonest blank ones) at C speed;
-    # every other line keeps its own number.
-    for lineno, raw in compress(enumerate(lines, first_lineno), lines):
-        rec = _fast_line(raw, now_ms)
-        if rec is not None:
-            yield rec
-            continue
-        try:
-            rec = _scan_line(raw, now_ms)
-        except _LineFault as f:
-            if skip:
+def _records(lines: List[str], recs: List[Optional[Record]], first_lineno: int,
+             now_ms: Optional[int], skip: bool) -> Iterator[Record]:
+    """The records of ``lines``, given what the block path made of them
+    (``recs``: a record, or None where it declined the line)."""
+    for lineno, rec, raw in zip(count_from(first_lineno), recs, lines):
+        if rec is None:
+            if not raw:
                 continue
-            raise _fault_to_error(f, raw, lineno) from None
-        if rec is not None:
-            yield rec
+            rec = _fast_line(raw, now_ms)
+            if rec is None:
+                try:
+                    rec = _scan_line(raw, now_ms)
+                except _LineFault as f:
+                    if skip:
+                        continue
+                    raise _fault_to_error(f, raw, lineno) from None
+                if rec is None:
+                    continue
+        yield rec
+
+
+def _record_runs(buf: bytes, first_lineno: int, now_ms: Optional[int],
+                 skip: bool) -> Iterator[Iterable[Record]]:
+    """The records of a block of whole lines, a run (a range of lines) at a time.
+
+    A range goes through the block path first; only a range where it
+    declined a line is split into lines, for the per-line paths.
+    """
+    lineno = first_lineno
+    for text, end in _text_slices(buf):
+        for pos, stop in _ranges(text, 0, end):
+            recs, declined = _fast_rows(text, pos, stop, now_ms)
+            if not declined:
+                yield recs
+            else:
+                yield _records(text[pos:stop].split("\n"), recs, lineno, now_ms, skip)
+            lineno += len(recs)
 
 
 def _decode_block(buf: bytes, first_lineno: int, now_ms: Optional[int],
                   skip: bool) -> Iterator[Record]:
-    for lineno, lines in _line_slices(buf, first_lineno):
-        yield from _records(lines, lineno, now_ms, skip)
+    return chain.from_iterable(_record_runs(buf, first_lineno, now_ms, skip))
 
 
 def decode(data: Union[BytesLike, str], *, now_ms: Optional[int] = None) -> List[Record]:
@@ -156,7 +167,10 @@ def decode(data: Union[BytesLike, str], *, now_ms: Optional[int] = None) -> List
         DecodeError: at the first invalid line, with its 1-based ``line``,
             ``column``, ``code`` and ``reason``.
     """
-    return list(_decode_block(_as_bytes(data), 1, _now(now_ms), False))
+    out: List[Record] = []
+    for run in _record_runs(_as_bytes(data), 1, _now(now_ms), False):
+        out += run
+    return out
 
 
 def iter_decode(
@@ -202,46 +216,73 @@ def _records_of_source(source: Any, now_ms: Optional[int], skip: bool,
         yield from decode_block(block, lineno, now_ms, skip)
 
 
-def _validate_lines(report: ValidationReport, lines: List[str], first_lineno: int,
-                    now_ms: Optional[int], max_errors: Optional[int],
-                    max_warnings: Optional[int]) -> None:
+def _validate_text(report: ValidationReport, text: str, end: int, first_lineno: int,
+                   now_ms: Optional[int], max_errors: Optional[int],
+                   max_warnings: Optional[int]) -> int:
+    """Validate the lines of ``text[:end]`` into ``report``; the number of lines.
+
+    Rows the block pattern takes need no per-line work but the warnings (and a
+    summary's consistency, a timestamp's window); the others are split out
+    and go through the per-line fast path and the exact scanner.
+    """
     # Counts live in locals until the end: attribute writes per line would
     # cost more than the fast path's own checks.
     ok = 0
     warned = 0
     warnings = report.warnings
-    fast = _fast_check
-    for lineno, raw in compress(enumerate(lines, first_lineno), lines):
-        rec = fast(raw, now_ms)
-        if rec is None:
-            try:
-                rec = _scan_line(raw, now_ms)
-            except _LineFault as f:
-                _add_error(report, f, raw, lineno, max_errors)
-                continue
-            if rec is None:
-                continue
-            if type(rec) is Metadata:
-                ok += 1
-                continue
-        ok += 1
-        # Metrics Classic renames (§4.1): a count without ".count", or a
-        # gauge/summary with it, gets a warning.
-        if rec[0].endswith(COUNT_SUFFIX) != (rec[2] == KIND_COUNT):
-            warned += 1
-            if max_warnings is None or len(warnings) < max_warnings:
-                key = rec[0]
-                warnings.append(LineWarning(
-                    lineno, CHANGED_KEY_WARNING % (key, classic_key(key, rec[2]))
-                ))
-        ts = rec[8]
-        if ts is not None and ts < SECONDS_TIMESTAMP_BELOW:
-            warned += 1
-            if max_warnings is None or len(warnings) < max_warnings:
-                warnings.append(LineWarning(lineno, SECONDS_TIMESTAMP_WARNING % (ts, ts),
-                                            WARNING_TIMESTAMP_SECONDS))
+    rx = _CHECK_RE if now_ms is None else _CHECK_WINDOW_RE
+    lineno = first_lineno - 1
+    for pos, stop in _ranges(text, 0, end):
+        first = lineno + 1
+        lines = None
+        for key, mn, mx, sm, cnt, delta, ts in rx.findall(text, pos, stop):
+            lineno += 1
+            t = None
+            if key:
+                if ts:
+                    t = int(ts)
+                    if now_ms is not None and not (
+                            now_ms - WINDOW_PAST_MS <= t <= now_ms + WINDOW_FUTURE_MS):
+                        key = ""
+                if mn and key and _summary_problem(float(mn), float(mx), float(sm),
+                                                   int(cnt)) is not None:
+                    key = ""
+                is_count = delta != ""
+            if not key:
+                if lines is None:
+                    lines = text[pos:stop].split("\n")
+                raw = lines[lineno - first]
+                if not raw:
+                    continue
+                rec = _fast_check(raw, now_ms)
+                if rec is None:
+                    try:
+                        rec = _scan_line(raw, now_ms)
+                    except _LineFault as f:
+                        _add_error(report, f, raw, lineno, max_errors)
+                        continue
+                    if rec is None:
+                        continue
+                    if type(rec) is Metadata:
+                        ok += 1
+                        continue
+                key, is_count, t = rec[0], rec[2] == KIND_COUNT, rec[8]
+            ok += 1
+            # Metrics Classic renames (§4.1): a count without ".count", or a
+            # gauge/summary with it, gets a warning.
+            if key.endswith(COUNT_SUFFIX) != is_count:
+                warned += 1
+                if max_warnings is None or len(warnings) < max_warnings:
+                    warnings.append(LineWarning(lineno, CHANGED_KEY_WARNING % (
+                        key, classic_key(key, KIND_COUNT if is_count else KIND_GAUGE))))
+            if t is not None and t < SECONDS_TIMESTAMP_BELOW:
+                warned += 1
+                if max_warnings is None or len(warnings) < max_warnings:
+                    warnings.append(LineWarning(lineno, SECONDS_TIMESTAMP_WARNING % (t, t),
+                                                WARNING_TIMESTAMP_SECONDS))
     report.lines_ok += ok
     report.warnings_total += warned
+    return lineno - first_lineno + 1
 
 
 def _add_error(report: ValidationReport, f: _LineFault, raw: str, lineno: int,
@@ -281,11 +322,10 @@ def _validate_block(report: ValidationReport, buf: bytes, first_lineno: int,
                     now_ms: Optional[int], max_errors: Optional[int],
                     max_warnings: Optional[int]) -> int:
     """Validate a block of whole lines into ``report``; the number of its last line."""
-    last = first_lineno - 1
-    for first, lines in _line_slices(buf, first_lineno):
-        _validate_lines(report, lines, first, now_ms, max_errors, max_warnings)
-        last = first + len(lines) - 1
-    return last
+    lineno = first_lineno
+    for text, end in _text_slices(buf):
+        lineno += _validate_text(report, text, end, lineno, now_ms, max_errors, max_warnings)
+    return lineno - 1
 
 
 def _validate_source(source: Any, now_ms: Any, max_errors: Any, max_warnings: Any,

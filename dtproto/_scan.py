@@ -21,7 +21,7 @@ the behaviour the Cython core mirrors byte for byte and error for error.
 from __future__ import annotations
 
 import re
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 from ._constants import (
     COUNT_SUFFIX,
@@ -732,6 +732,146 @@ def _fast_check(s: str, now_ms: Optional[int]) -> Optional[Metric]:
     if m is None:
         return None
     return _fast_record((key, ()), *m.groups(), now_ms)
+
+
+# ---------------------------------------------------------------------------
+# Block fast path: one regular expression over a range of whole lines.
+# ---------------------------------------------------------------------------
+# _BLOCK_RE matches every line of a range, so ``findall`` gives one row per
+# line, in order, without splitting the text: either the groups of an
+# ordinary valid line, or (last group) the text of any other line, which the
+# per-line paths above and the exact scanner take.  Every limit that needs no
+# arithmetic is written into the pattern, so an ordinary row needs no check
+# of its own but a summary's consistency and the timestamp window:
+#
+# * the metric key 3..255 characters without ``dt.`` (lookaheads), dimension
+#   keys of at most 100, at most 50 dimensions;
+# * values of at most 255 code points: plain characters and the five escapes
+#   of ESCAPES (one code point each once decoded); a value with any other
+#   escape is left to the exact scanner;
+# * numbers that cannot overflow (at most 200 digits before the point and
+#   two in the exponent: below 10**299), timestamps of at most 18 digits or
+#   19 starting with 0-8 (below 2**63), summary counts of at most 18 digits;
+# * blanks in runs of at most 64, so a line the pattern takes is well under
+#   MAX_LINE_CHARS.
+#
+# Alternatives never match the same text two ways (a value with an escape
+# can only match the branch that requires one), so a line that fails costs
+# time linear in its length.
+_RX_FNUM = r"[+-]?(?:[0-9]{1,200}(?:\.[0-9]{0,200})?|\.[0-9]{1,200})(?:[eE][+-]?[0-9]{1,2})?"
+_RX_FKEY = r"(?!dt\.)(?=[A-Za-z0-9_.-]{3,%d}[ ,])%s" % (MAX_METRIC_KEY, _RX_KEY)
+_RX_FDKEY = r"(?=[a-z0-9_:.-]{1,%d}=)%s" % (MAX_DIMENSION_KEY, _RX_DKEY)
+_RX_FVALUE = (
+    r'(?:{p}{{0,{m}}}(?![\\])'                            # bare, no escape
+    r'|"{q}{{0,{m}}}"'                                    # quoted, no escape
+    r'|"(?=(?:{q}|{e}){{0,{m}}}")(?:{q}*{e})+{q}*"'       # quoted with escapes
+    r'|(?=(?:{p}|{e}){{0,{m}}}[, ])(?:{p}*{e})+{p}*)'     # bare with escapes
+).format(p='[^,= "\\\\%s]' % _CTRL, q='[^"\\\\%s]' % _CTRL, e=r'\\[",= \\]',
+         m=MAX_DIMENSION_VALUE)
+_RX_FDIMS = "(?:,%s=%s){0,%d}" % (_RX_FDKEY, _RX_FVALUE, MAX_DIMENSIONS)
+_RX_FTS = "[0-9]{1,18}|[0-8][0-9]{18}"
+
+
+def _block_re(dims: str, value: str, ts: str) -> "re.Pattern[str]":
+    return re.compile(
+        r"^(?:(%s)%s {1,64}(?:gauge,min=(%s),max=(%s),sum=(%s),count=([0-9]{1,18})"
+        r"|count,delta=(%s)|(?:gauge,)?%s)(?: {1,64}%s)?[ \t]{0,64}\r?|.*)$"
+        % (_RX_FKEY, dims, _RX_FNUM, _RX_FNUM, _RX_FNUM, _RX_FNUM, value, ts), re.M)
+
+
+# decode: key, dimension text, min, max, sum, count, delta, value, timestamp.
+_BLOCK_RE = _block_re("(%s)" % _RX_FDIMS, "(%s)" % _RX_FNUM, "(%s)" % _RX_FTS)
+# validate: key, min, max, sum, count, delta, timestamp.  Without a
+# window only a timestamp that may be before 1973 (fewer than 12 digits, a
+# leading zero) or above 2**63-1 is captured; with one, every timestamp.
+_CHECK_RE = _block_re(_RX_FDIMS, _RX_FNUM, "(?:[1-9][0-9]{11,17}|(%s))" % _RX_FTS)
+_CHECK_WINDOW_RE = _block_re(_RX_FDIMS, _RX_FNUM, "(%s)" % _RX_FTS)
+# The dimensions of a row: (key, value) where nothing is quoted or escaped, ...
+_PLAIN_PAIRS = re.compile(r",([^=]*)=([^,]*)").findall
+# ... (key, quoted content, bare value) otherwise.
+_ANY_PAIRS = re.compile(r',([^=]*)=(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^,\\]*(?:\\.[^,\\]*)*))').findall
+_dims_cache: dict = {}      # dimension text -> dims tuple, bounded
+_BLOCK_STEP = 1 << 14       # characters per findall: its rows die young
+
+
+def _row_dims(text: str) -> tuple:
+    """The dimension pairs of a row's dimension text (the pattern checked it)
+    with quotes or escapes (without, ``_PLAIN_PAIRS`` gives them)."""
+    dims = []
+    for k, q, b in _ANY_PAIRS(text):
+        v = q or b
+        if "\\" in v:
+            v = _UNESCAPE_RE.sub(_group_1, v)
+        dims.append((k, v))
+    return tuple(dims)
+
+
+def _group_1(m: "re.Match[str]") -> str:
+    return m.group(1)
+
+
+def _ranges(text: str, pos: int, end: int) -> Iterator[Tuple[int, int]]:
+    """``(start, stop)`` of the ranges of whole lines of ``text[pos:end]``, each
+    about _BLOCK_STEP characters, cut at an LF (which belongs to neither)."""
+    while end - pos > _BLOCK_STEP:
+        cut = text.find("\n", pos + _BLOCK_STEP, end)
+        if cut < 0:
+            break
+        yield pos, cut
+        pos = cut + 1
+    yield pos, end
+
+
+def _fast_rows(text: str, pos: int, end: int, now_ms: Optional[int]) -> Tuple[list, int]:
+    """The records of the lines of ``text[pos:end]`` (no LF at ``end``), one
+    per line, and how many are None: lines this path declines (blank, metadata,
+    unusual or invalid), which the per-line paths take.
+    """
+    out: list = []
+    append = out.append
+    declined = 0
+    cached = _dims_cache.get
+    for key, dt, mn, mx, sm, cnt, delta, value, ts in _BLOCK_RE.findall(text, pos, end):
+        if not key:
+            append(None)
+            declined += 1
+            continue
+        t = None
+        if ts:
+            t = int(ts)
+            if now_ms is not None and not (
+                    now_ms - WINDOW_PAST_MS <= t <= now_ms + WINDOW_FUTURE_MS):
+                append(None)
+                declined += 1
+                continue
+        if not dt:
+            dims: tuple = ()
+        else:
+            dims = cached(dt)  # type: ignore[assignment]
+            if dims is None:
+                if '"' in dt or "\\" in dt:
+                    dims = _row_dims(dt)
+                else:
+                    dims = tuple(_PLAIN_PAIRS(dt))
+                # The tuple lives on in the record anyway: caching it costs
+                # one dict entry, and a repeated series then shares it.
+                if len(_dims_cache) >= _CACHE_MAX:
+                    _dims_cache.clear()
+                _dims_cache[dt] = dims
+        if value:
+            append(_tuple_new(Metric, (key, dims, KIND_GAUGE, float(value), None, None, None,
+                                       None, t)))
+        elif delta:
+            append(_tuple_new(Metric, (key, dims, KIND_COUNT, float(delta), None, None, None,
+                                       None, t)))
+        else:
+            fmn, fmx, fsm, icnt = float(mn), float(mx), float(sm), int(cnt)
+            if _summary_problem(fmn, fmx, fsm, icnt) is not None:
+                append(None)
+                declined += 1
+                continue
+            append(_tuple_new(Metric, (key, dims, KIND_SUMMARY, None, fmn, fmx, fsm, icnt, t)))
+    return out, declined
 
 
 def _text_of(buf: bytes) -> str:

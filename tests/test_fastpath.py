@@ -1,8 +1,9 @@
 """The pure-Python fast paths against the exact scanner and the exact encoder.
 
-The fast paths (``dtproto._scan._fast_line``, ``_fast_check`` and the
-encoder's ``_fast_head``) are built on regular expressions and ``str``
-methods; the exact scanner and ``_head`` are the readable definition.  A fast
+The fast paths (``dtproto._scan._fast_line``, ``_fast_check``, the block
+path of ``decode``/``validate`` and the encoder's ``_fast_head``) are built
+on regular expressions and ``str`` methods; the exact scanner and ``_head``
+are the readable definition.  A fast
 path may decline (None: the exact code decides), but whatever it accepts must
 be exactly what the exact code gives: the same record, the same head.  These
 properties run over lines in the fast paths' own shape (single spaces, the
@@ -14,7 +15,7 @@ mutated byte by byte.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import pytest
 from hypothesis import given
@@ -77,15 +78,25 @@ def _exact(line: str, now: Optional[int]) -> Any:
         return f
 
 
+def _block(line: str, now: Optional[int]) -> Optional[Metric]:
+    """What decode()'s block path makes of a one-line text: a record or None."""
+    recs, declined = _scan._fast_rows(line, 0, len(line), now)
+    assert len(recs) == 1 and declined == (recs[0] is None)
+    return recs[0]  # type: ignore[no-any-return]
+
+
 def _check_line(line: str, now: Optional[int]) -> None:
     fast = _scan._fast_line(line, now)
     check = _scan._fast_check(line, now)
-    if fast is None and check is None:
+    block = _block(line, now)
+    if fast is None and check is None and block is None:
         return
     exact = _exact(line, now)
     assert not isinstance(exact, _scan._LineFault), (line, exact.code)  # never accept more
     if fast is not None:
         _same(fast, exact)
+    if block is not None:
+        _same(block, exact)
     if check is not None:  # validate() needs the key, kind and timestamp only
         assert (check[0], check[2:]) == (exact[0], exact[2:])
 
@@ -116,12 +127,13 @@ def test_fast_paths_agree_on_any_line(data, now):
 
 @pytest.mark.parametrize("now", NOWS)
 def test_fast_paths_take_every_corpus_line(now):
-    taken = 0
+    taken = block = 0
     for line in _CORPUS:
         _check_line(line, now)
         taken += _scan._fast_line(line, now) is not None
+        block += _block(line, now) is not None
     if now is None:
-        assert taken == len(_CORPUS)
+        assert taken == block == len(_CORPUS)
 
 
 def test_cold_and_warm_caches_agree():
@@ -132,6 +144,156 @@ def test_cold_and_warm_caches_agree():
     cold = [_scan._fast_line(line, None) for line in lines]
     warm = [_scan._fast_line(line, None) for line in lines * 2][len(lines):]
     assert cold == warm == [_scan._scan_line(line, None) for line in lines]
+    _scan._dims_cache.clear()
+    text = "\n".join(lines)
+    cold = _scan._fast_rows(text, 0, len(text), None)[0]
+    twice = text + "\n" + text
+    warm = _scan._fast_rows(twice, 0, len(twice), None)[0][len(lines):]
+    assert cold == warm == [_scan._scan_line(line, None) for line in lines]
+
+
+# ---------------------------------------------------------------------------
+# The drivers: decode() and validate() over bodies, block path included, are
+# exactly the exact scanner applied line by line.
+# ---------------------------------------------------------------------------
+
+def _reference(lines: List[str], now: Optional[int]) -> Tuple[Any, Any]:
+    """(records or the first error, ValidationReport) of ``lines`` by the exact scanner."""
+    from dtproto._constants import (SECONDS_TIMESTAMP_BELOW, SECONDS_TIMESTAMP_WARNING,
+                                    WARNING_TIMESTAMP_SECONDS)
+    from dtproto.report import LineWarning, ValidationReport
+
+    report = ValidationReport()
+    records: list = []
+    first_error = None
+    for lineno, raw in enumerate(lines, 1):
+        if not raw:
+            continue
+        rec = _exact(raw, now)
+        if isinstance(rec, _scan._LineFault):
+            err = _scan._fault_to_error(rec, raw, lineno)
+            first_error = first_error or err
+            report.lines_invalid += 1
+            report.error_counts[err.code] = report.error_counts.get(err.code, 0) + 1
+            report.errors.append((lineno, err.column, err.code, err.reason, err.text))
+            continue
+        if rec is None:
+            continue
+        records.append(rec)
+        report.lines_ok += 1
+        if type(rec) is not Metric:
+            continue
+        if rec.key.endswith(".count") != (rec.kind == "count"):
+            report.warnings.append(LineWarning(lineno, "metric key '%s' changed to '%s'" % (
+                rec.key, _scan.classic_key(rec.key, rec.kind))))
+        if rec.timestamp is not None and rec.timestamp < SECONDS_TIMESTAMP_BELOW:
+            report.warnings.append(LineWarning(
+                lineno, SECONDS_TIMESTAMP_WARNING % (rec.timestamp, rec.timestamp),
+                WARNING_TIMESTAMP_SECONDS))
+    report.warnings_total = len(report.warnings)
+    report.lines_total = len(lines)
+    return (first_error if first_error is not None else records), report
+
+
+def _check_body(lines: List[str], now: Optional[int], final_lf: bool) -> None:
+    from dtproto import _codec_py
+
+    raw = ("\n".join(lines) + ("\n" if final_lf else "")).encode("utf-8", "surrogatepass")
+    # The lines as the drivers see them (a lone surrogate comes back as the
+    # surrogate escapes of its bytes; a final LF ends the last line).
+    lines = _scan._text_of(raw).split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    want, want_report = _reference(lines, now)
+    try:
+        got: Any = _codec_py.decode(raw, now_ms=now)
+    except Exception as e:  # noqa: BLE001
+        got = e
+    if isinstance(want, list):
+        assert isinstance(got, list), got
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            if type(b) is Metric:
+                _same(a, b)
+            else:
+                assert a == b
+    else:
+        assert (got.line, got.column, got.code, got.reason) == (
+            want.line, want.column, want.code, want.reason)
+    skipped = list(_codec_py.iter_decode(raw, now_ms=now, errors="skip"))
+    valid = [r for r in (_exact(x, now) for x in lines if x)
+             if r is not None and not isinstance(r, _scan._LineFault)]
+    assert skipped == valid
+    report = _codec_py.validate(raw, now_ms=now, max_errors=None, max_warnings=None)
+    assert (report.lines_ok, report.lines_invalid, report.error_counts, report.lines_total) == (
+        want_report.lines_ok, want_report.lines_invalid, want_report.error_counts,
+        want_report.lines_total)
+    assert [tuple(e) for e in report.errors] == want_report.errors
+    assert report.warnings == want_report.warnings
+    assert report.warnings_total == want_report.warnings_total
+
+
+def gen_body_lines(r: S.R) -> List[str]:
+    out = []
+    for _ in range(r.randint(1, 6)):
+        k = r.randrange(10)
+        if k < 5:
+            out.append(gen_fast_line(r)[0])
+        elif k < 8:
+            out.append(gen_fast_or_mutated(r))
+        elif k < 9:
+            out.append(r.choice(["", " ", "\r", "#abc gauge dt.meta.unit=ms", "abc 1 5",
+                                 "abc.count 1 5", "abc count,delta=1 99999999999"]))
+        else:
+            out.append(r.choice(_CORPUS))
+    return out
+
+
+@given(S.seeded(gen_body_lines), st.sampled_from(NOWS), st.booleans())
+def test_drivers_are_the_exact_scanner_line_by_line(lines, now, final_lf):
+    _check_body(lines, now, final_lf)
+
+
+@pytest.mark.parametrize("step, slice_bytes", [(1, 1), (40, 300), (1 << 16, 1 << 20)])
+def test_line_numbers_across_ranges_and_slices(monkeypatch, step, slice_bytes):
+    """Ranges of the block path and byte slices of the body, of any size, cut
+    only at line ends: every line keeps its number."""
+    from dtproto import _codec_py
+
+    monkeypatch.setattr(_scan, "_BLOCK_STEP", step)
+    monkeypatch.setattr(_codec_py, "_SLICE", slice_bytes)
+    lines = list(_CORPUS[:60])
+    for i, extra in ((0, ""), (7, "bad line"), (8, ""), (20, " "), (21, "abc 1 5"),
+                     (33, "#abc gauge dt.meta.unit=ms"), (40, "abc,k=v\\x 1"), (59, "x y")):
+        lines.insert(i, extra)
+    for final_lf in (False, True):
+        _check_body(lines, None, final_lf)
+        _check_body(lines + [""], NOW, final_lf)
+
+
+@pytest.mark.parametrize("line", [
+    "abc" + ",k=v" * 50 + ",k=v 1",
+    "abc" + ",k=" + "a" * 30_000 + " 1",
+    "abc" + ",k=" + "a\\," * 10_000 + " 1",
+    "abc" + ",k=\"" + "a\\\"" * 10_000 + " 1",
+    "abc" + ",k=" + ("a\\," * 100 + ",k=") * 50 + " 1 x",
+    "abc" + ",k=\"" + ("a, " * 80 + "\",k=\"") * 50 + "\" 1 x",
+    "abc" + "." + "a" * 30_000 + " 1",
+    "abc" + ",k" * 20_000 + " 1",
+    "abc 1" + " " * 40_000 + "x",
+    "abc gauge,min=%s,max=%s,sum=%s,count=1 x" % (("1" * 10_000,) * 3),
+])
+def test_block_patterns_fail_in_linear_time(line):
+    """Lines a block pattern almost takes: a pattern that could match a
+    value two ways would take exponential time on these."""
+    import time
+
+    body = "\n".join([line] * 3).encode()
+    t0 = time.process_time()
+    for now in (None, NOW):
+        _scan._fast_rows(body.decode(), 0, len(body), now)
+        _scan._CHECK_RE.findall(body.decode())
+    assert time.process_time() - t0 < 2.0
 
 
 # ---------------------------------------------------------------------------
