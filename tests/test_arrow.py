@@ -232,8 +232,9 @@ def _assert_same_columns(got, want):
         assert list(memoryview(got[name])) == list(memoryview(want[name])), name
     for name, table in (("key_index", "keys"), ("dim_key", "dim_keys"),
                         ("dim_value", "dim_values")):
-        g = [strings(got[table])[i] for i in _index(got, name)]
-        w = [strings(want[table])[i] for i in _index(want, name)]
+        gs, ws = strings(got[table]), strings(want[table])
+        g = [gs[i] for i in _index(got, name)]
+        w = [ws[i] for i in _index(want, name)]
         assert g == w, name
 
 
