@@ -22,9 +22,6 @@ from libc.stdint cimport uint32_t, uintptr_t
 from libc.string cimport memmove, memset
 
 cdef extern from "Python.h":
-    # The non-raising spelling: a str that cannot be encoded (a lone
-    # surrogate) makes the loop return "unsupported", after PyErr_Clear.
-    const char *dt_utf8 "PyUnicode_AsUTF8AndSize"(PyObject *o, Py_ssize_t *size)
     bint dt_str_exact "PyUnicode_CheckExact"(PyObject *o)
     bint dt_float_check "PyFloat_Check"(PyObject *o)
     double dt_float_value "PyFloat_AS_DOUBLE"(PyObject *o)
@@ -74,6 +71,76 @@ cdef extern from *:
         "5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
     """
     const char *dt_pairs
+
+cdef extern from *:
+    """
+    #include <string.h>
+    /* Short copies (the pieces of a line are mostly 1 to 20 bytes) without a
+       call: two overlapping fixed-size moves. */
+    static inline void dt_copy(char *d, const char *s, Py_ssize_t n) {
+        if (n > 32) { memcpy(d, s, (size_t)n); return; }
+        if (n > 16) {
+            uint64_t a[2], b[2];
+            memcpy(a, s, 16); memcpy(b, s + n - 16, 16);
+            memcpy(d, a, 16); memcpy(d + n - 16, b, 16);
+        } else if (n >= 8) {
+            uint64_t a, b;
+            memcpy(&a, s, 8); memcpy(&b, s + n - 8, 8);
+            memcpy(d, &a, 8); memcpy(d + n - 8, &b, 8);
+        } else if (n >= 4) {
+            uint32_t a, b;
+            memcpy(&a, s, 4); memcpy(&b, s + n - 4, 4);
+            memcpy(d, &a, 4); memcpy(d + n - 4, &b, 4);
+        } else {
+            Py_ssize_t i;
+            for (i = 0; i < n; i++) d[i] = s[i];
+        }
+    }
+    static inline int dt_clz64(uint64_t v) {   /* v != 0 */
+    #if defined(__GNUC__) || defined(__clang__)
+        return __builtin_clzll(v);
+    #else
+        int n = 0;
+        while (!(v & 0x8000000000000000ULL)) { v <<= 1; n++; }
+        return n;
+    #endif
+    }
+    /* Whether n bytes at a and b are equal (the same overlapping moves). */
+    static inline int dt_equal(const uint8_t *a, const uint8_t *b, Py_ssize_t n) {
+        uint64_t x, y, u, v;
+        if (n > 16 || n < 8) return memcmp(a, b, (size_t)n) == 0;
+        memcpy(&x, a, 8); memcpy(&y, b, 8);
+        memcpy(&u, a + n - 8, 8); memcpy(&v, b + n - 8, 8);
+        return x == y && u == v;
+    }
+    /* A slot of a metric key cache (64 entries) for n bytes at p. */
+    static inline unsigned dt_key_slot(const uint8_t *p, Py_ssize_t n) {
+        uint64_t h = (uint64_t)n;
+        if (n >= 8) {
+            uint64_t x, y;
+            memcpy(&x, p, 8); memcpy(&y, p + n - 8, 8);
+            h ^= x ^ (y << 1);
+        } else {
+            Py_ssize_t i;
+            for (i = 0; i < n; i++) h = h * 31 + p[i];
+        }
+        return (unsigned)((h * 0x9E3779B97F4A7C15ULL) >> 58);
+    }
+    /* A str's UTF-8: an ASCII str's own characters, else the cached UTF-8
+       (NULL with an exception set for a lone surrogate). */
+    static inline const char *dt_str_utf8(PyObject *o, Py_ssize_t *n) {
+        if (PyUnicode_IS_COMPACT_ASCII(o)) {
+            *n = PyUnicode_GET_LENGTH(o);
+            return (const char *)PyUnicode_DATA(o);
+        }
+        return PyUnicode_AsUTF8AndSize(o, n);
+    }
+    """
+    void dt_copy(char *d, const char *s, Py_ssize_t n) noexcept nogil
+    bint dt_equal(const uint8_t *a, const uint8_t *b, Py_ssize_t n) noexcept nogil
+    unsigned dt_key_slot(const uint8_t *p, Py_ssize_t n) noexcept nogil
+    int dt_clz64(uint64_t v) noexcept nogil
+    const char *dt_str_utf8(PyObject *o, Py_ssize_t *n) noexcept
 
 
 # --- shortest round-trip floats (what repr() finds, without dtoa) ---------------
@@ -234,15 +301,16 @@ cdef int shortest(double v, uint64_t *digits, int *exp10) noexcept nogil:
     return 0
 
 
-@cython.cdivision(True)
+cdef uint64_t POW10U[20]
+POW10U[0] = 1
+for _b in range(1, 20):
+    POW10U[_b] = POW10U[_b - 1] * 10
+
+
 cdef inline int digits_len(uint64_t v) noexcept nogil:
-    cdef int n = 1
-    while v >= 10000:
-        v //= 10000
-        n += 4
-    if v >= 100:
-        return n + 3 if v >= 1000 else n + 2
-    return n + 1 if v >= 10 else n
+    """Decimal digits of v: from its bit length (1233/4096 ~ log10(2)), then one compare."""
+    cdef int t = <int>(((64 - dt_clz64(v | 1)) * 1233) >> 12)
+    return t + (1 if (v | 1) >= POW10U[t] else 0)   # v | 1: 0 has one digit
 
 
 @cython.cdivision(True)
@@ -271,6 +339,8 @@ cdef Py_ssize_t format_double(double v, char *out) noexcept nogil:
     cdef uint64_t digits
     cdef int e10, nd, decpt, x
     cdef Py_ssize_t o = 0
+    cdef char tmp[24]
+    cdef char *d
     if isinf(v) or isnan(v):
         return 0
     if v < 0:
@@ -284,32 +354,33 @@ cdef Py_ssize_t format_double(double v, char *out) noexcept nogil:
         return o + 1
     shortest(v, &digits, &e10)
     nd = digits_len(digits)
+    put_digits(tmp + 20, digits)
+    d = tmp + 20 - nd
     decpt = nd + e10
     if 0 < decpt <= 16:
         if decpt >= nd:   # an integer: the digits, then zeros
-            put_digits(out + o + nd, digits)
+            dt_copy(out + o, d, nd)
             memset(out + o + nd, 48, decpt - nd)
             return o + decpt
-        # d.ddd: the digits one to the right, then the integer part moved back
-        put_digits(out + o + 1 + nd, digits)
-        memmove(out + o, out + o + 1, decpt)
+        dt_copy(out + o, d, decpt)   # d.ddd
         out[o + decpt] = 46
+        dt_copy(out + o + decpt + 1, d + decpt, nd - decpt)
         return o + 1 + nd
     if -4 < decpt <= 0:   # 0.000ddd
         out[o] = 48
         out[o + 1] = 46
         memset(out + o + 2, 48, -decpt)
         o += 2 - decpt
-        put_digits(out + o + nd, digits)
+        dt_copy(out + o, d, nd)
         return o + nd
-    # d.dddE[-]XX: the digits one to the right, the first moved back
-    put_digits(out + o + 1 + nd, digits)
-    out[o] = out[o + 1]
+    # d.dddE[-]XX
+    out[o] = d[0]
     out[o + 1] = 46
     if nd == 1:
         out[o + 2] = 48
         o += 3
     else:
+        dt_copy(out + o + 2, d + 1, nd - 1)
         o += 1 + nd
     out[o] = 69
     o += 1
@@ -361,6 +432,8 @@ cdef enum:
     ST_UNSUPPORTED = 2
 
     SAMPLE_ROWS = 512      # rows written before the body is sized for the rest
+    LINE_ROOM = 512        # reserved before a key and before a payload: a key has
+                           # <= 250 bytes, payload + timestamp + LF <= 200
 
 
 cdef struct StrCol:
@@ -378,6 +451,8 @@ cdef struct StrCol:
     Py_ssize_t ioff
     char head[104]         # ",key=" of a dimension (keys have <= 100 bytes)
     Py_ssize_t head_len
+    const uint8_t *seen_p[64]   # a metric key column: keys checked in this batch
+    Py_ssize_t seen_n[64]       # (their lengths; -1: empty slot)
 
 
 cdef struct NumCol:
@@ -418,6 +493,10 @@ cdef int str_setup(StrCol *c, object values, object indices, Py_ssize_t rows,
 
     1: an object column pyarrow must convert (see object_column_plain).
     """
+    cdef int k
+    for k in range(64):   # the previous batch's memory may be gone
+        c.seen_p[k] = NULL
+        c.seen_n[k] = -1
     cdef Py_ssize_t off, n
     c.idx = NULL
     c.ivalid = NULL
@@ -502,7 +581,7 @@ cdef inline int str_at(StrCol *c, Py_ssize_t row, PyObject *na, const uint8_t **
     if c.kind == SC_OBJECT:
         o = c.objs[j]
         if dt_str_exact(o):
-            p[0] = <const uint8_t *>dt_utf8(o, n)
+            p[0] = <const uint8_t *>dt_str_utf8(o, n)
             if p[0] == NULL:
                 PyErr_Clear()
                 return V_OTHER
@@ -582,12 +661,10 @@ cdef int body_reserve(Body *o, Py_ssize_t extra) except -1:
     return 0
 
 
-cdef inline int body_write(Body *o, const char *s, Py_ssize_t n) except -1:
-    if o.len + n > o.cap:
-        body_reserve(o, n)
-    memcpy(o.buf + o.len, s, n)
+cdef inline void put(Body *o, const char *s, Py_ssize_t n) noexcept nogil:
+    """Append n bytes the caller has made room for."""
+    dt_copy(o.buf + o.len, s, n)
     o.len += n
-    return 1
 
 
 cdef object body_take(Body *o):
@@ -620,7 +697,7 @@ cdef inline int put_dim_value(Body *o, const uint8_t *u, Py_ssize_t vn) except -
         start = i
         while i < vn and CLS[u[i]] & C_BARE_PLAIN:
             i += 1
-        memcpy(w, u + start, i - start)
+        dt_copy(w, <const char *>u + start, i - start)
         w += i - start
         if i >= vn:
             break
@@ -643,19 +720,17 @@ cdef inline int put_dim_value(Body *o, const uint8_t *u, Py_ssize_t vn) except -
     return 1
 
 
-cdef inline int put_number(Body *o, double v) except -1:
-    if o.len + 32 > o.cap:
-        body_reserve(o, 32)
+cdef inline int put_number(Body *o, double v) noexcept nogil:
+    """The number (room made by the caller: <= 32 bytes); 0 if not finite."""
     cdef Py_ssize_t n = format_double(v, o.buf + o.len)
     o.len += n
     return n != 0
 
 
-cdef inline int put_uint(Body *o, int64_t v) except -1:
+cdef inline int put_uint(Body *o, int64_t v) noexcept nogil:
+    """v >= 0 in decimal (room made by the caller: <= 20 bytes); 0 if negative."""
     if v < 0:
         return 0
-    if o.len + 24 > o.cap:
-        body_reserve(o, 24)
     o.len += format_u64(<uint64_t>v, o.buf + o.len)
     return 1
 
@@ -691,6 +766,7 @@ def encode_columns(list batches, list specs, list dims, Py_ssize_t ts_col, int k
     cdef Py_ssize_t s, d, r, rows, row0 = 0, lines = 0, skipped = 0, start, line_start
     cdef Py_ssize_t dims_at, dims_len, n, present, nviews = 0, total
     cdef int got, status = ST_DONE
+    cdef unsigned slot
     cdef bint seconds = False, null
     cdef int64_t tsv
     cdef double x, mn, mx, sm
@@ -729,6 +805,8 @@ def encode_columns(list batches, list specs, list dims, Py_ssize_t ts_col, int k
                 sp.value_col = -1
                 sp.value_text = PyBytes_AS_STRING(value)
                 sp.value_len = PyBytes_GET_SIZE(value)
+                if sp.value_len > 200:
+                    raise ValueError("a constant payload that long")
             elif value is None:
                 sp.value_col = -1
                 sp.value_len = 0
@@ -798,18 +876,29 @@ def encode_columns(list batches, list specs, list dims, Py_ssize_t ts_col, int k
                         skipped += 1
                         continue
                     line_start = o.len
+                    # room for the key (<= 250 bytes once checked); the dimensions
+                    # reserve their own, then the rest of the line
+                    if o.len + LINE_ROOM > o.cap:
+                        body_reserve(&o, LINE_ROOM)
                     if sp.key_col < 0:
-                        body_write(&o, sp.key_text, sp.key_len)
+                        put(&o, sp.key_text, sp.key_len)
                     else:
                         kc = &strs[sp.key_col]
                         got = str_at(kc, r, na_p, &p, &n)
                         if got != V_OK:
                             status = ST_UNSUPPORTED if got == V_OTHER else ST_ROW
                             break
-                        if not metric_key_ok(p, n):
-                            status = ST_ROW
-                            break
-                        body_write(&o, <const char *>p, n)
+                        # keys repeat: each is checked once per batch (a cache of
+                        # the keys seen, by their bytes)
+                        slot = dt_key_slot(p, n)
+                        if n != kc.seen_n[slot] or (p != kc.seen_p[slot]
+                                                    and not dt_equal(p, kc.seen_p[slot], n)):
+                            if not metric_key_ok(p, n):
+                                status = ST_ROW
+                                break
+                            kc.seen_p[slot] = p
+                            kc.seen_n[slot] = n
+                        put(&o, <const char *>p, n)
                     if dims_at < 0:
                         dims_at = o.len
                         present = 0
@@ -822,7 +911,9 @@ def encode_columns(list batches, list specs, list dims, Py_ssize_t ts_col, int k
                                 status = ST_UNSUPPORTED if got == V_OTHER else ST_ROW
                                 break
                             present += 1
-                            body_write(&o, kc.head, kc.head_len)
+                            if o.len + kc.head_len + 2 * n > o.cap:
+                                body_reserve(&o, kc.head_len + 2 * n)
+                            put(&o, kc.head, kc.head_len)
                             if present > MAX_DIMENSIONS or not put_dim_value(&o, p, n):
                                 status = ST_ROW
                                 break
@@ -834,35 +925,38 @@ def encode_columns(list batches, list specs, list dims, Py_ssize_t ts_col, int k
                             body_reserve(&o, dims_len)
                         memcpy(o.buf + o.len, o.buf + dims_at, dims_len)
                         o.len += dims_len
+                    if o.len + LINE_ROOM > o.cap:   # payload, timestamp, LF
+                        body_reserve(&o, LINE_ROOM)
                     if kind == K_SUMMARY:
                         mn = nums[sp.sum_cols[0]].f64[nums[sp.sum_cols[0]].off + r]
                         mx = nums[sp.sum_cols[1]].f64[nums[sp.sum_cols[1]].off + r]
                         sm = nums[sp.sum_cols[2]].f64[nums[sp.sum_cols[2]].off + r]
                         tsv = nums[sp.sum_cols[3]].i64[nums[sp.sum_cols[3]].off + r]
-                        body_write(&o, " gauge,min=", 11)
+                        put(&o, " gauge,min=", 11)
                         got = put_number(&o, mn)
-                        body_write(&o, ",max=", 5)
+                        put(&o, ",max=", 5)
                         got = got and put_number(&o, mx)
-                        body_write(&o, ",sum=", 5)
+                        put(&o, ",sum=", 5)
                         got = got and put_number(&o, sm)
-                        body_write(&o, ",count=", 7)
+                        put(&o, ",count=", 7)
                         if not (got and put_uint(&o, tsv) and summary_ok(mn, mx, sm, tsv)):
                             status = ST_ROW
                             break
                     elif sp.value_col < 0:
-                        body_write(&o, sp.value_text, sp.value_len)
+                        put(&o, sp.value_text, sp.value_len)
                     else:
                         x = nums[sp.value_col].f64[nums[sp.value_col].off + r]
                         if kind == K_GAUGE:
-                            body_write(&o, " gauge,", 7)
+                            put(&o, " gauge,", 7)
                         else:
-                            body_write(&o, " count,delta=", 13)
+                            put(&o, " count,delta=", 13)
                         if not put_number(&o, x):
                             status = ST_ROW
                             break
                     if ts_col >= 0 and not num_null(&nums[ts_col], r):
                         tsv = nums[ts_col].i64[nums[ts_col].off + r]
-                        body_write(&o, " ", 1)
+                        o.buf[o.len] = 32
+                        o.len += 1
                         if not put_uint(&o, tsv):
                             status = ST_ROW
                             break
@@ -873,7 +967,8 @@ def encode_columns(list batches, list specs, list dims, Py_ssize_t ts_col, int k
                                         o.len - line_start) > MAX_LINE_CHARS:
                         status = ST_ROW
                         break
-                    body_write(&o, "\n", 1)
+                    o.buf[o.len] = 10
+                    o.len += 1
                     lines += 1
                 if status != ST_DONE:
                     break

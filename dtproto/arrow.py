@@ -1463,7 +1463,7 @@ def encode_table(data: Any, *, key: Any = None, value: Any = None, dimensions: A
             text -= _number_columns(specs, timestamp)
             objects = {c: frame[c].to_numpy() for c in used
                        if c in text and frame[c].dtype == object}
-            table = _pandas_table(frame, [c for c in used if c not in objects])
+            table = _pandas_columns(frame, [c for c in used if c not in objects])
         try:
             try:
                 body, written, skipped = _c_body(codec, table, objects, nrows, specs, dims,
@@ -1541,6 +1541,17 @@ def _number_columns(specs: List[_Spec], ts_name: Any) -> set:
     if ts_name is not None:
         cols.add(ts_name)
     return cols
+
+
+def _pandas_columns(frame: Any, columns: List[str]) -> Any:
+    """:func:`_pandas_table`, one ``pyarrow.array(from_pandas=True)`` per column (what
+    from_pandas does for each, without its frame-wide work); a column it cannot
+    convert is left to from_pandas, for its error."""
+    try:
+        return pa.table({c: pa.array(frame[c], from_pandas=True) for c in columns}) \
+            if columns else _pandas_table(frame, columns)
+    except pa.ArrowException:
+        return _pandas_table(frame, columns)
 
 
 def _used_columns(specs: List[_Spec], dims: List[Tuple[str, str]], map_col: Optional[str],
