@@ -9,14 +9,18 @@ timestamp, one metadata line in the middle):
 * line-protocol-parser's ``parse_line`` on the same data in InfluxDB form
   (adapter: ``dtproto._peers.lpp_decoder``).
 
-Encoding (measured first, in a fresh process) a pandas DataFrame of 300,000 rows (key, value, host, region, ts as
-int64 epoch ms; every row its own series):
+Encoding (measured first, in a fresh process) a pandas DataFrame of 300,000 rows: ``key`` (30
+metric keys), ``value`` (float64 of every magnitude: shares below 1e-4, above 1e16, integral,
+17-digit), ``host`` (unique per row), ``region`` (with a space and a comma), ``ts`` (int64 epoch
+ms); every row its own series.  Its text columns once as pandas makes them (``str``, Arrow-backed
+from pandas 3) and once as ``object`` columns of Python strings:
 
 * ``encode_table(df, key="key", value="value", dimensions=["host", "region"],
-  timestamp="ts")``;
-* the same rows through ``dtproto.Encoder`` one by one;
-* questdb's ``Buffer.dataframe`` on the same frame (``ts`` as datetime64,
-  converted before the timing; adapter ``dtproto._peers.questdb_dataframe``).
+  timestamp="ts")`` and questdb's ``Buffer.dataframe`` on the same frame (``ts`` as
+  datetime64, converted before the timing; adapter ``dtproto._peers.questdb_dataframe``),
+  timed in alternation (each round: one of each, ``time.process_time``, so that other work on
+  a shared machine weighs less), and their ratio;
+* the same rows through ``dtproto.Encoder`` one by one.
 
 GC on, one process, median of 5 (``--repeat``).  Run::
 
@@ -64,19 +68,52 @@ def decode_corpus(n: int) -> bytes:
     return b"".join(lines)
 
 
-def frame(n: int) -> Any:
+KEYS = ["app.%s.%s" % (a, b) for a in ("http", "db", "queue", "cache", "jvm", "host")
+        for b in ("latency_ms", "requests", "errors", "bytes_in", "usage_percent")]
+
+
+def number(rng: random.Random) -> float:
+    x = rng.random()
+    if x < 0.05:
+        return rng.random() * 1e-6           # exponent form, small
+    if x < 0.10:
+        return rng.random() * 1e20           # exponent form, large
+    if x < 0.30:
+        return float(rng.randrange(100_000))  # integral
+    return rng.uniform(-1e6, 1e6)           # 16-17 significant digits
+
+
+def frame(n: int, text: str = "str") -> Any:
+    """The encoding frame; ``text="object"`` makes its text columns object columns."""
     import pandas as pd
 
     rng = random.Random(3)
-    keys = ["app.http.server.request_latency", "host.cpu.usage_percent", "db.pool.active",
-            "kafka.consumer.lag_records", "app.queue.depth_messages"]
-    return pd.DataFrame({
-        "key": [keys[i % len(keys)] for i in range(n)],
-        "value": [rng.random() * 1000 for _ in range(n)],
+    df = pd.DataFrame({
+        "key": [KEYS[rng.randrange(len(KEYS))] for _ in range(n)],
+        "value": [number(rng) for _ in range(n)],
         "host": ["host-%07d" % i for i in range(n)],
         "region": [rng.choice(["eu-west-1", "us east 1", "ap,south"]) for _ in range(n)],
         "ts": [1_700_000_000_000 + i for i in range(n)],
     })
+    if text == "object":
+        for c in ("key", "host", "region"):
+            df[c] = df[c].astype(object)
+    return df
+
+
+def paired(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple:
+    """Median CPU seconds of a and of b, timed in alternation."""
+    ta, tb = [], []
+    for _ in range(repeat):
+        gc.collect()
+        t = time.process_time()
+        a()
+        ta.append(time.process_time() - t)
+        gc.collect()
+        t = time.process_time()
+        b()
+        tb.append(time.process_time() - t)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def main(argv: List[str] = None) -> int:
@@ -94,13 +131,32 @@ def main(argv: List[str] = None) -> int:
     except ImportError as e:
         rows["encode: (pandas missing)"] = str(e)
     else:
+        qname = "questdb %s Buffer.dataframe" % _peers.peer_version("questdb")
+        for text in ("str", "object"):
+            df = frame(n, text)
+
+            def table(df: Any = df) -> bytes:
+                return A.encode_table(df, key="key", value="value",
+                                      dimensions=["host", "region"], timestamp="ts")
+
+            label = "encode: encode_table (%s, %s columns)" % (dtproto.IMPLEMENTATION, text)
+            if isinstance(peers["questdb"], str):
+                rows[label] = (median_time(table, args.repeat), n)
+                rows["encode: questdb Buffer.dataframe"] = peers["questdb"]
+                continue
+            qdf = df.copy()
+            qdf["ts"] = pd.to_datetime(qdf["ts"], unit="ms", utc=True)
+            run = _peers.questdb_dataframe(peers["questdb"], qdf, "key", ["host", "region"],
+                                           "ts")
+            table()
+            run()
+            te, tq = paired(table, run, args.repeat)
+            rows[label] = (te, n)
+            rows["encode: %s (%s columns)" % (qname, text)] = (tq, n)
+            rows["encode: ratio encode_table / questdb (%s columns)" % text] = \
+                "%.2fx questdb's speed" % (tq / te)
+
         df = frame(n)
-
-        def table() -> bytes:
-            return A.encode_table(df, key="key", value="value", dimensions=["host", "region"],
-                                  timestamp="ts")
-
-        rows["encode: encode_table (pandas DataFrame)"] = (median_time(table, args.repeat), n)
 
         def encoder() -> bytes:
             enc = dtproto.Encoder()
@@ -112,15 +168,6 @@ def main(argv: List[str] = None) -> int:
 
         rows["encode: Encoder row by row (%s)" % dtproto.IMPLEMENTATION] = (
             median_time(encoder, args.repeat), n)
-        if isinstance(peers["questdb"], str):
-            rows["encode: questdb Buffer.dataframe"] = peers["questdb"]
-        else:
-            qdf = df.copy()
-            qdf["ts"] = pd.to_datetime(qdf["ts"], unit="ms", utc=True)
-            run = _peers.questdb_dataframe(peers["questdb"], qdf, "key", ["host", "region"],
-                                           "ts")
-            rows["encode: questdb %s Buffer.dataframe" % _peers.peer_version("questdb")] = (
-                median_time(run, args.repeat), n)
 
     buf = decode_corpus(n)
     lines = buf.count(b"\n")
@@ -150,9 +197,9 @@ def main(argv: List[str] = None) -> int:
                                                      _corpus.cpu_model()))
     for k, v in rows.items():
         if isinstance(v, str):
-            print("  %-58s %s" % (k, v))
+            print("  %-64s %s" % (k, v))
         else:
-            print("  %-58s %8.3f s  %6.2f M rows/s" % (k, v[0], v[1] / v[0] / 1e6))
+            print("  %-64s %8.3f s  %6.2f M rows/s" % (k, v[0], v[1] / v[0] / 1e6))
     return 0
 
 
