@@ -54,8 +54,6 @@ cdef extern from "_blocks.h":
 cdef extern from "Python.h":
     double PyOS_string_to_double(const char *s, char **endptr,
                                  PyObject *overflow_exception) except? -1.0
-    char *PyOS_double_to_string(double val, char format_code, int precision,
-                                int flags, int *ptype) except NULL
     PyObject *PyType_GenericAlloc(PyTypeObject *tp, Py_ssize_t nitems) except NULL
     void PyObject_GC_UnTrack(void *op)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
@@ -834,6 +832,16 @@ cdef struct InternEntry:
 
 cdef InternEntry PAIRS[PAIR_SETS * 2]
 cdef InternEntry KEYS[KEY_SETS * 2]
+# Admission to PAIRS (a "doorkeeper", as in TinyLFU): a pair is stored on its
+# second sighting only.  An id dimension (pod=..., request=...) gives every line
+# a pair seen once; storing it would evict a pair that repeats, and the evicted
+# tuple's reference count is a cache miss on memory nobody else touches.  A
+# slot holds 16 bits of the hash of the last pair that was turned away there.
+cdef enum:
+    PAIR_DOOR = PAIR_SETS * 4
+cdef uint16_t PAIR_SEEN[PAIR_DOOR]
+for _b in range(PAIR_DOOR):
+    PAIR_SEEN[_b] = 0
 for _b in range(PAIR_SETS * 2):
     PAIRS[_b].length = 0
     PAIRS[_b].obj = NULL
@@ -902,9 +910,19 @@ cdef object make_pair(const uint8_t *p, DimSpan *d):
     # A tuple of str cannot be part of a cycle: the collector need not
     # track it (CPython untracks such tuples itself, but only later).
     PyObject_GC_UnTrack(<void *>pair)
-    if n <= INTERN_INLINE:
+    if n <= INTERN_INLINE and admit_pair(h):
         intern_store(PAIRS, PAIR_SETS, p + d.ks, n, h, pair)
     return pair
+
+
+cdef inline bint admit_pair(uint64_t h) noexcept nogil:
+    """Whether a pair missing from PAIRS was turned away before (see PAIR_SEEN)."""
+    cdef Py_ssize_t slot = (h >> 24) & (PAIR_DOOR - 1)
+    cdef uint16_t tag = <uint16_t>(h >> 48) | 1  # never 0, the empty slot
+    if PAIR_SEEN[slot] == tag:
+        return True
+    PAIR_SEEN[slot] = tag
+    return False
 
 
 cdef object make_head(const uint8_t *p, LineScan *L):
@@ -1498,76 +1516,6 @@ cdef inline bint dimension_key_ok(const uint8_t *u, Py_ssize_t n) noexcept nogil
         i += 1
 
 
-cdef Py_ssize_t format_simple(double v, char *out) noexcept nogil:
-    """repr(v) without a trailing ".0", for 1e-4 <= |v| < 1e15 with <= 15 digits; else 0.
-
-    The exact rule the reference applies (``repr`` = shortest round trip) is
-    met without running dtoa: if a decimal m * 10**-k with at most 15
-    significant digits converts back to v, it is the *only* such decimal
-    (DBL_DIG = 15: distinct 15-digit decimals map to distinct doubles), so the
-    shortest round-trip string is that decimal.  The check m / 10**k == v is
-    exact (Clinger: m < 2**53, k <= 22, one correctly rounded division).
-    Anything else returns 0 and takes the dtoa path.
-    """
-    cdef double a = -v if v < 0 else v
-    cdef int d = 0, k, digits, i, nint
-    cdef uint64_t m, ip, fp
-    cdef char buf[24]
-    cdef Py_ssize_t o = 0
-    if a == 0.0:
-        if 1.0 / v < 0:  # -0.0: repr "-0.0"
-            out[0] = 45
-            out[1] = 48
-            return 2
-        out[0] = 48
-        return 1
-    if a < 1e-4 or a >= 1e15:
-        return 0
-    # d = number of digits before the decimal point (<= 0 below 1)
-    if a >= 1.0:
-        d = 1
-        while d < 15 and a >= POW10[d]:
-            d += 1
-    else:
-        d = 0
-        while d > -4 and a < 1.0 / POW10[1 - d]:
-            d -= 1
-    k = 15 - d
-    if k > 22:
-        return 0
-    m = <uint64_t>(a * POW10[k] + 0.5)
-    if m >= 1000000000000000ULL or <double>m / POW10[k] != a:
-        return 0
-    while k > 0 and m % 10 == 0:
-        m //= 10
-        k -= 1
-    if v < 0:
-        out[o] = 45
-        o += 1
-    ip = m // <uint64_t>POW10[k]
-    fp = m - ip * <uint64_t>POW10[k]
-    # integer part
-    i = 0
-    while True:
-        buf[i] = <char>(48 + ip % 10)
-        ip //= 10
-        i += 1
-        if ip == 0:
-            break
-    while i > 0:
-        i -= 1
-        out[o] = buf[i]
-        o += 1
-    if k > 0:
-        out[o] = 46
-        o += 1
-        for i in range(k - 1, -1, -1):
-            out[o + i] = <char>(48 + fp % 10)
-            fp //= 10
-        o += k
-    return o
-
-
 cdef object _py_fail(object call, tuple args):
     """Re-run a call that C rejected through the reference, which raises the error.
 
@@ -1770,43 +1718,20 @@ cdef int number_value(object x, double *out) except -1:
 
 
 cdef int write_number(Out *o, object x) except -1:
-    """Mirrors _format_number: shortest round trip, ``1.0E20`` exponents."""
+    """Mirrors _format_number: shortest round trip, ``1.0E20`` exponents.
+
+    format_double (_columns.pxi: Ryu's shortest digits, laid out as repr()
+    and _format_number do) is the one formatter of the C core.
+    """
     cdef double v
     cdef char tmp[40]
-    cdef char *r
-    cdef Py_ssize_t n, e, i
-    cdef bint dot = False
+    cdef Py_ssize_t n
     if not number_value(x, &v):
         return 0
-    if isinf(v) or isnan(v):
+    n = format_double(v, tmp)  # 0: inf or nan
+    if n == 0:
         return 0
-    n = format_simple(v, tmp)
-    if n > 0:
-        out_write(o, tmp, n)
-        return 1
-    r = PyOS_double_to_string(v, b'r', 0, 0, NULL)
-    try:
-        n = 0
-        e = -1
-        while r[n] != 0:
-            if r[n] == 101:
-                e = n
-            elif r[n] == 46:
-                dot = True
-            n += 1
-        if e < 0:
-            out_write(o, r, n)
-        else:
-            out_write(o, r, e)
-            if not dot:
-                out_write(o, ".0", 2)
-            out_write(o, "E", 1)
-            i = e + 1
-            if r[i] == 43:
-                i += 1
-            out_write(o, r + i, n - i)
-    finally:
-        PyMem_Free(r)
+    out_write(o, tmp, n)
     return 1
 
 
