@@ -881,6 +881,58 @@ def _escaped(d: Any, chars: bytes) -> Any:
     return d
 
 
+class _BadText(bytes):
+    """A text value whose bytes are not valid UTF-8 (see :func:`_texts`)."""
+
+
+def _texts(arr: Any) -> List[Any]:
+    """``arr.to_pylist()`` for a text column, with a :class:`_BadText` for each
+    value that is not valid UTF-8 instead of an exception for the whole column.
+
+    Arrow requires UTF-8 in string arrays but does not check it when an array
+    is built from buffers.  Such a value is an error (``invalid_utf8``) for its
+    row in every path of encode_table, unless the row is skipped for a null
+    value; the C loop and the vector path hand such rows to the row path.
+    """
+    try:
+        return arr.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    out: List[Any] = []
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    for chunk in chunks:
+        if pa.types.is_dictionary(chunk.type):
+            words = _texts(chunk.dictionary)
+            out.extend(None if i is None else words[i] for i in chunk.indices.to_pylist())
+            continue
+        for x in chunk:
+            if not x.is_valid:
+                out.append(None)
+                continue
+            raw = bytes(x.as_buffer())
+            try:
+                out.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append(_BadText(raw))
+    return out
+
+
+def _bad_text_error(value: Any, field: str, row: int) -> EncodeError:
+    text = bytes(value).decode("utf-8", "surrogateescape")
+    return EncodeError("invalid UTF-8: %r" % (text,), field, _E.INVALID_UTF8, row)
+
+
+def _bad_utf8_mask(arr: Any) -> Optional[Any]:
+    """Rows of a text column holding invalid UTF-8 (a boolean array), or None."""
+    try:
+        arr.validate(full=True)
+        return None
+    except pa.ArrowInvalid as exc:
+        if "UTF8" not in str(exc):
+            raise ValueError("a malformed Arrow array: %s" % exc) from None
+    return pa.array([type(v) is _BadText for v in _texts(arr)], pa.bool_())
+
+
 def _encoded(arr: Any) -> Tuple[Any, Any]:
     """A column of strings, categoricals or integers as (indices, dictionary of
     strings), or (None, the column as strings) when it is not a dictionary."""
@@ -920,6 +972,9 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
     for dkey, col in dims:
         if not isinstance(dkey, str) or _dimension_key_problem(dkey) is not None:
             raise _NeedRows(0)
+        utf8 = _bad_utf8_mask(_col(table, col))
+        if utf8 is not None:   # rows with invalid UTF-8: the row path names them
+            bad.append(utf8)
         idx, d = _encoded(_col(table, col))   # idx None: d is the column itself
         control, chars = _specials(d)
         prob = _value_problems(d, control)
@@ -936,6 +991,8 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
         m = _col(table, map_col)
         if m.null_count:
             m = pc.if_else(pc.is_valid(m), m, pa.scalar([], m.type))
+        if _bad_utf8_mask(m.keys) is not None or _bad_utf8_mask(m.items) is not None:
+            raise _NeedRows(0)   # the row path finds the row
         keys = m.keys.cast(pa.string())
         items = _text_column(m.items, "dimensions")
         ukeys = pc.unique(keys).to_pylist()
@@ -986,6 +1043,8 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
             key_text: Any = key
         else:
             kc = _col(table, spec.key[1])
+            if _bad_utf8_mask(kc) is not None:
+                raise _NeedRows(0)   # the row path names the row
             if pa.types.is_dictionary(kc.type) and pa.types.is_string(kc.type.value_type):
                 kidx, kd = kc.indices, kc.dictionary
             elif pa.types.is_string(kc.type) or pa.types.is_large_string(kc.type):
@@ -1331,10 +1390,10 @@ def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
     n = table.num_rows
     pylist = {}
 
-    def column(name: str, conv: Any = None) -> List[Any]:
+    def column(name: str, conv: Any = None, texts: bool = False) -> List[Any]:
         if name not in pylist:
             arr = _col(table, name)
-            pylist[name] = (conv(arr) if conv else arr).to_pylist()
+            pylist[name] = _texts(arr) if texts else (conv(arr) if conv else arr).to_pylist()
         return pylist[name]
 
     dim_cols = []
@@ -1346,16 +1405,32 @@ def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
             t = arr.type
         if pa.types.is_integer(t):
             arr = arr.cast(pa.string())
-        dim_cols.append((dkey, arr.to_pylist()))
+        dim_cols.append((dkey, _texts(arr), col))
     map_vals = None
     if map_col is not None:
-        map_vals = _col(table, map_col).to_pylist()
+        try:
+            map_vals = _col(table, map_col).to_pylist()
+        except UnicodeDecodeError:   # the first row whose map holds invalid UTF-8
+            mc = _col(table, map_col)
+            for i in range(n):
+                sub = mc.slice(i, 1)
+                try:
+                    sub.to_pylist()
+                except UnicodeDecodeError:
+                    if isinstance(sub, pa.ChunkedArray):
+                        sub = sub.combine_chunks()
+                    lo, hi = sub.offsets[0].as_py(), sub.offsets[-1].as_py()
+                    words = _texts(sub.keys.slice(lo, hi - lo)) + \
+                        _texts(sub.items.slice(lo, hi - lo))
+                    bad = next(w for w in words if type(w) is _BadText)
+                    raise _bad_text_error(bad, map_col, i) from None
+            raise
     ts_vals = column(ts_name, _ts_column) if ts_name is not None else None
     skipped = 0
     before = encoder.lines
     spec_cols = []
     for spec in specs:
-        keys = column(spec.key[1]) if spec.key[0] == "col" else None
+        keys = column(spec.key[1], texts=True) if spec.key[0] == "col" else None
         kinds = column(spec.kind[1]) if spec.kind[0] == "col" else None
         vals = None
         if spec.value is not None and spec.value[0] == "col":
@@ -1364,9 +1439,12 @@ def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
         spec_cols.append((spec, keys, kinds, vals, summ))
     for i in range(n):
         d: Dict[str, Any] = {}
-        for dkey, vals_ in dim_cols:
+        bad_text = None   # (column, value): invalid UTF-8, an error unless skipped
+        for dkey, vals_, col in dim_cols:
             v = vals_[i]
             if v is not None:
+                if type(v) is _BadText and bad_text is None:
+                    bad_text = (col, v)
                 d[dkey] = v
         if map_vals is not None and map_vals[i]:
             for k, v in map_vals[i]:
@@ -1377,6 +1455,10 @@ def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
             key = keys[i] if keys is not None else spec.key[1]
             kind = kinds[i] if kinds is not None else spec.kind[1]
             try:
+                if type(key) is _BadText:
+                    row_bad: Any = (spec.key[1], key)
+                else:
+                    row_bad = bad_text
                 if kind == KIND_SUMMARY:
                     if summ is None:
                         raise KeyError("a summary row needs min/max/sum/count columns")
@@ -1384,6 +1466,8 @@ def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
                     if None in fields:
                         skipped += 1
                         continue
+                    if row_bad is not None:
+                        raise _bad_text_error(row_bad[1], row_bad[0], i)
                     encoder.summary(key, *fields, d, ts)
                 else:
                     v = vals[i] if vals is not None else (
@@ -1391,6 +1475,8 @@ def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
                     if v is None:
                         skipped += 1
                         continue
+                    if row_bad is not None:
+                        raise _bad_text_error(row_bad[1], row_bad[0], i)
                     if kind == KIND_GAUGE:
                         encoder.gauge(key, v, d, ts)
                     elif kind == KIND_COUNT:

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 pa = pytest.importorskip("pyarrow")
 
-from dtproto import EncodeError, _impl  # noqa: E402
+from dtproto import EncodeError, ErrorCode, _impl  # noqa: E402
 from dtproto import arrow as A  # noqa: E402
 from dtproto._encode_py import _format_number  # noqa: E402
 from dtproto.errors import TimestampWarning  # noqa: E402
@@ -351,13 +351,54 @@ def test_a_malformed_string_array_is_refused_not_read_past(c):
     with pytest.raises(ValueError):         # buffers shorter than the stated length
         c.encode_columns([(3, [(good, None)], [v])], [(b"a.b", 0, None)], [("h", 0)], -1,
                          0, 1, None)
-    not_utf8 = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(struct.pack("<2i", 0, 2)),
-                                                      pa.py_buffer(b"\xff\xfe")])
-    t = pa.table({"v": [1.0], "h": not_utf8})
-    # the row goes to the Encoder, which cannot read it (the pure column path
-    # copies the bytes as they are: a divergence on malformed input)
-    with pytest.raises(UnicodeDecodeError):
-        A.encode_table(t, key="a.b", value="v", dimensions=["h"], _codec=c)
+
+
+def _not_utf8(values):
+    """A string array built from buffers, so pyarrow does not check its UTF-8."""
+    data = b"".join(values)
+    offsets = [0]
+    for v in values:
+        offsets.append(offsets[-1] + len(v))
+    return pa.Array.from_buffers(pa.string(), len(values), [
+        None, pa.py_buffer(struct.pack("<%di" % len(offsets), *offsets)), pa.py_buffer(data)])
+
+
+@pytest.mark.parametrize("where", ["dimension", "key", "dictionary", "map"])
+def test_invalid_utf8_is_an_error_for_its_row_in_every_path(c, where):
+    """Not valid UTF-8 in a text column: EncodeError invalid_utf8 naming the first
+    such row that is written (a row skipped for a null value is not read), the
+    same in the C loop, the vector path and the row path (with options)."""
+    texts = [b"ok", b"\xff\xfe", b"x\xc3", b"fine"]
+    col = _not_utf8(texts)
+    values = pa.array([1.0, None, 2.0, 3.0])   # row 1 is skipped: row 2 is the error
+    if where == "dimension":
+        t = pa.table({"v": values, "h": col})
+        opts = dict(key="a.b", value="v", dimensions=["h"])
+    elif where == "key":
+        col = _not_utf8([b"a.b", b"a.\xff", b"a.\xc3", b"a.c"])
+        t = pa.table({"v": values, "k": col})
+        opts = dict(key="k", value="v")
+    elif where == "dictionary":
+        d = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, 3], pa.int32()), col)
+        t = pa.table({"v": values, "h": d})
+        opts = dict(key="a.b", value="v", dimensions=["h"])
+    else:
+        offsets = pa.array([0, 1, 2, 3, 4], pa.int32())
+        m = pa.MapArray.from_arrays(offsets, pa.array(["h"] * 4), col)
+        t = pa.table({"v": values, "m": m})
+        opts = dict(key="a.b", value="v", dimensions="m")
+    outcomes = set()
+    for codec, extra in ((c, {}), (PY, {}), (PY, {"_rows": True}), (c, {"prefix": "p"})):
+        with pytest.raises(EncodeError) as info:
+            A.encode_table(t, **opts, **extra, _codec=codec)
+        e = info.value
+        outcomes.add((e.code, e.record))
+    want_row = 1 if where == "map" else 2   # a map column is read whole
+    assert outcomes == {(ErrorCode.INVALID_UTF8, want_row)}
+    # without the bad rows, every path writes the same lines
+    good = t.slice(3)
+    assert bytes(A.encode_table(good, **opts, _codec=c)) == \
+        bytes(A.encode_table(good, **opts, _codec=PY, _rows=True))
 
 
 def test_large_frames_grow_the_body(c):
