@@ -2256,6 +2256,17 @@ cdef int put_value(Col *data, const uint8_t *p, DimSpan *d) except -1:
     return 0
 
 
+cdef Py_ssize_t reserve_rows(Col **cols, const int *widths, int ncols, Py_ssize_t count,
+                             Py_ssize_t want) except -1:
+    """Room for ``want`` entries in each fixed-width column (``count`` are in use);
+    the new capacity in entries.  The loop then stores without a check per value."""
+    cdef int k
+    for k in range(ncols):
+        cols[k].len = count * widths[k]
+        col_reserve(cols[k], (want - count) * widths[k])
+    return want
+
+
 cdef Py_ssize_t estimate_lines(const uint8_t *base, Py_ssize_t size) noexcept:
     cdef Py_ssize_t probe = size if size < 65536 else 65536, count = 1, pos = 0
     cdef const void *nl
@@ -2276,16 +2287,17 @@ def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
     cdef const uint8_t *p
     cdef const void *nl
     cdef int r, k
-    cdef int64_t lo, hi, i64
-    cdef int32_t i32
-    cdef int8_t kind
-    cdef double zero = 0.0
+    cdef int64_t lo, hi
     cdef LineScan L
     cdef DimSpan *d
     cdef Col c_line, c_key, c_kind, c_value, c_min, c_max, c_sum, c_count, c_ts
     cdef Col c_off, c_dkey, c_dval, c_voff, c_vdata  # c_dval stays empty (dim_value: None)
     cdef Col *cols[14]
-    cdef Py_ssize_t est
+    cdef Col *row_cols[10]
+    cdef Col *pair_cols[2]
+    cdef int row_w[10]
+    cdef int pair_w[2]
+    cdef Py_ssize_t est, row_cap = 0, pair_cap = 0
     cdef Interner keys_t, dkeys_t
     cdef Slot last_key
     cdef Slot last_dkey[50]  # MAX_DIMENSIONS: the key at each position, the line before
@@ -2298,6 +2310,13 @@ def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
     cols[4] = &c_min; cols[5] = &c_max; cols[6] = &c_sum; cols[7] = &c_count
     cols[8] = &c_ts; cols[9] = &c_off; cols[10] = &c_dkey; cols[11] = &c_dval
     cols[12] = &c_voff; cols[13] = &c_vdata
+    # Fixed-width columns get room for a whole row (or pair) at a time and are
+    # then filled by plain stores; c_off and c_voff start with a 0 entry.
+    row_cols[:] = [&c_line, &c_key, &c_kind, &c_value, &c_min, &c_max, &c_sum, &c_count, &c_ts,
+                   &c_off]
+    row_w[:] = [8, 4, 1, 8, 8, 8, 8, 8, 8, 4]
+    pair_cols[:] = [&c_dkey, &c_voff]
+    pair_w[:] = [4, 4]
     for k in range(14):
         cols[k].p = NULL
         cols[k].len = 0
@@ -2313,17 +2332,11 @@ def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
         # Size the columns once from the line length of the first 64 KiB
         # (they still grow if the estimate falls short): no copying as they fill.
         est = estimate_lines(base, size)
-        for k in (0, 3, 4, 5, 6, 7, 8):
-            col_presize(cols[k], est * 8)
-        col_presize(&c_key, est * 4)
-        col_presize(&c_kind, est)
-        col_presize(&c_off, est * 4 + 4)
-        col_presize(&c_dkey, est * 16)
-        col_presize(&c_voff, est * 16 + 4)
+        row_cap = reserve_rows(row_cols, row_w, 10, 0, est + 1)
+        pair_cap = reserve_rows(pair_cols, pair_w, 2, 0, est * 4 + 1)
         col_presize(&c_vdata, size // 4)
-        i32 = 0
-        col_put(&c_off, &i32, 4)
-        col_put(&c_voff, &i32, 4)
+        (<int32_t *>c_off.p)[0] = 0
+        (<int32_t *>c_voff.p)[0] = 0
         while pos < size:
             nl = memchr(base + pos, 10, size - pos)
             end = (<const uint8_t *>nl - base) if nl != NULL else size
@@ -2338,38 +2351,36 @@ def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
                     L.head_end = after
                     r = scan_tail(p, after, n, &L, lo, hi)
             if r == R_DATA:
-                rows += 1
-                i64 = lineno
-                col_put(&c_line, &i64, 8)
-                i32 = intern_near(&keys_t, keys, &last_key, p, L.keylen)
-                col_put(&c_key, &i32, 4)
-                kind = <int8_t>L.kind
-                col_put(&c_kind, &kind, 1)
+                if rows + 2 > row_cap:  # this row, and c_off's entry after it
+                    row_cap = reserve_rows(row_cols, row_w, 10, rows + 1, row_cap * 2)
+                if pairs + L.ndims + 1 > pair_cap:
+                    pair_cap = reserve_rows(pair_cols, pair_w, 2, pairs + 1,
+                                            (pairs + L.ndims + 1) * 2)
+                (<int64_t *>c_line.p)[rows] = lineno
+                (<int32_t *>c_key.p)[rows] = intern_near(&keys_t, keys, &last_key, p, L.keylen)
+                (<int8_t *>c_kind.p)[rows] = <int8_t>L.kind
                 if L.kind == K_SUMMARY:
-                    col_put(&c_value, &zero, 8)
-                    col_put(&c_min, &L.mn, 8)
-                    col_put(&c_max, &L.mx, 8)
-                    col_put(&c_sum, &L.sm, 8)
-                    col_put(&c_count, &L.cnt, 8)
+                    (<double *>c_value.p)[rows] = 0.0
+                    (<double *>c_min.p)[rows] = L.mn
+                    (<double *>c_max.p)[rows] = L.mx
+                    (<double *>c_sum.p)[rows] = L.sm
+                    (<int64_t *>c_count.p)[rows] = L.cnt
                 else:
-                    col_put(&c_value, &L.value, 8)
-                    col_put(&c_min, &zero, 8)
-                    col_put(&c_max, &zero, 8)
-                    col_put(&c_sum, &zero, 8)
-                    i64 = 0
-                    col_put(&c_count, &i64, 8)
-                i64 = L.ts if L.has_ts else -1
-                col_put(&c_ts, &i64, 8)
+                    (<double *>c_value.p)[rows] = L.value
+                    (<double *>c_min.p)[rows] = 0.0
+                    (<double *>c_max.p)[rows] = 0.0
+                    (<double *>c_sum.p)[rows] = 0.0
+                    (<int64_t *>c_count.p)[rows] = 0
+                (<int64_t *>c_ts.p)[rows] = L.ts if L.has_ts else -1
                 for k in range(L.ndims):
                     d = &L.dims[k]
-                    i32 = intern_near(&dkeys_t, dim_keys, &last_dkey[k], p + d.ks, d.kl)
-                    col_put(&c_dkey, &i32, 4)
+                    (<int32_t *>c_dkey.p)[pairs] = intern_near(&dkeys_t, dim_keys, &last_dkey[k],
+                                                               p + d.ks, d.kl)
                     put_value(&c_vdata, p, d)
-                    i32 = <int32_t>c_vdata.len
-                    col_put(&c_voff, &i32, 4)
                     pairs += 1
-                i32 = <int32_t>pairs
-                col_put(&c_off, &i32, 4)
+                    (<int32_t *>c_voff.p)[pairs] = <int32_t>c_vdata.len
+                rows += 1
+                (<int32_t *>c_off.p)[rows] = <int32_t>pairs
             elif r == R_INVALID or r == R_META:
                 fault, rec = diagnose(buf, pos, end, now_ms, lineno)
                 if fault is None:
@@ -2384,6 +2395,11 @@ def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
                     skipped.append(R.LineError(lineno, err.column, err.code, err.reason, err.text))
             pos = end + 1
             lineno += 1
+        for k in range(9):
+            row_cols[k].len = rows * row_w[k]
+        c_off.len = (rows + 1) * 4
+        c_dkey.len = pairs * 4
+        c_voff.len = (pairs + 1) * 4
         import pyarrow as pa  # only dtproto.arrow calls this, with pyarrow installed
         dim_values = pa.StringArray.from_buffers(
             pairs, pa.py_buffer(col_take(&c_voff)), pa.py_buffer(col_take(&c_vdata)))
