@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import warnings as _warnings
-from itertools import repeat
+from operator import itemgetter
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from ._constants import (
@@ -31,8 +31,9 @@ from ._constants import (
     META_TYPES,
     META_UNIT,
     SECONDS_TIMESTAMP_BELOW,
+    SUMMARY_TOLERANCE,
 )
-from ._scan import (E, _BAD_CHAR_RE, _CACHE_MAX, _dimension_key_problem, _dimension_keys,
+from ._scan import (E, _BAD_CHAR_RE, _CACHE_MAX, _CTRL, _dimension_key_problem,
                     _fast_dimension_key, _fast_metric_key, _metric_key_problem, _metric_keys,
                     _summary_problem, _unit_ok, _value_char_problem)
 from .errors import EncodeError, ErrorCode, TimestampWarning, reason_text
@@ -255,53 +256,159 @@ def _head(key: Any, dimensions: Any) -> str:
 
 _heads: dict = {}           # (key, dimension pairs) -> validated "key,dims" text, bounded
 _heads_seen: set = set()    # hashes of cache keys seen once (see _cached_head), bounded
-# Encoder._adapt: how an encoder notices that its series do not repeat.
-_ADAPT_WINDOW = 4_096
-_ADAPT_RATIO = 8
-_DIRECT_LINES = 65_536
-_NEEDS_ESCAPE_RE = re.compile(r'[,= \\"]')
+_INF = float("inf")
+# The dimensions of a head as "k=v,k=v" (dimension keys already known valid):
+# exactly n pairs with values of at most 255 characters of which none is
+# escaped or invalid.  Exactly n: a value holding "," and "=" would look like
+# one pair more.  Compiled for each n when first needed.
+_PLAIN_PAIR = r'[a-z0-9_:.-]+=[^,= "\\%s]{0,%d}' % (_CTRL, MAX_DIMENSION_VALUE)
+_plain_dims_res: list = [None] * (MAX_DIMENSIONS + 1)
+
+
+def _plain_dims_re(n: int) -> Any:
+    rx = _plain_dims_res[n] = re.compile(r"%s(?:,%s){%d}\Z" % (_PLAIN_PAIR, _PLAIN_PAIR, n - 1))
+    return rx
+
+
+_templates: dict = {}       # tuple of valid dimension keys -> their _template, bounded
+_first = itemgetter(0)
+_second = itemgetter(1)
+# Bytes the encoder's hot path counts in a finished line: every byte that
+# separates fields (SP "," "="), ends the line (LF) or may never appear in a
+# value unescaped ("\\" '"', the controls).  UTF-8 gives them no other
+# meaning: every byte of a multi-byte sequence is >= 0x80.
+_CONTROLS = bytes(range(0x20)) + b"\x7f"
+_MARKS = _CONTROLS + b' ,="\\'
 
 
 def _fast_head(key: Any, dimensions: Any) -> Optional[str]:
     """The head of an ordinary series, checked and escaped a whole field at a time.
 
-    ``key`` an exact ``str``; ``dimensions`` a dict or a tuple of pairs of
-    ``str`` (read as text: no method of a subclass is asked).  None for
+    ``key`` an exact ``str``; ``dimensions`` None, a dict or a tuple of pairs
+    of ``str`` (read as text: no method of a subclass is asked).  None for
     anything else or anything invalid: :func:`_head` decides and names the
-    error.  The rules are the scanner's: the metric and dimension key
-    grammars (regexes, cached per key), at most 50 dimensions, values of at
-    most 255 characters without controls or lone surrogates.
+    error.  The rules are the scanner's (see :func:`_fast_dims`).
     """
     if type(key) is not str or (key not in _metric_keys and not _fast_metric_key(key)):
         return None
-    if not dimensions:
+    if dimensions is None:
         return key
+    dims = _fast_dims(dimensions)
+    return None if dims is None else key + dims
+
+
+def _fast_dims(dimensions: Any) -> Optional[str]:
+    """``,k=v,...`` (escaped) of a dict or a tuple of pairs, "" for none; None
+    for anything else or anything invalid.
+
+    The pairs are joined first, in one call (:func:`_joined_dims`), and one
+    regex over the joined text finds that no value needs an escape, holds a
+    control or a lone surrogate or is longer than 255 characters.  Only when
+    it does are the values looked at again.
+    """
+    text = _joined_dims(dimensions)
+    if not text:
+        return text
+    n = len(dimensions)
+    if (_plain_dims_res[n] or _plain_dims_re(n)).match(text) is not None:
+        return "," + text
+    if not _values_fit(dimensions) or _BAD_CHAR_RE.search(text) is not None:
+        return None
+    return "," + _escaped_pairs(dimensions)
+
+
+def _joined_dims(dimensions: Any) -> Optional[str]:
+    """``k=v,...`` of a dict or a tuple of pairs as given (no value checked or
+    escaped yet), "" for none; None for anything else, more than 50 pairs, a
+    name or value that is not a ``str`` or a dimension key that is not valid.
+
+    The values are joined into the template of their keys (:func:`_template`).
+    """
     t = type(dimensions)
     try:
         if t is dict:
-            ks: Any = dimensions.keys()
+            if len(dimensions) > MAX_DIMENSIONS:
+                return None
+            ks = tuple(dimensions)
             vs: Any = dimensions.values()
-        elif t is tuple and set(map(len, dimensions)) == {2}:
-            ks, vs = zip(*dimensions)
+        elif t is tuple and len(dimensions) <= MAX_DIMENSIONS \
+                and set(map(len, dimensions)) <= {2}:
+            ks = tuple(map(_first, dimensions))
+            vs = tuple(map(_second, dimensions))
         else:
             return None
-        if len(ks) > MAX_DIMENSIONS:
+        parts = _templates.get(ks) or _template(ks)  # TypeError: an unhashable key
+        if parts is None:
             return None
-        jv = "".join(vs)                 # TypeError unless every value is a str
-        if not all(map(_dimension_keys.__contains__, ks)):
-            for k in ks:
-                if not _fast_dimension_key(k):     # TypeError for a non-str key
-                    return None
-    except TypeError:  # a pair without len(), an unhashable or non-str name or value
+        parts = parts[:]
+        parts[1::2] = vs
+        return "".join(parts)  # TypeError: a value that is not a str
+    except TypeError:  # a pair without len(), an unhashable key
         return None
-    if (len(jv) > MAX_DIMENSION_VALUE and max(map(len, vs)) > MAX_DIMENSION_VALUE) or (
-            not jv.isprintable() and _BAD_CHAR_RE.search(jv) is not None):
+
+
+def _template(ks: tuple) -> Optional[list]:
+    """``["k1=", None, ",k2=", None, ...]`` for the values of dimension keys
+    ``ks``, cached; None when a key is not a valid ``str`` (the scanner's
+    regex, :func:`_fast_dimension_key`)."""
+    parts: list = []
+    for k in ks:
+        if type(k) is not str or not _fast_dimension_key(k):
+            return None
+        parts += ("," + k + "=" if parts else k + "=", None)
+    if len(_templates) >= _CACHE_MAX:
+        _templates.clear()
+    _templates[ks] = parts
+    return parts
+
+
+def _escaped_pairs(dimensions: Any) -> str:
+    """``k=v,...`` with escaped values, of dimensions :func:`_joined_dims` took
+    whose values hold no control: their template joined with each value's
+    escaped text."""
+    if type(dimensions) is dict:
+        ks = tuple(dimensions)
+        vs: Any = dimensions.values()
+    else:
+        ks = tuple(map(_first, dimensions))
+        vs = map(_second, dimensions)
+    parts = (_templates.get(ks) or _template(ks))[:]  # type: ignore[index]
+    parts[1::2] = map(_escaped_values.__getitem__, vs)
+    return "".join(parts)
+
+
+class _EscapedValues(dict):
+    """value -> its escaped text, bounded: values that need an escape are
+    mostly a few categories ("a b", "x,y"), so a hit is one dict lookup."""
+
+    def __missing__(self, value: str) -> str:
+        text = str.translate(value, _ESCAPE_TABLE)
+        if type(value) is str:
+            if len(self) >= _CACHE_MAX:
+                self.clear()
+            self[value] = text
+        return text
+
+
+_escaped_values = _EscapedValues()
+
+
+def _values_fit(dimensions: Any) -> bool:
+    """Whether no value of dimensions :func:`_joined_dims` took is longer than 255."""
+    vs = dimensions.values() if type(dimensions) is dict else map(_second, dimensions)
+    return max(map(len, vs)) <= MAX_DIMENSION_VALUE
+
+
+def _escaped_line(key: str, line: str, data: bytes, dims: str, dimensions: Any) -> Optional[bytes]:
+    """The UTF-8 of an Encoder line built from unescaped values (``key,dims
+    ...``, ``data`` its UTF-8 or b"" for a lone surrogate) whose _MARKS bytes
+    were too many: the line with escaped values, or None when a value is
+    invalid (too long, a control, a lone surrogate)."""
+    if (not dims or not data or len(data) - len(data.translate(None, _CONTROLS)) != 1
+            or (len(dims) > MAX_DIMENSION_VALUE and not _values_fit(dimensions))):
         return None
-    if _NEEDS_ESCAPE_RE.search(jv) is not None:
-        vs = map(str.translate, vs, repeat(_ESCAPE_TABLE))
-    elif t is dict:
-        return key + "," + ",".join(map("=".join, dimensions.items()))
-    return key + "," + ",".join(map("=".join, zip(ks, vs)))
+    n = len(key) + 1
+    return (line[:n] + _escaped_pairs(dimensions) + line[n + len(dims):]).encode()
 
 
 def _cached_head(key: Any, dimensions: Any) -> str:
@@ -618,7 +725,7 @@ class Encoder:
       dimensions; no OneAgent, no extra dimensions.
     """
 
-    __slots__ = ("_buf", "_lines", "_opts", "_log", "_direct", "_misses", "_repeats")
+    __slots__ = ("_buf", "_lines", "_opts", "_log")
 
     def __init__(self, prefix: Optional[str] = None, default_dimensions: Any = None,
                  static_dimensions: Any = None, normalize: bool = False,
@@ -627,7 +734,6 @@ class Encoder:
         self._lines = 0
         self._opts: Optional[_Options] = None
         self._log: Any = None
-        self._direct = self._misses = self._repeats = 0
         if prefix or default_dimensions or static_dimensions or normalize or oneagent_enrichment:
             self._opts = _Options(prefix, default_dimensions, static_dimensions, normalize,
                                   oneagent_enrichment)
@@ -643,7 +749,6 @@ class Encoder:
         sibling._lines = 0
         sibling._opts = self._opts
         sibling._log = None
-        sibling._direct = sibling._misses = sibling._repeats = 0
         return sibling
 
     @property
@@ -663,32 +768,15 @@ class Encoder:
         self._lines += 1
 
     def _head_of(self, key: Any, dimensions: Any) -> Optional[str]:
-        """The line's ``key,dims`` text from a cache; None when normalization drops it.
+        """The line's ``key,dims`` text; None when normalization drops it.
 
-        Valid, repeated series must stay cheap: a hit is one tuple hash.
+        Valid, repeated series stay cheap: a cache hit is one tuple hash.
         """
+        if self._opts is None:
+            return _cached_head(key, dimensions)
         t = type(dimensions)
         if dimensions is not None and (t is dict or t is tuple) and len(dimensions) > MAX_DIMENSIONS:
-            return self._opts.head(key, dimensions) if self._opts is not None \
-                else _head(key, dimensions)
-        if self._opts is None:
-            if self._direct:
-                # Series have not been repeating: no cache key, no cache.
-                self._direct -= 1
-                head = _fast_head(key, dimensions)
-                if head is not None:
-                    return head
-            ck = (key, tuple(dimensions.items()) if t is dict else dimensions)
-            try:
-                head = _heads.get(ck)
-            except TypeError:
-                return _cached_head(key, dimensions)
-            if head is None:
-                head = _fast_head(key, dimensions)
-                if head is None:
-                    return _cached_head(key, dimensions)   # checks again, names the error
-                self._adapt(_remember_head(ck, head))
-            return head
+            return self._opts.head(key, dimensions)
         ck = (key, tuple(dimensions.items()) if t is dict else dimensions)
         try:
             hit = self._opts._cache[ck]
@@ -698,56 +786,69 @@ class Encoder:
             return hit[0]
         return self._opts.head(key, dimensions)  # records the changes, if any
 
-    def _adapt(self, repeated: bool) -> None:
-        """Count a cache miss; after _ADAPT_WINDOW misses of which fewer than one
-        in _ADAPT_RATIO was a series seen before, skip the cache (its key, its
-        lookup, its bookkeeping) for the next _DIRECT_LINES new heads."""
-        self._misses += 1
-        if repeated:
-            self._repeats += 1
-        if self._misses >= _ADAPT_WINDOW:
-            if self._repeats * _ADAPT_RATIO < self._misses:
-                self._direct = _DIRECT_LINES
-            self._misses = self._repeats = 0
-
-    def _single(self, payload: str, key: Any, value: Any, dimensions: Any,
+    def _single(self, payload: str, marks: int, key: Any, value: Any, dimensions: Any,
                 timestamp: Any) -> None:
         """A gauge or count line: the hot loop of every exporter.
 
-        The common case (cached head, finite float, int timestamp) is inlined;
-        anything else goes to the general helpers, which produce every error.
+        The common case (a plain encoder, a valid ``str`` key, dimensions
+        :func:`_joined_dims` takes, a finite float, no timestamp or an int one
+        from 1973 on) is written here; anything else goes to the general
+        helpers, which produce every error.  ``marks``: the _MARKS bytes of
+        ``payload`` and the LF.
+
+        The line is built from the values as given and its _MARKS bytes are
+        counted in one call: more than its fields hold means a value needs
+        an escape (:func:`_escaped_line`) or is invalid.  No line of the
+        common case can exceed MAX_LINE_CHARS: 50 dimensions of keys <= 100
+        and escaped values <= 510 characters and a key <= 255 are about 31,000.
         """
+        if (self._opts is None and type(value) is float and value - value == 0.0
+                and type(key) is str and (key in _metric_keys or _fast_metric_key(key))):
+            dims = "" if dimensions is None else _joined_dims(dimensions)
+            if dims is not None:
+                text = repr(value)
+                if text[-2:] == ".0":
+                    text = text[:-2]
+                elif "e" in text:
+                    text = _format_number(value, "value")
+                if dims:
+                    sep = ","
+                    marks += 2 * len(dimensions)
+                else:
+                    sep = ""
+                if timestamp is None:
+                    line = f"{key}{sep}{dims}{payload}{text}\n"
+                elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
+                    line = f"{key}{sep}{dims}{payload}{text} {timestamp}\n"
+                    marks += 1
+                else:
+                    line = ""
+                if line:
+                    try:
+                        data = line.encode()
+                    except UnicodeEncodeError:  # a lone surrogate
+                        data = b""
+                    if len(data) - len(data.translate(None, _MARKS)) != marks or (
+                            len(dims) > MAX_DIMENSION_VALUE and not _values_fit(dimensions)):
+                        data = _escaped_line(key, line, data, dims, dimensions)  # type: ignore[assignment]
+                    if data:
+                        self._buf += data
+                        self._lines += 1
+                        return
         head = self._head_of(key, dimensions)
         if head is None:
             return
-        if type(value) is float and value - value == 0.0:
-            text = repr(value)
-            if text[-2:] == ".0":
-                text = text[:-2]
-            elif "e" in text:
-                text = _format_number(value, "value")
-        else:
-            text = _format_number(value, "value")
-        if timestamp is None:
-            line = head + payload + text + "\n"
-        elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
-            line = head + payload + text + " " + str(timestamp) + "\n"
-        else:
-            line = _finish(head, payload[1:] + text, timestamp)
-        if len(line) > MAX_LINE_CHARS + 1:
-            line = _finish(head, payload[1:] + text, timestamp)
-        self._buf += line.encode("utf-8")
-        self._lines += 1
+        self._append(_finish(head, payload[1:] + _format_number(value, "value"), timestamp))
 
     def gauge(self, key: str, value: float, dimensions: Any = None,
               timestamp: Optional[int] = None) -> None:
         """Append ``key,dims gauge,<value> [timestamp]``."""
-        self._single(" gauge,", key, value, dimensions, timestamp)
+        self._single(" gauge,", 3, key, value, dimensions, timestamp)
 
     def count(self, key: str, delta: float, dimensions: Any = None,
               timestamp: Optional[int] = None) -> None:
         """Append ``key,dims count,delta=<delta> [timestamp]``."""
-        self._single(" count,delta=", key, delta, dimensions, timestamp)
+        self._single(" count,delta=", 4, key, delta, dimensions, timestamp)
 
     def summary(self, key: str, min: float, max: float, sum: float, count: int,
                 dimensions: Any = None, timestamp: Optional[int] = None) -> None:
@@ -755,6 +856,45 @@ class Encoder:
 
         The fields must be consistent as the server checks them (§7.3).
         """
+        # The common case, as in _single: finite floats that are consistent
+        # (a finite min <= max rules out every non-finite sum the tolerance
+        # checks do not reject), a count from 1 up.
+        if (self._opts is None and type(min) is float and type(max) is float
+                and type(sum) is float and type(count) is int and 0 < count <= MAX_INT64
+                and -_INF < min <= max < _INF
+                and type(key) is str and (key in _metric_keys or _fast_metric_key(key))):
+            avg = sum / count
+            dims = "" if dimensions is None else _joined_dims(dimensions)
+            # One text for the three numbers: each is followed by ",", so
+            # ".0," can only be the end of a number.
+            nums = f"{min!r},max={max!r},sum={sum!r},".replace(".0,", ",")
+            if (dims is not None and "e" not in nums and min - avg <= SUMMARY_TOLERANCE
+                    and avg - max <= SUMMARY_TOLERANCE):
+                marks = 10   # " gauge,min=..,max=..,sum=..,count=..\n"
+                if dims:
+                    sep = ","
+                    marks += 2 * len(dimensions)
+                else:
+                    sep = ""
+                if timestamp is None:
+                    line = f"{key}{sep}{dims} gauge,min={nums}count={count}\n"
+                elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
+                    line = f"{key}{sep}{dims} gauge,min={nums}count={count} {timestamp}\n"
+                    marks += 1
+                else:
+                    line = ""
+                if line:
+                    try:
+                        data = line.encode()
+                    except UnicodeEncodeError:  # a lone surrogate
+                        data = b""
+                    if len(data) - len(data.translate(None, _MARKS)) != marks or (
+                            len(dims) > MAX_DIMENSION_VALUE and not _values_fit(dimensions)):
+                        data = _escaped_line(key, line, data, dims, dimensions)  # type: ignore[assignment]
+                    if data:
+                        self._buf += data
+                        self._lines += 1
+                        return
         head = self._head_of(key, dimensions)
         if head is not None:
             self._append(_finish(head, _summary_payload(min, max, sum, count), timestamp))

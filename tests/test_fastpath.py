@@ -333,18 +333,67 @@ def test_fast_head_never_accepts_more(key, dims):
     _check_head(key, dims)
 
 
-def test_encoder_skips_the_cache_when_series_do_not_repeat():
-    """After a window of new series the encoder stops caching; the bytes are the same."""
+def test_encoder_fast_paths_write_what_encode_writes():
+    """gauge/count/summary on every-line-unique series (the fast paths) give
+    exactly the bytes of encode() on the same records (the general path)."""
     from dtproto._corpus import encoder_loop, make_records
 
-    tuples = make_records(_enc._ADAPT_WINDOW + 2_000, seed=3, cardinality=UNIQUE).tuples
+    recs = make_records(5_000, seed=3, cardinality=UNIQUE)
+    assert encoder_loop(_enc.Encoder, recs.tuples)() == _enc.encode(recs.metrics)
+
+
+def _general_line(method: str, args: tuple) -> Any:
+    """What the general helpers (the exact _head, _finish) make of a call: the
+    line's bytes, or the EncodeError's (code, field)."""
+    from dtproto.errors import EncodeError
+
+    try:
+        if method == "summary":
+            key, mn, mx, sm, cnt, dims, ts = args
+            payload = _enc._summary_payload(mn, mx, sm, cnt)
+        else:
+            key, value, dims, ts = args
+            payload = ("gauge," if method == "gauge" else "count,delta=") + \
+                _enc._format_number(value, "value")
+        return _enc._finish(_enc._head(key, dims), payload, ts).encode()
+    except EncodeError as e:
+        return (e.code, e.field)
+
+
+def _encoder_line(method: str, args: tuple) -> Any:
+    from dtproto.errors import EncodeError
+
     enc = _enc.Encoder()
-    for kind, key, dims, value, *_ in tuples:
-        enc.gauge(key, 1.0, dims)
-    assert enc._direct > 0
-    plain = b"".join(_enc._record_line(_scan._tuple_new(Metric, (key, tuple(dims.items()), "gauge",
-                                                                  1.0, None, None, None, None,
-                                                                  None))).encode()
-                     for kind, key, dims, value, *_ in tuples)
-    assert enc.getvalue() == plain
-    assert encoder_loop(_enc.Encoder, tuples)() == encoder_loop(_enc.Encoder, tuples)()
+    try:
+        getattr(enc, method)(*args)
+    except EncodeError as e:
+        assert enc.getvalue() == b"" and enc.lines == 0
+        return (e.code, e.field)
+    return enc.getvalue()
+
+
+_VALUES = st.one_of(st.text(max_size=6), st.sampled_from(
+    ["a b", "x,y=z", 'q"\\', "ü 😀", "\x00", "\x7f", "\ud800", "a" * 255, "a" * 256, "\\ " * 128,
+     "\\", "=", ",k=v"]))
+
+
+@given(S.metrics(), st.booleans(), st.sampled_from(["gauge", "count", "summary"]),
+       st.lists(st.tuples(st.sampled_from(["k", "a.b", "x" * 100, "x" * 101, "K", "dt.x", ""]),
+                          _VALUES), max_size=4),
+       st.sampled_from([None, 1_700_000_000_000, 5, -1, 2**63, True, 1.5]))
+def test_encoder_fast_paths_are_the_general_path(m, as_dict, method, extra, ts):
+    """gauge/count/summary: the bytes the general helpers would write, or
+    their error, for valid and invalid dimensions, values and timestamps."""
+    import warnings
+
+    dims: Any = tuple(m.dimensions) + tuple(extra)
+    if as_dict:
+        dims = dict(dims)
+    if method == "summary":
+        s = (m.min, m.max, m.sum, m.count) if m.kind == "summary" else (1.0, 2.0, 3.0, 2)
+        args: tuple = (m.key,) + s + (dims, ts)
+    else:
+        args = (m.key, m.value if m.value is not None else 1.5, dims, ts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _encoder_line(method, args) == _general_line(method, args)
