@@ -2,7 +2,8 @@
 
 Decoding, on 300,000 lines where every line is its own series (plus a share
 of escape-heavy lines with quoted values, gauge/count/summary, ~10% without
-timestamp, one metadata line in the middle):
+timestamp, one metadata line in the middle), and on 300,000 short lines of the
+same kinds (``short_corpus``: ~85 bytes, an id and a host dimension):
 
 * ``decode_table`` (the loaded implementation, and each one available);
 * ``dtproto.decode`` (records);
@@ -66,6 +67,36 @@ def decode_corpus(n: int) -> bytes:
     random.Random(7).shuffle(lines)
     lines.insert(len(lines) // 2, b'#app.meta.key gauge dt.meta.displayName="A metric"\n')
     return b"".join(lines)
+
+
+def short_corpus(n: int) -> bytes:
+    """Short lines (~85 bytes), every line its own series: ``host`` (977 values), a
+    ``pod`` id, ``region``; a tenth with a quoted ``route`` holding a space; 60%
+    gauge, 25% count (half without ``.count``), 15% summary; ~10% without
+    timestamp; one metadata line in the middle."""
+    r = random.Random(1)
+    out = []
+    for i in range(n - 1):
+        key = "app.req%d.latency" % (i % 50)
+        dims = "host=h-%d,pod=p-%08x,region=%s" % (i % 977, i * 2654435761 % 2**32,
+                                                  "eu" if i % 2 else "us")
+        if r.random() < 0.1:
+            dims += ',route="/api/v1/x y %d"' % (i % 100)
+        kind = r.random()
+        if kind < 0.6:
+            line = "%s,%s gauge,%.3f" % (key, dims, r.random() * 100)
+        elif kind < 0.85:
+            line = "%s%s,%s count,delta=%d" % (key, ".count" if r.random() < 0.5 else "", dims,
+                                               r.randrange(100))
+        else:
+            a = r.randrange(10)
+            b = a + r.randrange(10)
+            line = "%s,%s gauge,min=%d,max=%d,sum=%d,count=2" % (key, dims, a, b, a + b)
+        if r.random() < 0.9:
+            line += " %d" % (1_700_000_000_000 + i)
+        out.append(line)
+    out.insert(len(out) // 2, '#app.meta.key gauge dt.meta.displayName="A metric"')
+    return ("\n".join(out) + "\n").encode()
 
 
 KEYS = ["app.%s.%s" % (a, b) for a in ("http", "db", "queue", "cache", "jvm", "host")
@@ -169,23 +200,31 @@ def main(argv: List[str] = None) -> int:
         rows["encode: Encoder row by row (%s)" % dtproto.IMPLEMENTATION] = (
             median_time(encoder, args.repeat), n)
 
-    buf = decode_corpus(n)
-    lines = buf.count(b"\n")
-    rows["decode: dtproto.decode (%s)" % dtproto.IMPLEMENTATION] = (
-        median_time(lambda: dtproto.decode(buf), args.repeat), lines)
-    # the Cython core first: the reference's caches would grow the heap the GC walks
-    for name, codec in sorted(_impl.available_implementations().items(),
-                              key=lambda kv: kv[0] != "cython"):
-        path = "decode_columns" if hasattr(codec, "decode_columns") else "reference columns"
-        rows["decode: decode_table (%s, %s)" % (name, path)] = (
-            median_time(lambda: A.decode_table(buf, _codec=codec), args.repeat), lines)
-    if isinstance(peers["lpp"], str):
-        rows["decode: line-protocol-parser"] = peers["lpp"]
-    else:
+    impls = sorted(_impl.available_implementations().items(),
+                   key=lambda kv: kv[0] != "cython")
+    for label, buf in (("", decode_corpus(n)), (" (short lines)", short_corpus(n))):
+        lines = buf.count(b"\n")
+        t_dec = median_time(lambda: dtproto.decode(buf), args.repeat)
+        rows["decode%s: dtproto.decode (%s)" % (label, dtproto.IMPLEMENTATION)] = (t_dec, lines)
+        # the Cython core first: the reference's caches would grow the heap the GC walks;
+        # the reference columns (seconds a run) on the first corpus only
+        t_tab = None
+        for name, codec in impls[:1] if label else impls:
+            path = "decode_columns" if hasattr(codec, "decode_columns") else "reference columns"
+            t = median_time(lambda: A.decode_table(buf, _codec=codec), args.repeat)
+            rows["decode%s: decode_table (%s, %s)" % (label, name, path)] = (t, lines)
+            if t_tab is None:
+                t_tab = t
+        if isinstance(peers["lpp"], str):
+            rows["decode%s: line-protocol-parser" % label] = peers["lpp"]
+            continue
         data_only = b"".join(x for x in buf.splitlines(True) if not x.startswith(b"#"))
         run = _peers.lpp_decoder(peers["lpp"], _corpus.to_influx(data_only))
-        rows["decode: line-protocol-parser %s" % _peers.peer_version("line-protocol-parser")] = (
-            median_time(run, args.repeat), lines)
+        t_lpp = median_time(run, args.repeat)
+        rows["decode%s: line-protocol-parser %s" % (
+            label, _peers.peer_version("line-protocol-parser"))] = (t_lpp, lines)
+        rows["decode%s: ratio decode_table / decode, / line-protocol-parser" % label] = \
+            "%.2fx, %.1fx" % (t_dec / t_tab, t_lpp / t_tab)
 
     if args.json:
         json.dump({k: (v if isinstance(v, str) else {"seconds": v[0], "rows": v[1],
