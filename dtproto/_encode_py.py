@@ -382,6 +382,8 @@ class _EscapedValues(dict):
     mostly a few categories ("a b", "x,y"), so a hit is one dict lookup."""
 
     def __missing__(self, value: str) -> str:
+        if _ESCAPED_RE.search(value) is None:
+            return value  # nothing to escape (an id, say): nothing worth keeping
         text = str.translate(value, _ESCAPE_TABLE)
         if type(value) is str:
             if len(self) >= _CACHE_MAX:
@@ -391,6 +393,7 @@ class _EscapedValues(dict):
 
 
 _escaped_values = _EscapedValues()
+_ESCAPED_RE = re.compile(r'[,= \\"]')
 
 
 def _values_fit(dimensions: Any) -> bool:
