@@ -814,34 +814,46 @@ class Encoder:
                     text = text[:-2]
                 elif "e" in text:
                     text = _format_number(value, "value")
-                if dims:
-                    sep = ","
-                    marks += 2 * len(dimensions)
-                else:
-                    sep = ""
-                if timestamp is None:
-                    line = f"{key}{sep}{dims}{payload}{text}\n"
-                elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
-                    line = f"{key}{sep}{dims}{payload}{text} {timestamp}\n"
-                    marks += 1
-                else:
-                    line = ""
-                if line:
-                    try:
-                        data = line.encode()
-                    except UnicodeEncodeError:  # a lone surrogate
-                        data = b""
-                    if len(data) - len(data.translate(None, _MARKS)) != marks or (
-                            len(dims) > MAX_DIMENSION_VALUE and not _values_fit(dimensions)):
-                        data = _escaped_line(key, line, data, dims, dimensions)  # type: ignore[assignment]
-                    if data:
-                        self._buf += data
-                        self._lines += 1
-                        return
+                if self._fast_append(key, dims, dimensions, payload + text, marks, timestamp):
+                    return
         head = self._head_of(key, dimensions)
         if head is None:
             return
         self._append(_finish(head, payload[1:] + _format_number(value, "value"), timestamp))
+
+    def _fast_append(self, key: str, dims: str, dimensions: Any, tail: str, marks: int,
+                     timestamp: Any) -> bool:
+        """Append ``key[,dims]tail[ timestamp]`` and LF when the line is plain; False if not.
+
+        ``marks`` counts the _MARKS bytes of ``tail`` and the LF.  One
+        ``translate`` counts the line's: more than its fields hold means a
+        value needs an escape (:func:`_escaped_line`) or is invalid.  False
+        (nothing appended): the exact helpers decide and name the error.
+        """
+        if dims:
+            sep = ","
+            marks += 2 * len(dimensions)
+        else:
+            sep = ""
+        if timestamp is None:
+            line = f"{key}{sep}{dims}{tail}\n"
+        elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
+            line = f"{key}{sep}{dims}{tail} {timestamp}\n"
+            marks += 1
+        else:
+            return False
+        try:
+            data = line.encode()
+        except UnicodeEncodeError:  # a lone surrogate
+            data = b""
+        if len(data) - len(data.translate(None, _MARKS)) != marks or (
+                len(dims) > MAX_DIMENSION_VALUE and not _values_fit(dimensions)):
+            data = _escaped_line(key, line, data, dims, dimensions)  # type: ignore[assignment]
+        if not data:
+            return False
+        self._buf += data
+        self._lines += 1
+        return True
 
     def gauge(self, key: str, value: float, dimensions: Any = None,
               timestamp: Optional[int] = None) -> None:
@@ -873,31 +885,10 @@ class Encoder:
             nums = f"{min!r},max={max!r},sum={sum!r},".replace(".0,", ",")
             if (dims is not None and "e" not in nums and min - avg <= SUMMARY_TOLERANCE
                     and avg - max <= SUMMARY_TOLERANCE):
-                marks = 10   # " gauge,min=..,max=..,sum=..,count=..\n"
-                if dims:
-                    sep = ","
-                    marks += 2 * len(dimensions)
-                else:
-                    sep = ""
-                if timestamp is None:
-                    line = f"{key}{sep}{dims} gauge,min={nums}count={count}\n"
-                elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
-                    line = f"{key}{sep}{dims} gauge,min={nums}count={count} {timestamp}\n"
-                    marks += 1
-                else:
-                    line = ""
-                if line:
-                    try:
-                        data = line.encode()
-                    except UnicodeEncodeError:  # a lone surrogate
-                        data = b""
-                    if len(data) - len(data.translate(None, _MARKS)) != marks or (
-                            len(dims) > MAX_DIMENSION_VALUE and not _values_fit(dimensions)):
-                        data = _escaped_line(key, line, data, dims, dimensions)  # type: ignore[assignment]
-                    if data:
-                        self._buf += data
-                        self._lines += 1
-                        return
+                # " gauge,min=..,max=..,sum=..,count=..\n": 10 separator bytes
+                if self._fast_append(key, dims, dimensions, f" gauge,min={nums}count={count}", 10,
+                                     timestamp):
+                    return
         head = self._head_of(key, dimensions)
         if head is not None:
             self._append(_finish(head, _summary_payload(min, max, sum, count), timestamp))
