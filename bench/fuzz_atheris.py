@@ -45,7 +45,10 @@ An empty (or new) CORPUS_DIR is first filled with the generated seed corpus:
 ``dtproto._corpus`` lines (plain, escape-heavy, with invalid lines) and
 hand-written edge cases (escapes, quoted values, 50 dimensions, 50,000-char
 lines, summaries, metadata lines, CRLF, invalid UTF-8).  ``-max_len`` defaults
-to 60000 so that the literal 50,000-character seeds load whole.
+to 60000 so that the literal 50,000-character ASCII seeds load whole (the
+50,000 x "é" seed, 99,983 bytes, is cut anyway); long runs do better with
+``-max_len=4096`` (see README "Fuzzing": mode 3 still builds lines around the
+limits from short inputs).
 
 Needs atheris (``pip install atheris``: wheels for CPython on Linux x86_64)
 and the Cython core; without them it exits with status 2 and says why.
