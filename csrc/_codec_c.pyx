@@ -1613,13 +1613,10 @@ cdef inline int out_write(Out *o, const char *s, Py_ssize_t n) except -1:
 
 cdef int write_dimension(Out *o, object k, object v) except -1:
     """``,key=escaped-value`` (mirrors _dimension_segment)."""
-    cdef Py_ssize_t kn, vn, i, start
+    cdef Py_ssize_t kn, vn, n
     cdef const char *ks
     cdef const char *vs
-    cdef const uint8_t *u
-    cdef uint8_t c
     cdef char *w
-    cdef bint ascii_only = o.ascii_only
     if not isinstance(k, str) or not isinstance(v, str):
         return 0
     ks = PyUnicode_AsUTF8AndSize(k, &kn)
@@ -1635,25 +1632,12 @@ cdef int write_dimension(Out *o, object k, object v) except -1:
     w[0] = 44
     memcpy(w + 1, ks, kn)
     w[kn + 1] = 61
-    w += kn + 2
-    u = <const uint8_t *>vs
-    i = 0
-    while i < vn:
-        start = i
-        while i < vn and (CLS[u[i]] & C_BARE_PLAIN or (u[i] >= 128 and not ascii_only)):
-            i += 1
-        memcpy(w, u + start, i - start)
-        w += i - start
-        if i >= vn:
-            break
-        c = u[i]
-        if is_control(c) or c >= 128:  # >= 128 only with options: normalization may change it
-            return 0
-        w[0] = 92  # , = SP \ " get a backslash
-        w[1] = <char>c
-        w += 2
-        i += 1
-    o.len = w - o.buf
+    # With options non-ASCII goes to the reference: normalization may change it.
+    n = escape_value(<const uint8_t *>vs, vn, w + kn + 2,
+                     NONASCII_REFUSE if o.ascii_only else NONASCII_TRUSTED)
+    if n < 0:
+        return 0
+    o.len += kn + 2 + n
     return 1
 
 

@@ -145,9 +145,8 @@ cdef extern from *:
 
 # --- shortest round-trip floats (what repr() finds, without dtoa) ---------------
 #
-# format_simple (above) covers <= 15 significant digits; everything else went
-# through PyOS_double_to_string (David Gay's dtoa, ~0.5 us).  Ryu finds the same
-# digits - the shortest decimal that reads back as v, the nearest one when
+# repr() runs David Gay's dtoa (PyOS_double_to_string, ~0.5 us a float).  Ryu
+# finds the same digits - the shortest decimal that reads back as v, the nearest one when
 # several are that short, bounds included for an even mantissa exactly as
 # round-half-even reading does - with two 128-bit multiplications.  Its tables
 # (5**i, and 2**k / 5**i, to 125 bits) are computed here at import with Python
@@ -679,44 +678,69 @@ cdef object body_take(Body *o):
     return out
 
 
-cdef inline int put_dim_value(Body *o, const uint8_t *u, Py_ssize_t vn) except -1:
-    """The escaped dimension value (mirrors _escape_value); 0 if the Encoder refuses it.
+cdef enum:
+    # what escape_value does with a byte >= 128
+    NONASCII_REFUSE = 0    # the line goes to the reference (Encoder with options)
+    NONASCII_TRUSTED = 1   # UTF-8 of a str: copied as is
+    NONASCII_CHECKED = 2   # bytes from a buffer: copied when a valid UTF-8 sequence
 
-    Unlike write_dimension the bytes need not come from a str: non-ASCII
-    sequences are checked (an Arrow buffer can hold anything).
-    """
+
+cdef Py_ssize_t escape_value(const uint8_t *u, Py_ssize_t vn, char *w,
+                             int nonascii) noexcept nogil:
+    """A dimension value with , = SP \\ " escaped (mirrors _escape_value) into ``w``
+    (room for 2 * vn); the bytes written, or -1 when the Encoder refuses it (a
+    control character, or non-ASCII as ``nonascii`` says).  The one escaping
+    loop of the C core: Encoder (write_dimension) and encode_columns."""
     cdef Py_ssize_t i = 0, start, k
+    cdef char *w0 = w
     cdef uint8_t c
-    cdef char *w
-    if vn > MAX_DIMENSION_VALUE and code_points(u, vn) > MAX_DIMENSION_VALUE:
-        return 0
-    if o.len + 2 * vn > o.cap:
-        body_reserve(o, 2 * vn)
-    w = o.buf + o.len
     while i < vn:
         start = i
-        while i < vn and CLS[u[i]] & C_BARE_PLAIN:
-            i += 1
+        if nonascii == NONASCII_TRUSTED:
+            while i < vn and (CLS[u[i]] & C_BARE_PLAIN or u[i] >= 128):
+                i += 1
+        else:
+            while i < vn and CLS[u[i]] & C_BARE_PLAIN:
+                i += 1
         dt_copy(w, <const char *>u + start, i - start)
         w += i - start
         if i >= vn:
             break
         c = u[i]
         if c >= 128:
+            if nonascii != NONASCII_CHECKED:
+                return -1
             k = utf8_seq(u, i, vn)
             if k == 0:
-                return 0
+                return -1
             memcpy(w, u + i, k)
             w += k
             i += k
             continue
         if is_control(c):
-            return 0
+            return -1
         w[0] = 92  # , = SP \ " get a backslash
         w[1] = <char>c
         w += 2
         i += 1
-    o.len = w - o.buf
+    return w - w0
+
+
+cdef inline int put_dim_value(Body *o, const uint8_t *u, Py_ssize_t vn) except -1:
+    """The escaped dimension value; 0 if the Encoder refuses it.
+
+    Unlike write_dimension the bytes need not come from a str: non-ASCII
+    sequences are checked (an Arrow buffer can hold anything).
+    """
+    cdef Py_ssize_t n
+    if vn > MAX_DIMENSION_VALUE and code_points(u, vn) > MAX_DIMENSION_VALUE:
+        return 0
+    if o.len + 2 * vn > o.cap:
+        body_reserve(o, 2 * vn)
+    n = escape_value(u, vn, o.buf + o.len, NONASCII_CHECKED)
+    if n < 0:
+        return 0
+    o.len += n
     return 1
 
 
