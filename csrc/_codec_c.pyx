@@ -28,6 +28,7 @@ from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.dict cimport PyDict_Next
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.math cimport isinf, isnan
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint64_t
@@ -1583,13 +1584,27 @@ cdef inline void out_free(Out *o) noexcept:
         o.buf = o.inl
 
 
-cdef int out_reserve(Out *o, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t cap = o.cap
-    cdef char *nb
-    if o.len + extra <= cap:
-        return 0
-    while cap < o.len + extra:
+cdef inline Py_ssize_t grown(Py_ssize_t cap, Py_ssize_t need) noexcept nogil:
+    """A buffer capacity for ``need`` bytes: ``cap`` (4096 when 0) doubled until it fits.
+
+    The one growth rule of the C core's buffers (Out, Col, Body, Encoder);
+    past half the address space it asks for exactly ``need``.
+    """
+    if cap <= 0:
+        cap = 4096
+    while cap < need:
+        if cap > PY_SSIZE_T_MAX // 2:
+            return need
         cap *= 2
+    return cap
+
+
+cdef int out_reserve(Out *o, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t cap
+    cdef char *nb
+    if o.len + extra <= o.cap:
+        return 0
+    cap = grown(o.cap, o.len + extra)
     if o.buf == o.inl:
         nb = <char *>PyMem_Malloc(cap)
         if nb != NULL:
@@ -1912,11 +1927,10 @@ A reusable buffer of encoded lines for hot loops.
 
     cdef int _append(self, const char *s, Py_ssize_t n, Py_ssize_t lines) except -1:
         """Append finished lines in one step (no Python code runs in here)."""
-        cdef Py_ssize_t cap = self._cap
+        cdef Py_ssize_t cap
         cdef char *nb
-        if self._len + n > cap:
-            while cap < self._len + n:
-                cap *= 2
+        if self._len + n > self._cap:
+            cap = grown(self._cap, self._len + n)
             nb = <char *>PyMem_Realloc(self._buf, cap)
             if nb == NULL:
                 raise MemoryError()
@@ -2070,12 +2084,11 @@ cdef struct Col:
 
 
 cdef int col_reserve(Col *c, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t cap = c.cap if c.cap else 4096
+    cdef Py_ssize_t cap
     cdef char *nb
     if c.len + extra <= c.cap:
         return 0
-    while cap < c.len + extra:
-        cap *= 2
+    cap = grown(c.cap, c.len + extra)
     nb = <char *>PyMem_Realloc(c.p, cap)
     if nb == NULL:
         raise MemoryError()

@@ -646,9 +646,7 @@ cdef struct Body:
 
 
 cdef int body_reserve(Body *o, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t cap = o.cap if o.cap else 4096
-    while cap < o.len + extra:
-        cap *= 2
+    cdef Py_ssize_t cap = grown(o.cap, o.len + extra)
     if o.obj == NULL:
         obj = PyBytes_FromStringAndSize(NULL, cap)
         Py_INCREF(obj)
