@@ -26,7 +26,8 @@ from cpython.long cimport PyLong_FromLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
-from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_SIZE
+from cpython.list cimport PyList_GET_SIZE
 from cpython.dict cimport PyDict_Next
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
@@ -1536,18 +1537,51 @@ cdef object _py_fail(object call, tuple args):
 
 
 cdef object _materialize(object dimensions):
-    """Dimensions as something iterable twice (C first, the reference on error)."""
-    if dimensions is None or type(dimensions) is dict or type(dimensions) is tuple \
-            or type(dimensions) is list:
+    """Dimensions as something iterable twice (C first, the reference on error).
+
+    Twice down to the pairs: a pair that is not a tuple or a list (an
+    iterator, a generator) may be readable once only, so it is read here,
+    as the reference's ``k, v = pair`` reads it, and both sides see the same
+    values.  Found by the fuzzer: C used to unpack such a pair itself, give
+    up on its key, and leave the reference an exhausted pair.
+    """
+    if dimensions is None or type(dimensions) is dict:
         return dimensions
+    if type(dimensions) is tuple or type(dimensions) is list:
+        return _pairs_read_once(dimensions)
     if hasattr(dimensions, "items"):
-        return dimensions
+        return dimensions   # items() gives fresh pairs on every call
     try:
         # At most one pair too many is read: a 51st is refused anyway, and an
         # endless iterator must not be drained.
-        return list(islice(dimensions, MAX_DIMENSIONS + 1))
+        pairs = list(islice(dimensions, MAX_DIMENSIONS + 1))
     except TypeError:  # not iterable: the reference raises the EncodeError
         return dimensions
+    return _pairs_read_once(pairs)
+
+
+cdef object _pairs_read_once(object seq):
+    """``seq`` if its pairs (up to one too many) are tuples and lists; else a
+    copy in which every other pair is replaced by the tuple that unpacking it
+    reads (``k, v = pair`` reads a third item to refuse it, so does this).
+    The copy keeps every pair, so the reference still counts them all."""
+    cdef Py_ssize_t i, first = -1, n = min(len(seq), MAX_DIMENSIONS + 1)
+    for i in range(n):
+        if type(seq[i]) is not tuple and type(seq[i]) is not list:
+            first = i
+            break
+    if first < 0:
+        return seq
+    out = list(seq)
+    for i in range(first, n):
+        pair = out[i]
+        if type(pair) is not tuple and type(pair) is not list:
+            try:
+                it = iter(pair)
+            except TypeError:
+                continue   # not iterable: the reference says "not a pair"
+            out[i] = tuple(islice(it, 3))
+    return out
 
 
 # --- one line at a time -------------------------------------------------------
@@ -1681,27 +1715,23 @@ cdef int write_head(Out *o, object key, object dims) except -1:
             count += 1
             if count > MAX_DIMENSIONS or not write_dimension(o, <object>pk, <object>pv):
                 return 0
-    elif type(dims) is tuple or type(dims) is list:
-        for pair in dims:
-            count += 1
-            if count > MAX_DIMENSIONS:
-                return 0
-            if type(pair) is tuple and len(<tuple>pair) == 2:
-                if not write_dimension(o, (<tuple>pair)[0], (<tuple>pair)[1]):
-                    return 0
-            else:
-                k, v = pair
-                if not write_dimension(o, k, v):
-                    return 0
     else:
-        for pair in (dims.items() if hasattr(dims, "items") else dims):
+        for pair in (dims if type(dims) is tuple or type(dims) is list
+                     else dims.items() if hasattr(dims, "items") else dims):
             count += 1
-            if count > MAX_DIMENSIONS:
-                return 0
-            k, v = pair
-            if not write_dimension(o, k, v):
+            if count > MAX_DIMENSIONS or not write_pair(o, pair):
                 return 0
     return 1
+
+
+cdef inline int write_pair(Out *o, object pair) except -1:
+    """One (key, value) pair, unpacked as the reference unpacks it."""
+    if type(pair) is tuple and PyTuple_GET_SIZE(pair) == 2:
+        return write_dimension(o, (<tuple>pair)[0], (<tuple>pair)[1])
+    if type(pair) is list and PyList_GET_SIZE(pair) == 2:
+        return write_dimension(o, (<list>pair)[0], (<list>pair)[1])
+    k, v = pair
+    return write_dimension(o, k, v)
 
 
 cdef int number_value(object x, double *out) except -1:
@@ -1963,8 +1993,11 @@ A reusable buffer of encoded lines for hot loops.
                     return 1
             finally:
                 out_free(&o)
-            # The reference reads what the caller gave: an iterator stays one.
-            dimensions = pairs if pairs is dimensions else iter(pairs)
+            # The reference reads what C read: an iterator stays one (it is not
+            # counted), a sequence stays a sequence (it is).
+            if pairs is not dimensions:
+                dimensions = pairs if type(dimensions) is tuple or type(dimensions) is list \
+                    else iter(pairs)
         if kind == K_GAUGE:
             method, args = "gauge", (key, a, dimensions, timestamp)
         elif kind == K_COUNT:

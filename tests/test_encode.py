@@ -145,6 +145,31 @@ def test_dimensions_mapping_or_pairs(impl, dims):
     assert enc2.getvalue() == enc.getvalue()
 
 
+def _pair_generator(k, v):
+    yield k
+    yield v
+
+
+@pytest.mark.parametrize("pair", [
+    lambda k, v: iter([k, v]),
+    _pair_generator,
+    lambda k, v: collections.deque([k, v]),
+], ids=["iterator", "generator", "deque"])
+def test_a_pair_that_is_not_a_tuple_or_list(impl, pair):
+    """Found by the fuzzer: the C core unpacked a one-shot pair, gave up on its
+    key, and left the reference an exhausted pair to judge ("not a pair"
+    instead of the key's own error)."""
+    enc = impl.Encoder()
+    enc.count("a.b", 1, [pair("k", "x"), ("h", "y")])
+    assert enc.getvalue() == b"a.b,k=x,h=y count,delta=1\n"
+    e = enc_error(lambda: impl.Encoder().count("a.b", 1, [pair(None, "x")]))
+    assert (e.field, e.code) == ("dimensions[0].key", "invalid_dimension_key")
+    e = enc_error(lambda: impl.Encoder().gauge("a.b", 1, [("k", "v"), pair("K", "v")]))
+    assert (e.field, e.code) == ("dimensions[1].key", "invalid_dimension_key")
+    e = enc_error(lambda: impl.Encoder().gauge("a.b", 1, [pair("k", "v") for _ in range(60)]))
+    assert (e.code, e.message) == ("too_many_dimensions", "too many dimensions: 60 > 50")
+
+
 def test_dimensions_duplicates_and_empty(impl):
     enc = impl.Encoder()
     enc.gauge("abc", 1, [("k", "1"), ("k", "2")])
