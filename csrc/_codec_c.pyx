@@ -52,6 +52,7 @@ cdef extern from "_blocks.h":
     Py_ssize_t dt_skip_quoted(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
     Py_ssize_t dt_skip_metric_key(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
     Py_ssize_t dt_skip_dimension_key(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+    bint dt_equal(const void *a, const void *b, Py_ssize_t n) noexcept nogil
 
 cdef extern from "Python.h":
     double PyOS_string_to_double(const char *s, char **endptr,
@@ -711,6 +712,7 @@ cdef enum:
 cdef HeadEntry HEADS[HEAD_SETS * 2]
 for _b in range(HEAD_SETS * 2):
     HEADS[_b].length = 0
+    HEADS[_b].prefix = -1
     HEADS[_b].data = NULL
     HEADS[_b].key = NULL
     HEADS[_b].dims = NULL
@@ -1013,22 +1015,33 @@ cdef HeadEntry *find_head(const uint8_t *p, Py_ssize_t n, Py_ssize_t *fs,
         h = head_hash(p, f)
         hash[0] = h
     e = &HEADS[(h & (HEAD_SETS - 1)) * 2]
-    if e.length == f and e.hash == h and memcmp(e.data, p, f) == 0:
+    if e.prefix == f and e.hash == h and head_matches(e, p, n):
         return e
     e += 1
-    if e.length == f and e.hash == h and memcmp(e.data, p, f) == 0:
+    if e.prefix == f and e.hash == h and head_matches(e, p, n):
         return e
     return NULL
+
+
+cdef inline bint head_matches(HeadEntry *e, const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    """Whether the line p[:n], whose first SP is at ``e.prefix``, starts with the
+    cached head followed by an SP.  The head scan reads nothing past the
+    separator that ends the head, so such a line's head scans exactly as the
+    cached one did."""
+    if e.length != e.prefix and not (e.length < n and p[e.length] == 32):
+        return False
+    return dt_equal(e.data, p, e.length)
 
 
 cdef HeadEntry *store_head(const uint8_t *p, Py_ssize_t fs, uint64_t h,
                            LineScan *L) noexcept:
     """Remember a valid head that ends at ``fs``, the line's first SP; NULL if not.
 
-    A head whose quoted value holds a space ends later, and one that ends at
-    an HTAB is a different head after a bare value (there the HTAB is a
-    control character): the lookup, which cuts at the first SP, must never
-    find those, so they are not stored.
+    The lookup hashes the line up to its first SP; a head whose quoted value
+    holds a space ends at a later SP, so the entry keeps both offsets
+    (``prefix``, ``length``).  A head that ends at an HTAB is not stored: it
+    is a different head after a bare value (there the HTAB is a control
+    character), and the lookup only looks for heads that end at an SP.
     """
     cdef HeadEntry *e
     cdef char *copy
@@ -1036,9 +1049,10 @@ cdef HeadEntry *store_head(const uint8_t *p, Py_ssize_t fs, uint64_t h,
     cdef PyObject *old_key
     cdef PyObject *old_dims
     cdef Py_ssize_t i
-    if fs < 0 or fs != L.head_end:
+    cdef Py_ssize_t hl = L.head_end
+    if fs < 0 or fs > hl or p[hl] != 32:
         return NULL
-    for i in range(fs):
+    for i in range(hl):
         if p[i] == 9:
             return NULL
     e = &HEADS[(h & (HEAD_SETS - 1)) * 2]
@@ -1046,17 +1060,18 @@ cdef HeadEntry *store_head(const uint8_t *p, Py_ssize_t fs, uint64_t h,
         e += 1
     elif e.length != 0 and (h >> 40) & 1:
         e += 1  # both ways taken: evict one by a hash bit
-    copy = <char *>PyMem_Malloc(fs)
+    copy = <char *>PyMem_Malloc(hl)
     if copy == NULL:
         return NULL  # the cache is an optimisation: skip it under memory pressure
-    memcpy(copy, p, fs)
+    memcpy(copy, p, hl)
     old_data = e.data
     old_key = <PyObject *>e.key
     old_dims = <PyObject *>e.dims
     # The slot is consistent before anything is released (the old objects
     # are exact str and tuples of str: releasing them runs no Python code).
     e.data = copy
-    e.length = fs
+    e.length = hl
+    e.prefix = fs
     e.hash = h
     e.keylen = L.keylen
     e.key = NULL
@@ -1079,9 +1094,9 @@ cdef void attach_objects(const uint8_t *p, Py_ssize_t f, uint64_t h,
     are kept.
     """
     cdef HeadEntry *e = &HEADS[(h & (HEAD_SETS - 1)) * 2]
-    if not (e.length == f and e.hash == h and memcmp(e.data, p, f) == 0):
+    if not (e.length == f and e.hash == h and dt_equal(e.data, p, f)):
         e += 1
-        if not (e.length == f and e.hash == h and memcmp(e.data, p, f) == 0):
+        if not (e.length == f and e.hash == h and dt_equal(e.data, p, f)):
             return
     if e.key != NULL:
         return
@@ -1242,7 +1257,7 @@ cdef int scan_data(const uint8_t *p, Py_ssize_t n, LineScan *L, int64_t lo, int6
         entry[0] = hit
         L.keylen = hit.keylen
         L.head_end = -1  # spans not scanned: use the entry
-        return scan_tail(p, fs, n, L, lo, hi)
+        return scan_tail(p, hit.length, n, L, lo, hi)
     count_lookup(st, False, need_objects)
     entry[0] = NULL
     after = scan_head(p, n, L)

@@ -105,14 +105,6 @@ cdef extern from *:
         return n;
     #endif
     }
-    /* Whether n bytes at a and b are equal (the same overlapping moves). */
-    static inline int dt_equal(const uint8_t *a, const uint8_t *b, Py_ssize_t n) {
-        uint64_t x, y, u, v;
-        if (n > 16 || n < 8) return memcmp(a, b, (size_t)n) == 0;
-        memcpy(&x, a, 8); memcpy(&y, b, 8);
-        memcpy(&u, a + n - 8, 8); memcpy(&v, b + n - 8, 8);
-        return x == y && u == v;
-    }
     /* A slot of a metric key cache (64 entries) for n bytes at p. */
     static inline unsigned dt_key_slot(const uint8_t *p, Py_ssize_t n) {
         uint64_t h = (uint64_t)n;
@@ -137,7 +129,6 @@ cdef extern from *:
     }
     """
     void dt_copy(char *d, const char *s, Py_ssize_t n) noexcept nogil
-    bint dt_equal(const uint8_t *a, const uint8_t *b, Py_ssize_t n) noexcept nogil
     unsigned dt_key_slot(const uint8_t *p, Py_ssize_t n) noexcept nogil
     int dt_clz64(uint64_t v) noexcept nogil
     const char *dt_str_utf8(PyObject *o, Py_ssize_t *n) noexcept

@@ -29,8 +29,9 @@ cdef struct LineScan:
 
 
 cdef struct HeadEntry:
-    uint64_t hash
-    Py_ssize_t length     # bytes of the cached head; 0 = empty slot
+    uint64_t hash         # of the head's bytes up to its first SP (``prefix``)
+    Py_ssize_t prefix     # offset of the head's first SP: inside a quoted value or == length
+    Py_ssize_t length     # bytes of the cached head (an SP follows it); 0 = empty slot
     char *data            # PyMem copy of the head bytes
     Py_ssize_t keylen     # metric key length within the head
     void *key             # owned reference to the key str, or NULL (validate only)
