@@ -9,15 +9,17 @@
  * nothing to choose at run time) and jump straight to the first byte that is
  * not plain.  Elsewhere they skip nothing and the byte loop does all the work.
  *
- * Contract, for every function: it returns an offset j with i <= j <= n such
- * that every byte of p[i:j] is in the class and, when j < n, either p[j] is
- * not in the class or fewer than 16 bytes remain from j.  The caller then
- * runs its byte loop from j, so the result is the byte loop's by
- * construction.  Only whole 16-byte blocks inside p[0:n] are read.
+ * Contract, for every skipper: it returns the first offset j >= i with
+ * j == n or p[j] not in the class, exactly what a byte loop over the class
+ * table would return; the caller needs no byte loop of its own, which takes
+ * a load and a test off the critical path of every token.  Only bytes
+ * inside p[0:n] are read (16-byte loads lie inside it; a line shorter than
+ * 16 bytes takes the byte loop).
  *
  * The classes must equal the CLS table bits of the .pyx, which is built from
- * dtproto._constants; _codec_c checks every byte value against CLS when it
- * is imported (blocks_self_check), so a divergence cannot go unnoticed.
+ * dtproto._constants; _codec_c checks every byte value at every position
+ * of lines of up to 40 bytes against CLS when it is imported
+ * (blocks_self_check), so a divergence cannot go unnoticed.
  */
 #ifndef DTPROTO_BLOCKS_H
 #define DTPROTO_BLOCKS_H
@@ -85,16 +87,37 @@ static inline unsigned dt_stop_dimension_key(__m128i v) {
     return (unsigned)_mm_movemask_epi8(in) ^ 0xFFFFu;
 }
 
-#define DT_SKIP(name, stop)                                                        \
-    static inline Py_ssize_t name(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) {  \
-        while (n - i >= 16) {                                                      \
-            unsigned m = stop(_mm_loadu_si128((const __m128i *)(p + i)));          \
-            if (m)                                                                 \
-                return i + dt_ctz(m);                                              \
-            i += 16;                                                               \
-        }                                                                          \
-        return i;                                                                  \
+/* A whole metric key at p[0:n] whose first byte the caller has checked:
+ * the offset of the first byte that is neither a key character nor ".", or
+ * -1 when a "." is not followed by a section start (a letter, digit or "_")
+ * before that byte, or -2 when the line ends within 16 bytes of it (the
+ * byte loop decides).  The byte loop pays a mispredicted branch at every
+ * "." of "k8s.pod.memory.working_set"; here the dots of 16 bytes are
+ * checked at once: a bit after a "." must not be "-", "." or the end. */
+static inline Py_ssize_t dt_metric_key_end(const uint8_t *p, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    unsigned carry = 0;   /* 1: the previous block ended with a "." */
+    while (n - i >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        unsigned out = dt_stop_metric_key(v);
+        unsigned dot = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')));
+        unsigned bad = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('-'))) | dot;
+        unsigned after = ((dot << 1) | carry) & 0xFFFFu;
+        unsigned stop = out & ~dot;
+        if (stop) {
+            unsigned e = (unsigned)dt_ctz(stop);
+            unsigned upto = (2u << e) - 1u;   /* bits 0..e */
+            if (after & (bad | stop) & upto)
+                return -1;
+            return i + (Py_ssize_t)e;
+        }
+        if (after & bad)
+            return -1;
+        carry = dot >> 15;
+        i += 16;
     }
+    return -2;
+}
 
 /* Whether a[0:n] == b[0:n], without a libc call for the common sizes: the
  * head cache compares a cached head of ~100 bytes with the line on every
@@ -123,14 +146,46 @@ static inline int dt_equal(const void *a, const void *b, Py_ssize_t n) {
            == 0xFFFF;
 }
 
+/* The skipper of one class: the first j >= i with j == n or p[j] not in the
+ * class.  Whole blocks first; the last partial block is the line's last 16
+ * bytes, shifted so that bytes before i do not count; a line shorter than
+ * 16 bytes takes the byte loop over the class table of the .pyx (cls/bit). */
+#define DT_SKIP(name, stop)                                                        \
+    static inline Py_ssize_t name(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,    \
+                                  const uint16_t *cls, unsigned bit) {             \
+        unsigned m;                                                                \
+        while (n - i >= 16) {                                                      \
+            m = stop(_mm_loadu_si128((const __m128i *)(p + i)));                   \
+            if (m)                                                                 \
+                return i + dt_ctz(m);                                              \
+            i += 16;                                                               \
+        }                                                                          \
+        if (i >= n)                                                                \
+            return n;                                                              \
+        if (n >= 16) {                                                             \
+            m = stop(_mm_loadu_si128((const __m128i *)(p + n - 16))) >> (16 - (n - i)); \
+            return m ? i + dt_ctz(m) : n;                                          \
+        }                                                                          \
+        while (i < n && (cls[p[i]] & bit))                                         \
+            i++;                                                                   \
+        return i;                                                                  \
+    }
+
 #else  /* no SSE2: the byte loops do everything */
 static inline int dt_equal(const void *a, const void *b, Py_ssize_t n) {
     return memcmp(a, b, (size_t)n) == 0;
 }
 #define DT_BLOCKS 0
+static inline Py_ssize_t dt_metric_key_end(const uint8_t *p, Py_ssize_t n) {
+    (void)p; (void)n;
+    return -2;
+}
+
 #define DT_SKIP(name, stop)                                                        \
-    static inline Py_ssize_t name(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) {  \
-        (void)p; (void)n;                                                          \
+    static inline Py_ssize_t name(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,    \
+                                  const uint16_t *cls, unsigned bit) {             \
+        while (i < n && (cls[p[i]] & bit))                                         \
+            i++;                                                                   \
         return i;                                                                  \
     }
 #endif

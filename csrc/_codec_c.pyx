@@ -48,10 +48,15 @@ cdef extern from *:
 
 cdef extern from "_blocks.h":
     int DT_BLOCKS
-    Py_ssize_t dt_skip_bare(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
-    Py_ssize_t dt_skip_quoted(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
-    Py_ssize_t dt_skip_metric_key(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
-    Py_ssize_t dt_skip_dimension_key(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+    Py_ssize_t dt_skip_bare(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
+                       const uint16_t *cls, unsigned bit) noexcept nogil
+    Py_ssize_t dt_skip_quoted(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
+                       const uint16_t *cls, unsigned bit) noexcept nogil
+    Py_ssize_t dt_skip_metric_key(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
+                       const uint16_t *cls, unsigned bit) noexcept nogil
+    Py_ssize_t dt_skip_dimension_key(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
+                       const uint16_t *cls, unsigned bit) noexcept nogil
+    Py_ssize_t dt_metric_key_end(const uint8_t *p, Py_ssize_t n) noexcept nogil
     bint dt_equal(const void *a, const void *b, Py_ssize_t n) noexcept nogil
 
 cdef extern from "Python.h":
@@ -156,39 +161,50 @@ cdef int blocks_self_check() except -1:
     """The block skippers (_blocks.h) against CLS, for every byte value.
 
     Their character classes are written out in C; CLS is built from
-    _constants.  Each byte is put in each of the 16 positions of a block of
-    plain bytes: the skipper must stop there exactly when CLS says the byte
-    is not in the class.
+    _constants.  Each byte is put at each position of a line of 1 to 40
+    (LINE_LENGTHS) plain bytes (whole blocks, the shifted last block, the byte loop of
+    short lines), skipped from offset 0 and 3: the skipper must stop there
+    exactly when CLS says the byte is not in the class, else at the end.
     """
-    cdef uint8_t block[16]
-    cdef int b, pos, k, bit
-    cdef Py_ssize_t got
-    cdef uint8_t plain[4]
-    cdef int bits[4]
-    plain[:] = [97, 97, 97, 97]  # "a" is in every class
+    cdef uint8_t line[40]
+    # short lines (byte loop), one and two blocks with and without a shifted
+    # last block, and more than two
+    LINE_LENGTHS = list(range(1, 19)) + [31, 32, 33, 40]
+    cdef int b, pos, k, n, start
+    cdef unsigned bit
+    cdef Py_ssize_t got, want
+    cdef unsigned bits[4]
     bits[:] = [C_BARE_PLAIN, C_QUOTED_PLAIN, C_MK_CHAR, C_DK_CHAR]
     for k in range(4):
-        if not CLS[plain[k]] & bits[k]:
+        if not CLS[97] & bits[k]:
             raise ImportError("_codec_c: the block self-check needs 'a' in every class")
     for b in range(256):
-        for pos in range(16):
-            for k in range(4):
-                memset(block, plain[k], 16)
-                block[pos] = <uint8_t>b
-                if k == 0:
-                    got = dt_skip_bare(block, 0, 16)
-                elif k == 1:
-                    got = dt_skip_quoted(block, 0, 16)
-                elif k == 2:
-                    got = dt_skip_metric_key(block, 0, 16)
-                else:
-                    got = dt_skip_dimension_key(block, 0, 16)
-                bit = CLS[b] & bits[k]
-                if DT_BLOCKS and got != (16 if bit else pos):
-                    raise ImportError("_codec_c: block skipper %d disagrees with the character "
-                                      "table on byte %d" % (k, b))
-                if not DT_BLOCKS and got != 0:
-                    raise ImportError("_codec_c: block skipper %d skipped without blocks" % k)
+        # dt_metric_key_end takes a section start to be a key character but "-"
+        if bool(CLS[b] & C_MK_SECTION) != (bool(CLS[b] & C_MK_CHAR) and b != 45):
+            raise ImportError("_codec_c: metric key sections do not start with every key "
+                              "character but '-' (byte %d)" % b)
+        for n in LINE_LENGTHS:
+            for pos in range(n):
+                memset(line, 97, n)
+                line[pos] = <uint8_t>b
+                for start in (0, 3):
+                    if start > pos:
+                        continue
+                    for k in range(4):
+                        bit = bits[k]
+                        if k == 0:
+                            got = dt_skip_bare(line, start, n, CLS, bit)
+                        elif k == 1:
+                            got = dt_skip_quoted(line, start, n, CLS, bit)
+                        elif k == 2:
+                            got = dt_skip_metric_key(line, start, n, CLS, bit)
+                        else:
+                            got = dt_skip_dimension_key(line, start, n, CLS, bit)
+                        want = n if CLS[b] & bit else pos
+                        if got != want:
+                            raise ImportError(
+                                "_codec_c: block skipper %d disagrees with the character "
+                                "table on byte %d at %d of %d" % (k, b, pos, n))
     return 0
 
 
@@ -429,9 +445,7 @@ cdef Py_ssize_t scan_value(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
         d.vs = i
         while True:
             start = i
-            i = dt_skip_quoted(p, i, n)
-            while i < n and CLS[p[i]] & C_QUOTED_PLAIN:
-                i += 1
+            i = dt_skip_quoted(p, i, n, CLS, C_QUOTED_PLAIN)
             chars += i - start
             if i >= n:
                 return -1  # unterminated
@@ -459,9 +473,7 @@ cdef Py_ssize_t scan_value(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
         d.vs = i
         while True:
             start = i
-            i = dt_skip_bare(p, i, n)
-            while i < n and CLS[p[i]] & C_BARE_PLAIN:
-                i += 1
+            i = dt_skip_bare(p, i, n, CLS, C_BARE_PLAIN)
             chars += i - start
             if i >= n:
                 break
@@ -487,6 +499,31 @@ cdef Py_ssize_t scan_value(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
     return i
 
 
+cdef Py_ssize_t scan_metric_key(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    """The metric key's byte loop (p[0] checked): the offset after it, or -1.
+
+    dt_metric_key_end decides keys that end 16 bytes or more before the end
+    of the line; this loop decides the rest, with the same result.  The
+    caller checks what ends the key.
+    """
+    cdef Py_ssize_t i = 1
+    cdef uint8_t c
+    while True:
+        i = dt_skip_metric_key(p, i, n, CLS, C_MK_CHAR)
+        if i >= n:
+            return i
+        c = p[i]
+        if c == 46:  # "." then a section start
+            i += 1
+            if i >= n or not (CLS[p[i]] & C_MK_SECTION):
+                return -1
+            i += 1
+            continue
+        if c == 44 or is_sep(c):
+            return i
+        return -1
+
+
 cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) noexcept nogil:
     """Metric key and dimensions; returns the offset after them or -1.
 
@@ -499,23 +536,17 @@ cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) noexcept 
     cdef DimSpan *d
     if n == 0 or not (CLS[p[0]] & C_MK_FIRST):
         return -1
-    i = 1
-    while True:
-        i = dt_skip_metric_key(p, i, n)
-        while i < n and CLS[p[i]] & C_MK_CHAR:
-            i += 1
-        if i >= n:
-            break
-        c = p[i]
-        if c == 46:  # "." then a section start
-            i += 1
-            if i >= n or not (CLS[p[i]] & C_MK_SECTION):
-                return -1
-            i += 1
-            continue
-        if c == 44 or is_sep(c):
-            break
+    i = dt_metric_key_end(p, n)
+    if i == -1:
         return -1
+    if i >= 0:
+        c = p[i]
+        if not (c == 44 or is_sep(c)):
+            return -1
+    else:
+        i = scan_metric_key(p, n)
+        if i < 0:
+            return -1
     if i < MIN_METRIC_KEY or i > MAX_METRIC_KEY:
         return -1
     if p[0] == 100 and p[1] == 116 and p[2] == 46:  # "dt."
@@ -533,9 +564,7 @@ cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) noexcept 
                 return -1
             i += 1
             while True:
-                i = dt_skip_dimension_key(p, i, n)
-                while i < n and CLS[p[i]] & C_DK_CHAR:
-                    i += 1
+                i = dt_skip_dimension_key(p, i, n, CLS, C_DK_CHAR)
                 if i >= n:
                     return -1
                 c = p[i]
