@@ -119,6 +119,42 @@ static inline Py_ssize_t dt_metric_key_end(const uint8_t *p, Py_ssize_t n) {
     return -2;
 }
 
+/* A whole dimension key at p[0:n], the same way: the offset of the first
+ * byte that is neither a dimension key character nor ".", or -1 when the
+ * first byte or a byte after a "." is not a section start (a lowercase
+ * letter or "_"), or -2 when the line ends within 16 bytes of it. */
+static inline Py_ssize_t dt_dimension_key_end(const uint8_t *p, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    unsigned carry = 1;   /* the first byte starts a section */
+    while (n - i >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        __m128i digit = dt_in_range(v, '0', 9);
+        __m128i other = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('-')),
+                                     _mm_cmpeq_epi8(v, _mm_set1_epi8(':')));
+        __m128i dotv = _mm_cmpeq_epi8(v, _mm_set1_epi8('.'));
+        __m128i section = _mm_or_si128(dt_in_range(v, 'a', 25),
+                                       _mm_cmpeq_epi8(v, _mm_set1_epi8('_')));
+        __m128i badv = _mm_or_si128(_mm_or_si128(digit, other), dotv);
+        unsigned dot = (unsigned)_mm_movemask_epi8(dotv);
+        unsigned bad = (unsigned)_mm_movemask_epi8(badv);     /* key bytes, no section start */
+        unsigned key = (unsigned)_mm_movemask_epi8(_mm_or_si128(section, badv));
+        unsigned after = ((dot << 1) | carry) & 0xFFFFu;
+        unsigned stop = ~key & 0xFFFFu;
+        if (stop) {
+            unsigned e = (unsigned)dt_ctz(stop);
+            unsigned upto = (2u << e) - 1u;   /* bits 0..e */
+            if (after & (bad | stop) & upto)
+                return -1;
+            return i + (Py_ssize_t)e;
+        }
+        if (after & bad)
+            return -1;
+        carry = dot >> 15;
+        i += 16;
+    }
+    return -2;
+}
+
 /* Whether a[0:n] == b[0:n], without a libc call for the common sizes: the
  * head cache compares a cached head of ~100 bytes with the line on every
  * hit, the column decoder a metric key of 8-16.  Overlapping loads cover
@@ -177,6 +213,10 @@ static inline int dt_equal(const void *a, const void *b, Py_ssize_t n) {
 }
 #define DT_BLOCKS 0
 static inline Py_ssize_t dt_metric_key_end(const uint8_t *p, Py_ssize_t n) {
+    (void)p; (void)n;
+    return -2;
+}
+static inline Py_ssize_t dt_dimension_key_end(const uint8_t *p, Py_ssize_t n) {
     (void)p; (void)n;
     return -2;
 }

@@ -57,6 +57,7 @@ cdef extern from "_blocks.h":
     Py_ssize_t dt_skip_dimension_key(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
                        const uint16_t *cls, unsigned bit) noexcept nogil
     Py_ssize_t dt_metric_key_end(const uint8_t *p, Py_ssize_t n) noexcept nogil
+    Py_ssize_t dt_dimension_key_end(const uint8_t *p, Py_ssize_t n) noexcept nogil
     bint dt_equal(const void *a, const void *b, Py_ssize_t n) noexcept nogil
 
 cdef extern from "Python.h":
@@ -183,6 +184,11 @@ cdef int blocks_self_check() except -1:
         if bool(CLS[b] & C_MK_SECTION) != (bool(CLS[b] & C_MK_CHAR) and b != 45):
             raise ImportError("_codec_c: metric key sections do not start with every key "
                               "character but '-' (byte %d)" % b)
+        # dt_dimension_key_end: every key character but digits, "-" and ":"
+        if bool(CLS[b] & C_DK_SECTION) != (bool(CLS[b] & C_DK_CHAR)
+                                           and not (CLS[b] & C_DIGIT) and b != 45 and b != 58):
+            raise ImportError("_codec_c: dimension key sections do not start with every key "
+                              "character but digits, '-' and ':' (byte %d)" % b)
         for n in LINE_LENGTHS:
             for pos in range(n):
                 memset(line, 97, n)
@@ -524,6 +530,32 @@ cdef Py_ssize_t scan_metric_key(const uint8_t *p, Py_ssize_t n) noexcept nogil:
         return -1
 
 
+cdef Py_ssize_t scan_dimension_key(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """The byte loop of the dimension key at p[i:]: the offset of its "=", or -1.
+
+    dt_dimension_key_end decides keys that end 16 bytes or more before the
+    end of the line; this loop decides the rest, with the same result.
+    """
+    cdef uint8_t c
+    if i >= n or not (CLS[p[i]] & C_DK_SECTION):
+        return -1
+    i += 1
+    while True:
+        i = dt_skip_dimension_key(p, i, n, CLS, C_DK_CHAR)
+        if i >= n:
+            return -1
+        c = p[i]
+        if c == 46:
+            i += 1
+            if i >= n or not (CLS[p[i]] & C_DK_SECTION):
+                return -1
+            i += 1
+            continue
+        if c == 61:
+            return i
+        return -1
+
+
 cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) noexcept nogil:
     """Metric key and dimensions; returns the offset after them or -1.
 
@@ -560,23 +592,17 @@ cdef Py_ssize_t scan_head(const uint8_t *p, Py_ssize_t n, LineScan *L) noexcept 
                 return -1
             d = &L.dims[L.ndims]
             ks = i
-            if i >= n or not (CLS[p[i]] & C_DK_SECTION):
-                return -1
-            i += 1
-            while True:
-                i = dt_skip_dimension_key(p, i, n, CLS, C_DK_CHAR)
-                if i >= n:
+            i = dt_dimension_key_end(p + ks, n - ks)
+            if i >= 0:
+                i += ks
+                if p[i] != 61:
                     return -1
-                c = p[i]
-                if c == 46:
-                    i += 1
-                    if i >= n or not (CLS[p[i]] & C_DK_SECTION):
-                        return -1
-                    i += 1
-                    continue
-                if c == 61:
-                    break
+            elif i == -1:
                 return -1
+            else:
+                i = scan_dimension_key(p, ks, n)
+                if i < 0:
+                    return -1
             if i - ks > MAX_DIMENSION_KEY:
                 return -1
             d.ks = ks
