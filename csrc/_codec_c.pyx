@@ -2397,51 +2397,48 @@ def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
     cdef LineScan L
     cdef DimSpan *d
     cdef Col c_line, c_key, c_kind, c_value, c_min, c_max, c_sum, c_count, c_ts
-    cdef Col c_off, c_dkey, c_dval, c_voff, c_vdata  # c_dval stays empty (dim_value: None)
+    cdef Col c_off, c_koff, c_kdata, c_voff, c_vdata
     cdef Col *cols[14]
     cdef Col *row_cols[10]
     cdef Col *pair_cols[2]
     cdef int row_w[10]
     cdef int pair_w[2]
     cdef Py_ssize_t est, row_cap = 0, pair_cap = 0
-    cdef Interner keys_t, dkeys_t
+    cdef Interner keys_t
     cdef Slot last_key
-    cdef Slot last_dkey[50]  # MAX_DIMENSIONS: the key at each position, the line before
-    cdef list keys = [], dim_keys = [], metadata = [], skipped = []
+    cdef list keys = [], metadata = [], skipped = []
     if size >= 0x7FFFFFFF:  # int32 offsets: such a block goes through the reference
         raise OverflowError("decode_columns takes blocks below 2 GiB")
     now_ms = R.now_arg(now_ms)
     window(now_ms, &lo, &hi)
     cols[0] = &c_line; cols[1] = &c_key; cols[2] = &c_kind; cols[3] = &c_value
     cols[4] = &c_min; cols[5] = &c_max; cols[6] = &c_sum; cols[7] = &c_count
-    cols[8] = &c_ts; cols[9] = &c_off; cols[10] = &c_dkey; cols[11] = &c_dval
+    cols[8] = &c_ts; cols[9] = &c_off; cols[10] = &c_koff; cols[11] = &c_kdata
     cols[12] = &c_voff; cols[13] = &c_vdata
     # Fixed-width columns get room for a whole row (or pair) at a time and are
-    # then filled by plain stores; c_off and c_voff start with a 0 entry.
+    # then filled by plain stores; c_off, c_koff and c_voff start with a 0 entry.
     row_cols[:] = [&c_line, &c_key, &c_kind, &c_value, &c_min, &c_max, &c_sum, &c_count, &c_ts,
                    &c_off]
     row_w[:] = [8, 4, 1, 8, 8, 8, 8, 8, 8, 4]
-    pair_cols[:] = [&c_dkey, &c_voff]
+    pair_cols[:] = [&c_koff, &c_voff]
     pair_w[:] = [4, 4]
     for k in range(14):
         cols[k].p = NULL
         cols[k].len = 0
         cols[k].cap = 0
     keys_t.slots = NULL
-    dkeys_t.slots = NULL
     last_key.index = -1
-    for k in range(MAX_DIMENSIONS):
-        last_dkey[k].index = -1
     try:
         interner_init(&keys_t)
-        interner_init(&dkeys_t)
         # Size the columns once from the line length of the first 64 KiB
         # (they still grow if the estimate falls short): no copying as they fill.
         est = estimate_lines(base, size)
         row_cap = reserve_rows(row_cols, row_w, 10, 0, est + 1)
         pair_cap = reserve_rows(pair_cols, pair_w, 2, 0, est * 4 + 1)
         col_presize(&c_vdata, size // 4)
+        col_presize(&c_kdata, size // 8)
         (<int32_t *>c_off.p)[0] = 0
+        (<int32_t *>c_koff.p)[0] = 0
         (<int32_t *>c_voff.p)[0] = 0
         while pos < size:
             nl = memchr(base + pos, 10, size - pos)
@@ -2478,12 +2475,14 @@ def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
                     (<double *>c_sum.p)[rows] = 0.0
                     (<int64_t *>c_count.p)[rows] = 0
                 (<int64_t *>c_ts.p)[rows] = L.ts if L.has_ts else -1
+                # Keys are copied like values, not interned: a table of
+                # distinct keys would cost pyarrow a take() of every pair.
                 for k in range(L.ndims):
                     d = &L.dims[k]
-                    (<int32_t *>c_dkey.p)[pairs] = intern_near(&dkeys_t, dim_keys, &last_dkey[k],
-                                                               p + d.ks, d.kl)
+                    col_put(&c_kdata, p + d.ks, d.kl)
                     put_value(&c_vdata, p, d)
                     pairs += 1
+                    (<int32_t *>c_koff.p)[pairs] = <int32_t>c_kdata.len
                     (<int32_t *>c_voff.p)[pairs] = <int32_t>c_vdata.len
                 rows += 1
                 (<int32_t *>c_off.p)[rows] = <int32_t>pairs
@@ -2504,9 +2503,11 @@ def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
         for k in range(9):
             row_cols[k].len = rows * row_w[k]
         c_off.len = (rows + 1) * 4
-        c_dkey.len = pairs * 4
+        c_koff.len = (pairs + 1) * 4
         c_voff.len = (pairs + 1) * 4
         import pyarrow as pa  # only dtproto.arrow calls this, with pyarrow installed
+        dim_keys = pa.StringArray.from_buffers(
+            pairs, pa.py_buffer(col_take(&c_koff)), pa.py_buffer(col_take(&c_kdata)))
         dim_values = pa.StringArray.from_buffers(
             pairs, pa.py_buffer(col_take(&c_voff)), pa.py_buffer(col_take(&c_vdata)))
         return {
@@ -2523,9 +2524,7 @@ def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
             "count": col_view(&c_count, "q"),
             "timestamp": col_view(&c_ts, "q"),
             "dim_offsets": col_view(&c_off, "i"),
-            "dim_key": col_view(&c_dkey, "i"),
             "dim_keys": dim_keys,
-            "dim_value": None,  # the values are in pair order (see the contract)
             "dim_values": dim_values,
             "metadata": metadata,
             "skipped": skipped,
@@ -2534,7 +2533,6 @@ def decode_columns(bytes buf, Py_ssize_t first_line, now_ms, bint skip):
         for k in range(14):
             PyMem_Free(cols[k].p)
         PyMem_Free(keys_t.slots)
-        PyMem_Free(dkeys_t.slots)
 
 
 include "_columns.pxi"

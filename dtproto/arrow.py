@@ -157,12 +157,9 @@ def _decode_columns_py(buf: bytes, first_line: int, now_ms: Optional[int], skip:
                                                        the two arrays below, in line order,
                                                        duplicates kept; ``dim_offsets[0]``
                                                        is 0
-    ``"dim_key"``           ``array('i')``, m          index into ``"dim_keys"``
-    ``"dim_keys"``          ``list`` of ``str``        dimension keys
-    ``"dim_value"``         ``array('i')``, m,         index into ``"dim_values"``;
-                            or ``None``                ``None``: ``dim_values`` holds the m
-                                                       values in pair order
-    ``"dim_values"``        ``list`` of ``str``        (unescaped) dimension values
+    ``"dim_keys"``          strings, m                 the pairs' keys, in pair order
+    ``"dim_values"``        strings, m                 the pairs' (unescaped) values, in
+                                                       pair order
     ``"metadata"``          ``list`` of                the metadata lines, in order
                             ``(int, Metadata)``
     ``"skipped"``           ``list`` of                ``skip=True``: every invalid line, in
@@ -177,11 +174,12 @@ def _decode_columns_py(buf: bytes, first_line: int, now_ms: Optional[int], skip:
     ``timestamp`` where it holds -1.  Accounting: ``rows + len(metadata) +
     len(skipped) + blank lines == lines``.  Index arrays may be any buffer of
     the stated item size (``array`` is what this reference returns).  The
-    string tables (``keys``, ``dim_keys``, ``dim_values``) may hold entries
-    no row uses, in any order, and need not be distinct; a C implementation
-    returns ``list`` objects, this reference returns ``keys`` as a list and
-    the two dimension tables as pyarrow ``StringArray`` objects (anything
-    ``pyarrow.array`` accepts as strings will do).
+    ``keys`` table may hold entries no row uses, in any order, and need not
+    be distinct.  "strings" are a pyarrow ``StringArray`` (both
+    implementations return one: the pairs are a million strings in a
+    300,000-line block, and an index into a table of distinct keys costs a
+    ``take`` of every one of them later) or anything ``pyarrow.array``
+    accepts as strings.
     """
     codec = _codec if _codec is not None else _impl.codec
     nlines = buf.count(b"\n") + (0 if not buf or buf.endswith(b"\n") else 1)
@@ -272,7 +270,6 @@ def _columns_of(records: List[Any], numbers: Any, nlines: int,
         mn, mx, sm, ct = zero, zero, zero, array("q", bytes(8 * n))
     stamps = pc.fill_null(pa.array(list(map(_g8, records)), pa.int64()), -1)
     dims = pa.array(list(map(_g1, records)), type=_MAP)
-    dkeys = dims.keys.dictionary_encode()
     offsets = dims.offsets
     if dims.offset or (len(offsets) and offsets[0].as_py()):
         offsets = pc.subtract(offsets, offsets[0])
@@ -287,9 +284,7 @@ def _columns_of(records: List[Any], numbers: Any, nlines: int,
         "min": mn, "max": mx, "sum": sm, "count": ct,
         "timestamp": _array_of("q", stamps),
         "dim_offsets": _array_of("i", offsets),
-        "dim_key": _array_of("i", dkeys.indices),
-        "dim_keys": dkeys.dictionary,
-        "dim_value": None,   # values in pair order (they rarely repeat)
+        "dim_keys": dims.keys,
         "dim_values": dims.items,
         "metadata": metadata,
         "skipped": skipped,
@@ -314,10 +309,6 @@ def _strings(values: Any) -> Any:
     if isinstance(values, pa.Array):
         return values
     return pa.array(values, pa.string())
-
-
-def _items(buf: Any, size: int) -> int:
-    return len(memoryview(buf).cast("B")) // size
 
 
 def _batch_of(cols: Dict[str, Any]) -> Any:
@@ -351,11 +342,8 @@ def _batch_of(cols: Dict[str, Any]) -> Any:
     keys = _strings(cols["keys"])
     key = pa.DictionaryArray.from_arrays(_buffer_array(pa.int32(), n, cols["key_index"]), keys)
     kind = pa.DictionaryArray.from_arrays(kind_idx, _KIND_DICT)
-    m = _items(cols["dim_key"], 4)
-    pkeys = _strings(cols["dim_keys"]).take(_buffer_array(pa.int32(), m, cols["dim_key"]))
+    pkeys = _strings(cols["dim_keys"])
     pvals = _strings(cols["dim_values"])
-    if cols["dim_value"] is not None:
-        pvals = pvals.take(_buffer_array(pa.int32(), m, cols["dim_value"]))
     offsets = _buffer_array(pa.int32(), n + 1, cols["dim_offsets"])
     dims = pa.MapArray.from_arrays(offsets, pkeys, pvals)
     line = _buffer_array(pa.int64(), n, cols["line"])
