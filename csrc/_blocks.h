@@ -87,6 +87,42 @@ static inline unsigned dt_stop_dimension_key(__m128i v) {
     return (unsigned)_mm_movemask_epi8(in) ^ 0xFFFFu;
 }
 
+/* The run of ASCII digits at p[0:8] (8 readable bytes): its length (0-8)
+ * and, in *val, its value; or -1 where this is not a little-endian machine
+ * (the caller's byte loop then does the work).  The byte loop mispredicts
+ * the end of every number, whose length varies from line to line; here a
+ * number's digits are found and converted with a few multiplies (the
+ * digit test and the conversion are simdjson's).  A borrow or carry from a
+ * non-digit byte only reaches the bytes after it, which are shifted out. */
+static inline int dt_digits8(const uint8_t *p, uint64_t *val) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t x, m, v;
+    int len;
+    memcpy(&x, p, 8);
+    m = ((x + 0x4646464646464646ULL) | (x - 0x3030303030303030ULL)) & 0x8080808080808080ULL;
+#if defined(__GNUC__) || defined(__clang__)
+    len = m ? (__builtin_ctzll(m) >> 3) : 8;
+#else
+    len = 0;
+    while (len < 8 && !(m & (0x80ULL << (8 * len))))
+        len++;
+#endif
+    if (len == 0) {
+        *val = 0;
+        return 0;
+    }
+    v = (x - 0x3030303030303030ULL) << (8 * (8 - len));
+    v = v * 10 + (v >> 8);
+    v = (((v & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32)))
+         + (((v >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32;
+    *val = v;
+    return len;
+#else
+    (void)p; (void)val;
+    return -1;
+#endif
+}
+
 /* A whole metric key at p[0:n] whose first byte the caller has checked:
  * the offset of the first byte that is neither a key character nor ".", or
  * -1 when a "." is not followed by a section start (a letter, digit or "_")

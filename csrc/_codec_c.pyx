@@ -57,6 +57,7 @@ cdef extern from "_blocks.h":
     Py_ssize_t dt_skip_dimension_key(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
                        const uint16_t *cls, unsigned bit) noexcept nogil
     Py_ssize_t dt_metric_key_end(const uint8_t *p, Py_ssize_t n) noexcept nogil
+    int dt_digits8(const uint8_t *p, uint64_t *val) noexcept nogil
     Py_ssize_t dt_dimension_key_end(const uint8_t *p, Py_ssize_t n) noexcept nogil
     bint dt_equal(const void *a, const void *b, Py_ssize_t n) noexcept nogil
 
@@ -268,9 +269,13 @@ cdef inline Py_ssize_t utf8_seq(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) no
 # --- numbers (mirrors _scan_number / _scan_uint) ------------------------------
 
 cdef double POW10[23]
+cdef uint64_t POW10_INT[8]
 POW10[0] = 1.0
+POW10_INT[0] = 1
 for _b in range(1, 23):
     POW10[_b] = POW10[_b - 1] * 10.0
+for _b in range(1, 8):
+    POW10_INT[_b] = POW10_INT[_b - 1] * 10
 
 cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t n, Py_ssize_t *end,
                       double *out) except -1:
@@ -295,9 +300,33 @@ cdef int parse_number(const uint8_t *p, Py_ssize_t a, Py_ssize_t n, Py_ssize_t *
     cdef Py_ssize_t b = n
     cdef char numbuf[72]
     cdef char *heap
+    cdef int li, lf
+    cdef uint64_t fpart
     if i < b and (p[i] == 43 or p[i] == 45):  # + -
         neg = p[i] == 45
         i += 1
+    if b - i >= 16:
+        # The common number, "123", "-0.5", "2485.291": up to 7 digits on each
+        # side of the point, no exponent.  At most 14 digits and a scale of at
+        # most 7: Clinger's fast path below gives the same double.
+        li = dt_digits8(p + i, &mant)
+        if 0 <= li < 8:
+            c = p[i + li]
+            if c == 46:
+                lf = dt_digits8(p + i + li + 1, &fpart)
+                if lf < 8 and li + lf > 0:
+                    c = p[i + li + 1 + lf]
+                    if c != 101 and c != 69:
+                        end[0] = i + li + 1 + lf
+                        v = <double>(mant * <uint64_t>POW10_INT[lf] + fpart) / POW10[lf]
+                        out[0] = -v if neg else v
+                        return 1
+            elif li > 0 and c != 101 and c != 69:
+                end[0] = i + li
+                v = <double>mant
+                out[0] = -v if neg else v
+                return 1
+        mant = 0
     # Integer part: leading zeros, then significant digits (19 fit in uint64;
     # a dropped integer digit shifts the scale).
     start = i

@@ -179,14 +179,45 @@ def test_tokens_across_16_byte_blocks(both, token):
     assert report_state(py.validate(body)) == report_state(c.validate(body))
 
 
+def test_numbers_of_every_digit_count(both):
+    """The Cython core converts a number of up to 7 + 7 digits with 8-byte
+    words (dt_digits8) when 16 bytes remain in the line, else digit by
+    digit: every digit count on each side of the point, every sign and what
+    may follow, near the line's end and far from it, give the reference's
+    double (sign of zero included) or its error."""
+    py, c = both
+    lines = []
+    for li in range(10):
+        for lf in range(-1, 10):
+            for sign in ("", "-", "+"):
+                digits = "".join(str((k * 7 + li) % 10) for k in range(li))
+                if lf >= 0:
+                    digits += "." + "".join(str((k * 3 + lf + 1) % 10) for k in range(lf))
+                for after in ("", " 1700000000000", "e5", "E-2 1", ".5", ",x", "x", "0" * 9):
+                    number = sign + digits + after
+                    lines += ["abc gauge," + number, "abc " + number,
+                              "abc count,delta=" + number + " 1",
+                              "abc gauge,min=%s,max=9e9,sum=%s,count=2" % (number, number)]
+    valid = 0
+    for line in lines:
+        data = line.encode()
+        outcome = decode_outcome(py, data)
+        assert outcome == decode_outcome(c, data), line
+        valid += outcome[0] == "ok"
+    assert valid > len(lines) // 3
+    body = "\n".join(lines).encode()
+    assert report_state(py.validate(body)) == report_state(c.validate(body))
+
+
 def test_cached_heads_with_a_quoted_space(both):
     """The head cache hashes a line up to its first SP; a head whose quoted
     value holds a space is cached whole and found only when the line holds
     that whole head followed by an SP.  Lines that share the part before the
     first SP, or the whole head followed by something else, are scanned."""
     py, c = both
-    heads = ['m,k="a b"', 'm,k="a b",j=1', 'm,k="a b c"', 'm,k="a b"c', 'm,k="a b',
-             'm,k="a b\\" c"', 'm,k="a b",j="c d"', 'm,k="a  b"', 'm.n,k="a b"']
+    heads = ['abc,k="a b"', 'abc,k="a b",j=1', 'abc,k="a b c"', 'abc,k="a b"c', 'abc,k="a b',
+             'abc,k="a b\\" c"', 'abc,k="a b",j="c d"', 'abc,k="a  b"', 'abc.n,k="a b"',
+             'm,k="a b"']
     tails = [" gauge,1", " 2 1700000000000", "\tgauge,1", "  3", ",x=y 4", " gauge,min=1,max=2,sum=3,count=2",
              " count,delta=1", " bad", "", " ", "\t", '" 5']
     lines = [(h + t).encode() for h in heads for t in tails]
