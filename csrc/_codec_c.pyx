@@ -817,6 +817,7 @@ cdef inline uint64_t head_hash(const uint8_t *p, Py_ssize_t n) noexcept nogil:
     # the slot is verified with memcmp, so quality only affects the hit rate.
     cdef uint64_t h1 = 0x9E3779B97F4A7C15ULL ^ <uint64_t>n, h2 = 0xC2B2AE3D27D4EB4FULL
     cdef uint64_t w1, w2
+    cdef Py_ssize_t total = n
     while n >= 16:
         memcpy(&w1, p, 8)
         memcpy(&w2, p + 8, 8)
@@ -832,12 +833,16 @@ cdef inline uint64_t head_hash(const uint8_t *p, Py_ssize_t n) noexcept nogil:
         p += 8
         n -= 8
     if n:
-        # The last 1..7 bytes one at a time: a variable-length memcpy here is
-        # a libc call and a store-forwarding stall on every line.
-        w2 = 0
-        while n:
-            n -= 1
-            w2 = (w2 << 8) | p[n]
+        if total >= 8:
+            # The last 1..7 bytes as the head's last 8 (overlapping bytes
+            # already hashed): one load, where a byte loop mispredicts its
+            # end on every line (heads differ in length).
+            memcpy(&w2, p + n - 8, 8)
+        else:
+            w2 = 0
+            while n:
+                n -= 1
+                w2 = (w2 << 8) | p[n]
         h2 = (h2 ^ w2) * 0xc4ceb9fe1a85ec53ULL
     h1 ^= h2 * 0x9E3779B97F4A7C15ULL
     return h1 ^ (h1 >> 29)
