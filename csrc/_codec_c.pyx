@@ -1699,6 +1699,7 @@ cdef object _pairs_read_once(object seq):
 
 cdef enum:
     OUT_INLINE = 1024
+    ENCODER_FIRST_CAP = 1 << 16
 
 
 cdef struct Out:
@@ -1978,6 +1979,40 @@ cdef int try_record(Out *o, object record) except -1:
         return 0
 
 
+cdef extern from *:
+    """
+    #include <stddef.h>
+    /* The Encoder's buffer is a raw PyObject_Malloc block laid out as a bytes
+       object (header, data, NUL), so that getvalue() can hand the block out
+       as the bytes itself instead of copying it.  The header is written only
+       then, as PyBytes_FromStringAndSize writes it. */
+    #define DT_BYTES_HDR ((Py_ssize_t)offsetof(PyBytesObject, ob_sval))
+    static PyObject *dt_block_to_bytes(char *blk, Py_ssize_t n) {
+        char *p = (char *)PyObject_Realloc(blk, (size_t)(DT_BYTES_HDR + n + 1));
+        PyBytesObject *op;
+        if (p == NULL)   /* could not shrink: the larger block serves as well */
+            p = blk;
+        op = (PyBytesObject *)p;
+        (void)PyObject_InitVar((PyVarObject *)op, &PyBytes_Type, n);
+    #if defined(__GNUC__) || defined(__clang__)
+    #pragma GCC diagnostic push
+    #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    #endif
+        op->ob_shash = -1;   /* deprecated for readers since 3.12; still the cache */
+    #if defined(__GNUC__) || defined(__clang__)
+    #pragma GCC diagnostic pop
+    #endif
+        op->ob_sval[n] = 0;
+        return (PyObject *)op;
+    }
+    """
+    Py_ssize_t DT_BYTES_HDR
+    object dt_block_to_bytes(char *blk, Py_ssize_t n)
+    void *PyObject_Malloc(size_t n)
+    void *PyObject_Realloc(void *p, size_t n)
+    void PyObject_Free(void *p)
+
+
 cdef class Encoder:
     """Encoder(prefix=None, default_dimensions=None, static_dimensions=None, normalize=False, oneagent_enrichment=False)
 --
@@ -2005,10 +2040,11 @@ A reusable buffer of encoded lines for hot loops.
     """
 
     def __cinit__(self):
-        self._cap = 1 << 16
-        self._buf = <char *>PyMem_Malloc(self._cap)
-        if self._buf == NULL:
+        self._cap = ENCODER_FIRST_CAP
+        self._blk = <char *>PyObject_Malloc(DT_BYTES_HDR + self._cap + 1)
+        if self._blk == NULL:
             raise MemoryError()
+        self._buf = self._blk + DT_BYTES_HDR
         self._len = 0
         self._lines = 0
 
@@ -2057,19 +2093,38 @@ A reusable buffer of encoded lines for hot loops.
         return self._fastnorm and (dimensions is None or type(dimensions) is dict)
 
     def __dealloc__(self):
-        PyMem_Free(self._buf)
+        PyObject_Free(self._blk)
+
+    cdef int _grow(self, Py_ssize_t n) except -1:
+        """Room for n more bytes; after getvalue() handed the block out, a new
+        block with a copy of those bytes (they are immutable now)."""
+        cdef Py_ssize_t cap
+        cdef char *nb
+        if n > PY_SSIZE_T_MAX - DT_BYTES_HDR - 1 - self._len:
+            raise MemoryError()
+        cap = grown(self._cap if self._blk != NULL else ENCODER_FIRST_CAP, self._len + n)
+        if cap > PY_SSIZE_T_MAX - DT_BYTES_HDR - 1:
+            cap = self._len + n
+        if self._blk != NULL:
+            nb = <char *>PyObject_Realloc(self._blk, DT_BYTES_HDR + cap + 1)
+            if nb == NULL:
+                raise MemoryError()
+        else:
+            nb = <char *>PyObject_Malloc(DT_BYTES_HDR + cap + 1)
+            if nb == NULL:
+                raise MemoryError()
+            if self._len:
+                memcpy(nb + DT_BYTES_HDR, PyBytes_AS_STRING(self._value), self._len)
+            self._value = None   # freeing a bytes object runs no Python code
+        self._blk = nb
+        self._buf = nb + DT_BYTES_HDR
+        self._cap = cap
+        return 0
 
     cdef int _append(self, const char *s, Py_ssize_t n, Py_ssize_t lines) except -1:
         """Append finished lines in one step (no Python code runs in here)."""
-        cdef Py_ssize_t cap
-        cdef char *nb
-        if self._len + n > self._cap:
-            cap = grown(self._cap, self._len + n)
-            nb = <char *>PyMem_Realloc(self._buf, cap)
-            if nb == NULL:
-                raise MemoryError()
-            self._buf = nb
-            self._cap = cap
+        if self._blk == NULL or n > self._cap - self._len:
+            self._grow(n)
         memcpy(self._buf + self._len, s, n)
         self._len += n
         self._lines += lines
@@ -2160,12 +2215,25 @@ A reusable buffer of encoded lines for hot loops.
 
     def getvalue(self):
         """The encoded lines so far, as ``bytes``."""
-        return PyBytes_FromStringAndSize(self._buf, self._len)
+        # The block becomes the bytes (no copy of a buffer that may be many
+        # MB); the next append copies it into a new block, so bytes handed
+        # out never change.  Until then the same bytes serve every call.
+        if self._len == 0:
+            return b""
+        if self._blk == NULL:
+            return self._value
+        value = dt_block_to_bytes(self._blk, self._len)
+        self._blk = NULL
+        self._buf = NULL
+        self._cap = 0
+        self._value = value
+        return value
 
     def clear(self):
         """Forget every line."""
         self._len = 0
         self._lines = 0
+        self._value = None
 
     @property
     def lines(self):

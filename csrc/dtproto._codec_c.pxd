@@ -39,9 +39,12 @@ cdef struct HeadEntry:
 
 
 cdef class Encoder:
-    cdef char *_buf       # PyMem buffer of finished lines, grows geometrically
+    cdef char *_blk       # PyObject_Malloc block laid out as a bytes object, or NULL
+                          # while getvalue()'s bytes hold the lines (_value)
+    cdef char *_buf       # the data of _blk: finished lines, grows geometrically
     cdef Py_ssize_t _len  # bytes in use
-    cdef Py_ssize_t _cap  # bytes allocated
+    cdef Py_ssize_t _cap  # bytes of data _blk has room for
+    cdef object _value    # the bytes getvalue() handed out while _blk is NULL
     cdef Py_ssize_t _lines
     cdef object _ref      # reference Encoder holding the options, or None
     cdef object _ref_log  # empty NormalizationLog of a plain encoder (lazily)
@@ -51,4 +54,5 @@ cdef class Encoder:
     cdef int _point(self, int kind, object key, object a, object b, object c, object d,
                     object dimensions, object timestamp) except -1
     cdef bint _c_path(self, object dimensions)
+    cdef int _grow(self, Py_ssize_t n) except -1
     cdef int _append(self, const char *s, Py_ssize_t n, Py_ssize_t lines) except -1
