@@ -196,6 +196,85 @@ cdef inline bint pow5_divides(uint64_t v, int p) noexcept nogil:
     return count >= p
 
 
+cdef extern from *:
+    """
+    /* Most values a program reports are short decimals (72.397, 0.1282,
+       159.0).  Their shortest digits are found exactly, without Ryu's tables
+       and digit removal, by trying k = 0, 1, 2... decimals in 64.64 fixed
+       point: F = v * 10**k * 2**64 exactly (v = M / 2**t0, 1 <= t0 <= 62),
+       its high half the k-decimal below v, its low half the distance to it.
+       A k-decimal reads back as v when it lies strictly inside v's rounding
+       interval: half an ulp each side (a quarter below a power of two), in
+       the same units T = 10**k * 2**(63 - t0).  A distance is never exactly
+       T (it would make 5**k even), so the even-mantissa rule for a decimal
+       on the bound never applies.  The first k that has one is the fewest
+       digits as Ryu counts them (the last digit's position), and of the two
+       neighbours the nearer is taken, as Ryu takes it; a tie (v halfway
+       between k-decimals) is left to Ryu.  Returns 0 when Ryu must run: no
+       such k up to DT_SHORT_MAX_K (full-precision values), v >= 2**53,
+       v < 2**-10. */
+    #define DT_SHORT_MAX_K 9
+    static inline int dt_short_decimal(uint64_t bits, uint64_t *digits, int *exp10) {
+    #if defined(__SIZEOF_INT128__)
+        int bexp = (int)((bits >> 52) & 0x7FF);
+        uint64_t mant = bits & ((1ULL << 52) - 1);
+        uint64_t M = mant | (1ULL << 52), T, hi, frac, m, lo_bound;
+        int t0 = 1075 - bexp, k;
+        __uint128_t F;
+        if (t0 <= 0) {
+            if (t0 < 0)
+                return 0;
+            *digits = M;   /* an integer in [2**52, 2**53) */
+            *exp10 = 0;
+            return 1;
+        }
+        if (t0 > 62)
+            return 0;
+        F = (__uint128_t)M << (64 - t0);
+        T = 1ULL << (63 - t0);
+        for (k = 0;; k++) {
+            hi = (uint64_t)(F >> 64);
+            frac = (uint64_t)F;
+            if (hi >= 100000000000000000ULL)
+                return 0;   /* 18 digits and more: only Ryu can shorten them */
+            if (frac == 0) {
+                m = hi;
+                break;
+            }
+            lo_bound = mant == 0 ? T / 2 : T;   /* T even: t0 <= 62 */
+            if (frac < lo_bound) {
+                m = hi;
+                if (0 - frac < T) {   /* both neighbours read back as v */
+                    if (frac == 0 - frac)
+                        return 0;
+                    if (0 - frac < frac)
+                        m = hi + 1;
+                }
+                break;
+            }
+            if (0 - frac < T) {
+                m = hi + 1;
+                break;
+            }
+            if (k == DT_SHORT_MAX_K || T > UINT64_MAX / 10)
+                return 0;
+            T *= 10;
+            F *= 10;   /* < 10**18 * 2**64 * 10 < 2**128 */
+        }
+        if (m == 0 || (k > 0 && m % 10 == 0))
+            return 0;   /* not expected (k - 1 would have matched); Ryu decides */
+        *digits = m;
+        *exp10 = -k;
+        return 1;
+    #else
+        (void)bits; (void)digits; (void)exp10;
+        return 0;
+    #endif
+    }
+    """
+    bint dt_short_decimal(uint64_t bits, uint64_t *digits, int *exp10) noexcept nogil
+
+
 @cython.cdivision(True)
 cdef int shortest(double v, uint64_t *digits, int *exp10) noexcept nogil:
     """The shortest decimal digits * 10**exp10 that reads back as |v| (v finite, != 0)."""
@@ -326,7 +405,7 @@ cdef Py_ssize_t format_double(double v, char *out) noexcept nogil:
     the point), else d.dddde[+-]XX; _format_number then drops a trailing
     ".0", gives a bare mantissa ".0" and writes the exponent as E, no "+".
     """
-    cdef uint64_t digits
+    cdef uint64_t digits, bits
     cdef int e10, nd, decpt, x
     cdef Py_ssize_t o = 0
     cdef char tmp[24]
@@ -342,7 +421,9 @@ cdef Py_ssize_t format_double(double v, char *out) noexcept nogil:
             o = 1
         out[o] = 48
         return o + 1
-    shortest(v, &digits, &e10)
+    memcpy(&bits, &v, 8)
+    if not dt_short_decimal(bits, &digits, &e10):
+        shortest(v, &digits, &e10)
     nd = digits_len(digits)
     put_digits(tmp + 20, digits)
     d = tmp + 20 - nd

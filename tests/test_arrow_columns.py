@@ -76,6 +76,26 @@ def test_format_float_is_format_number(c):
     assert c._format_float(-0.0) == "-0" and c._format_float(0.0) == "0"
 
 
+def test_format_float_short_decimals(c):
+    """format_double's fast path for short decimals (k = 0..9 digits after the
+    point, exact 64.64 fixed point) against the reference: the decimals
+    themselves, their neighbours (which need more digits), values halfway
+    between two k-decimals, and powers of two (a narrower interval below)."""
+    r = random.Random(12)
+    values = []
+    for _ in range(20_000):
+        k = r.randint(0, 11)
+        m = r.randrange(1, 10 ** r.randint(1, 17))
+        for v in (m / 10 ** k, (m + 0.5) / 10 ** k):
+            values += [v, math.nextafter(v, 0), math.nextafter(v, math.inf)]
+        e = r.randint(-12, 54)
+        values += [2.0 ** e + d for d in (0.0, 2.0 ** (e - 53), -(2.0 ** (e - 54)))]
+        values.append(float("%.*g" % (r.randint(1, 17), r.random() * 10 ** r.randint(-5, 16))))
+    for v in values:
+        for x in (v, -v):
+            assert c._format_float(x) == _format_number(x, "value"), repr(x)
+
+
 # --------------------------------------------------------------------------- frames
 
 KEYS = ["a.b", "app.cpu.usage", "x_y", "c.d-e.f", "dt.reserved", "1bad", "a..b", "k" * 251]
