@@ -1765,32 +1765,100 @@ cdef inline int out_write(Out *o, const char *s, Py_ssize_t n) except -1:
     return 1
 
 
+# Keys repeat: a program passes the same few key strings (literals, or the
+# keys of the dimension dicts it reuses) on every line.  A tiny direct-mapped
+# cache per kind of key remembers which exact str objects were valid keys, so
+# a line checks them by address instead of character by character (and does
+# not touch a key object at all).  Each entry holds a reference to its str,
+# so the address cannot be reused by another object while it is cached, and
+# a str's characters never change.  Only exact str are stored (a subclass
+# could define anything); storing and evicting run no Python code.
+from libc.stdint cimport uintptr_t
+
+cdef enum:
+    MKEY_SLOTS = 64       # metric keys: tens in a program
+    DKEY_SLOTS = 256      # dimension keys
+
+cdef PyObject *MKEYS[MKEY_SLOTS]
+cdef PyObject *DKEYS[DKEY_SLOTS]
+memset(MKEYS, 0, sizeof(MKEYS))
+memset(DKEYS, 0, sizeof(DKEYS))
+
+
+cdef inline Py_ssize_t key_slot(PyObject *k, Py_ssize_t slots) noexcept nogil:
+    cdef uintptr_t a = <uintptr_t>k
+    return <Py_ssize_t>(((a >> 4) ^ (a >> 13)) & <uintptr_t>(slots - 1))
+
+
+cdef inline void key_store(PyObject **slot, object k) noexcept:
+    cdef PyObject *old = slot[0]
+    Py_INCREF(k)
+    slot[0] = <PyObject *>k
+    Py_XDECREF(old)   # an exact str: its deallocation runs no Python code
+
+
+cdef extern from *:
+    """
+    /* Whether the n bytes at src are all taken as is in a bare value (none
+       of , = SP \\ " nor a control or non-ASCII byte), copying them to w,
+       which has room for n + 16 bytes: whole blocks are tested in src, the
+       last partial block in the copy (its bytes past n masked off), so
+       nothing past src[n] is read.  0: escape_value must run. */
+    static inline int dt_copy_plain(const uint8_t *src, Py_ssize_t n, char *w) {
+    #if DT_BLOCKS
+        Py_ssize_t i = dt_skip_bare(src, 0, n);
+        unsigned m;
+        if (n - i >= 16)
+            return 0;
+        memcpy(w, src, (size_t)n);
+        m = dt_stop_bare(_mm_loadu_si128((const __m128i *)(w + i)));
+        return (m & ((1u << (n - i)) - 1u)) == 0;
+    #else
+        (void)src; (void)n; (void)w;
+        return 0;
+    #endif
+    }
+    """
+    bint dt_copy_plain(const uint8_t *src, Py_ssize_t n, char *w) noexcept nogil
+    const char *dt_str_utf8_or_raise "dt_str_utf8"(PyObject *o, Py_ssize_t *n) except NULL
+
+
 cdef int write_dimension(Out *o, object k, object v) except -1:
     """``,key=escaped-value`` (mirrors _dimension_segment)."""
     cdef Py_ssize_t kn, vn, n
     cdef const char *ks
     cdef const char *vs
     cdef char *w
-    if not isinstance(k, str) or not isinstance(v, str):
+    cdef PyObject **slot = &DKEYS[key_slot(<PyObject *>k, DKEY_SLOTS)]
+    if slot[0] == <PyObject *>k:
+        ks = dt_str_utf8(<PyObject *>k, &kn)   # a valid key: ASCII, its own characters
+    else:
+        if not isinstance(k, str):
+            return 0
+        ks = PyUnicode_AsUTF8AndSize(k, &kn)
+        if not dimension_key_ok(<const uint8_t *>ks, kn):
+            return 0
+        if type(k) is str:
+            key_store(slot, k)
+    if not isinstance(v, str) or PyUnicode_GET_LENGTH(v) > MAX_DIMENSION_VALUE:
         return 0
-    ks = PyUnicode_AsUTF8AndSize(k, &kn)
-    if not dimension_key_ok(<const uint8_t *>ks, kn):
-        return 0
-    if PyUnicode_GET_LENGTH(v) > MAX_DIMENSION_VALUE:
-        return 0
-    vs = PyUnicode_AsUTF8AndSize(v, &vn)  # lone surrogates raise: the reference reports
-    # worst case every byte escaped: "," key "=" 2*value
-    if o.len + kn + 2 + 2 * vn > o.cap:
-        out_reserve(o, kn + 2 + 2 * vn)
+    vs = dt_str_utf8_or_raise(<PyObject *>v, &vn)   # lone surrogates raise: the reference reports
+    # worst case every byte escaped: "," key "=" 2*value, and 16 bytes that
+    # dt_copy_plain may read past the copied value
+    if o.len + kn + 18 + 2 * vn > o.cap:
+        out_reserve(o, kn + 18 + 2 * vn)
     w = o.buf + o.len
     w[0] = 44
-    memcpy(w + 1, ks, kn)
+    dt_copy(w + 1, ks, kn)
     w[kn + 1] = 61
-    # With options non-ASCII goes to the reference: normalization may change it.
-    n = escape_value(<const uint8_t *>vs, vn, w + kn + 2,
-                     NONASCII_REFUSE if o.ascii_only else NONASCII_TRUSTED)
-    if n < 0:
-        return 0
+    if dt_copy_plain(<const uint8_t *>vs, vn, w + kn + 2):
+        n = vn
+    else:
+        # With options non-ASCII goes to the reference: normalization may change it.
+        n = escape_value(<const uint8_t *>vs, vn, w + kn + 2,
+                         NONASCII_REFUSE if o.ascii_only else NONASCII_TRUSTED)
+        if n < 0:
+            return 0
     o.len += kn + 2 + n
     return 1
 
