@@ -1776,6 +1776,7 @@ cdef inline int out_write(Out *o, const char *s, Py_ssize_t n) except -1:
 from libc.stdint cimport uintptr_t
 
 cdef enum:
+    MAX_DIMS_C = 50       # MAX_DIMENSIONS (checked at import)
     MKEY_SLOTS = 64       # metric keys: tens in a program
     DKEY_SLOTS = 256      # dimension keys
 
@@ -1869,31 +1870,47 @@ cdef int write_head(Out *o, object key, object dims) except -1:
     Stops at the 51st dimension: a huge mapping is not escaped to the end
     before it is refused.
     """
-    cdef Py_ssize_t n, pos = 0, count = 0
+    cdef Py_ssize_t n, i, pos = 0, count = 0
     cdef const char *s
     cdef PyObject *pk
     cdef PyObject *pv
-    if not isinstance(key, str):
-        return 0
-    s = PyUnicode_AsUTF8AndSize(key, &n)
-    if not metric_key_ok(<const uint8_t *>s, n):
-        return 0
+    cdef PyObject *ks[MAX_DIMS_C]
+    cdef PyObject *vs[MAX_DIMS_C]
+    cdef PyObject **slot = &MKEYS[key_slot(<PyObject *>key, MKEY_SLOTS)]
+    if slot[0] == <PyObject *>key:
+        s = dt_str_utf8_or_raise(<PyObject *>key, &n)   # a valid key: ASCII
+    else:
+        if not isinstance(key, str):
+            return 0
+        s = PyUnicode_AsUTF8AndSize(key, &n)
+        if not metric_key_ok(<const uint8_t *>s, n):
+            return 0
+        if type(key) is str:
+            key_store(slot, key)
     out_write(o, s, n)
-    if not dims:
-        return 1
     if type(dims) is dict:
         # PyDict_Next: no (key, value) tuple per item, so no allocation
-        # and no collector pressure on the hot path.
+        # and no collector pressure on the hot path.  A first pass gathers
+        # the items and asks for the values' memory, so that their cache
+        # misses overlap instead of coming one after the other.
         while PyDict_Next(dims, &pos, &pk, &pv):
-            count += 1
-            if count > MAX_DIMENSIONS or not write_dimension(o, <object>pk, <object>pv):
+            if count == MAX_DIMENSIONS:
                 return 0
-    else:
-        for pair in (dims if type(dims) is tuple or type(dims) is list
-                     else dims.items() if hasattr(dims, "items") else dims):
+            ks[count] = pk
+            vs[count] = pv
+            DT_PREFETCH(pv)
             count += 1
-            if count > MAX_DIMENSIONS or not write_pair(o, pair):
+        for i in range(count):
+            if not write_dimension(o, <object>ks[i], <object>vs[i]):
                 return 0
+        return 1
+    if not dims:
+        return 1
+    for pair in (dims if type(dims) is tuple or type(dims) is list
+                 else dims.items() if hasattr(dims, "items") else dims):
+        count += 1
+        if count > MAX_DIMENSIONS or not write_pair(o, pair):
+            return 0
     return 1
 
 
