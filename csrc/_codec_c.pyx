@@ -1960,40 +1960,43 @@ cdef int write_number(Out *o, object x) except -1:
     return 1
 
 
-cdef int write_uint(Out *o, object x) except -1:
-    """Mirrors _check_int: an int (not bool) in 0..2**63-1, as decimal."""
-    cdef char tmp[24]
-    cdef int k = 24
-    cdef uint64_t v
+cdef inline int uint_value(object x, uint64_t *out) except -1:
+    """Mirrors _check_int: an int (not bool) in 0..2**63-1; 0 if not one."""
     cdef int overflow = 0
     cdef long long sv
-    if type(x) is bool or not isinstance(x, int):
+    if type(x) is not int and (type(x) is bool or not isinstance(x, int)):
         return 0
     sv = PyLong_AsLongLongAndOverflow(x, &overflow)
     if overflow or sv < 0:
         return 0
-    v = <uint64_t>sv
-    while True:
-        k -= 1
-        tmp[k] = <char>(48 + v % 10)
-        v //= 10
-        if v == 0:
-            break
-    out_write(o, tmp + k, 24 - k)
+    out[0] = <uint64_t>sv
+    return 1
+
+
+cdef int write_uint(Out *o, object x) except -1:
+    """Mirrors _check_int: an int (not bool) in 0..2**63-1, as decimal."""
+    cdef uint64_t v
+    if not uint_value(x, &v):
+        return 0
+    if o.len + 20 > o.cap:
+        out_reserve(o, 20)
+    o.len += format_u64(v, o.buf + o.len)
     return 1
 
 
 cdef int finish(Out *o, object timestamp) except -1:
     """Mirrors _finish: timestamp, LF and the 50,000-character limit."""
-    cdef int64_t ts
+    cdef uint64_t ts
     if timestamp is not None:
         if type(timestamp) is not int:
             timestamp = R.timestamp_value(timestamp)  # a datetime: epoch ms
-        out_write(o, " ", 1)
-        if not write_uint(o, timestamp):
+        if not uint_value(timestamp, &ts):
             return 0
-        ts = timestamp
-        if ts < SECONDS_TIMESTAMP_BELOW:
+        if o.len + 21 > o.cap:
+            out_reserve(o, 21)
+        o.buf[o.len] = 32
+        o.len += 1 + format_u64(ts, o.buf + o.len + 1)
+        if <int64_t>ts < SECONDS_TIMESTAMP_BELOW:
             R.warn_seconds()
     if o.len > MAX_LINE_CHARS:
         # bytes exceed the limit; code points may not
