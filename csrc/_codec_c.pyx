@@ -1805,13 +1805,14 @@ cdef extern from *:
        which has room for n + 16 bytes: whole blocks are tested in src, the
        last partial block in the copy (its bytes past n masked off), so
        nothing past src[n] is read.  0: escape_value must run. */
+    static inline void dt_copy(char *d, const char *s, Py_ssize_t n);   /* _columns.pxi */
     static inline int dt_copy_plain(const uint8_t *src, Py_ssize_t n, char *w) {
     #if DT_BLOCKS
         Py_ssize_t i = dt_skip_bare(src, 0, n);
         unsigned m;
         if (n - i >= 16)
             return 0;
-        memcpy(w, src, (size_t)n);
+        dt_copy(w, (const char *)src, n);
         m = dt_stop_bare(_mm_loadu_si128((const __m128i *)(w + i)));
         return (m & ((1u << (n - i)) - 1u)) == 0;
     #else

@@ -515,3 +515,81 @@ def test_metadata_properties_that_are_not_pairs(impl) -> None:
     with pytest.raises(EncodeError) as info:
         impl.encode([bad])
     assert info.value.field == "properties[0]" and info.value.record == 0
+
+
+# ---------------------------------------------------------------------------
+# keys reused as str objects (the Cython core checks a key object once)
+# ---------------------------------------------------------------------------
+
+class _Str(str):
+    pass
+
+
+def test_key_objects_reused_across_roles_errors_and_evictions(impl):
+    """The same str objects as metric key and dimension key (valid for one,
+    not the other), after an error, as a subclass, and among thousands of
+    other key objects (the C core's by-address caches evict and reuse
+    slots, and freed keys' addresses are reused): every call must do what
+    a fresh, never-seen key does."""
+    mixed = "Abc.def"                # a metric key; not a dimension key (upper case)
+    short = "ab"                     # a dimension key; too short for a metric key
+    enc = impl.Encoder()
+    enc.gauge(mixed, 1, {short: "v"})
+    for bad in (lambda: enc.gauge("abc", 1, {mixed: "v"}), lambda: enc.gauge(short, 1)):
+        for _ in range(2):
+            with pytest.raises(EncodeError):
+                bad()
+    enc.gauge(mixed, 2, {short: "v"})
+    enc.gauge(_Str(mixed), 3, {_Str(short): _Str("w")})
+    with pytest.raises(EncodeError):
+        enc.gauge("abc", 4, {_Str(mixed): "v"})
+    expected = [b"Abc.def,ab=v gauge,1", b"Abc.def,ab=v gauge,2", b"Abc.def,ab=w gauge,3"]
+    for i in range(3000):
+        key = "m.k%d" % i                       # built at run time: fresh objects
+        dim = "d%d" % (i % 700)
+        bad_dim = "D%d" % i
+        enc.count(key, i, {dim: "x", short: "y"})
+        expected.append(b"%s,%s=x,ab=y count,delta=%d" % (key.encode(), dim.encode(), i))
+        with pytest.raises(EncodeError):
+            enc.count(key, i, {bad_dim: "x"})
+        with pytest.raises(EncodeError):
+            enc.count("dt." + key, i)               # the reserved dt. prefix
+        del key, dim, bad_dim
+    assert enc.getvalue().split(b"\n")[:-1] == expected
+
+
+def test_key_objects_shared_by_threads(impl):
+    """Threads encoding with the same key objects and keys of their own, some
+    invalid: each thread's lines are those it would write alone."""
+    import threading
+
+    keys = ["app.k%d" % i for i in range(40)]
+    dims = ["d%d" % i for i in range(300)]
+    results = {}
+
+    def work(t):
+        enc = impl.Encoder()
+        errors = 0
+        for i in range(2000):
+            dk = dims[(i * 7 + t) % len(dims)] if i % 3 else "t%d.x%d" % (t, i)
+            try:
+                enc.gauge(keys[(i + t) % len(keys)], i, {dk: "v", "Bad" if i % 11 == 0 else "ok": "w"})
+            except EncodeError:
+                errors += 1
+        results[t] = (enc.getvalue(), errors)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for t in range(4):
+        lines, errors = [], 0
+        for i in range(2000):
+            dk = dims[(i * 7 + t) % len(dims)] if i % 3 else "t%d.x%d" % (t, i)
+            if i % 11 == 0:
+                errors += 1
+            else:
+                lines.append(b"%s,%s=v,ok=w gauge,%d\n" % (keys[(i + t) % len(keys)].encode(),
+                                                             dk.encode(), i))
+        assert results[t] == (b"".join(lines), errors)
