@@ -1808,10 +1808,11 @@ cdef extern from *:
     static inline void dt_copy(char *d, const char *s, Py_ssize_t n);   /* _columns.pxi */
     static inline int dt_copy_plain(const uint8_t *src, Py_ssize_t n, char *w) {
     #if DT_BLOCKS
-        Py_ssize_t i = dt_skip_bare(src, 0, n);
+        Py_ssize_t i = 0;
         unsigned m;
-        if (n - i >= 16)
-            return 0;
+        for (; n - i >= 16; i += 16)
+            if (dt_stop_bare(_mm_loadu_si128((const __m128i *)(src + i))))
+                return 0;
         dt_copy(w, (const char *)src, n);
         m = dt_stop_bare(_mm_loadu_si128((const __m128i *)(w + i)));
         return (m & ((1u << (n - i)) - 1u)) == 0;
