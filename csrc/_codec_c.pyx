@@ -1834,7 +1834,7 @@ cdef int write_dimension(Out *o, object k, object v) except -1:
     cdef char *w
     cdef PyObject **slot = &DKEYS[key_slot(<PyObject *>k, DKEY_SLOTS)]
     if slot[0] == <PyObject *>k:
-        ks = dt_str_utf8(<PyObject *>k, &kn)   # a valid key: ASCII, its own characters
+        ks = dt_str_utf8_or_raise(<PyObject *>k, &kn)   # a valid key: ASCII, its own characters
     else:
         if not isinstance(k, str):
             return 0
