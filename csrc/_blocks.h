@@ -123,6 +123,28 @@ static inline int dt_digits8(const uint8_t *p, uint64_t *val) {
 #endif
 }
 
+/* One 16-byte block of a key for the two functions below: ``stop`` marks
+ * the bytes that end the key, ``dot`` its dots, ``bad`` the bytes that may
+ * not start a section; ``*carry`` is 1 when the block's first byte must
+ * start one.  1 when the block decides (*res: the offset of the end, or -1),
+ * 0 to go on with the next block. */
+static inline int dt_key_block(unsigned stop, unsigned dot, unsigned bad, unsigned *carry,
+                               Py_ssize_t i, Py_ssize_t *res) {
+    unsigned after = ((dot << 1) | *carry) & 0xFFFFu;   /* bytes right after a "." */
+    if (stop) {
+        unsigned e = (unsigned)dt_ctz(stop);
+        unsigned upto = (2u << e) - 1u;   /* bits 0..e */
+        *res = (after & (bad | stop) & upto) ? -1 : i + (Py_ssize_t)e;
+        return 1;
+    }
+    if (after & bad) {
+        *res = -1;
+        return 1;
+    }
+    *carry = dot >> 15;
+    return 0;
+}
+
 /* A whole metric key at p[0:n] whose first byte the caller has checked:
  * the offset of the first byte that is neither a key character nor ".", or
  * -1 when a "." is not followed by a section start (a letter, digit or "_")
@@ -131,26 +153,14 @@ static inline int dt_digits8(const uint8_t *p, uint64_t *val) {
  * "." of "k8s.pod.memory.working_set"; here the dots of 16 bytes are
  * checked at once: a bit after a "." must not be "-", "." or the end. */
 static inline Py_ssize_t dt_metric_key_end(const uint8_t *p, Py_ssize_t n) {
-    Py_ssize_t i = 0;
+    Py_ssize_t i = 0, res;
     unsigned carry = 0;   /* 1: the previous block ended with a "." */
-    while (n - i >= 16) {
+    for (; n - i >= 16; i += 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
-        unsigned out = dt_stop_metric_key(v);
         unsigned dot = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')));
         unsigned bad = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('-'))) | dot;
-        unsigned after = ((dot << 1) | carry) & 0xFFFFu;
-        unsigned stop = out & ~dot;
-        if (stop) {
-            unsigned e = (unsigned)dt_ctz(stop);
-            unsigned upto = (2u << e) - 1u;   /* bits 0..e */
-            if (after & (bad | stop) & upto)
-                return -1;
-            return i + (Py_ssize_t)e;
-        }
-        if (after & bad)
-            return -1;
-        carry = dot >> 15;
-        i += 16;
+        if (dt_key_block(dt_stop_metric_key(v) & ~dot, dot, bad, &carry, i, &res))
+            return res;
     }
     return -2;
 }
@@ -160,9 +170,9 @@ static inline Py_ssize_t dt_metric_key_end(const uint8_t *p, Py_ssize_t n) {
  * first byte or a byte after a "." is not a section start (a lowercase
  * letter or "_"), or -2 when the line ends within 16 bytes of it. */
 static inline Py_ssize_t dt_dimension_key_end(const uint8_t *p, Py_ssize_t n) {
-    Py_ssize_t i = 0;
+    Py_ssize_t i = 0, res;
     unsigned carry = 1;   /* the first byte starts a section */
-    while (n - i >= 16) {
+    for (; n - i >= 16; i += 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
         __m128i digit = dt_in_range(v, '0', 9);
         __m128i other = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('-')),
@@ -174,19 +184,8 @@ static inline Py_ssize_t dt_dimension_key_end(const uint8_t *p, Py_ssize_t n) {
         unsigned dot = (unsigned)_mm_movemask_epi8(dotv);
         unsigned bad = (unsigned)_mm_movemask_epi8(badv);     /* key bytes, no section start */
         unsigned key = (unsigned)_mm_movemask_epi8(_mm_or_si128(section, badv));
-        unsigned after = ((dot << 1) | carry) & 0xFFFFu;
-        unsigned stop = ~key & 0xFFFFu;
-        if (stop) {
-            unsigned e = (unsigned)dt_ctz(stop);
-            unsigned upto = (2u << e) - 1u;   /* bits 0..e */
-            if (after & (bad | stop) & upto)
-                return -1;
-            return i + (Py_ssize_t)e;
-        }
-        if (after & bad)
-            return -1;
-        carry = dot >> 15;
-        i += 16;
+        if (dt_key_block(~key & 0xFFFFu, dot, bad, &carry, i, &res))
+            return res;
     }
     return -2;
 }

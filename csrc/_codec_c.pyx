@@ -1826,23 +1826,33 @@ cdef extern from *:
     const char *dt_str_utf8_or_raise "dt_str_utf8"(PyObject *o, Py_ssize_t *n) except NULL
 
 
+cdef int valid_key(object k, PyObject **cache, Py_ssize_t slots, bint metric,
+                   const char **s, Py_ssize_t *n) except -1:
+    """1 and the key's characters (``*s``, ``*n``) when ``k`` is a valid metric
+    (or dimension) key, through the cache of key objects; 0 when not."""
+    cdef PyObject **slot = &cache[key_slot(<PyObject *>k, slots)]
+    if slot[0] == <PyObject *>k:
+        s[0] = dt_str_utf8_or_raise(<PyObject *>k, n)   # a valid key: ASCII, its own characters
+        return 1
+    if not isinstance(k, str):
+        return 0
+    s[0] = PyUnicode_AsUTF8AndSize(k, n)
+    if not (metric_key_ok(<const uint8_t *>s[0], n[0]) if metric
+            else dimension_key_ok(<const uint8_t *>s[0], n[0])):
+        return 0
+    if type(k) is str:
+        key_store(slot, k)
+    return 1
+
+
 cdef int write_dimension(Out *o, object k, object v) except -1:
     """``,key=escaped-value`` (mirrors _dimension_segment)."""
     cdef Py_ssize_t kn, vn, n
     cdef const char *ks
     cdef const char *vs
     cdef char *w
-    cdef PyObject **slot = &DKEYS[key_slot(<PyObject *>k, DKEY_SLOTS)]
-    if slot[0] == <PyObject *>k:
-        ks = dt_str_utf8_or_raise(<PyObject *>k, &kn)   # a valid key: ASCII, its own characters
-    else:
-        if not isinstance(k, str):
-            return 0
-        ks = PyUnicode_AsUTF8AndSize(k, &kn)
-        if not dimension_key_ok(<const uint8_t *>ks, kn):
-            return 0
-        if type(k) is str:
-            key_store(slot, k)
+    if not valid_key(k, DKEYS, DKEY_SLOTS, False, &ks, &kn):
+        return 0
     if not isinstance(v, str) or PyUnicode_GET_LENGTH(v) > MAX_DIMENSION_VALUE:
         return 0
     vs = dt_str_utf8_or_raise(<PyObject *>v, &vn)   # lone surrogates raise: the reference reports
@@ -1878,17 +1888,8 @@ cdef int write_head(Out *o, object key, object dims) except -1:
     cdef PyObject *pv
     cdef PyObject *ks[MAX_DIMS_C]
     cdef PyObject *vs[MAX_DIMS_C]
-    cdef PyObject **slot = &MKEYS[key_slot(<PyObject *>key, MKEY_SLOTS)]
-    if slot[0] == <PyObject *>key:
-        s = dt_str_utf8_or_raise(<PyObject *>key, &n)   # a valid key: ASCII
-    else:
-        if not isinstance(key, str):
-            return 0
-        s = PyUnicode_AsUTF8AndSize(key, &n)
-        if not metric_key_ok(<const uint8_t *>s, n):
-            return 0
-        if type(key) is str:
-            key_store(slot, key)
+    if not valid_key(key, MKEYS, MKEY_SLOTS, True, &s, &n):
+        return 0
     out_write(o, s, n)
     if type(dims) is dict:
         # PyDict_Next: no (key, value) tuple per item, so no allocation
