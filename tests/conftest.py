@@ -3,7 +3,9 @@
 The ``cython`` parameter is on by default and a missing extension is a
 *failure*, not a skip (the frozenlist trap: "C" tests silently testing Python).
 Pass ``--no-extensions`` or set ``DTPROTO_NO_EXTENSIONS=1`` to test only the
-pure-Python reference.
+pure-Python reference.  ``DTPROTO_TEST_IMPLEMENTATIONS=cython`` keeps only the
+``cython`` parameter: CI sets it on its first pass because its second pass
+(``DTPROTO_NO_EXTENSIONS=1``) runs every ``python`` parameter anyway.
 """
 
 from __future__ import annotations
@@ -47,7 +49,17 @@ def extensions_expected(config: pytest.Config) -> bool:
 
 
 def implementation_names(config: pytest.Config) -> list:
-    return ["python", "cython"] if extensions_expected(config) else ["python"]
+    names = ["python", "cython"] if extensions_expected(config) else ["python"]
+    only = os.environ.get("DTPROTO_TEST_IMPLEMENTATIONS")
+    if only:
+        wanted = [n.strip() for n in only.split(",") if n.strip()]
+        unknown = set(wanted) - {"python", "cython"}
+        if unknown or not set(wanted) & set(names):
+            raise pytest.UsageError(
+                "DTPROTO_TEST_IMPLEMENTATIONS=%r: expected a comma-separated subset of %s"
+                % (only, ", ".join(names)))
+        names = [n for n in names if n in wanted]
+    return names
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
