@@ -372,6 +372,31 @@ def _encoder_line(method: str, args: tuple) -> Any:
     return enc.getvalue()
 
 
+# Around the integral-float shortcut of Encoder._single ("%d" instead of repr):
+# the signed zeros, the last integers below 1e16 and the first above, 2**53
+# and its neighbours, the extremes.
+_INTEGRAL_EDGES = [0.0, -0.0, 1.0, -1.0, 7.0, 1e15, -1e15, 9999999999999998.0,
+                   -9999999999999998.0, 1e16, -1e16, 1.0000000000000002e16, 2.0 ** 53,
+                   2.0 ** 53 + 2, -(2.0 ** 53), 1e22, 1.7976931348623157e308, 0.5, -2.5,
+                   5e-324, 123456789.0, 4294967296.0]
+
+
+@pytest.mark.parametrize("method", ["gauge", "count"])
+@pytest.mark.parametrize("value", _INTEGRAL_EDGES + [math.nextafter(x, d) for x in
+                                                      (1e16, -1e16, 1.0, 0.0)
+                                                      for d in (0.0, math.inf, -math.inf)])
+def test_integral_values_are_written_as_repr_would(method, value):
+    for dims in (None, {"k": "v"}, (("k", "v"),)):
+        args = ("a.b", value, dims, None)
+        assert _encoder_line(method, args) == _general_line(method, args), value
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(["gauge", "count"]))
+def test_any_finite_value_is_written_as_repr_would(value, method):
+    args = ("a.b", value, {"k": "v"}, 1_700_000_000_000)
+    assert _encoder_line(method, args) == _general_line(method, args)
+
+
 _VALUES = st.one_of(st.text(max_size=6), st.sampled_from(
     ["a b", "x,y=z", 'q"\\', "ü 😀", "\x00", "\x7f", "\ud800", "a" * 255, "a" * 256, "\\ " * 128,
      "\\", "=", ",k=v"]))
