@@ -829,9 +829,9 @@ class Encoder:
                      timestamp: Any) -> bool:
         """Append ``key[,dims]tail[ timestamp]`` and LF when the line is plain; False if not.
 
-        ``dims`` is :func:`_joined_dims` of ``dimensions``; for a dict whose
-        keys have a template it is joined right here (the common case: a call
-        less).  ``marks`` counts the _MARKS bytes of ``tail`` and the LF.  One
+        The dimensions are joined as :func:`_joined_dims` joins them; a dict
+        whose keys already have a template is joined right here (the common
+        case: one call fewer).  ``marks`` counts the _MARKS bytes of ``tail`` and the LF.  One
         ``translate`` counts the line's: more than its fields hold means a
         value needs an escape (:func:`_escaped_line`) or is invalid.  False
         (nothing appended): the exact helpers decide and name the error.
