@@ -829,27 +829,15 @@ class Encoder:
                      timestamp: Any) -> bool:
         """Append ``key[,dims]tail[ timestamp]`` and LF when the line is plain; False if not.
 
-        The dimensions are joined as :func:`_joined_dims` joins them; a dict
-        whose keys already have a template is joined right here (the common
-        case: one call fewer).  ``marks`` counts the _MARKS bytes of ``tail`` and the LF.  One
+        The dimensions are joined by :func:`_joined_dims` (None: not taken
+        here).  ``marks`` counts the _MARKS bytes of ``tail`` and the LF.  One
         ``translate`` counts the line's: more than its fields hold means a
         value needs an escape (:func:`_escaped_line`) or is invalid.  False
         (nothing appended): the exact helpers decide and name the error.
         """
-        if dimensions is None:
-            dims = ""
-        elif (type(dimensions) is dict and len(dimensions) <= MAX_DIMENSIONS
-              and (parts := _templates.get(tuple(dimensions))) is not None):
-            parts = parts[:]
-            parts[1::2] = dimensions.values()
-            try:
-                dims = "".join(parts)
-            except TypeError:  # a value that is not a str
-                return False
-        else:
-            dims = _joined_dims(dimensions)  # type: ignore[assignment]
-            if dims is None:
-                return False
+        dims = "" if dimensions is None else _joined_dims(dimensions)
+        if dims is None:
+            return False
         if dims:
             sep = ","
             marks += 2 * len(dimensions)
