@@ -87,42 +87,6 @@ static inline unsigned dt_stop_dimension_key(__m128i v) {
     return (unsigned)_mm_movemask_epi8(in) ^ 0xFFFFu;
 }
 
-/* The run of ASCII digits at p[0:8] (8 readable bytes): its length (0-8)
- * and, in *val, its value; or -1 where this is not a little-endian machine
- * (the caller's byte loop then does the work).  The byte loop mispredicts
- * the end of every number, whose length varies from line to line; here a
- * number's digits are found and converted with a few multiplies (the
- * digit test and the conversion are simdjson's).  A borrow or carry from a
- * non-digit byte only reaches the bytes after it, which are shifted out. */
-static inline int dt_digits8(const uint8_t *p, uint64_t *val) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint64_t x, m, v;
-    int len;
-    memcpy(&x, p, 8);
-    m = ((x + 0x4646464646464646ULL) | (x - 0x3030303030303030ULL)) & 0x8080808080808080ULL;
-#if defined(__GNUC__) || defined(__clang__)
-    len = m ? (__builtin_ctzll(m) >> 3) : 8;
-#else
-    len = 0;
-    while (len < 8 && !(m & (0x80ULL << (8 * len))))
-        len++;
-#endif
-    if (len == 0) {
-        *val = 0;
-        return 0;
-    }
-    v = (x - 0x3030303030303030ULL) << (8 * (8 - len));
-    v = v * 10 + (v >> 8);
-    v = (((v & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32)))
-         + (((v >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32;
-    *val = v;
-    return len;
-#else
-    (void)p; (void)val;
-    return -1;
-#endif
-}
-
 /* One 16-byte block of a key for the two functions below: ``stop`` marks
  * the bytes that end the key, ``dot`` its dots, ``bad`` the bytes that may
  * not start a section; ``*carry`` is 1 when the block's first byte must
@@ -269,5 +233,81 @@ DT_SKIP(dt_skip_bare, dt_stop_bare)
 DT_SKIP(dt_skip_quoted, dt_stop_quoted)
 DT_SKIP(dt_skip_metric_key, dt_stop_metric_key)
 DT_SKIP(dt_skip_dimension_key, dt_stop_dimension_key)
+
+/* Numbers: plain 64-bit arithmetic (SWAR), no SSE2 needed. */
+
+/* 0x80 in each byte of x that is not an ASCII digit, exact up to and including
+ * the first such byte (a carry or borrow only reaches the bytes after it);
+ * 0 exactly when all 8 bytes are digits. */
+static inline uint64_t dt_nondigits8(uint64_t x) {
+    return ((x + 0x4646464646464646ULL) | (x - 0x3030303030303030ULL)) & 0x8080808080808080ULL;
+}
+
+/* The value of 8 digit values (0-9, most significant in the lowest byte). */
+static inline uint64_t dt_value8(uint64_t v) {
+    v = v * 10 + (v >> 8);
+    return (((v & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32)))
+            + (((v >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32;
+}
+
+/* The run of ASCII digits at p[0:8] (8 readable bytes): its length (0-8)
+ * and, in *val, its value; or -1 where this is not a little-endian machine
+ * (the caller's byte loop then does the work).  The byte loop mispredicts
+ * the end of every number, whose length varies from line to line; here a
+ * number's digits are found and converted with a few multiplies (the
+ * digit test and the conversion are simdjson's).  A borrow or carry from a
+ * non-digit byte only reaches the bytes after it, which are shifted out. */
+static inline int dt_digits8(const uint8_t *p, uint64_t *val) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t x, m;
+    int len;
+    memcpy(&x, p, 8);
+    m = dt_nondigits8(x);
+#if defined(__GNUC__) || defined(__clang__)
+    len = m ? (__builtin_ctzll(m) >> 3) : 8;
+#else
+    len = 0;
+    while (len < 8 && !(m & (0x80ULL << (8 * len))))
+        len++;
+#endif
+    if (len == 0) {
+        *val = 0;
+        return 0;
+    }
+    *val = dt_value8((x - 0x3030303030303030ULL) << (8 * (8 - len)));
+    return len;
+#else
+    (void)p; (void)val;
+    return -1;
+#endif
+}
+
+/* Whether p[0:n], 9 <= n <= 16 readable bytes, is all ASCII digits; if so its
+ * value in *val.  Two overlapping 8-byte loads cover the run, so a timestamp
+ * (13 digits) that ends its line is read without a byte past the line; the
+ * second word's first 16 - n digits are the first word's and are masked out.
+ * 0 (not all digits, or not a little-endian machine): use the byte loop. */
+static inline int dt_digits16_exact(const uint8_t *p, Py_ssize_t n, uint64_t *val) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    static const uint64_t pow10[9] = {1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL,
+                                      1000000ULL, 10000000ULL, 100000000ULL};
+    uint64_t x, y;
+    int r = (int)n - 8;   /* 1..8 digits after the first 8 */
+    memcpy(&x, p, 8);
+    memcpy(&y, p + n - 8, 8);
+    if (dt_nondigits8(x) | dt_nondigits8(y))
+        return 0;
+    x -= 0x3030303030303030ULL;
+    y -= 0x3030303030303030ULL;
+    /* keep y's last r bytes (its high bytes): the bytes below become 0,
+     * i.e. leading zeros of an 8-digit number */
+    y &= ~0ULL << (8 * (8 - r));
+    *val = dt_value8(x) * pow10[r] + dt_value8(y);
+    return 1;
+#else
+    (void)p; (void)n; (void)val;
+    return 0;
+#endif
+}
 
 #endif

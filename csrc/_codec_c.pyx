@@ -58,6 +58,7 @@ cdef extern from "_blocks.h":
                        const uint16_t *cls, unsigned bit) noexcept nogil
     Py_ssize_t dt_metric_key_end(const uint8_t *p, Py_ssize_t n) noexcept nogil
     int dt_digits8(const uint8_t *p, uint64_t *val) noexcept nogil
+    int dt_digits16_exact(const uint8_t *p, Py_ssize_t n, uint64_t *val) noexcept nogil
     Py_ssize_t dt_dimension_key_end(const uint8_t *p, Py_ssize_t n) noexcept nogil
     bint dt_equal(const void *a, const void *b, Py_ssize_t n) noexcept nogil
 
@@ -413,6 +414,12 @@ cdef inline int parse_uint(const uint8_t *p, Py_ssize_t a, Py_ssize_t n, Py_ssiz
     """
     cdef Py_ssize_t i = a, first
     cdef uint64_t v = 0
+    if not any_width and 9 <= n - a <= 16 and dt_digits16_exact(p + a, n - a, &v):
+        # The usual timestamp: 13 digits that end the line (the width check
+        # below cannot fail for 16 digits or fewer).
+        end[0] = n
+        out[0] = <int64_t>v
+        return 1
     if any_width:
         while i < n and p[i] == 48:  # leading zeros do not count toward the width
             i += 1

@@ -209,6 +209,35 @@ def test_numbers_of_every_digit_count(both):
     assert report_state(py.validate(body)) == report_state(c.validate(body))
 
 
+def test_timestamps_of_every_digit_count(both):
+    """The Cython core reads a timestamp of 9-16 digits that ends its line
+    with two overlapping 8-byte words (dt_digits16_exact), else digit by
+    digit: every width from 1 to 21 digits, the limits of int64, and a
+    non-digit (including the bytes next to "0" and "9") at every position,
+    at the line's end, before trailing blanks and before more text."""
+    py, c = both
+    stamps = ["1" * k for k in range(1, 22)] + ["0" * 13, "0" * 16 + "1", "9" * 16, "9" * 19,
+                                                 str(2**63 - 1), str(2**63), "1700000000000"]
+    for width in range(9, 17):
+        digits = "".join(str((k * 7 + width) % 10) for k in range(width))
+        stamps.append(digits)
+        for pos in range(width):
+            for bad in "/:a.-\xe9 ":
+                stamps.append(digits[:pos] + bad + digits[pos + 1:])
+    lines = ["m.k,d=v gauge,1 " + t + after for t in stamps for after in ("", " ", "\t", " x")]
+    valid = 0
+    for now in NOWS:
+        for line in lines:
+            data = line.encode()
+            outcome = decode_outcome(py, data, now_ms=now)
+            assert outcome == decode_outcome(c, data, now_ms=now), (line, now)
+            valid += outcome[0] == "ok"
+        body = "\n".join(lines).encode()
+        assert (report_state(py.validate(body, now_ms=now))
+                == report_state(c.validate(body, now_ms=now)))
+    assert valid > 150  # most stamps hold a non-digit or fall outside the window
+
+
 def test_cached_heads_with_a_quoted_space(both):
     """The head cache hashes a line up to its first SP; a head whose quoted
     value holds a space is cached whole and found only when the line holds
