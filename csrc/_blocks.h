@@ -206,11 +206,56 @@ static inline int dt_equal(const void *a, const void *b, Py_ssize_t n) {
         return i;                                                                  \
     }
 
+/* The next line: the offset of the first LF in q[0:avail] (avail when there
+ * is none) and, in *sp, the first SP before it (-1: none).  One pass finds
+ * both while no SP has been seen, then memchr finds the LF: the head is
+ * read once, where two memchr calls (LF, then SP within the line) read it
+ * twice and pay two calls a line. */
+static inline Py_ssize_t dt_line_sp(const uint8_t *q, Py_ssize_t avail, Py_ssize_t *sp) {
+    const __m128i lf = _mm_set1_epi8('\n'), space = _mm_set1_epi8(' ');
+    const void *nl;
+    Py_ssize_t i = 0;
+    unsigned ml, ms;
+    *sp = -1;
+    while (avail - i >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(q + i));
+        ml = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+        ms = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, space));
+        if (ms) {
+            ms &= ml ? (ml ^ (ml - 1)) >> 1 : 0xFFFFu;   /* SPs before the first LF */
+            if (ms)
+                *sp = i + dt_ctz(ms);
+            if (ml)
+                return i + dt_ctz(ml);
+            i += 16;
+            nl = memchr(q + i, '\n', (size_t)(avail - i));
+            return nl != NULL ? (const uint8_t *)nl - q : avail;
+        }
+        if (ml)
+            return i + dt_ctz(ml);
+        i += 16;
+    }
+    for (; i < avail; i++) {
+        if (q[i] == '\n')
+            return i;
+        if (q[i] == ' ' && *sp < 0)
+            *sp = i;
+    }
+    return avail;
+}
+
 #else  /* no SSE2: the byte loops do everything */
 static inline int dt_equal(const void *a, const void *b, Py_ssize_t n) {
     return memcmp(a, b, (size_t)n) == 0;
 }
 #define DT_BLOCKS 0
+static inline Py_ssize_t dt_line_sp(const uint8_t *q, Py_ssize_t avail, Py_ssize_t *sp) {
+    const void *nl = memchr(q, '\n', (size_t)avail);
+    Py_ssize_t n = nl != NULL ? (const uint8_t *)nl - q : avail;
+    const void *s = memchr(q, ' ', (size_t)n);
+    *sp = s != NULL ? (const uint8_t *)s - q : -1;
+    return n;
+}
 static inline Py_ssize_t dt_metric_key_end(const uint8_t *p, Py_ssize_t n) {
     (void)p; (void)n;
     return -2;

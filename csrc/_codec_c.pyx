@@ -61,6 +61,7 @@ cdef extern from "_blocks.h":
     int dt_digits16_exact(const uint8_t *p, Py_ssize_t n, uint64_t *val) noexcept nogil
     Py_ssize_t dt_dimension_key_end(const uint8_t *p, Py_ssize_t n) noexcept nogil
     bint dt_equal(const void *a, const void *b, Py_ssize_t n) noexcept nogil
+    Py_ssize_t dt_line_sp(const uint8_t *q, Py_ssize_t avail, Py_ssize_t *sp) noexcept nogil
 
 cdef extern from "Python.h":
     double PyOS_string_to_double(const char *s, char **endptr,
@@ -1308,6 +1309,13 @@ def _cache_state():
     return tuple("cold" if CACHE_STATS[k].cold else "warm" for k in range(2))
 
 
+def _line_sp(bytes q):
+    """(first LF or len(q), first SP before it or -1) as the look-ahead finds them (tests)."""
+    cdef Py_ssize_t sp
+    cdef Py_ssize_t n = dt_line_sp(<const uint8_t *>PyBytes_AS_STRING(q), PyBytes_GET_SIZE(q), &sp)
+    return n, sp
+
+
 def _cache_adaptive(bint on):
     """Let the head cache go cold (the default) or pin it warm; returns the old setting.
 
@@ -1370,25 +1378,27 @@ cdef int scan_data(const uint8_t *p, Py_ssize_t n, LineScan *L, int64_t lo, int6
     return r
 
 
-cdef inline Py_ssize_t look_ahead(const uint8_t *q, Py_ssize_t n, bint need_objects,
-                                  uint64_t *h) noexcept nogil:
-    """First SP and head hash of the next line, and a prefetch of its cache set.
+cdef inline Py_ssize_t look_ahead(const uint8_t *q, Py_ssize_t avail, bint need_objects,
+                                  Py_ssize_t *fs, uint64_t *h) noexcept nogil:
+    """The next line q[:avail]: its length (to its LF), and its first SP (``*fs``),
+    head hash (``*h``) and a prefetch of its cache set.
 
     Done while the current line is still being scanned, so the set (a random
     line of a 1.5 MB table) is in cache when the next lookup needs it.
-    Returns -1 when the cache is cold (no lookup coming) or there is no SP.
+    ``*fs`` is -1 when the cache is cold (no lookup coming: the LF alone is
+    searched) or the line has no SP.
     """
-    cdef const void *sp
-    cdef Py_ssize_t f
+    cdef const void *nl
+    cdef Py_ssize_t n
     if CACHE_STATS[need_objects].cold:
-        return -1
-    sp = memchr(q, 32, n)
-    if sp == NULL:
-        return -1
-    f = <const uint8_t *>sp - q
-    h[0] = head_hash(q, f)
-    DT_PREFETCH(&HEADS[(h[0] & (HEAD_SETS - 1)) * 2])
-    return f
+        fs[0] = -1
+        nl = memchr(q, 10, avail)
+        return (<const uint8_t *>nl - q) if nl != NULL else avail
+    n = dt_line_sp(q, avail, fs)
+    if fs[0] >= 0:
+        h[0] = head_hash(q, fs[0])
+        DT_PREFETCH(&HEADS[(h[0] & (HEAD_SETS - 1)) * 2])
+    return n
 
 
 cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip, list out):
@@ -1419,9 +1429,8 @@ cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip,
         next_end = -1
         next_fs = -1
         if end + 1 < size:  # look ahead: find the next line and prefetch its cache set
-            nl = memchr(base + end + 1, 10, size - end - 1)
-            next_end = (<const uint8_t *>nl - base) if nl != NULL else size
-            next_fs = look_ahead(base + end + 1, next_end - end - 1, True, &next_h)
+            next_end = end + 1 + look_ahead(base + end + 1, size - end - 1, True, &next_fs,
+                                            &next_h)
         p = base + pos
         n = end - pos
         r = prepare_line(p, &n)
@@ -1541,9 +1550,8 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
         next_end = -1
         next_fs = -1
         if end + 1 < size:  # look ahead: find the next line and prefetch its cache set
-            nl = memchr(base + end + 1, 10, size - end - 1)
-            next_end = (<const uint8_t *>nl - base) if nl != NULL else size
-            next_fs = look_ahead(base + end + 1, next_end - end - 1, False, &next_h)
+            next_end = end + 1 + look_ahead(base + end + 1, size - end - 1, False, &next_fs,
+                                            &next_h)
         p = base + pos
         n = end - pos
         r = prepare_line(p, &n)

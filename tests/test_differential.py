@@ -518,3 +518,32 @@ def test_encoder_options_identical(both, records, seed):
     logs = [e.normalizations for e in encs]
     assert (logs[0].changed, logs[0].dropped) == (logs[1].changed, logs[1].dropped)
     assert list(logs[0].examples) == list(logs[1].examples)
+
+
+def _line_sp_reference(q):
+    n = q.find(b"\n")
+    n = len(q) if n < 0 else n
+    return n, q.find(b" ", 0, n)
+
+
+def test_look_ahead_finds_the_line_and_its_first_space(both):
+    """dt_line_sp, the look-ahead's one pass for the next line's LF and first
+    SP (16-byte blocks, then memchr, then a byte loop for the last bytes):
+    an LF and an SP at every pair of positions of buffers of 0 to 50 bytes,
+    each order, and SPs only after the LF."""
+    c = both[1]
+    for size in range(51):
+        base = bytearray(b"a" * size)
+        assert c._line_sp(bytes(base)) == (size, -1)
+        for i in range(size):
+            for first, second in ((b"\n", b" "), (b" ", b"\n"), (b" ", b" "), (b"\n", b"\n")):
+                for j in range(i, size):
+                    q = bytearray(base)
+                    q[i:i + 1] = first
+                    q[j:j + 1] = second
+                    assert c._line_sp(bytes(q)) == _line_sp_reference(bytes(q)), (bytes(q), i, j)
+
+
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"a", b" ").replace(b"b", b"\n")))
+def test_look_ahead_on_any_bytes(both, q):
+    assert both[1]._line_sp(q) == _line_sp_reference(q)
