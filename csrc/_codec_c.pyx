@@ -992,12 +992,13 @@ cdef object make_key(const uint8_t *p, Py_ssize_t n):
     return key
 
 
-cdef object make_pair(const uint8_t *p, DimSpan *d):
-    """The (key, value) tuple of a dimension, untracked (mirrors _scan_value)."""
+cdef object make_pair(const uint8_t *p, DimSpan *d, uint64_t h):
+    """The (key, value) tuple of a dimension, untracked (mirrors _scan_value).
+
+    ``h`` is the head_hash of its bytes when they fit INTERN_INLINE (see
+    make_head)."""
     cdef Py_ssize_t n = d.ve - d.ks  # "key=value" as written (an opening quote included)
-    cdef uint64_t h = 0
     if n <= INTERN_INLINE:
-        h = head_hash(p + d.ks, n)
         pair = intern_find(PAIRS, PAIR_SETS, p + d.ks, n, h)
         if pair is not None:
             return pair
@@ -1029,13 +1030,25 @@ cdef inline bint admit_pair(uint64_t h) noexcept nogil:
 cdef object make_head(const uint8_t *p, LineScan *L):
     """(key, dims) objects for a scanned head; pair and dims tuples untracked."""
     cdef int k
+    cdef Py_ssize_t n
+    cdef uint64_t hashes[50]  # MAX_DIMENSIONS, as LineScan.dims
+    # When series do not repeat, the PAIRS sets are cold (a 590 kB table):
+    # ask for every dimension's set before the first lookup, so that their
+    # misses overlap instead of coming one after another.
+    for k in range(L.ndims):
+        n = L.dims[k].ve - L.dims[k].ks
+        if n <= INTERN_INLINE:
+            hashes[k] = head_hash(p + L.dims[k].ks, n)
+            DT_PREFETCH(&PAIRS[(hashes[k] & (PAIR_SETS - 1)) * 2])
+        else:
+            hashes[k] = 0
     cdef object key = make_key(p, L.keylen)
     cdef object dims = PyTuple_New(L.ndims)
     # Untracked at once: while it is being filled (allocations, so possibly a
     # collection) no gc.get_objects() in a callback may see its empty slots.
     PyObject_GC_UnTrack(<void *>dims)
     for k in range(L.ndims):
-        pair = make_pair(p, &L.dims[k])
+        pair = make_pair(p, &L.dims[k], hashes[k])
         Py_INCREF(pair)
         PyTuple_SET_ITEM(dims, k, pair)
     return (key, dims)
