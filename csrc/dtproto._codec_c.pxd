@@ -36,6 +36,7 @@ cdef struct HeadEntry:
     Py_ssize_t keylen     # metric key length within the head
     void *key             # owned reference to the key str, or NULL (validate only)
     void *dims            # owned reference to the dims tuple, or NULL (validate only)
+    unsigned int epoch    # validate's live-set window in which it was last hit (0: never)
 
 
 cdef class Encoder:

@@ -268,3 +268,30 @@ def test_head_cache_goes_cold_and_warm_with_identical_results(impl):
             if hasattr(impl, "_cache_state"):
                 state = impl._cache_state()
                 assert state == (("cold", "cold") if unique else ("warm", "warm")), state
+
+
+@pytest.mark.adaptive_cache
+def test_validate_goes_cold_when_the_heads_it_hits_outgrow_the_cpu_caches(impl):
+    """validate also leaves its head cache when the heads it hits are too many
+    (more than 12,288 distinct in 32,768 lookups), even at a high hit rate,
+    and sits out 262,144 lines before trying again; reports stay exact."""
+    if not hasattr(impl, "_cache_state"):
+        pytest.skip("the pure-Python implementation has no adaptive head cache")
+    big = _body("live", 20_000)
+    small = _body("few", 500) * 200  # 100,000 lines of 500 series
+    ref = _codec_py.validate(big)
+    old = impl._cache_adaptive(False)  # pinned warm: store the 20,000 heads
+    try:
+        impl.validate(big)
+    finally:
+        impl._cache_adaptive(True)  # adaptive again, from a fresh window
+    assert impl._cache_state()[0] == "warm"
+    report = impl.validate(big * 4)  # mostly hits, on ~18,000 distinct heads
+    assert impl._cache_state()[0] == "cold"
+    assert report.lines_ok == 4 * ref.lines_ok and report.warnings_total == 4 * ref.warnings_total
+    impl.validate(small)  # a small live set, but still backing off
+    assert impl._cache_state()[0] == "cold"
+    impl.validate(small * 2)
+    assert impl._cache_state()[0] == "warm"
+    assert impl.validate(small).lines_ok == 100_000
+    impl._cache_adaptive(old)
