@@ -21,9 +21,11 @@ value with backslash escapes (spaces, commas, quotes, non-ASCII); a
 millisecond timestamp on 90% of the lines.
 
 How it measures: per level, the corpus, its records and its InfluxDB form
-are built first and held; then every contender runs ``--repeat`` times with
-the garbage collector enabled (``gc.collect()`` before each run, outside the
-timing), and the median counts.  Ratios are lines/s over lines/s of two
+are built first and held; then ``--repeat`` rounds time every contender once
+each, in turn (a slow spell of a shared host hits all of them, not the one
+whose repeats it covered), with the garbage collector enabled
+(``gc.collect()`` before each run, outside the timing), and each
+contender's median counts.  Ratios are lines/s over lines/s of two
 contenders on the same data in the same process.  dynatrace-metric-utils
 (~100 us/line) encodes the first ``--slow-lines`` points.  The reference
 parsers (a naive ``str.split`` parser, a validating regex parser) are those
@@ -40,7 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
@@ -58,14 +60,13 @@ from dtproto._peers import (PEERS, dmu_encoder, load_peers, lpp_decoder,  # noqa
 perf_counter = time.perf_counter
 
 
-def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        t0 = perf_counter()
-        fn()
-        times.append(perf_counter() - t0)
-    return statistics.median(times)
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds of one call, after a collection outside the timing; freeing the
+    result counts (a pipeline frees what it decoded, too)."""
+    gc.collect()
+    t0 = perf_counter()
+    fn()
+    return perf_counter() - t0
 
 
 def _level(text: str) -> Any:
@@ -126,7 +127,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "~25%% count (half without `.count`: warned), ~15%% summary; 3-4 dimensions, one an id "
         "per series; 10%% of series with a quoted value, 5%% with escapes; timestamps on 90%%."
         % (args.seed, "{:,}".format(n)),
-        "Timing: one process holding each level's data, GC on, median of %d; ratios are "
+        "Timing: one process holding each level's data, GC on, median of %d rounds (each "
+        "round times every contender once, in turn); ratios are "
         "lines/s over lines/s. Command: `v/bin/python bench/cardinality.py %s`"
         % (R, " ".join(argv if argv is not None else sys.argv[1:])),
         "Peers: " + ", ".join("%s %s" % (dist, peer_version(dist)
@@ -144,35 +146,43 @@ def main(argv: Optional[List[str]] = None) -> int:
         r: Dict[Any, float] = {}
         rates[level] = r
 
-        def run(name: Any, fn: Callable[[], Any], lines: int = n) -> None:
-            secs = median_seconds(fn, R)
+        # Every contender first, then the rounds: each round times each contender
+        # once, so a slow spell of a shared host lands on all of them alike
+        # instead of on the one whose repeats it happened to cover.
+        jobs: List[Tuple[Any, Callable[[], Any], int]] = []
+        for impl, codec in impls.items():
+            report = codec.validate(data)
+            assert report.lines_ok == n and report.lines_invalid == 0, report
+            jobs.append(((impl, "validate"), (lambda c=codec: c.validate(data)), n))
+            jobs.append(((impl, "decode"), (lambda c=codec: c.decode(data)), n))
+            jobs.append(((impl, "Encoder"), _corpus.encoder_loop(codec.Encoder, tuples), n))
+        if "python" in impls:
+            jobs.append(("naive", lambda: naive_split_parse(data), n))
+            jobs.append(("regex", lambda: regex_parse(data), n))
+            if not isinstance(peers["sdk"], str):
+                jobs.append(("sdk", sdk_encoder(peers["sdk"], tuples), n))
+            if not isinstance(peers["dmu"], str):
+                k = min(args.slow_lines, n)
+                jobs.append(("dmu", dmu_encoder(peers["dmu"], tuples[:k]), k))
+        influx = None
+        if "cython" in impls:
+            jobs.append(("count", lambda: data.count(b"\n"), n))
+            if not isinstance(peers["lpp"], str):
+                influx = _corpus.to_influx(data)
+                jobs.append(("lpp", lpp_decoder(peers["lpp"], influx), n))
+            if not isinstance(peers["questdb"], str):
+                jobs.append(("questdb", questdb_encoder(peers["questdb"], tuples), n))
+        times: Dict[Any, List[float]] = {name: [] for name, _, _ in jobs}
+        for _ in range(R):
+            for name, fn, _lines in jobs:
+                times[name].append(timed(fn))
+        for name, _fn, lines in jobs:
+            secs = statistics.median(times[name])
             r[name] = lines / secs
             print("  %-40s %12s lines/s %8.1f MB/s" % (
                 name if isinstance(name, str) else " ".join(name), "{:,.0f}".format(r[name]),
                 len(data) * lines / n / secs / 1e6), flush=True)
-
-        for impl, codec in impls.items():
-            report = codec.validate(data)
-            assert report.lines_ok == n and report.lines_invalid == 0, report
-            run((impl, "validate"), lambda: codec.validate(data))
-            run((impl, "decode"), lambda: codec.decode(data))
-            run((impl, "Encoder"), _corpus.encoder_loop(codec.Encoder, tuples))
-        if "python" in impls:
-            run("naive", lambda: naive_split_parse(data))
-            run("regex", lambda: regex_parse(data))
-            if not isinstance(peers["sdk"], str):
-                run("sdk", sdk_encoder(peers["sdk"], tuples))
-            if not isinstance(peers["dmu"], str):
-                k = min(args.slow_lines, n)
-                run("dmu", dmu_encoder(peers["dmu"], tuples[:k]), k)
-        if "cython" in impls:
-            run("count", lambda: data.count(b"\n"))
-            if not isinstance(peers["lpp"], str):
-                influx = _corpus.to_influx(data)
-                run("lpp", lpp_decoder(peers["lpp"], influx))
-                del influx
-            if not isinstance(peers["questdb"], str):
-                run("questdb", questdb_encoder(peers["questdb"], tuples))
+        del jobs, influx
         warned = impls[next(iter(impls))].validate(data).warnings_total
         print("  %s lines with a warning" % "{:,}".format(warned), flush=True)
         del data, tuples
