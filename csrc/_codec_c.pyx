@@ -112,6 +112,8 @@ cdef object KIND_COUNT = _k.KIND_COUNT
 cdef object KIND_SUMMARY = _k.KIND_SUMMARY
 if MAX_DIMENSIONS != 50:  # LineScan.dims in the .pxd is sized for it
     raise ImportError("_codec_c was built for MAX_DIMENSIONS == 50")
+if MAX_TS_DIGITS < 16:  # parse_uint reads up to 16 digits without the width check
+    raise ImportError("_codec_c was built for MAX_TIMESTAMP_DIGITS >= 16")
 
 cdef enum:
     K_GAUGE = 0
@@ -1279,9 +1281,11 @@ cdef object disagreement(object rec, Py_ssize_t lineno):
 # again (30,000 series: validate 1.35-1.65x faster cold than warm at a 90%
 # hit rate; 4,000 and 10,000 series: warm 1.3x and 1.1x faster).  So
 # validate also counts the distinct heads it hits in each LIVE_WINDOW of
-# lookups (an entry remembers the window it was last hit in) and goes cold
-# when they are more than LIVE_MAX; it then sits out LIVE_BACKOFF cold
-# verdicts before the hit rate may warm it again.  decode is left alone: a
+# warm lookups (an entry remembers the window it was last hit in) and goes
+# cold when they are more than LIVE_MAX in two windows running (a window
+# that spans a switch from one set of series to another counts both sets);
+# it then sits out LIVE_BACKOFF cold verdicts before the hit rate may warm
+# it again.  decode is left alone: a
 # hit also saves building the key and dimension objects, and at 30,000
 # series it gains as much as it loses.
 
@@ -1292,7 +1296,8 @@ cdef struct CacheStats:
     unsigned int tick     # lines seen while cold (sampling)
     unsigned int epoch    # validate: the live-set window (never 0)
     int epoch_lookups     # warm lookups in it
-    int live              # distinct entries hit in it
+    int live              # distinct entries hit in it (at most LIVE_WINDOW)
+    int strikes           # windows running with more than LIVE_MAX
     int backoff           # cold verdicts to sit out before warming up again
 
 cdef enum:
@@ -1318,6 +1323,7 @@ CACHE_STATS[0].epoch = CACHE_STATS[1].epoch = 1
 CACHE_STATS[0].epoch_lookups = CACHE_STATS[1].epoch_lookups = 0
 CACHE_STATS[0].live = CACHE_STATS[1].live = 0
 CACHE_STATS[0].backoff = CACHE_STATS[1].backoff = 0
+CACHE_STATS[0].strikes = CACHE_STATS[1].strikes = 0
 # Measured on dtproto._corpus at 1,000 / 30,000 / 100,000 series and every
 # line unique (bench/cardinality.py): a store (malloc, memcpy, and an eviction
 # whose reference counts sit in cold memory) costs about what a hit saves, so
@@ -1336,13 +1342,14 @@ cdef inline void count_lookup(CacheStats *st, bint hit, bint need_objects) noexc
     if not need_objects and not st.cold:
         st.epoch_lookups += 1
         if st.epoch_lookups >= LIVE_WINDOW:
-            if st.live > LIVE_MAX and CACHE_ADAPTIVE:
+            st.strikes = st.strikes + 1 if st.live > LIVE_MAX else 0
+            new_epoch(st)
+            if st.strikes >= 2 and CACHE_ADAPTIVE:
                 st.cold = 1
+                st.strikes = 0
                 st.backoff = LIVE_BACKOFF
                 st.lookups = st.hits = 0
-                new_epoch(st)
                 return
-            new_epoch(st)
     if st.lookups < (COLD_WINDOW if st.cold else CACHE_WINDOW):
         return
     if st.cold:
@@ -1379,11 +1386,33 @@ def _cache_state():
     return tuple("cold" if CACHE_STATS[k].cold else "warm" for k in range(2))
 
 
-def _line_sp(bytes q):
+def _line_sp(bytes q not None):
     """(first LF or len(q), first SP before it or -1) as the look-ahead finds them (tests)."""
     cdef Py_ssize_t sp
     cdef Py_ssize_t n = dt_line_sp(<const uint8_t *>PyBytes_AS_STRING(q), PyBytes_GET_SIZE(q), &sp)
     return n, sp
+
+
+def _cache_clear():
+    """Empty the head cache (tests that need a known starting state); runs no
+    Python code (the cached objects are exact str and tuples of them)."""
+    cdef Py_ssize_t i
+    cdef char *data
+    cdef PyObject *key
+    cdef PyObject *dims
+    for i in range(HEAD_SETS * 2):
+        data = HEADS[i].data
+        key = <PyObject *>HEADS[i].key
+        dims = <PyObject *>HEADS[i].dims
+        HEADS[i].length = 0
+        HEADS[i].prefix = -1
+        HEADS[i].data = NULL
+        HEADS[i].key = NULL
+        HEADS[i].dims = NULL
+        HEADS[i].epoch = 0
+        PyMem_Free(data)
+        Py_XDECREF(key)
+        Py_XDECREF(dims)
 
 
 def _cache_adaptive(bint on):
@@ -1397,7 +1426,7 @@ def _cache_adaptive(bint on):
     for k in range(2):
         CACHE_STATS[k].cold = 0
         CACHE_STATS[k].lookups = CACHE_STATS[k].hits = 0
-        CACHE_STATS[k].backoff = 0
+        CACHE_STATS[k].backoff = CACHE_STATS[k].strikes = 0
         new_epoch(&CACHE_STATS[k])
     return old
 
@@ -1429,7 +1458,7 @@ cdef int scan_data(const uint8_t *p, Py_ssize_t n, LineScan *L, int64_t lo, int6
             return scan_tail(p, after, n, L, lo, hi)
     hit = find_head(p, n, &fs, &h)
     if hit != NULL and (hit.key != NULL or not need_objects):
-        if not need_objects:
+        if not need_objects and not st.cold:  # the window counts warm lookups only
             note_live(st, hit)
         count_lookup(st, True, need_objects)
         entry[0] = hit

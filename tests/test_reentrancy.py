@@ -273,25 +273,48 @@ def test_head_cache_goes_cold_and_warm_with_identical_results(impl):
 @pytest.mark.adaptive_cache
 def test_validate_goes_cold_when_the_heads_it_hits_outgrow_the_cpu_caches(impl):
     """validate also leaves its head cache when the heads it hits are too many
-    (more than 12,288 distinct in 32,768 lookups), even at a high hit rate,
-    and sits out 262,144 lines before trying again; reports stay exact."""
+    (more than 12,288 distinct in 32,768 warm lookups, two windows running),
+    even at a high hit rate, and sits out 262,144 lines before trying again;
+    reports stay exact."""
     if not hasattr(impl, "_cache_state"):
         pytest.skip("the pure-Python implementation has no adaptive head cache")
     big = _body("live", 20_000)
-    small = _body("few", 500) * 200  # 100,000 lines of 500 series
+    small = _body("few", 500) * 100  # 50,000 lines of 500 series
     ref = _codec_py.validate(big)
     old = impl._cache_adaptive(False)  # pinned warm: store the 20,000 heads
     try:
+        impl._cache_clear()  # else heads of earlier tests share the sets
         impl.validate(big)
-    finally:
         impl._cache_adaptive(True)  # adaptive again, from a fresh window
-    assert impl._cache_state()[0] == "warm"
-    report = impl.validate(big * 4)  # mostly hits, on ~18,000 distinct heads
-    assert impl._cache_state()[0] == "cold"
-    assert report.lines_ok == 4 * ref.lines_ok and report.warnings_total == 4 * ref.warnings_total
-    impl.validate(small)  # a small live set, but still backing off
-    assert impl._cache_state()[0] == "cold"
-    impl.validate(small * 2)
-    assert impl._cache_state()[0] == "warm"
-    assert impl.validate(small).lines_ok == 100_000
-    impl._cache_adaptive(old)
+        assert impl._cache_state()[0] == "warm"
+        report = impl.validate(big * 6)  # mostly hits, on ~18,000 distinct heads
+        assert impl._cache_state()[0] == "cold"
+        assert (report.lines_ok, report.warnings_total) == (6 * ref.lines_ok,
+                                                            6 * ref.warnings_total)
+        impl.validate(small)  # a small live set, but still backing off
+        assert impl._cache_state()[0] == "cold"
+        impl.validate(small * 6)  # the backoff (262,144 lines) is over
+        assert impl._cache_state()[0] == "warm"
+        assert impl.validate(small).lines_ok == 50_000
+    finally:
+        impl._cache_adaptive(old)
+
+
+@pytest.mark.adaptive_cache
+def test_validate_stays_warm_when_one_set_of_series_follows_another(impl):
+    """A window of lookups that spans a switch from one set of 8,000 series to
+    another for good sees 16,000 distinct heads; one such window is not
+    enough to leave the cache (the live set is judged on two windows running)."""
+    if not hasattr(impl, "_cache_state"):
+        pytest.skip("the pure-Python implementation has no adaptive head cache")
+    first, second = _body("setA", 8_000), _body("setB", 8_000)
+    old = impl._cache_adaptive(False)
+    try:
+        impl._cache_clear()
+        impl.validate(first + second)  # pinned warm: both sets stored
+        impl._cache_adaptive(True)
+        for body in (first * 3, second * 12, first * 12):
+            assert impl.validate(body).lines_ok == len(body) // len(first) * 8_000
+            assert impl._cache_state()[0] == "warm"
+    finally:
+        impl._cache_adaptive(old)
