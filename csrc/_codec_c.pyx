@@ -804,13 +804,32 @@ cdef enum:
     HEAD_SETS = 16384
 
 cdef HeadEntry HEADS[HEAD_SETS * 2]
-for _b in range(HEAD_SETS * 2):
-    HEADS[_b].length = 0
-    HEADS[_b].prefix = -1
-    HEADS[_b].data = NULL
-    HEADS[_b].key = NULL
-    HEADS[_b].dims = NULL
-    HEADS[_b].epoch = 0
+
+
+cdef void clear_heads() noexcept:
+    """Empty every HEADS entry; runs no Python code (the cached objects are
+    exact str and tuples of them).  At import the static table is all zeros:
+    nothing to free yet."""
+    cdef Py_ssize_t i
+    cdef char *data
+    cdef PyObject *key
+    cdef PyObject *dims
+    for i in range(HEAD_SETS * 2):
+        data = HEADS[i].data
+        key = <PyObject *>HEADS[i].key
+        dims = <PyObject *>HEADS[i].dims
+        HEADS[i].length = 0
+        HEADS[i].prefix = -1
+        HEADS[i].data = NULL
+        HEADS[i].key = NULL
+        HEADS[i].dims = NULL
+        HEADS[i].epoch = 0
+        PyMem_Free(data)
+        Py_XDECREF(key)
+        Py_XDECREF(dims)
+
+
+clear_heads()
 
 # Shared state and re-entrancy.  Building a record allocates, an allocation
 # can start the garbage collector, and the collector runs Python code
@@ -1394,25 +1413,8 @@ def _line_sp(bytes q not None):
 
 
 def _cache_clear():
-    """Empty the head cache (tests that need a known starting state); runs no
-    Python code (the cached objects are exact str and tuples of them)."""
-    cdef Py_ssize_t i
-    cdef char *data
-    cdef PyObject *key
-    cdef PyObject *dims
-    for i in range(HEAD_SETS * 2):
-        data = HEADS[i].data
-        key = <PyObject *>HEADS[i].key
-        dims = <PyObject *>HEADS[i].dims
-        HEADS[i].length = 0
-        HEADS[i].prefix = -1
-        HEADS[i].data = NULL
-        HEADS[i].key = NULL
-        HEADS[i].dims = NULL
-        HEADS[i].epoch = 0
-        PyMem_Free(data)
-        Py_XDECREF(key)
-        Py_XDECREF(dims)
+    """Empty the head cache (tests that need a known starting state)."""
+    clear_heads()
 
 
 def _cache_adaptive(bint on):
