@@ -17,6 +17,7 @@ from operator import itemgetter
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from ._constants import (
+    ESCAPED_BY_ENCODER,
     KIND_COUNT,
     KIND_GAUGE,
     MAX_DESCRIPTION,
@@ -45,7 +46,7 @@ __all__ = ["Encoder", "encode"]
 # Encoding (docs/protocol.md §13: the canonical strict form).
 # ---------------------------------------------------------------------------
 
-_ESCAPE_TABLE = str.maketrans({c: "\\" + c for c in ',= \\"'})
+_ESCAPE_TABLE = str.maketrans({c: "\\" + c for c in ESCAPED_BY_ENCODER})
 _valid_keys: dict = {}      # metric key -> True, bounded
 _dim_segments: dict = {}    # (key, value) -> ",key=escaped", bounded
 
@@ -271,6 +272,47 @@ def _plain_dims_re(n: int) -> Any:
 
 
 _templates: dict = {}       # tuple of valid dimension keys -> their _template, bounded
+# The Encoder's memo of the joined dimensions (_joined_dims) it has checked,
+# direct-mapped: the text of n pairs lives at slot (hash(text) & _MEMO_MASK)
+# + n as (text, the text to write): the text itself when it was plain, its
+# escaped form otherwise.  One slot holds one tuple, so a reader never sees
+# half an entry.  A hit skips the check (a translate over the line, ~10% of
+# it) and, for a text that needs escapes, the escaping (~40%).
+#
+# A text is kept only when it has exactly n "=" and n - 1 ",": then no value
+# holds either, the text splits into pairs one way only, and the text with n
+# determines the pairs.  (A plain text always qualifies.  "a=x,b=y,c=z" is
+# both {"a": "x,b=y", "c": "z"} and {"a": "x", "b": "y,c=z"}, escaped
+# differently, so it is never kept.)  The slot holds n: the same text from
+# another number of pairs has another slot.  A miss overwrites the slot: no
+# growth, no clearing.
+#
+# A text is let in the second time its slot sees it: the first time leaves 8
+# other bits of its hash in _memo_seen, so one-off series do not evict the
+# ones that repeat.  The hash is cut to 24 bits once: arithmetic on the full
+# 64-bit hash costs an allocation per operation.
+#
+# A miss costs ~11% of a line (the hash, the lookup, the bookkeeping), so the
+# memo is only used while it pays: every _MEMO_WINDOW misses, fewer hits than
+# misses send it to rest for _MEMO_REST lines (_memo_stat[0] counts up from
+# -_MEMO_REST to 1), after which it is tried again.  Series that never repeat
+# then pay the memo's miss on one line in seventeen.
+_MEMO_MASK = 16383
+_MEMO_WINDOW = 4096
+_MEMO_REST = 16 * _MEMO_WINDOW
+_memo: list = [(None, None)] * (_MEMO_MASK + 1 + MAX_DIMENSIONS)
+_memo_seen = bytearray(_MEMO_MASK + 1 + MAX_DIMENSIONS)
+# [> 0: consulted, <= 0: resting; hits; misses], a list: its items are
+# cheaper to update than module globals.
+_memo_stat = [1, 0, 0]
+
+
+def _memo_judge() -> None:
+    """Rest the memo when the last _MEMO_WINDOW misses came with fewer hits."""
+    stat = _memo_stat
+    if stat[1] < stat[2]:
+        stat[0] = -_MEMO_REST
+    stat[1] = stat[2] = 0
 _first = itemgetter(0)
 _second = itemgetter(1)
 # Bytes the encoder's hot path counts in a finished line: every byte that
@@ -364,36 +406,27 @@ def _template(ks: tuple) -> Optional[list]:
 
 def _escaped_pairs(dimensions: Any) -> str:
     """``k=v,...`` with escaped values, of dimensions :func:`_joined_dims` took
-    whose values hold no control: their template joined with each value's
-    escaped text."""
+    whose values hold no control.
+
+    The pairs are joined with two controls standing for "=" and ",": no value
+    holds one, and the keys (valid: ``[a-z0-9_:.-]``) hold no character that
+    needs an escape, so one ``str.replace`` per escaped character over the
+    whole text escapes exactly the values, and two more put the separators
+    in.  ``str.replace`` returns its text untouched when the character is
+    absent: a few scans at C speed, where a value-by-value loop cost a Python
+    call for each value.
+    """
     if type(dimensions) is dict:
-        ks = tuple(dimensions)
-        vs: Any = dimensions.values()
+        pairs: Any = dimensions.items()
     else:
-        ks = tuple(map(_first, dimensions))
-        vs = map(_second, dimensions)
-    parts = (_templates.get(ks) or _template(ks))[:]  # type: ignore[index]
-    parts[1::2] = map(_escaped_values.__getitem__, vs)
-    return "".join(parts)
+        pairs = zip(map(_first, dimensions), map(_second, dimensions))
+    text = "\x02".join(map("\x01".join, pairs))
+    return (text.replace("\\", "\\\\").replace('"', '\\"').replace(" ", "\\ ")
+            .replace(",", "\\,").replace("=", "\\=").replace("\x01", "=").replace("\x02", ","))
 
 
-class _EscapedValues(dict):
-    """value -> its escaped text, bounded: values that need an escape are
-    mostly a few categories ("a b", "x,y"), so a hit is one dict lookup."""
-
-    def __missing__(self, value: str) -> str:
-        if _ESCAPED_RE.search(value) is None:
-            return value  # nothing to escape (an id, say): nothing worth keeping
-        text = str.translate(value, _ESCAPE_TABLE)
-        if type(value) is str:
-            if len(self) >= _CACHE_MAX:
-                self.clear()
-            self[value] = text
-        return text
-
-
-_escaped_values = _EscapedValues()
-_ESCAPED_RE = re.compile(r'[,= \\"]')
+if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # the characters _escaped_pairs escapes
+    raise ImportError("_escaped_pairs does not escape exactly ESCAPED_BY_ENCODER")
 
 
 def _values_fit(dimensions: Any) -> bool:
@@ -402,16 +435,18 @@ def _values_fit(dimensions: Any) -> bool:
     return max(map(len, vs)) <= MAX_DIMENSION_VALUE
 
 
-def _escaped_line(key: str, line: str, data: bytes, dims: str, dimensions: Any) -> Optional[bytes]:
-    """The UTF-8 of an Encoder line built from unescaped values (``key,dims
-    ...``, ``data`` its UTF-8 or b"" for a lone surrogate) whose _MARKS bytes
-    were too many: the line with escaped values, or None when a value is
-    invalid (too long, a control, a lone surrogate)."""
-    if (not dims or not data or len(data) - len(data.translate(None, _CONTROLS)) != 1
+def _escaped_dims(data: bytes, dims: str, dimensions: Any) -> Optional[str]:
+    """The escaped form of ``dims`` (:func:`_joined_dims` of ``dimensions``),
+    or None when a value is invalid: too long, a control, a lone surrogate.
+
+    ``data`` is the UTF-8 of the Encoder line built with ``dims`` as it is
+    (b"" when a lone surrogate kept it from being encoded): the LF is its
+    only control unless a value holds one.
+    """
+    if (not data or len(data) - len(data.translate(None, _CONTROLS)) != 1
             or (len(dims) > MAX_DIMENSION_VALUE and not _values_fit(dimensions))):
         return None
-    n = len(key) + 1
-    return (line[:n] + _escaped_pairs(dimensions) + line[n + len(dims):]).encode()
+    return _escaped_pairs(dimensions)
 
 
 def _cached_head(key: Any, dimensions: Any) -> str:
@@ -799,9 +834,7 @@ class Encoder:
         helpers, which produce every error.  ``marks``: the _MARKS bytes of
         ``payload`` and the LF.
 
-        The line is built from the values as given and its _MARKS bytes are
-        counted in one call: more than its fields hold means a value needs
-        an escape (:func:`_escaped_line`) or is invalid.  No line of the
+        The line is built and checked by :meth:`_fast_append`.  No line of the
         common case can exceed MAX_LINE_CHARS: 50 dimensions of keys <= 100
         and escaped values <= 510 characters and a key <= 255 are about 31,000.
         """
@@ -830,15 +863,20 @@ class Encoder:
         """Append ``key[,dims]tail[ timestamp]`` and LF when the line is plain; False if not.
 
         The dimensions are joined by :func:`_joined_dims` (None: not taken
-        here).  ``marks`` counts the _MARKS bytes of ``tail`` and the LF.  One
-        ``translate`` counts the line's: more than its fields hold means a
-        value needs an escape (:func:`_escaped_line`) or is invalid.  False
+        here).  ``marks`` counts the _MARKS bytes of ``tail`` and the LF.
+        Joined dimensions checked before are in :data:`_memo` with their
+        verdict.  Others are checked here: one ``translate`` counts the
+        line's _MARKS bytes, and more than its fields hold means a value
+        needs an escape (:func:`_escaped_dims`) or is invalid.  False
         (nothing appended): the exact helpers decide and name the error.
         """
         dims = "" if dimensions is None else _joined_dims(dimensions)
         if dims is None:
             return False
         if dims:
+            if _memo_stat[0] > 0:
+                return self._memo_append(key, dims, dimensions, tail, marks, timestamp)
+            _memo_stat[0] += 1  # resting: counts up to 1, then the memo is tried again
             sep = ","
             marks += 2 * len(dimensions)
         else:
@@ -856,9 +894,61 @@ class Encoder:
             data = b""
         if len(data) - len(data.translate(None, _MARKS)) != marks or (
                 len(dims) > MAX_DIMENSION_VALUE and not _values_fit(dimensions)):
-            data = _escaped_line(key, line, data, dims, dimensions)  # type: ignore[assignment]
-        if not data:
+            out = _escaped_dims(data, dims, dimensions)
+            if out is None:
+                return False
+            i = len(key) + 1
+            data = (line[:i] + out + line[i + len(dims):]).encode()
+        self._buf += data
+        self._lines += 1
+        return True
+
+    def _memo_append(self, key: str, dims: str, dimensions: Any, tail: str, marks: int,
+                     timestamp: Any) -> bool:
+        """:meth:`_fast_append` of a line with dimensions (``dims`` joined)
+        while the memo is consulted (:data:`_memo`): a hit writes the text
+        found there unchecked; a miss checks the line, and the second
+        sighting of a text keeps it."""
+        n = len(dimensions)
+        h = hash(dims) & 0xFFFFFF
+        slot = (h & _MEMO_MASK) + n
+        seen = _memo[slot]
+        stat = _memo_stat
+        if seen[0] == dims:
+            out = seen[1]
+            stat[1] += 1
+        else:
+            out = None
+            stat[2] += 1
+            if stat[2] >= _MEMO_WINDOW:
+                _memo_judge()
+        if timestamp is None:
+            line = f"{key},{out or dims}{tail}\n"
+        elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
+            line = f"{key},{out or dims}{tail} {timestamp}\n"
+            marks += 1
+        else:
             return False
+        try:
+            data = line.encode()
+        except UnicodeEncodeError:  # a lone surrogate
+            return False
+        if out is None:
+            keep = _memo_seen[slot] == h >> 16  # the second sighting
+            if not keep:
+                _memo_seen[slot] = h >> 16
+            if len(data) - len(data.translate(None, _MARKS)) == marks + 2 * n and (
+                    len(dims) <= MAX_DIMENSION_VALUE or _values_fit(dimensions)):
+                if keep:
+                    _memo[slot] = (dims, dims)
+            else:
+                out = _escaped_dims(data, dims, dimensions)
+                if out is None:
+                    return False
+                if keep and dims.count("=") == n and dims.count(",") == n - 1:
+                    _memo[slot] = (dims, out)  # one reading only
+                i = len(key) + 1
+                data = (line[:i] + out + line[i + len(dims):]).encode()
         self._buf += data
         self._lines += 1
         return True

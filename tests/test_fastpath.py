@@ -422,3 +422,92 @@ def test_encoder_fast_paths_are_the_general_path(m, as_dict, method, extra, ts):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert _encoder_line(method, args) == _general_line(method, args)
+
+
+# Dimensions whose joined text ("k=v,...") reads alike: the same text from
+# other pairs, from fewer pairs, plain and escaped.  The Encoder's memo
+# (_enc._memo) keeps checked texts, so a text met again must still give its
+# own pairs' line.
+_ALIKE = [
+    {"a": "x,b=y", "c": "z"}, {"a": "x", "b": "y,c=z"}, {"a": "x", "b": "y", "c": "z"},
+    {"a": "x,b=y,c=z"}, {"a": "b", "c": "d"}, {"a": "b,c=d"}, {"a": "b c"}, {"a": "b\\ c"},
+    {"a": 'q"'}, {"a": "=", "b": ","}, {"a": "=,b=,"}, {"a": "x", "b": "y\x00"},
+    {"a": "x" * 255, "b": "y"}, {"a": "x" * 256}, {"a": "\ud800"}, {"a": "ü c"},
+]
+
+
+def _alike_lines(calls: List[Tuple[str, tuple]]) -> None:
+    """One Encoder makes every call in turn; each line (or error) is the general path's."""
+    from dtproto.errors import EncodeError
+
+    enc = _enc.Encoder()
+    for method, args in calls:
+        before = enc.getvalue()
+        try:
+            getattr(enc, method)(*args)
+        except EncodeError as e:
+            assert (e.code, e.field) == _general_line(method, args), (method, args)
+            assert enc.getvalue() == before
+        else:
+            assert enc.getvalue()[len(before):] == _general_line(method, args), (method, args)
+
+
+def _alike_call(dims: Any, ts: Optional[int], method: str) -> Tuple[str, tuple]:
+    if method == "summary":
+        return method, ("a.b", 1.0, 2.0, 3.0, 2, dims, ts)
+    return method, ("a.b", 2.5, dims, ts)
+
+
+@pytest.mark.parametrize("mask", [None, 63])
+def test_encoder_memo_tells_apart_texts_that_read_alike(monkeypatch, mask):
+    """The alike dimensions in turn, each met three times, as a dict and as
+    pairs; with the memo's table shrunk to 64 slots (and 50 more: MAX_DIMENSIONS),
+    texts also evict each other."""
+    monkeypatch.setattr(_enc, "_memo_stat", [1, 0, 0])  # consulted, whatever ran before
+    if mask is not None:
+        monkeypatch.setattr(_enc, "_MEMO_MASK", mask)
+        monkeypatch.setattr(_enc, "_memo", [(None, None)] * (mask + 51))
+        monkeypatch.setattr(_enc, "_memo_seen", bytearray(mask + 51))
+    calls = []
+    for i, d in enumerate(_ALIKE + _ALIKE[::-1] + _ALIKE):
+        dims = d if i % 2 else tuple(d.items())
+        calls.append(_alike_call(dims, None if i % 3 else NOW, ["gauge", "count", "summary"][i % 3]))
+    _alike_lines(calls)
+    assert _enc._memo_stat[1] > 0  # the third sightings were hits
+
+
+def test_encoder_memo_rests_while_series_do_not_repeat(monkeypatch):
+    """Unique series send the memo to rest after a window of misses; after
+    the rest it is consulted again and hits on series that repeat.  Every
+    line is the general path's all along."""
+    from dtproto._corpus import encoder_loop, make_records
+
+    monkeypatch.setattr(_enc, "_MEMO_WINDOW", 64)
+    monkeypatch.setattr(_enc, "_MEMO_REST", 256)
+    monkeypatch.setattr(_enc, "_memo_stat", [1, 0, 0])
+    unique = make_records(200, seed=5, cardinality=UNIQUE)
+    repeated = make_records(600, seed=5, cardinality=10)
+    for recs in (unique, repeated):
+        assert encoder_loop(_enc.Encoder, recs.tuples)() == _enc.encode(recs.metrics)
+        if recs is unique:
+            assert _enc._memo_stat[0] <= 0  # resting
+    assert _enc._memo_stat[0] > 0 and _enc._memo_stat[1] > 0  # tried again, and it pays
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from("abc"),
+                                   st.sampled_from(["x", "y", "z", ",", "=", " ", "x,b=y", "y,c=z",
+                                                    "b=", ",c", "\\", "\x01"])),
+                         min_size=1, max_size=4), min_size=1, max_size=30),
+       st.sampled_from([None, 63]))
+def test_encoder_memo_is_never_another_series(pair_lists, mask):
+    """Any sequence of dimensions built from a few keys and values that
+    rejoin into one another's text: one Encoder writes each line the general
+    path writes (with 64 slots, evictions too)."""
+    calls = [_alike_call(tuple(pairs), None, "gauge") for pairs in pair_lists]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_enc, "_memo_stat", [1, 0, 0])  # consulted, whatever ran before
+        if mask is not None:
+            mp.setattr(_enc, "_MEMO_MASK", mask)
+            mp.setattr(_enc, "_memo", [(None, None)] * (mask + 51))
+            mp.setattr(_enc, "_memo_seen", bytearray(mask + 51))
+        _alike_lines(calls * 3)  # a text is let in the second time, hit the third
