@@ -183,9 +183,9 @@ def _escape_value(value: Any, field: str, max_len: Optional[int]) -> str:
     if problem is not None:
         code, off, extra = problem
         raise _encode_error(code, field, value, off, extra)
-    if max_len is not None and len(value) > max_len:
-        raise _encode_error(E.DIMENSION_VALUE_TOO_LONG, field, value, 0, len(value))
-    return value.translate(_ESCAPE_TABLE)
+    if max_len is not None and str.__len__(value) > max_len:  # a subclass cannot say otherwise
+        raise _encode_error(E.DIMENSION_VALUE_TOO_LONG, field, value, 0, str.__len__(value))
+    return str.translate(value, _ESCAPE_TABLE)
 
 
 def _dimension_segment(key: Any, value: Any, index: int) -> str:
@@ -288,8 +288,10 @@ _templates: dict = {}       # tuple of valid dimension keys -> their _template, 
 # growth, no clearing.
 #
 # A text is let in the second time its slot sees it: the first time leaves 8
-# other bits of its hash in _memo_seen, so one-off series do not evict the
-# ones that repeat.  The hash is cut to 24 bits once: arithmetic on the full
+# other bits of its hash in _memo_seen (one text in 256 finds its bits there
+# already and gets in at once), so one-off series do not evict the ones that
+# repeat.  Everything an entry holds is worked out from the text alone
+# (_escaped_text), so no reading of the pairs can put a wrong one there.  The hash is cut to 24 bits once: arithmetic on the full
 # 64-bit hash costs an allocation per operation.
 #
 # A miss costs ~11% of a line (the hash, the lookup, the bookkeeping), so the
@@ -354,9 +356,10 @@ def _fast_dims(dimensions: Any) -> Optional[str]:
     n = len(dimensions)
     if (_plain_dims_res[n] or _plain_dims_re(n)).match(text) is not None:
         return "," + text
-    if not _values_fit(dimensions) or _BAD_CHAR_RE.search(text) is not None:
+    if _BAD_CHAR_RE.search(text) is not None:
         return None
-    return "," + _escaped_pairs(dimensions)
+    text = _escaped_text(text, n)  # type: ignore[assignment]
+    return None if text is None else "," + text
 
 
 def _joined_dims(dimensions: Any) -> Optional[str]:
@@ -385,8 +388,8 @@ def _joined_dims(dimensions: Any) -> Optional[str]:
         parts = parts[:]
         parts[1::2] = vs
         return "".join(parts)  # TypeError: a value that is not a str
-    except TypeError:  # a pair without len(), an unhashable key
-        return None
+    except Exception:  # a pair without len() or [0] (a dict), an unhashable key, ...
+        return None  # the exact helpers read the pairs again and decide
 
 
 def _template(ks: tuple) -> Optional[list]:
@@ -404,49 +407,31 @@ def _template(ks: tuple) -> Optional[list]:
     return parts
 
 
-def _escaped_pairs(dimensions: Any) -> str:
-    """``k=v,...`` with escaped values, of dimensions :func:`_joined_dims` took
-    whose values hold no control.
+def _escaped_text(dims: str, n: int) -> Optional[str]:
+    """``dims`` (:func:`_joined_dims` of n pairs, known free of controls and
+    lone surrogates) with its values escaped; None when that cannot be told
+    from the text alone or a value is longer than 255 characters.
 
-    The pairs are joined with two controls standing for "=" and ",": no value
-    holds one, and the keys (valid: ``[a-z0-9_:.-]``) hold no character that
-    needs an escape, so one ``str.replace`` per escaped character over the
-    whole text escapes exactly the values, and two more put the separators
-    in.  ``str.replace`` returns its text untouched when the character is
-    absent: a few scans at C speed, where a value-by-value loop cost a Python
-    call for each value.
+    Everything comes from the text, never from a second reading of the pairs
+    (a dict another thread changes, a pair or a ``str`` subclass that answers
+    differently the second time): what the Encoder writes, and keeps in its
+    memo, is the text it checked.  With exactly n "=" and n - 1 "," no value
+    holds either, so the text splits into pairs one way only, and escaping
+    its spaces, quotes and backslashes escapes exactly the values (valid keys
+    hold none of them).  A value holding "," or "=" is left to the exact
+    helpers, which read the pairs once, themselves.
     """
-    if type(dimensions) is dict:
-        pairs: Any = dimensions.items()
-    else:
-        pairs = zip(map(_first, dimensions), map(_second, dimensions))
-    text = "\x02".join(map("\x01".join, pairs))
-    return (text.replace("\\", "\\\\").replace('"', '\\"').replace(" ", "\\ ")
-            .replace(",", "\\,").replace("=", "\\=").replace("\x01", "=").replace("\x02", ","))
-
-
-if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # the characters _escaped_pairs escapes
-    raise ImportError("_escaped_pairs does not escape exactly ESCAPED_BY_ENCODER")
-
-
-def _values_fit(dimensions: Any) -> bool:
-    """Whether no value of dimensions :func:`_joined_dims` took is longer than 255."""
-    vs = dimensions.values() if type(dimensions) is dict else map(_second, dimensions)
-    return max(map(len, vs)) <= MAX_DIMENSION_VALUE
-
-
-def _escaped_dims(data: bytes, dims: str, dimensions: Any) -> Optional[str]:
-    """The escaped form of ``dims`` (:func:`_joined_dims` of ``dimensions``),
-    or None when a value is invalid: too long, a control, a lone surrogate.
-
-    ``data`` is the UTF-8 of the Encoder line built with ``dims`` as it is
-    (b"" when a lone surrogate kept it from being encoded): the LF is its
-    only control unless a value holds one.
-    """
-    if (not data or len(data) - len(data.translate(None, _CONTROLS)) != 1
-            or (len(dims) > MAX_DIMENSION_VALUE and not _values_fit(dimensions))):
+    if dims.count("=") != n or dims.count(",") != n - 1:
         return None
-    return _escaped_pairs(dimensions)
+    if len(dims) > MAX_DIMENSION_VALUE and max(
+            len(p) - p.index("=") for p in dims.split(",")) > MAX_DIMENSION_VALUE + 1:
+        return None
+    return dims.replace("\\", "\\\\").replace('"', '\\"').replace(" ", "\\ ")
+
+
+if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # _escaped_text escapes three, and
+    # the other two never reach it (no value it takes holds "," or "=")
+    raise ImportError("_escaped_text does not escape exactly ESCAPED_BY_ENCODER")
 
 
 def _cached_head(key: Any, dimensions: Any) -> str:
@@ -864,11 +849,11 @@ class Encoder:
 
         The dimensions are joined by :func:`_joined_dims` (None: not taken
         here).  ``marks`` counts the _MARKS bytes of ``tail`` and the LF.
-        Joined dimensions checked before are in :data:`_memo` with their
-        verdict.  Others are checked here: one ``translate`` counts the
-        line's _MARKS bytes, and more than its fields hold means a value
-        needs an escape (:func:`_escaped_dims`) or is invalid.  False
-        (nothing appended): the exact helpers decide and name the error.
+        While the memo is consulted, :meth:`_memo_append` writes the line.
+        Otherwise one ``translate`` counts the line's _MARKS bytes, and more
+        than its fields hold means a value needs an escape
+        (:func:`_escaped_text`) or is invalid.  False (nothing appended):
+        the exact helpers decide and name the error.
         """
         dims = "" if dimensions is None else _joined_dims(dimensions)
         if dims is None:
@@ -878,7 +863,8 @@ class Encoder:
                 return self._memo_append(key, dims, dimensions, tail, marks, timestamp)
             _memo_stat[0] += 1  # resting: counts up to 1, then the memo is tried again
             sep = ","
-            marks += 2 * len(dimensions)
+            n = len(dimensions)
+            marks += 2 * n
         else:
             sep = ""
         if timestamp is None:
@@ -891,14 +877,18 @@ class Encoder:
         try:
             data = line.encode()
         except UnicodeEncodeError:  # a lone surrogate
-            data = b""
-        if len(data) - len(data.translate(None, _MARKS)) != marks or (
-                len(dims) > MAX_DIMENSION_VALUE and not _values_fit(dimensions)):
-            out = _escaped_dims(data, dims, dimensions)
+            return False
+        if len(data) - len(data.translate(None, _MARKS)) != marks \
+                or len(dims) > MAX_DIMENSION_VALUE:
+            # a value needs an escape, holds a control or may be too long
+            if not dims or len(data) - len(data.translate(None, _CONTROLS)) != 1:
+                return False
+            out = _escaped_text(dims, n)
             if out is None:
                 return False
-            i = len(key) + 1
-            data = (line[:i] + out + line[i + len(dims):]).encode()
+            if out is not dims:
+                i = len(key) + 1
+                data = (line[:i] + out + line[i + len(dims):]).encode()
         self._buf += data
         self._lines += 1
         return True
@@ -937,18 +927,20 @@ class Encoder:
             keep = _memo_seen[slot] == h >> 16  # the second sighting
             if not keep:
                 _memo_seen[slot] = h >> 16
-            if len(data) - len(data.translate(None, _MARKS)) == marks + 2 * n and (
-                    len(dims) <= MAX_DIMENSION_VALUE or _values_fit(dimensions)):
-                if keep:
-                    _memo[slot] = (dims, dims)
+            if len(data) - len(data.translate(None, _MARKS)) == marks + 2 * n \
+                    and len(dims) <= MAX_DIMENSION_VALUE:
+                out = dims
+            elif len(data) - len(data.translate(None, _CONTROLS)) != 1:
+                return False
             else:
-                out = _escaped_dims(data, dims, dimensions)
+                out = _escaped_text(dims, n)  # type: ignore[assignment]
                 if out is None:
                     return False
-                if keep and dims.count("=") == n and dims.count(",") == n - 1:
-                    _memo[slot] = (dims, out)  # one reading only
-                i = len(key) + 1
-                data = (line[:i] + out + line[i + len(dims):]).encode()
+                if out is not dims:
+                    i = len(key) + 1
+                    data = (line[:i] + out + line[i + len(dims):]).encode()
+            if keep:
+                _memo[slot] = (dims, out)  # all of it from the text: never a second reading
         self._buf += data
         self._lines += 1
         return True
