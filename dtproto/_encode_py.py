@@ -291,7 +291,7 @@ _templates: dict = {}       # tuple of valid dimension keys -> their _template, 
 # other bits of its hash in _memo_seen (one text in 256 finds its bits there
 # already and gets in at once), so one-off series do not evict the ones that
 # repeat.  Everything an entry holds is worked out from the text alone
-# (_escaped_text), so no reading of the pairs can put a wrong one there.  The hash is cut to 24 bits once: arithmetic on the full
+# (_escaped_dims), so no reading of the pairs can put a wrong one there.  The hash is cut to 24 bits once: arithmetic on the full
 # 64-bit hash costs an allocation per operation.
 #
 # A miss costs ~11% of a line (the hash, the lookup, the bookkeeping), so the
@@ -358,7 +358,7 @@ def _fast_dims(dimensions: Any) -> Optional[str]:
         return "," + text
     if _BAD_CHAR_RE.search(text) is not None:
         return None
-    text = _escaped_text(text, n)  # type: ignore[assignment]
+    text = _escaped_dims(text, n, dimensions)  # type: ignore[assignment]
     return None if text is None else "," + text
 
 
@@ -407,31 +407,81 @@ def _template(ks: tuple) -> Optional[list]:
     return parts
 
 
-def _escaped_text(dims: str, n: int) -> Optional[str]:
-    """``dims`` (:func:`_joined_dims` of n pairs, known free of controls and
-    lone surrogates) with its values escaped; None when that cannot be told
-    from the text alone or a value is longer than 255 characters.
+def _escaped_dims(dims: str, n: int, dimensions: Any) -> Optional[str]:
+    """``dims`` (:func:`_joined_dims` of the n pairs ``dimensions``, known
+    free of controls and lone surrogates) with its values escaped; None when
+    a value is longer than 255 characters or the pairs cannot be trusted.
 
-    Everything comes from the text, never from a second reading of the pairs
-    (a dict another thread changes, a pair or a ``str`` subclass that answers
-    differently the second time): what the Encoder writes, and keeps in its
-    memo, is the text it checked.  With exactly n "=" and n - 1 "," no value
-    holds either, so the text splits into pairs one way only, and escaping
-    its spaces, quotes and backslashes escapes exactly the values (valid keys
-    hold none of them).  A value holding "," or "=" is left to the exact
-    helpers, which read the pairs once, themselves.
+    With exactly n "=" and n - 1 "," no value holds either: the text splits
+    into pairs one way only, and escaping its spaces, quotes and backslashes
+    escapes exactly the values (valid keys hold none of them).  Everything
+    then comes from the text that was checked, never from reading the pairs
+    again (a dict another thread changes, a pair or a ``str`` subclass that
+    answers differently the second time): the Encoder's memo keeps only such
+    texts.  A text that reads more than one way (a value holds "," or "=")
+    is escaped by :func:`_escaped_again`.
     """
     if dims.count("=") != n or dims.count(",") != n - 1:
-        return None
+        return _escaped_again(dims, dimensions)
     if len(dims) > MAX_DIMENSION_VALUE and max(
             len(p) - p.index("=") for p in dims.split(",")) > MAX_DIMENSION_VALUE + 1:
         return None
     return dims.replace("\\", "\\\\").replace('"', '\\"').replace(" ", "\\ ")
 
 
-if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # _escaped_text escapes three, and
+def _escaped_again(dims: str, dimensions: Any) -> Optional[str]:
+    """The escaped pairs of a joined text that reads more than one way, from
+    the pairs read once more; None unless that reading joins to exactly the
+    text that was checked (so its values hold no control and its keys are
+    the template's, all valid): the line is then a valid encoding of the
+    pairs as they read now.  Never kept in the memo."""
+    try:
+        if type(dimensions) is dict:
+            ks = tuple(dimensions)
+            vs: tuple = tuple(dimensions.values())
+        else:
+            ks = tuple(map(_first, dimensions))
+            vs = tuple(map(_second, dimensions))
+        parts = _templates.get(ks)
+        if parts is None or len(vs) != len(ks):
+            return None
+        parts = parts[:]
+        parts[1::2] = vs
+        if "".join(parts) != dims:
+            return None
+    except Exception:  # whatever the pairs do the second time: the exact helpers decide
+        return None
+    if len(dims) > MAX_DIMENSION_VALUE and max(map(str.__len__, vs)) > MAX_DIMENSION_VALUE:
+        return None
+    if set(map(type, vs)) == _STR_ONLY:  # a subclass is never asked its hash or equality
+        parts[1::2] = map(_escaped_values.__getitem__, vs)
+    else:
+        parts[1::2] = [str.translate(v, _ESCAPE_TABLE) for v in vs]
+    return "".join(parts)
+
+
+class _EscapedValues(dict):
+    """value -> its escaped text, bounded: values that need an escape are
+    mostly a few categories ("a b", "x,y"), so a hit is one dict lookup."""
+
+    def __missing__(self, value: str) -> str:
+        if _ESCAPED_RE.search(value) is None:
+            return value  # nothing to escape (an id, say): nothing worth keeping
+        text = str.translate(value, _ESCAPE_TABLE)
+        if len(self) >= _CACHE_MAX:
+            self.clear()
+        self[value] = text
+        return text
+
+
+_escaped_values = _EscapedValues()
+_ESCAPED_RE = re.compile(r'[,= \\"]')
+_STR_ONLY = {str}
+
+
+if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # _escaped_dims escapes three, and
     # the other two never reach it (no value it takes holds "," or "=")
-    raise ImportError("_escaped_text does not escape exactly ESCAPED_BY_ENCODER")
+    raise ImportError("_escaped_dims does not escape exactly ESCAPED_BY_ENCODER")
 
 
 def _cached_head(key: Any, dimensions: Any) -> str:
@@ -852,7 +902,7 @@ class Encoder:
         While the memo is consulted, :meth:`_memo_append` writes the line.
         Otherwise one ``translate`` counts the line's _MARKS bytes, and more
         than its fields hold means a value needs an escape
-        (:func:`_escaped_text`) or is invalid.  False (nothing appended):
+        (:func:`_escaped_dims`) or is invalid.  False (nothing appended):
         the exact helpers decide and name the error.
         """
         dims = "" if dimensions is None else _joined_dims(dimensions)
@@ -883,7 +933,7 @@ class Encoder:
             # a value needs an escape, holds a control or may be too long
             if not dims or len(data) - len(data.translate(None, _CONTROLS)) != 1:
                 return False
-            out = _escaped_text(dims, n)
+            out = _escaped_dims(dims, n, dimensions)
             if out is None:
                 return False
             if out is not dims:
@@ -933,14 +983,16 @@ class Encoder:
             elif len(data) - len(data.translate(None, _CONTROLS)) != 1:
                 return False
             else:
-                out = _escaped_text(dims, n)  # type: ignore[assignment]
+                out = _escaped_dims(dims, n, dimensions)  # type: ignore[assignment]
                 if out is None:
                     return False
                 if out is not dims:
                     i = len(key) + 1
                     data = (line[:i] + out + line[i + len(dims):]).encode()
+                if dims.count("=") != n or dims.count(",") != n - 1:
+                    keep = False  # escaped from a second reading (_escaped_again)
             if keep:
-                _memo[slot] = (dims, out)  # all of it from the text: never a second reading
+                _memo[slot] = (dims, out)  # all of it from the text checked
         self._buf += data
         self._lines += 1
         return True
