@@ -908,22 +908,23 @@ class Encoder:
         dims = "" if dimensions is None else _joined_dims(dimensions)
         if dims is None:
             return False
+        if timestamp is None:
+            end = f"{tail}\n"
+        elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
+            end = f"{tail} {timestamp}\n"
+            marks += 1
+        else:
+            return False
         if dims:
             if _memo_stat[0] > 0:
-                return self._memo_append(key, dims, dimensions, tail, marks, timestamp)
+                return self._memo_append(key, dims, dimensions, end, marks)
             _memo_stat[0] += 1  # resting: counts up to 1, then the memo is tried again
             sep = ","
             n = len(dimensions)
             marks += 2 * n
         else:
             sep = ""
-        if timestamp is None:
-            line = f"{key}{sep}{dims}{tail}\n"
-        elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
-            line = f"{key}{sep}{dims}{tail} {timestamp}\n"
-            marks += 1
-        else:
-            return False
+        line = f"{key}{sep}{dims}{end}"
         try:
             data = line.encode()
         except UnicodeEncodeError:  # a lone surrogate
@@ -943,12 +944,11 @@ class Encoder:
         self._lines += 1
         return True
 
-    def _memo_append(self, key: str, dims: str, dimensions: Any, tail: str, marks: int,
-                     timestamp: Any) -> bool:
-        """:meth:`_fast_append` of a line with dimensions (``dims`` joined)
-        while the memo is consulted (:data:`_memo`): a hit writes the text
-        found there unchecked; a miss checks the line, and the second
-        sighting of a text keeps it."""
+    def _memo_append(self, key: str, dims: str, dimensions: Any, end: str, marks: int) -> bool:
+        """:meth:`_fast_append` of a line with dimensions (``dims`` joined,
+        ``end`` the payload, timestamp and LF) while the memo is consulted
+        (:data:`_memo`): a hit writes the text found there unchecked; a miss
+        checks the line, and the second sighting of a text keeps it."""
         n = len(dimensions)
         h = hash(dims) & 0xFFFFFF
         slot = (h & _MEMO_MASK) + n
@@ -962,13 +962,7 @@ class Encoder:
             stat[2] += 1
             if stat[2] >= _MEMO_WINDOW:
                 _memo_judge()
-        if timestamp is None:
-            line = f"{key},{out or dims}{tail}\n"
-        elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
-            line = f"{key},{out or dims}{tail} {timestamp}\n"
-            marks += 1
-        else:
-            return False
+        line = f"{key},{out or dims}{end}"
         try:
             data = line.encode()
         except UnicodeEncodeError:  # a lone surrogate
