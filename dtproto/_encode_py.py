@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import warnings as _warnings
+from itertools import chain as _chain
 from operator import itemgetter
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
@@ -49,6 +50,23 @@ __all__ = ["Encoder", "encode"]
 _ESCAPE_TABLE = str.maketrans({c: "\\" + c for c in ESCAPED_BY_ENCODER})
 _valid_keys: dict = {}      # metric key -> True, bounded
 _dim_segments: dict = {}    # (key, value) -> ",key=escaped", bounded
+
+
+def _text(x: Any) -> Any:
+    """``x`` itself, or the text of a ``str`` subclass as an exact ``str``.
+
+    A ``str`` subclass is its characters, as the C core reads it: no method
+    of it is asked (``__eq__``, ``__hash__``, ``__len__``, ``__add__``).  Every
+    path that looks a name or a value up in a cache or compares it reads it
+    through here first: a subclass whose equality is case-insensitive (or
+    lies) would otherwise find another series' entry and be written as that
+    series' text.  ``str.__str__`` copies the characters without calling the
+    subclass; anything that is not a ``str`` is returned as it is (and
+    refused by the caller).
+    """
+    if type(x) is str or not issubclass(type(x), str):
+        return x
+    return str.__str__(x)
 
 
 def _encode_error(code: ErrorCode, field: str, text: str, offset: int = 0,
@@ -157,14 +175,12 @@ def _timestamp_text(ts: Any) -> str:
 
 
 def _check_metric_key(key: Any) -> str:
-    try:
-        if _valid_keys.get(key) is not None:
-            return key
-    except TypeError:  # unhashable, so not a str: rejected just below
-        pass
-    if not isinstance(key, str):
+    key = _text(key)
+    if type(key) is not str:
         raise EncodeError("the metric key must be a str, not %s" % type(key).__name__,
                           "key", E.INVALID_METRIC_KEY)
+    if key in _valid_keys:
+        return key
     problem = _metric_key_problem(key)
     if problem is not None:
         code, off, extra = problem
@@ -176,7 +192,8 @@ def _check_metric_key(key: Any) -> str:
 
 
 def _escape_value(value: Any, field: str, max_len: Optional[int]) -> str:
-    if not isinstance(value, str):
+    value = _text(value)
+    if type(value) is not str:
         raise EncodeError("a value must be a str, not %s" % type(value).__name__, field,
                           E.INVALID_RECORD)
     problem = _value_char_problem(value)
@@ -189,14 +206,14 @@ def _escape_value(value: Any, field: str, max_len: Optional[int]) -> str:
 
 
 def _dimension_segment(key: Any, value: Any, index: int) -> str:
-    try:
+    """``,key=value`` escaped; ``key`` and ``value`` as :func:`_dimension_pairs`
+    reads them (a ``str`` subclass already its text)."""
+    if type(key) is str and type(value) is str:  # only a str's equality is its text's
         seg = _dim_segments.get((key, value))
-    except TypeError:  # unhashable: validated below and rejected
-        seg = None
-    if seg is not None:
-        return seg
+        if seg is not None:
+            return seg
     field = "dimensions[%d]" % index
-    if not isinstance(key, str):
+    if type(key) is not str:
         raise EncodeError("a dimension key must be a str, not %s" % type(key).__name__,
                           field + ".key", E.INVALID_DIMENSION_KEY)
     problem = _dimension_key_problem(key)
@@ -244,7 +261,7 @@ def _dimension_pairs(dimensions: Any, limit: Optional[int]) -> Iterator[Tuple[in
         except (TypeError, ValueError):
             raise EncodeError("a dimension must be a (key, value) pair",
                               "dimensions[%d]" % index, E.INVALID_RECORD) from None
-        yield index, k, v
+        yield index, _text(k), _text(v)
 
 
 def _head(key: Any, dimensions: Any) -> str:
@@ -271,7 +288,7 @@ def _plain_dims_re(n: int) -> Any:
     return rx
 
 
-_templates: dict = {}       # tuple of valid dimension keys -> their _template, bounded
+_templates: dict = {}       # valid dimension keys joined by NUL -> their _template, bounded
 # The Encoder's memo of the joined dimensions (_joined_dims) it has checked,
 # direct-mapped: the text of n pairs lives at slot (hash(text) & _MEMO_MASK)
 # + n as (text, the text to write): the text itself when it was plain, its
@@ -367,43 +384,56 @@ def _joined_dims(dimensions: Any) -> Optional[str]:
     escaped yet), "" for none; None for anything else, more than 50 pairs, a
     name or value that is not a ``str`` or a dimension key that is not valid.
 
-    The values are joined into the template of their keys (:func:`_template`).
+    The values are joined into the template of their keys (:func:`_template`),
+    found by the keys' text: ``str.join`` reads a ``str`` subclass as its
+    characters and asks it nothing, so a key is never taken for another one
+    that its ``__eq__`` claims to equal.
     """
     t = type(dimensions)
     try:
         if t is dict:
             if len(dimensions) > MAX_DIMENSIONS:
                 return None
-            ks = tuple(dimensions)
+            # TypeError: a key that is not a str.  (Joining a tuple of the
+            # keys is ~400 instructions cheaper than joining the dict itself,
+            # which str.join first copies into a list.)
+            kt = "\0".join(tuple(dimensions))
             vs: Any = dimensions.values()
         elif t is tuple and len(dimensions) <= MAX_DIMENSIONS \
                 and set(map(len, dimensions)) <= {2}:
-            ks = tuple(map(_first, dimensions))
+            kt = "\0".join(map(_first, dimensions))
             vs = tuple(map(_second, dimensions))
         else:
             return None
-        parts = _templates.get(ks) or _template(ks)  # TypeError: an unhashable key
+        parts = _templates.get(kt) or _template(kt, len(vs))
         if parts is None:
             return None
         parts = parts[:]
+        # ValueError: the template of another number of keys (a key holding
+        # NUL joins like two keys; it is invalid, the exact helpers say so)
         parts[1::2] = vs
         return "".join(parts)  # TypeError: a value that is not a str
-    except Exception:  # a pair without len() or [0] (a dict), an unhashable key, ...
+    except Exception:  # a pair without len() or [0] (a dict), ...
         return None  # the exact helpers read the pairs again and decide
 
 
-def _template(ks: tuple) -> Optional[list]:
-    """``["k1=", None, ",k2=", None, ...]`` for the values of dimension keys
-    ``ks``, cached; None when a key is not a valid ``str`` (the scanner's
-    regex, :func:`_fast_dimension_key`)."""
+def _template(kt: str, n: int) -> Optional[list]:
+    """``["k1=", None, ",k2=", None, ...]`` for the values of the n dimension
+    keys whose text joined by NUL is ``kt``, cached by ``kt``; None when a
+    key is not valid (the scanner's regex, :func:`_fast_dimension_key`)."""
+    if not n:
+        return []
+    ks = kt.split("\0")
+    if len(ks) != n:
+        return None  # a key holds NUL: invalid
     parts: list = []
     for k in ks:
-        if type(k) is not str or not _fast_dimension_key(k):
+        if not _fast_dimension_key(k):
             return None
         parts += ("," + k + "=" if parts else k + "=", None)
     if len(_templates) >= _CACHE_MAX:
         _templates.clear()
-    _templates[ks] = parts
+    _templates[kt] = parts
     return parts
 
 
@@ -437,13 +467,13 @@ def _escaped_again(dims: str, dimensions: Any) -> Optional[str]:
     pairs as they read now.  Never kept in the memo."""
     try:
         if type(dimensions) is dict:
-            ks = tuple(dimensions)
+            kt = "\0".join(dimensions)
             vs: tuple = tuple(dimensions.values())
         else:
-            ks = tuple(map(_first, dimensions))
+            kt = "\0".join(map(_first, dimensions))
             vs = tuple(map(_second, dimensions))
-        parts = _templates.get(ks)
-        if parts is None or len(vs) != len(ks):
+        parts = _templates.get(kt)
+        if parts is None or len(parts) != 2 * len(vs):
             return None
         parts = parts[:]
         parts[1::2] = vs
@@ -477,11 +507,40 @@ class _EscapedValues(dict):
 _escaped_values = _EscapedValues()
 _ESCAPED_RE = re.compile(r'[,= \\"]')
 _STR_ONLY = {str}
+_TUPLE_ONLY = {tuple}
 
 
 if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # _escaped_dims escapes three, and
     # the other two never reach it (no value it takes holds "," or "=")
     raise ImportError("_escaped_dims does not escape exactly ESCAPED_BY_ENCODER")
+
+
+def _series_key(key: Any, dimensions: Any) -> Optional[tuple]:
+    """The key of a series in the head caches: ``(key, pairs)`` when the key
+    and every dimension name and value are exact ``str`` (dimensions None, a
+    dict, or a tuple of tuples) and there are at most 50 pairs; None
+    otherwise, and the line is read by the exact helpers, uncached.
+
+    Only exact ``str`` and ``tuple`` objects compare by their contents
+    without running code of the caller's: a ``str`` subclass with its own
+    equality (case-insensitive, say) would find another series' head.  A
+    tuple of other than two names is never in a cache (no such head is valid).
+    """
+    if type(key) is not str:
+        return None
+    if dimensions is None:
+        return (key, None)
+    t = type(dimensions)
+    if len(dimensions) > MAX_DIMENSIONS if t is dict or t is tuple else True:
+        return None  # refused by the exact helpers: no cache key of a hostile size
+    if t is dict:
+        if _STR_ONLY.issuperset(map(type, dimensions)) \
+                and _STR_ONLY.issuperset(map(type, dimensions.values())):
+            return (key, tuple(dimensions.items()))
+    elif _TUPLE_ONLY.issuperset(map(type, dimensions)) \
+            and _STR_ONLY.issuperset(map(type, _chain(*dimensions))):
+        return (key, dimensions)
+    return None
 
 
 def _cached_head(key: Any, dimensions: Any) -> str:
@@ -491,20 +550,10 @@ def _cached_head(key: Any, dimensions: Any) -> str:
     of validating and escaping every dimension again.  Only successful results
     are cached, so every error still comes from _head.
     """
-    t = type(dimensions)
-    if dimensions is not None and (t is dict or t is tuple) and len(dimensions) > MAX_DIMENSIONS:
-        return _head(key, dimensions)  # refused: no cache key of a hostile size
-    if t is dict:
-        dk: Any = tuple(dimensions.items())
-    elif t is tuple or dimensions is None:
-        dk = dimensions
-    else:
+    ck = _series_key(key, dimensions)
+    if ck is None:
         return _head(key, dimensions)
-    ck = (key, dk)
-    try:
-        head = _heads.get(ck)
-    except TypeError:  # something unhashable: not valid anyway, _head says why
-        return _head(key, dimensions)
+    head = _heads.get(ck)
     if head is None:
         head = _fast_head(key, dimensions) or _head(key, dimensions)
         _remember_head(ck, head)
@@ -556,7 +605,8 @@ def _summary_payload(mn: Any, mx: Any, sm: Any, cnt: Any) -> str:
 
 def _metadata_line(key: Any, metric_type: Any, properties: Iterable[Any]) -> str:
     key = _check_metric_key(key)
-    if not isinstance(metric_type, str) or metric_type not in META_TYPES:
+    metric_type = _text(metric_type)
+    if type(metric_type) is not str or metric_type not in META_TYPES:
         raise EncodeError("metric_type must be 'gauge' or 'count', not %r" % (metric_type,),
                           "metric_type", E.INVALID_METADATA_LINE)
     parts = []
@@ -572,7 +622,9 @@ def _metadata_line(key: Any, metric_type: Any, properties: Iterable[Any]) -> str
         except (TypeError, ValueError):
             raise EncodeError("a metadata property must be a (name, value) pair", field,
                               E.INVALID_METADATA_LINE) from None
-        if not isinstance(name, str) or name not in META_PROPERTIES:
+        name = _text(name)
+        value = _text(value)
+        if type(name) is not str or name not in META_PROPERTIES:
             raise EncodeError("unknown metadata property: %r" % (name,), field,
                               E.UNKNOWN_METADATA_PROPERTY)
         text = _escape_value(value, field, None)
@@ -649,6 +701,8 @@ class _Options:
 
     def _dimension(self, k: Any, v: Any, changes: Optional[list],
                    index: Optional[int] = None) -> Tuple[Any, Any]:
+        k = _text(k)  # configured dimensions come here unread (as_dimensions)
+        v = _text(v)
         field = "dimensions" if index is None else "dimensions[%d]" % index
         if not self.normalize:
             if index is not None:  # errors name the caller's own index, as without options
@@ -656,10 +710,10 @@ class _Options:
             return k, v
         from . import normalize as N
 
-        if not isinstance(k, str):
+        if type(k) is not str:
             raise EncodeError("a dimension key must be a str, not %s" % type(k).__name__,
                               field + ".key", E.INVALID_DIMENSION_KEY)
-        if not isinstance(v, str):
+        if type(v) is not str:
             raise EncodeError("a value must be a str, not %s" % type(v).__name__,
                               field + ".value", E.INVALID_RECORD)
         nk = N.normalize_dimension_key(k)
@@ -676,20 +730,9 @@ class _Options:
         Raises EncodeError as the plain encoder does for what normalization
         does not cover (or for everything when ``normalize`` is off).
         """
-        t = type(dimensions)
-        ck: Any = None
-        if dimensions is not None and (t is dict or t is tuple) \
-                and len(dimensions) > MAX_DIMENSIONS:
-            pass  # refused below (or merged down by normalization): never a cache key
-        elif t is dict:
-            ck = (key, tuple(dimensions.items()))
-        elif t is tuple or dimensions is None:
-            ck = (key, dimensions)
+        ck = _series_key(key, dimensions)
         if ck is not None:
-            try:
-                hit = self._cache.get(ck)
-            except TypeError:
-                ck = hit = None
+            hit = self._cache.get(ck)
             if hit is not None:
                 for change in hit[1]:  # every line's changes are counted
                     self.log.record(*change)
@@ -706,12 +749,13 @@ class _Options:
 
     def _key(self, key: Any, changes: list) -> Any:
         """The prefixed (and, with ``normalize``, normalized) key; None: drop the line."""
-        full = self.prefix + "." + key if self.prefix and isinstance(key, str) else key
+        key = _text(key)
+        full = self.prefix + "." + key if self.prefix and type(key) is str else key
         if not self.normalize:
             return full
         from . import normalize as N
 
-        if not isinstance(key, str):
+        if type(key) is not str:
             raise EncodeError("the metric key must be a str, not %s" % type(key).__name__,
                               "key", E.INVALID_METRIC_KEY)
         if _metric_key_problem(full) is None:
@@ -766,7 +810,8 @@ class _Options:
             if value is None:
                 out.append(None)
                 continue
-            fixed = fn(value) if isinstance(value, str) else None
+            value = _text(value)
+            fixed = fn(value) if type(value) is str else None
             if fixed != value:
                 self.log.record(field, value, fixed)
             out.append(fixed)
@@ -847,14 +892,8 @@ class Encoder:
         """
         if self._opts is None:
             return _cached_head(key, dimensions)
-        t = type(dimensions)
-        if dimensions is not None and (t is dict or t is tuple) and len(dimensions) > MAX_DIMENSIONS:
-            return self._opts.head(key, dimensions)
-        ck = (key, tuple(dimensions.items()) if t is dict else dimensions)
-        try:
-            hit = self._opts._cache[ck]
-        except (KeyError, TypeError):
-            hit = None
+        ck = _series_key(key, dimensions)
+        hit = None if ck is None else self._opts._cache.get(ck)
         if hit is not None and not hit[1]:
             return hit[0]
         return self._opts.head(key, dimensions)  # records the changes, if any
@@ -899,11 +938,12 @@ class Encoder:
 
         The dimensions are joined by :func:`_joined_dims` (None: not taken
         here).  ``marks`` counts the _MARKS bytes of ``tail`` and the LF.
-        While the memo is consulted, :meth:`_memo_append` writes the line.
-        Otherwise one ``translate`` counts the line's _MARKS bytes, and more
-        than its fields hold means a value needs an escape
-        (:func:`_escaped_dims`) or is invalid.  False (nothing appended):
-        the exact helpers decide and name the error.
+        While the memo (:data:`_memo`) is consulted, a text of dimensions
+        found there is written unchecked, and a text checked here is kept
+        the second time its slot sees it.  A line checked here: one
+        ``translate`` counts its _MARKS bytes, and more than its fields hold
+        means a value needs an escape (:func:`_escaped_dims`) or is invalid.
+        False (nothing appended): the exact helpers decide and name the error.
         """
         dims = "" if dimensions is None else _joined_dims(dimensions)
         if dims is None:
@@ -915,78 +955,52 @@ class Encoder:
             marks += 1
         else:
             return False
+        slot = 0  # no memo slot (a slot is n >= 1 past its hash bits)
         if dims:
-            if _memo_stat[0] > 0:
-                return self._memo_append(key, dims, dimensions, end, marks)
-            _memo_stat[0] += 1  # resting: counts up to 1, then the memo is tried again
-            sep = ","
             n = len(dimensions)
             marks += 2 * n
+            stat = _memo_stat
+            if stat[0] > 0:
+                h = hash(dims) & 0xFFFFFF
+                slot = (h & _MEMO_MASK) + n
+                seen = _memo[slot]
+                if seen[0] == dims:
+                    stat[1] += 1
+                    # a checked text and a valid (ASCII) key: it encodes
+                    self._buf += f"{key},{seen[1]}{end}".encode()
+                    self._lines += 1
+                    return True
+                stat[2] += 1
+                if stat[2] >= _MEMO_WINDOW:
+                    _memo_judge()
+            else:
+                stat[0] += 1  # resting: counts up to 1, then the memo is tried again
+            line = f"{key},{dims}{end}"
         else:
-            sep = ""
-        line = f"{key}{sep}{dims}{end}"
+            line = f"{key}{end}"
         try:
             data = line.encode()
         except UnicodeEncodeError:  # a lone surrogate
             return False
+        out = dims
         if len(data) - len(data.translate(None, _MARKS)) != marks \
                 or len(dims) > MAX_DIMENSION_VALUE:
             # a value needs an escape, holds a control or may be too long
             if not dims or len(data) - len(data.translate(None, _CONTROLS)) != 1:
                 return False
-            out = _escaped_dims(dims, n, dimensions)
+            out = _escaped_dims(dims, n, dimensions)  # type: ignore[assignment]
             if out is None:
                 return False
             if out is not dims:
                 i = len(key) + 1
                 data = (line[:i] + out + line[i + len(dims):]).encode()
-        self._buf += data
-        self._lines += 1
-        return True
-
-    def _memo_append(self, key: str, dims: str, dimensions: Any, end: str, marks: int) -> bool:
-        """:meth:`_fast_append` of a line with dimensions (``dims`` joined,
-        ``end`` the payload, timestamp and LF) while the memo is consulted
-        (:data:`_memo`): a hit writes the text found there unchecked; a miss
-        checks the line, and the second sighting of a text keeps it."""
-        n = len(dimensions)
-        h = hash(dims) & 0xFFFFFF
-        slot = (h & _MEMO_MASK) + n
-        seen = _memo[slot]
-        stat = _memo_stat
-        if seen[0] == dims:
-            out = seen[1]
-            stat[1] += 1
-        else:
-            out = None
-            stat[2] += 1
-            if stat[2] >= _MEMO_WINDOW:
-                _memo_judge()
-        line = f"{key},{out or dims}{end}"
-        try:
-            data = line.encode()
-        except UnicodeEncodeError:  # a lone surrogate
-            return False
-        if out is None:
-            keep = _memo_seen[slot] == h >> 16  # the second sighting
-            if not keep:
-                _memo_seen[slot] = h >> 16
-            if len(data) - len(data.translate(None, _MARKS)) == marks + 2 * n \
-                    and len(dims) <= MAX_DIMENSION_VALUE:
-                out = dims
-            elif len(data) - len(data.translate(None, _CONTROLS)) != 1:
-                return False
-            else:
-                out = _escaped_dims(dims, n, dimensions)  # type: ignore[assignment]
-                if out is None:
-                    return False
-                if out is not dims:
-                    i = len(key) + 1
-                    data = (line[:i] + out + line[i + len(dims):]).encode()
-                if dims.count("=") != n or dims.count(",") != n - 1:
-                    keep = False  # escaped from a second reading (_escaped_again)
-            if keep:
-                _memo[slot] = (dims, out)  # all of it from the text checked
+        if slot:
+            if _memo_seen[slot] != h >> 16:
+                _memo_seen[slot] = h >> 16  # the first sighting
+            elif out is dims or (dims.count("=") == n and dims.count(",") == n - 1):
+                # the second, and not a text escaped from a second reading
+                # of the pairs (_escaped_again): all of it from the text checked
+                _memo[slot] = (dims, out)
         self._buf += data
         self._lines += 1
         return True

@@ -593,3 +593,117 @@ def test_key_objects_shared_by_threads(impl):
                 lines.append(b"%s,%s=v,ok=w gauge,%d\n" % (keys[(i + t) % len(keys)].encode(),
                                                              dk.encode(), i))
         assert results[t] == (b"".join(lines), errors)
+
+
+# ---------------------------------------------------------------------------
+# a str subclass is its text (no method of it is asked)
+# ---------------------------------------------------------------------------
+
+class _CaseBlind(str):
+    """A str whose equality and hash ignore case, as some libraries' keys do."""
+
+    def __eq__(self, other):
+        return isinstance(other, str) and self.lower() == other.lower()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        return hash(self.lower())
+
+
+class _Claims(str):
+    """A str that claims to equal any other, hashes as "host", says it is 1 long."""
+
+    def __eq__(self, other):
+        return True
+
+    def __ne__(self, other):
+        return False
+
+    def __hash__(self):
+        return hash("host")
+
+    def __len__(self):
+        return 1
+
+
+# (what the odd object is, the text its equality claims to be, the odd object)
+_ODD_TEXTS = [
+    ("key", "cpu.temp", _CaseBlind("CPU.TEMP")),
+    ("key", "host", _Claims("bad key!")),
+    ("key", "host", _Claims("app." + "k" * 300)),
+    ("dim_key", "host", _CaseBlind("HOST")),
+    ("dim_key", "host", _Claims("dc")),
+    ("dim_value", "prod", _CaseBlind("PROD")),
+    ("dim_value", "host", _Claims("x" * 300)),
+    ("dim_value", "host", _Claims("a b")),
+]
+_OPTIONS = [{}, {"prefix": "app"}, {"normalize": True}, {"default_dimensions": {"dc": "x"}}]
+
+
+def _written(impl, options, call, role, text):
+    """What one call writes (its line, or the error's code and field), with
+    ``text`` in the place ``role`` names."""
+    key, dims = "cpu.temp", {"host": "prod"}
+    if role == "key":
+        key = text
+    elif role == "dim_key":
+        dims = {text: "prod"}
+    else:
+        dims = {"host": text}
+    enc = impl.Encoder(**options)
+    try:
+        call(enc, key, dims)
+    except EncodeError as e:
+        return ("error", e.code, e.field)
+    return enc.getvalue()
+
+
+_CALLS = {
+    "gauge float": lambda enc, k, d: enc.gauge(k, 1.5, d),
+    "gauge int": lambda enc, k, d: enc.gauge(k, 1, d),
+    "count tuple": lambda enc, k, d: enc.count(k, 2.0, tuple(d.items()), 1_700_000_000_000),
+    "summary": lambda enc, k, d: enc.summary(k, 1.0, 2.0, 3.0, 2, d),
+    "summary int": lambda enc, k, d: enc.summary(k, 1, 2, 3, 2, d),
+}
+
+
+@pytest.mark.parametrize("options", _OPTIONS, ids=lambda o: ",".join(o) or "plain")
+@pytest.mark.parametrize("call", list(_CALLS), ids=str)
+@pytest.mark.parametrize("role, claimed, odd", _ODD_TEXTS,
+                         ids=["%s-%s" % (r, type(o).__name__) for r, _, o in _ODD_TEXTS])
+def test_a_str_subclass_is_written_as_its_text(impl, options, call, role, claimed, odd):
+    """A ``str`` subclass is written (or refused) exactly as its characters
+    are, even after the series its equality claims to be has filled every
+    cache: a case-insensitive value was written as the cached lower-case
+    series, a key claiming equality as another series' key, and a value
+    claiming a length of 1 passed at 300 characters.  The C core reads the
+    characters; the pure encoder looked them up by equality."""
+    fn = _CALLS[call]
+    for _ in range(3):  # the series it claims to be, seen often enough to be cached
+        _written(impl, options, fn, role, claimed)
+    assert _written(impl, options, fn, role, odd) == _written(impl, options, fn, role,
+                                                                 str.__str__(odd))
+
+
+@pytest.mark.parametrize("field, claimed, odd", [
+    ("metric_type", "gauge", _CaseBlind("GAUGE")),
+    ("metric_type", "gauge", _Claims("counter")),
+    ("unit", "host", _Claims("x" * 300)),
+    ("display_name", "host", _Claims("x" * 400)),
+], ids=["type-CaseBlind", "type-Claims", "unit-Claims", "display_name-Claims"])
+@pytest.mark.parametrize("options", [{}, {"normalize": True}], ids=["plain", "normalize"])
+def test_a_str_subclass_in_metadata_is_its_text(impl, options, field, claimed, odd):
+    def written(x):
+        args = {"metric_type": "gauge", "unit": "MilliSecond"}
+        args[field] = x
+        enc = impl.Encoder(**options)
+        try:
+            enc.metadata("cpu.temp", **args)
+        except EncodeError as e:
+            return ("error", e.code, e.field)
+        return enc.getvalue()
+    for _ in range(3):
+        written(claimed)
+    assert written(odd) == written(str.__str__(odd))
