@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -562,3 +562,60 @@ def test_validate_combines_its_segments_with_report_merge(
     whole = dtproto.validate(f.read_bytes(), max_errors=7)
     assert doc["response"] == whole.to_response()
     assert [e["line"] for e in doc["errors"]] == [e.line for e in whole.errors]
+
+
+def test_serve_sigterm_handler_takes_no_lock(capsys: Any) -> None:
+    """``dtproto serve``'s SIGTERM handler only records the signal.
+
+    A handler runs in the main thread between two bytecodes, possibly while
+    that thread holds a lock.  The handler used to call
+    ``threading.Event.set()`` while the loop sat in ``Event.wait()``: when
+    the signal landed where ``wait`` held the event's lock, the handler
+    waited for that lock forever and ``serve`` never stopped (seen as a
+    30 s timeout of the serve tests on a loaded machine).  The handler is
+    run here under a profiler that sees every call it makes, and ``_serve``
+    must then stop by itself.
+    """
+    import argparse
+
+    from dtproto.cli import serve as serve_cli
+
+    made: List[str] = []
+
+    class FakeServer:
+        url = "http://127.0.0.1:1/api/v2/metrics/ingest"
+        oneagent_url = "http://127.0.0.1:1/metrics/ingest"
+        stats: Dict[str, int] = {}
+        stopped = False
+
+        def start(self) -> None:
+            handler = signal.getsignal(signal.SIGTERM)
+
+            def profile(frame: Any, event: str, arg: Any) -> None:
+                if event == "c_call":
+                    made.append(getattr(arg, "__qualname__", repr(arg)))
+                elif event == "call":
+                    made.append(frame.f_code.co_name)
+
+            sys.setprofile(profile)
+            try:
+                handler(signal.SIGTERM, None)   # type: ignore[operator]
+            finally:
+                sys.setprofile(None)
+
+        def requests_since(self, seen: int) -> Tuple[int, list, int]:
+            return seen, [], 0
+
+        def shutdown(self) -> None:
+            self.stopped = True
+
+    srv = FakeServer()
+    args = argparse.Namespace(token=[], store=None, fault=[], quiet=True)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert serve_cli._serve(args, srv) == 0
+    assert srv.stopped and signal.getsignal(signal.SIGTERM) == previous
+    assert made, "the profiler saw nothing: the test does not test"
+    locking = [name for name in made if name.rsplit(".", 1)[-1] in
+               ("acquire", "__enter__", "set", "wait", "notify", "notify_all")]
+    assert not locking, made
+    assert "stopped after 0 requests" in capsys.readouterr().err

@@ -51,12 +51,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, srv: Any) -> int:
     import signal
-    import threading
+    import time
 
-    stop = threading.Event()
+    # The handler only appends to a list: it runs in the main thread between
+    # two bytecodes, possibly while that thread holds a lock, so it must take
+    # none.  (It used to call threading.Event.set(), which deadlocked when
+    # SIGTERM arrived while the loop below was inside Event.wait() holding
+    # the event's lock: the process never stopped.)
+    stop: list = []
 
     def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
+        stop.append(signum)
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     out = sys.stdout
@@ -74,7 +79,8 @@ def _serve(args: argparse.Namespace, srv: Any) -> int:
     seen, served = 0, 0
     try:
         while True:
-            stopping = stop.wait(0.2)
+            time.sleep(0.2)  # a signal's handler runs at once; the sleep then ends on time
+            stopping = bool(stop)
             seen, n = _log_requests(srv, seen, args.quiet)
             served += n
             if stopping:
