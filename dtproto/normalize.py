@@ -91,6 +91,11 @@ def _memoized(fn: Callable[[str], _T]) -> Callable[[str], _T]:
     cache: Dict[str, _T] = {}
 
     def wrapper(s: str, _cache: Dict[str, _T] = cache, _fn: Callable[[str], _T] = fn) -> _T:
+        if type(s) is not str:
+            # A str subclass is normalized as its text, uncached: its own
+            # __eq__/__hash__ could find another string's entry, and its
+            # methods are not asked.  Anything else is the function's to refuse.
+            return _fn(str.__str__(s) if issubclass(type(s), str) else s)
         try:
             return _cache[s]
         except KeyError:

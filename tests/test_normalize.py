@@ -588,3 +588,24 @@ def test_oneagent_metadata_never_raises_on_garbage(tmp_path: Path) -> None:
     os.mkdir(tmp_path / "d")
     (tmp_path / ONEAGENT_INDIRECTION_FILE).write_text(str(tmp_path / "d"), encoding="utf-8")
     assert read_oneagent_metadata(tmp_path, alternative=None) == {}
+
+
+class _CaseBlind(str):
+    def __eq__(self, other):
+        return isinstance(other, str) and self.lower() == other.lower()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        return hash(self.lower())
+
+
+@pytest.mark.parametrize("fn", [normalize_metric_key, normalize_dimension_key,
+                                normalize_dimension_value, normalize_display_name,
+                                normalize_description, normalize_unit])
+def test_a_str_subclass_is_normalized_as_its_text(fn):
+    """The memo holds exact strings only: a subclass equal (by its own
+    __eq__) to a string normalized before is normalized as its own text."""
+    fn("abc def x")
+    assert fn(_CaseBlind("ABC DEF x")) == fn("ABC DEF x")
