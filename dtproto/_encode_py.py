@@ -925,19 +925,21 @@ class Encoder:
                     text = text[:-2]
                 elif "e" in text:
                     text = _format_number(value, "value")
-            if self._fast_append(key, dimensions, payload + text, marks, timestamp):
+            if self._fast_append(key, dimensions, payload, text, marks, timestamp):
                 return
         head = self._head_of(key, dimensions)
         if head is None:
             return
         self._append(_finish(head, payload[1:] + _format_number(value, "value"), timestamp))
 
-    def _fast_append(self, key: str, dimensions: Any, tail: str, marks: int,
+    def _fast_append(self, key: str, dimensions: Any, payload: str, text: str, marks: int,
                      timestamp: Any) -> bool:
-        """Append ``key[,dims]tail[ timestamp]`` and LF when the line is plain; False if not.
+        """Append ``key[,dims]payload text[ timestamp]`` and LF when the line is
+        plain; False if not.
 
         The dimensions are joined by :func:`_joined_dims` (None: not taken
-        here).  ``marks`` counts the _MARKS bytes of ``tail`` and the LF.
+        here).  ``marks`` counts the _MARKS bytes of ``payload``, ``text``
+        (two pieces: one string built less) and the LF.
         While the memo (:data:`_memo`) is consulted, a text of dimensions
         found there is written unchecked, and a text checked here is kept
         the second time its slot sees it.  A line checked here: one
@@ -949,9 +951,9 @@ class Encoder:
         if dims is None:
             return False
         if timestamp is None:
-            end = f"{tail}\n"
+            end = f"{payload}{text}\n"
         elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
-            end = f"{tail} {timestamp}\n"
+            end = f"{payload}{text} {timestamp}\n"
             marks += 1
         else:
             return False
@@ -1035,8 +1037,8 @@ class Encoder:
             if ("e" not in nums and min - avg <= SUMMARY_TOLERANCE
                     and avg - max <= SUMMARY_TOLERANCE):
                 # " gauge,min=..,max=..,sum=..,count=..\n": 10 separator bytes
-                if self._fast_append(key, dimensions, f" gauge,min={nums}count={count}", 10,
-                                     timestamp):
+                if self._fast_append(key, dimensions, " gauge,min=", f"{nums}count={count}",
+                                     10, timestamp):
                     return
         head = self._head_of(key, dimensions)
         if head is not None:
