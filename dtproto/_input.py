@@ -41,15 +41,23 @@ BytesLike = Union[bytes, bytearray, memoryview]
 
 
 def as_bytes(data: Any) -> bytes:
-    """A whole body as ``bytes`` (``str`` as UTF-8, lone surrogates kept as invalid bytes)."""
-    if isinstance(data, bytes):
+    """A whole body as exact ``bytes`` (``str`` as UTF-8, lone surrogates kept
+    as invalid bytes).
+
+    A subclass is read as its contents, with the base type's own functions:
+    the Cython core reads the buffer, and a subclass's ``encode``, ``split``
+    or ``__len__`` must not give the pure decoder another body (nor may a
+    ``bytes`` subclass reach the Cython core, which takes exact ``bytes``).
+    """
+    t = type(data)
+    if t is bytes:
         return data
-    if isinstance(data, str):
+    if issubclass(t, str):
         # surrogatepass: a lone surrogate becomes bytes that are invalid UTF-8,
         # so str and bytes input are judged the same way.
-        return data.encode("utf-8", "surrogatepass")
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
+        return str.encode(data, "utf-8", "surrogatepass")
+    if issubclass(t, (bytes, bytearray, memoryview)):
+        return bytes(memoryview(data))
     raise TypeError(
         "expected bytes, bytearray, memoryview or str, not %s" % type(data).__name__
     )
@@ -113,9 +121,22 @@ def read_blocks(stream: Any, size: int = READ_BLOCK) -> Iterator[Any]:
             waited = wait_for_data(stream, waited)
             continue
         waited = 0.0
+        block = _plain_block(block)
         if not len(block):
             return
         yield block
+
+
+def _plain_block(block: Any) -> Any:
+    """``block`` as an exact ``str``, ``bytes``, ``bytearray`` or ``memoryview``:
+    a subclass becomes its contents, so no method of it is asked (a block
+    whose ``__len__`` said 0 would end the stream with lines unread)."""
+    t = type(block)
+    if t is bytes or t is str or t is bytearray or t is memoryview:
+        return block
+    if issubclass(t, str):
+        return str.__str__(block)
+    return bytes(memoryview(block))  # TypeError: not a str nor bytes-like
 
 
 def byte_chunks(source: Any) -> Iterator[bytes]:

@@ -784,7 +784,9 @@ def _items(items: Iterable[Any]) -> Iterator[Any]:
         if records:
             yield from encode_records()
         if isinstance(item, str):
-            # A str item is one line (or several, if it contains newlines).
+            # A str item is one line (or several, if it contains newlines);
+            # a subclass is its text (its encode() is not asked).
+            item = _input._plain_block(item)
             try:
                 b = item.encode("utf-8", "surrogateescape")
             except UnicodeEncodeError:
@@ -806,7 +808,7 @@ def _items(items: Iterable[Any]) -> Iterator[Any]:
         elif isinstance(item, (bytes, bytearray, memoryview)):
             # Bytes items are pieces of a byte stream (like file reads): they
             # are concatenated as they are.
-            b = bytes(item)
+            b = bytes(_input._plain_block(item))  # a subclass's __bytes__ is not asked
             if not b:
                 continue
             at_line_start = b.endswith(b"\n")

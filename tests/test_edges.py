@@ -382,3 +382,111 @@ def test_long_numbers_cannot_make_the_fast_path_backtrack(impl):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
                        cwd=NEUTRAL_DIR)
     assert p.returncode == 0 and p.stdout.strip() == b"ok", p.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------
+# a body given as a subclass is read as its contents
+# ---------------------------------------------------------------------------
+
+_BODY = b"cpu.temp,host=a gauge,55 1700000000000\nbad line\nm.x count,delta=2\n"
+_EVIL = b"evil.key gauge,1\n"
+
+
+class _LyingBytes(bytes):
+    """bytes whose methods describe another body."""
+
+    def split(self, *a, **k):
+        return [_EVIL]
+
+    def find(self, *a, **k):
+        return -1
+
+    def count(self, *a, **k):
+        return 0
+
+    def endswith(self, *a, **k):
+        return True
+
+    def __len__(self):
+        return 0
+
+    def __bytes__(self):
+        return _EVIL
+
+    def decode(self, *a, **k):
+        return _EVIL.decode()
+
+
+class _LyingStr(str):
+    """str whose methods describe another body (or none)."""
+
+    def encode(self, *a, **k):
+        return _EVIL
+
+    def endswith(self, *a, **k):
+        return True
+
+    def __len__(self):
+        return 0
+
+
+class _PlainBytes(bytes):
+    pass
+
+
+class _Reads:
+    """A file whose read() hands out the body in subclass blocks."""
+
+    def __init__(self, blocks):
+        self.blocks = list(blocks)
+
+    def read(self, size=-1):
+        return self.blocks.pop(0) if self.blocks else b""
+
+
+def _outcomes(impl, make):
+    out = []
+    for fn in (lambda d: [repr(r) for r in impl.decode(d)],
+               lambda d: (lambda r: (r.lines_total, r.lines_ok, r.lines_invalid))(impl.validate(d)),
+               lambda d: [repr(r) for r in impl.iter_decode([d], errors="skip")]):
+        try:
+            out.append(fn(make()))
+        except Exception as e:  # the error itself is the outcome
+            out.append((type(e).__name__, str(e)))
+    return out
+
+
+@pytest.mark.parametrize("wrap", [_LyingBytes, _PlainBytes, _LyingStr])
+def test_a_body_subclass_is_read_as_its_contents(impl, wrap):
+    """decode, validate and iter_decode read a subclass body's contents, with
+    the base type's own functions: the pure decoder used a bytes subclass's
+    split/find and a str subclass's encode(), and the Cython core refused
+    any bytes subclass (TypeError), where the same bytes decode."""
+    body = _BODY.decode() if wrap is _LyingStr else _BODY
+    assert _outcomes(impl, lambda: wrap(body)) == _outcomes(impl, lambda: body)
+
+
+@pytest.mark.parametrize("wrap", [_LyingBytes, _LyingStr])
+def test_file_blocks_that_say_they_are_empty_are_still_read(impl, wrap):
+    """A read() block whose __len__ says 0 does not end the stream: every
+    line is read (it used to end there, the rest of the file unread)."""
+    text = wrap is _LyingStr
+    blocks = [_BODY[:30], _BODY[30:]]
+    f = _Reads([wrap(b.decode()) if text else wrap(b) for b in blocks])
+    assert [repr(r) for r in impl.iter_decode(f, errors="skip")] == \
+        [repr(r) for r in impl.iter_decode([_BODY], errors="skip")]
+
+
+def test_sender_items_that_are_subclasses_send_their_contents():
+    """str and bytes items given to the sender as subclasses send their
+    contents (a str subclass's encode() or a bytes subclass's __bytes__ is
+    not asked); every line is accounted for."""
+    from dtproto import Sender
+    from dtproto.server import IngestServer
+
+    items = [_LyingStr("a.b 1"), _LyingBytes(b"c.d 2\nbad key\n"), _LyingStr("e.f 3\n")]
+    with IngestServer() as srv:
+        with Sender(srv.url, "t0k3n", retry_budget=1.0) as s:
+            r = s.send(items)
+        assert srv.accepted_lines == [b"a.b 1", b"c.d 2", b"e.f 3"]
+    assert (r.lines_ok, r.lines_invalid) == (3, 1)
