@@ -367,6 +367,21 @@ class StrSub(str):
     pass
 
 
+class CaseBlind(str):
+    """A str whose equality and hash ignore case: it equals (and hashes like)
+    the lower-case strings of the pools, so any cache consulted by equality
+    hands it their entries.  It must be read as its own text."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.lower() == other.lower()
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(self.lower())
+
+
 class Items:
     """Not a dict, but has items()."""
 
@@ -399,7 +414,8 @@ def random_object(r: random.Random, depth: int = 0) -> Any:
     if k == 6:
         return r.choice([b"abc", bytearray(b"x"), memoryview(b"a.b")])
     if k == 7:
-        return r.choice([FloatSub(1.5), IntSub(7), StrSub("my.metric"), 1 + 2j])
+        return r.choice([FloatSub(1.5), IntSub(7), StrSub("my.metric"), 1 + 2j,
+                         CaseBlind("MY.METRIC"), CaseBlind("My.Metric"), CaseBlind("HOST")])
     if k == 8:
         return r.choice([Unhashable(), object(), [], {}, ()])
     if k == 9:
@@ -437,6 +453,8 @@ def random_dimensions(r: random.Random, depth: int = 0) -> Any:
         if r.random() < 0.85:
             return (r.choice(DIM_KEYS), r.choice(DIM_VALUES))
         return r.choice([(r.choice(DIM_KEYS),), ("k", "v", "w"), "kv", random_object(r, 2),
+                         (CaseBlind(r.choice(DIM_KEYS).upper()), r.choice(DIM_VALUES)),
+                         (r.choice(DIM_KEYS), CaseBlind(r.choice(DIM_VALUES).upper())),
                          [r.choice(DIM_KEYS), r.choice(DIM_VALUES)],
                          (random_object(r, 2), r.choice(DIM_VALUES)),
                          (r.choice(DIM_KEYS), random_object(r, 2))])
