@@ -437,6 +437,12 @@ def _template(kt: str, n: int) -> Optional[list]:
     return parts
 
 
+def _reads_one_way(dims: str, n: int) -> bool:
+    """Whether joined dimensions ``dims`` of n pairs split into pairs one way
+    only: exactly n "=" and n - 1 ",", so no value holds either."""
+    return dims.count("=") == n and dims.count(",") == n - 1
+
+
 def _escaped_dims(dims: str, n: int, dimensions: Any) -> Optional[str]:
     """``dims`` (:func:`_joined_dims` of the n pairs ``dimensions``, known
     free of controls and lone surrogates) with its values escaped; None when
@@ -451,7 +457,7 @@ def _escaped_dims(dims: str, n: int, dimensions: Any) -> Optional[str]:
     texts.  A text that reads more than one way (a value holds "," or "=")
     is escaped by :func:`_escaped_again`.
     """
-    if dims.count("=") != n or dims.count(",") != n - 1:
+    if not _reads_one_way(dims, n):
         return _escaped_again(dims, dimensions)
     if len(dims) > MAX_DIMENSION_VALUE and max(
             len(p) - p.index("=") for p in dims.split(",")) > MAX_DIMENSION_VALUE + 1:
@@ -999,7 +1005,7 @@ class Encoder:
         if slot:
             if _memo_seen[slot] != h >> 16:
                 _memo_seen[slot] = h >> 16  # the first sighting
-            elif out is dims or (dims.count("=") == n and dims.count(",") == n - 1):
+            elif out is dims or _reads_one_way(dims, n):
                 # the second, and not a text escaped from a second reading
                 # of the pairs (_escaped_again): all of it from the text checked
                 _memo[slot] = (dims, out)
