@@ -672,6 +672,8 @@ def _with_rejects(body: bytes, rejects: List[Tuple[int, str]]) -> Iterator[Any]:
 def _blocks(data: Any) -> Iterator[Any]:
     """Turn any supported input into a stream of byte blocks and markers
     (:class:`_Reject`, :class:`_BadLine`)."""
+    if isinstance(data, (str, bytes, bytearray, memoryview)):
+        data = _input._plain_block(data)  # a subclass is its contents (its __len__ too)
     if isinstance(data, (bytes, bytearray)):
         view = memoryview(data)
         for i in range(0, len(view), _READ_BLOCK):
@@ -1724,12 +1726,12 @@ class _Batch:
             data = codec.encode((item,))
             lines = 1
         elif isinstance(item, str):
-            data, bad = _text_lines(item)
+            data, bad = _text_lines(_input._plain_block(item))  # a subclass is its text
             if not data.endswith(b"\n"):
                 data += b"\n"
             lines = data.count(b"\n")
         elif isinstance(item, (bytes, bytearray, memoryview)):
-            data = bytes(item)
+            data = bytes(_input._plain_block(item))  # a subclass's __bytes__ is not asked
             if not data.endswith(b"\n"):
                 data += b"\n"
             lines = data.count(b"\n")

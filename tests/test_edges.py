@@ -490,3 +490,31 @@ def test_sender_items_that_are_subclasses_send_their_contents():
             r = s.send(items)
         assert srv.accepted_lines == [b"a.b 1", b"c.d 2", b"e.f 3"]
     assert (r.lines_ok, r.lines_invalid) == (3, 1)
+
+
+@pytest.mark.parametrize("wrap", [_LyingBytes, _LyingStr])
+def test_sender_bodies_and_added_items_that_are_subclasses_send_their_contents(wrap):
+    """A whole body given to ``send()`` and items given to ``add()`` as
+    subclasses send their contents: a str body whose __len__ said 0 sent
+    nothing (every line lost, silently), an added bytes item was its
+    __bytes__."""
+    from dtproto import Sender
+    from dtproto.server import IngestServer
+
+    body = b"a.b,host=a gauge,55\nbad line\nm.x count,delta=2\n"  # no timestamp: stored now
+
+    def as_wrapped(b):
+        return wrap(b.decode()) if wrap is _LyingStr else wrap(b)
+
+    with IngestServer() as srv:
+        with Sender(srv.url, "t0k3n", retry_budget=1.0) as s:
+            r = s.send(as_wrapped(body))
+        assert srv.accepted_lines == [b"a.b,host=a gauge,55", b"m.x count,delta=2"]
+        assert (r.lines_ok, r.lines_invalid) == (2, 1)
+        srv.reset()
+        with Sender(srv.url, "t0k3n", retry_budget=1.0) as s:
+            for line in body.splitlines():
+                s.add(as_wrapped(line))
+            r = s.flush()
+        assert srv.accepted_lines == [b"a.b,host=a gauge,55", b"m.x count,delta=2"]
+        assert (r.lines_ok, r.lines_invalid) == (2, 1)
