@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import warnings as _warnings
-from itertools import chain as _chain
+from marshal import dumps as _marshal
 from operator import itemgetter
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
@@ -38,6 +38,7 @@ from ._constants import (
 from ._scan import (E, _BAD_CHAR_RE, _CACHE_MAX, _CTRL, _dimension_key_problem,
                     _fast_dimension_key, _fast_metric_key, _metric_key_problem, _metric_keys,
                     _summary_problem, _unit_ok, _value_char_problem)
+from ._input import _text
 from .errors import EncodeError, ErrorCode, TimestampWarning, reason_text
 from .model import Metadata, Metric, Record, as_dimensions
 
@@ -50,23 +51,6 @@ __all__ = ["Encoder", "encode"]
 _ESCAPE_TABLE = str.maketrans({c: "\\" + c for c in ESCAPED_BY_ENCODER})
 _valid_keys: dict = {}      # metric key -> True, bounded
 _dim_segments: dict = {}    # (key, value) -> ",key=escaped", bounded
-
-
-def _text(x: Any) -> Any:
-    """``x`` itself, or the text of a ``str`` subclass as an exact ``str``.
-
-    A ``str`` subclass is its characters, as the C core reads it: no method
-    of it is asked (``__eq__``, ``__hash__``, ``__len__``, ``__add__``).  Every
-    path that looks a name or a value up in a cache or compares it reads it
-    through here first: a subclass whose equality is case-insensitive (or
-    lies) would otherwise find another series' entry and be written as that
-    series' text.  ``str.__str__`` copies the characters without calling the
-    subclass; anything that is not a ``str`` is returned as it is (and
-    refused by the caller).
-    """
-    if type(x) is str or not issubclass(type(x), str):
-        return x
-    return str.__str__(x)
 
 
 def _encode_error(code: ErrorCode, field: str, text: str, offset: int = 0,
@@ -399,8 +383,7 @@ def _joined_dims(dimensions: Any) -> Optional[str]:
             # which str.join first copies into a list.)
             kt = "\0".join(tuple(dimensions))
             vs: Any = dimensions.values()
-        elif t is tuple and len(dimensions) <= MAX_DIMENSIONS \
-                and set(map(len, dimensions)) <= {2}:
+        elif t is tuple and len(dimensions) <= MAX_DIMENSIONS and _pairs_of_two(dimensions):
             kt = "\0".join(map(_first, dimensions))
             vs = tuple(map(_second, dimensions))
         else:
@@ -522,31 +505,35 @@ if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # _escaped_dims escapes thre
 
 
 def _series_key(key: Any, dimensions: Any) -> Optional[tuple]:
-    """The key of a series in the head caches: ``(key, pairs)`` when the key
-    and every dimension name and value are exact ``str`` (dimensions None, a
-    dict, or a tuple of tuples) and there are at most 50 pairs; None
-    otherwise, and the line is read by the exact helpers, uncached.
+    """The key of a series in the head caches, or None (not cached: the exact
+    helpers read it).
 
-    Only exact ``str`` and ``tuple`` objects compare by their contents
-    without running code of the caller's: a ``str`` subclass with its own
-    equality (case-insensitive, say) would find another series' head.  A
-    tuple of other than two names is never in a cache (no such head is valid).
+    ``(key, marshal.dumps(dimensions, 0))`` for an exact ``str`` key: marshal
+    takes exact built-in types only (a subclass of anything raises
+    ValueError) and writes every type, length and character without asking
+    the objects anything, so two keys are equal only for the same names and
+    values in the same structure.  A ``str`` subclass with its own equality
+    (case-insensitive, say) used to find another series' head when tuples
+    of the objects were compared.  Version 0 writes no back-references and
+    no interned flag: how the objects are shared or interned does not change
+    the key.
     """
     if type(key) is not str:
         return None
-    if dimensions is None:
-        return (key, None)
     t = type(dimensions)
-    if len(dimensions) > MAX_DIMENSIONS if t is dict or t is tuple else True:
+    if (t is dict or t is tuple or t is list) and len(dimensions) > MAX_DIMENSIONS:
         return None  # refused by the exact helpers: no cache key of a hostile size
-    if t is dict:
-        if _STR_ONLY.issuperset(map(type, dimensions)) \
-                and _STR_ONLY.issuperset(map(type, dimensions.values())):
-            return (key, tuple(dimensions.items()))
-    elif _TUPLE_ONLY.issuperset(map(type, dimensions)) \
-            and _STR_ONLY.issuperset(map(type, _chain(*dimensions))):
-        return (key, dimensions)
-    return None
+    try:
+        return (key, _marshal(dimensions, 0))
+    except ValueError:  # an object marshal does not take (a subclass, an iterator, ...)
+        return None
+
+
+def _pairs_of_two(dimensions: tuple) -> bool:
+    """Every item of ``dimensions`` an exact 2-tuple, read without asking it
+    anything (a subclass's ``__len__``/``__getitem__``/``__iter__`` could say
+    something else than the ``k, v = pair`` of the exact helpers)."""
+    return _TUPLE_ONLY.issuperset(map(type, dimensions)) and set(map(len, dimensions)) <= {2}
 
 
 def _cached_head(key: Any, dimensions: Any) -> str:
@@ -677,7 +664,8 @@ class _Options:
         self.normalize = bool(normalize)
         self.log = N.NormalizationLog()
         self._cache: dict = {}
-        if prefix is not None and not isinstance(prefix, str):
+        prefix = _text(prefix)  # a str subclass is its text: its endswith/__add__ are not asked
+        if prefix is not None and type(prefix) is not str:
             raise TypeError("prefix must be a str, not %s" % type(prefix).__name__)
         if self.normalize:
             p = N.normalize_prefix(prefix)
@@ -730,13 +718,15 @@ class _Options:
             changes.append((N.FIELD_DIMENSION_VALUE, v, nv))
         return nk, nv
 
-    def head(self, key: Any, dimensions: Any) -> Optional[str]:
+    def head(self, key: Any, dimensions: Any, ck: Any = False) -> Optional[str]:
         """The validated ``key,dims`` text of a line, or None when it is dropped.
 
         Raises EncodeError as the plain encoder does for what normalization
         does not cover (or for everything when ``normalize`` is off).
+        ``ck``: the line's :func:`_series_key` when the caller has it.
         """
-        ck = _series_key(key, dimensions)
+        if ck is False:
+            ck = _series_key(key, dimensions)
         if ck is not None:
             hit = self._cache.get(ck)
             if hit is not None:
@@ -902,7 +892,7 @@ class Encoder:
         hit = None if ck is None else self._opts._cache.get(ck)
         if hit is not None and not hit[1]:
             return hit[0]
-        return self._opts.head(key, dimensions)  # records the changes, if any
+        return self._opts.head(key, dimensions, ck)  # records the changes, if any
 
     def _single(self, payload: str, marks: int, key: Any, value: Any, dimensions: Any,
                 timestamp: Any) -> None:

@@ -127,6 +127,23 @@ def read_blocks(stream: Any, size: int = READ_BLOCK) -> Iterator[Any]:
         yield block
 
 
+def _text(x: Any) -> Any:
+    """``x`` itself, or the text of a ``str`` subclass as an exact ``str``.
+
+    A ``str`` subclass is its characters, as the C core reads it: no method
+    of it is asked (``__eq__``, ``__hash__``, ``__len__``, ``__add__``, ...).
+    Every path that looks a name or a value up in a cache, compares it or
+    builds text from it reads it through here first: a subclass whose
+    equality is case-insensitive (or lies) would otherwise find another
+    series' entry.  ``str.__str__`` copies the characters without calling the
+    subclass; anything that is not a ``str`` is returned as it is (and
+    refused by the caller).
+    """
+    if type(x) is str or not issubclass(type(x), str):
+        return x
+    return str.__str__(x)
+
+
 def _plain_block(block: Any) -> Any:
     """``block`` as an exact ``str``, ``bytes``, ``bytearray`` or ``memoryview``:
     a subclass becomes its contents, so no method of it is asked (a block
@@ -135,7 +152,7 @@ def _plain_block(block: Any) -> Any:
     if t is bytes or t is str or t is bytearray or t is memoryview:
         return block
     if issubclass(t, str):
-        return str.__str__(block)
+        return _text(block)
     return bytes(memoryview(block))  # TypeError: not a str nor bytes-like
 
 

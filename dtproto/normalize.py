@@ -49,6 +49,7 @@ from ._constants import (
     RESERVED_PREFIX,
     UNIT_CHARS,
 )
+from ._input import _text
 
 __all__ = [
     "normalize_metric_key",
@@ -95,7 +96,7 @@ def _memoized(fn: Callable[[str], _T]) -> Callable[[str], _T]:
             # A str subclass is normalized as its text, uncached: its own
             # __eq__/__hash__ could find another string's entry, and its
             # methods are not asked.  Anything else is the function's to refuse.
-            return _fn(str.__str__(s) if issubclass(type(s), str) else s)
+            return _fn(_text(s))
         try:
             return _cache[s]
         except KeyError:
@@ -365,6 +366,7 @@ def normalize_dimension_value(value: str) -> str:
 
 def join_prefix(prefix: Optional[str], key: str) -> str:
     """``prefix + "." + key``, or ``key`` when there is no prefix (not normalized)."""
+    prefix, key = _text(prefix), _text(key)
     if not prefix:
         return key
     return prefix + "." + key
@@ -392,6 +394,7 @@ def normalize_prefix(prefix: Optional[str]) -> Optional[str]:
     encoder may join the normalized prefix with an already valid key
     directly and only fall back to :func:`normalize_prefixed_key` on a miss.
     """
+    prefix = _text(prefix)
     if not prefix:
         return ""
     # A trailing dot only announces the separator; a leading one makes every
@@ -406,6 +409,7 @@ def normalize_prefix(prefix: Optional[str]) -> Optional[str]:
 
 
 def _clean_meta_text(text: Optional[str], limit: int) -> Optional[str]:
+    text = _text(text)
     if not text or text == '""':
         return None
     out: List[str] = []
@@ -449,6 +453,7 @@ def normalize_unit(unit: Optional[str]) -> Optional[str]:
 
     Units are validated, never rewritten (Java ``UnitValidator``).
     """
+    unit = _text(unit)
     if not unit or len(unit) > MAX_UNIT:
         return None
     for ch in unit:

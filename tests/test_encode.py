@@ -707,3 +707,67 @@ def test_a_str_subclass_in_metadata_is_its_text(impl, options, field, claimed, o
     for _ in range(3):
         written(claimed)
     assert written(odd) == written(str.__str__(odd))
+
+
+class _PairByIndex(str):
+    """A str used as a pair whose [i] says something else than unpacking."""
+
+    def __getitem__(self, i):
+        return ("zz", "yy")[i]
+
+
+class _LenSaysTwo(str):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return ("k", "v")[i]
+
+
+class _TupleByIndex(tuple):
+    def __getitem__(self, i):
+        return ("other", "x")[i]
+
+
+@pytest.mark.parametrize("dims, expected", [
+    ((_PairByIndex("kv"),), b"my.metric,k=v gauge,1\n"),
+    ((_LenSaysTwo("abc"),), E.INVALID_RECORD),
+    ((_TupleByIndex(("k", "v")),), b"my.metric,k=v gauge,1\n"),
+    (({0: "k", 1: "v"},), E.INVALID_DIMENSION_KEY),
+    ((["k", "v"],), b"my.metric,k=v gauge,1\n"),
+], ids=["str-by-index", "str-len-two", "tuple-by-index", "dict-pair", "list-pair"])
+def test_a_dimension_pair_is_read_by_unpacking(impl, dims, expected):
+    """A pair is ``k, v = pair`` on every path: the pure fast path read
+    pairs with len() and [0]/[1], so a dict {0: "k", 1: "v"} was written as
+    k=v where the Cython core refuses its int keys, and a pair whose [i]
+    lies was written as what [i] said."""
+    for _ in range(3):  # warm every cache with the ordinary series first
+        impl.Encoder().gauge("my.metric", 1.0, (("k", "v"),))
+    enc = impl.Encoder()
+    if isinstance(expected, bytes):
+        enc.gauge("my.metric", 1.0, dims)
+        assert enc.getvalue() == expected
+    else:
+        with pytest.raises(EncodeError) as e:
+            enc.gauge("my.metric", 1.0, dims)
+        assert e.value.code == expected
+
+
+class _AddsElse(str):
+    def __add__(self, other):
+        return "evil" + other
+
+
+class _EndsWithDot(str):
+    def endswith(self, suffix, *args):
+        return True
+
+
+@pytest.mark.parametrize("cls", [_AddsElse, _EndsWithDot, _CaseBlind])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_a_prefix_subclass_is_its_text(impl, cls, normalize):
+    enc = impl.Encoder(prefix=cls("pre"), normalize=normalize)
+    enc.gauge("my.metric", 1.0, {"host": "a"})
+    ref = impl.Encoder(prefix="pre", normalize=normalize)
+    ref.gauge("my.metric", 1.0, {"host": "a"})
+    assert enc.getvalue() == ref.getvalue() == b"pre.my.metric,host=a gauge,1\n"

@@ -590,22 +590,68 @@ def test_oneagent_metadata_never_raises_on_garbage(tmp_path: Path) -> None:
     assert read_oneagent_metadata(tmp_path, alternative=None) == {}
 
 
-class _CaseBlind(str):
+class _Lying(str):
+    """A str whose equality and hash ignore case and whose methods lie."""
+
     def __eq__(self, other):
-        return isinstance(other, str) and self.lower() == other.lower()
+        return isinstance(other, str) and str.lower(self) == str.lower(other)
 
     def __ne__(self, other):
         return not self.__eq__(other)
 
     def __hash__(self):
-        return hash(self.lower())
+        return hash(str.lower(self))
+
+    def __len__(self):
+        return 1
+
+    def __iter__(self):
+        return iter("x")
+
+    def __getitem__(self, i):
+        return "x"
+
+    def __add__(self, other):
+        return "evil" + other
+
+    def __radd__(self, other):
+        return other + "evil"
+
+    def lower(self):
+        return "evil"
+
+    def strip(self, *a):
+        return "evil"
+
+    def rstrip(self, *a):
+        return "evil"
+
+    def endswith(self, *a):
+        return True
+
+    def startswith(self, *a):
+        return True
 
 
-@pytest.mark.parametrize("fn", [normalize_metric_key, normalize_dimension_key,
-                                normalize_dimension_value, normalize_display_name,
-                                normalize_description, normalize_unit])
-def test_a_str_subclass_is_normalized_as_its_text(fn):
-    """The memo holds exact strings only: a subclass equal (by its own
-    __eq__) to a string normalized before is normalized as its own text."""
-    fn("abc def x")
-    assert fn(_CaseBlind("ABC DEF x")) == fn("ABC DEF x")
+_ONE_ARG = [normalize_metric_key, normalize_dimension_key, normalize_dimension_value,
+            normalize_display_name, normalize_description, normalize_unit, normalize_prefix]
+
+
+@pytest.mark.parametrize("fn", _ONE_ARG, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("text", ["abc def X", "Byte", "my.Metric", "pre."])
+def test_a_str_subclass_is_normalized_as_its_text(fn, text):
+    """Every normalizer reads a str subclass as its characters: the memo is
+    not consulted by its equality (the lower-case text normalized first must
+    not answer for it), none of its methods is asked, and the result is an
+    exact str (or None)."""
+    fn(text.lower())
+    got, want = fn(_Lying(text)), fn(text)
+    assert type(got) is type(want) and (got is None or str.__eq__(got, want)), (got, want)
+
+
+@pytest.mark.parametrize("fn", [join_prefix, normalize_prefixed_key], ids=lambda f: f.__name__)
+def test_a_str_subclass_is_joined_as_its_text(fn):
+    want = fn("pre", "k.x")
+    for args in [(_Lying("pre"), "k.x"), ("pre", _Lying("k.x")), (_Lying("pre"), _Lying("k.x"))]:
+        got = fn(*args)
+        assert type(got) is str and str.__eq__(got, want), (args, got)
