@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import warnings as _warnings
+from itertools import chain
 from marshal import dumps as _marshal
 from operator import itemgetter
 from typing import Any, Iterable, Iterator, Optional, Tuple
@@ -497,6 +498,7 @@ _escaped_values = _EscapedValues()
 _ESCAPED_RE = re.compile(r'[,= \\"]')
 _STR_ONLY = {str}
 _TUPLE_ONLY = {tuple}
+_from_iterable = chain.from_iterable
 
 
 if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # _escaped_dims escapes three, and
@@ -504,29 +506,53 @@ if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # _escaped_dims escapes thre
     raise ImportError("_escaped_dims does not escape exactly ESCAPED_BY_ENCODER")
 
 
-def _series_key(key: Any, dimensions: Any) -> Optional[tuple]:
-    """The key of a series in the head caches, or None (not cached: the exact
-    helpers read it).
+def _read_once(dimensions: Any) -> Any:
+    """A dict's pairs as a tuple, read once; anything else as it is.
 
-    ``(key, marshal.dumps(dimensions, 0))`` for an exact ``str`` key: marshal
-    takes exact built-in types only (a subclass of anything raises
-    ValueError) and writes every type, length and character without asking
-    the objects anything, so two keys are equal only for the same names and
-    values in the same structure.  A ``str`` subclass with its own equality
-    (case-insensitive, say) used to find another series' head when tuples
-    of the objects were compared.  Version 0 writes no back-references and
-    no interned flag: how the objects are shared or interned does not change
-    the key.
+    The cache key and the head are then worked out from the same pairs,
+    whatever another thread does to the dict meanwhile (read twice, a change
+    in between stored one content's head under the other content's key).
+    """
+    if type(dimensions) is dict and len(dimensions) <= MAX_DIMENSIONS:
+        return tuple(dimensions.items())
+    return dimensions
+
+
+def _series_key(key: Any, pairs: Any) -> Optional[tuple]:
+    """The key of a series in the head caches, or None (not cached: the exact
+    helpers read it): ``(key, marshal.dumps(pairs, 0))`` for an exact ``str``
+    key and ``pairs`` None or an exact tuple of at most 50 items
+    (:func:`_read_once`).
+
+    marshal writes the type, length and characters of exact built-in
+    objects without asking them anything, and raises ValueError for other
+    objects, except those that export a buffer (a ``bytes`` subclass,
+    ``numpy.str_``): those it writes as bytes.  No stored key holds such a
+    record (:func:`_only_text` is checked before an entry is kept), and
+    marshal's output parses one way only, so a hit means exact tuples of
+    exact ``str`` with exactly the cached content: a ``str`` subclass with
+    its own equality (case-insensitive, say) can never find another series'
+    head, as it did when tuples of the caller's objects were compared.
+    Version 0 writes no back-references and no interned flag: how objects
+    are shared or interned does not change the key.
     """
     if type(key) is not str:
         return None
-    t = type(dimensions)
-    if (t is dict or t is tuple or t is list) and len(dimensions) > MAX_DIMENSIONS:
-        return None  # refused by the exact helpers: no cache key of a hostile size
+    if pairs is None:
+        return (key, None)
+    if type(pairs) is not tuple or len(pairs) > MAX_DIMENSIONS:
+        return None  # a hostile size is refused by the exact helpers, uncached
     try:
-        return (key, _marshal(dimensions, 0))
+        return (key, _marshal(pairs, 0))
     except ValueError:  # an object marshal does not take (a subclass, an iterator, ...)
         return None
+
+
+def _only_text(pairs: Any) -> bool:
+    """Whether ``pairs`` (None or a tuple) holds exact tuples of exact ``str``
+    only: what a cache entry's key may describe (see :func:`_series_key`)."""
+    return pairs is None or (_TUPLE_ONLY.issuperset(map(type, pairs))
+                             and _STR_ONLY.issuperset(map(type, _from_iterable(pairs))))
 
 
 def _pairs_of_two(dimensions: tuple) -> bool:
@@ -543,17 +569,18 @@ def _cached_head(key: Any, dimensions: Any) -> str:
     of validating and escaping every dimension again.  Only successful results
     are cached, so every error still comes from _head.
     """
-    ck = _series_key(key, dimensions)
+    pairs = _read_once(dimensions)
+    ck = _series_key(key, pairs)
     if ck is None:
-        return _head(key, dimensions)
+        return _head(key, pairs)
     head = _heads.get(ck)
     if head is None:
-        head = _fast_head(key, dimensions) or _head(key, dimensions)
-        _remember_head(ck, head)
+        head = _fast_head(key, pairs) or _head(key, pairs)
+        _remember_head(ck, head, pairs)
     return head
 
 
-def _remember_head(ck: Any, head: str) -> bool:
+def _remember_head(ck: Any, head: str, pairs: Any) -> bool:
     """Cache a head the second time its series is seen.
 
     When series never repeat, entries would only cost: each is a few tuples
@@ -562,6 +589,8 @@ def _remember_head(ck: Any, head: str) -> bool:
     """
     h = hash(ck)
     if h in _heads_seen:
+        if not _only_text(pairs):
+            return False
         if len(_heads) >= _CACHE_MAX:
             _heads.clear()
         _heads[ck] = head
@@ -723,9 +752,11 @@ class _Options:
 
         Raises EncodeError as the plain encoder does for what normalization
         does not cover (or for everything when ``normalize`` is off).
-        ``ck``: the line's :func:`_series_key` when the caller has it.
+        ``ck``: the line's :func:`_series_key` when the caller has it, with
+        ``dimensions`` then as :func:`_read_once` gave them.
         """
         if ck is False:
+            dimensions = _read_once(dimensions)
             ck = _series_key(key, dimensions)
         if ck is not None:
             hit = self._cache.get(ck)
@@ -737,7 +768,7 @@ class _Options:
         head = self._head(key, dimensions, changes)
         for change in changes:
             self.log.record(*change)
-        if ck is not None:
+        if ck is not None and _only_text(dimensions):
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[ck] = (head, tuple(changes))
@@ -888,11 +919,12 @@ class Encoder:
         """
         if self._opts is None:
             return _cached_head(key, dimensions)
-        ck = _series_key(key, dimensions)
+        pairs = _read_once(dimensions)
+        ck = _series_key(key, pairs)
         hit = None if ck is None else self._opts._cache.get(ck)
         if hit is not None and not hit[1]:
             return hit[0]
-        return self._opts.head(key, dimensions, ck)  # records the changes, if any
+        return self._opts.head(key, pairs, ck)  # records the changes, if any
 
     def _single(self, payload: str, marks: int, key: Any, value: Any, dimensions: Any,
                 timestamp: Any) -> None:

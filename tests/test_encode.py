@@ -771,3 +771,50 @@ def test_a_prefix_subclass_is_its_text(impl, cls, normalize):
     ref = impl.Encoder(prefix="pre", normalize=normalize)
     ref.gauge("my.metric", 1.0, {"host": "a"})
     assert enc.getvalue() == ref.getvalue() == b"pre.my.metric,host=a gauge,1\n"
+
+
+def test_a_buffer_value_never_shares_a_cache_key_with_text(impl):
+    """``numpy.str_`` is a ``str`` subclass that also exports a buffer, which
+    marshal writes as bytes: a series with such a value must not leave a
+    cache key that a ``bytes`` value of the same buffer then finds (it was
+    written as the cached ``host=a`` instead of refused)."""
+    np = pytest.importorskip("numpy")
+    enc = impl.Encoder()
+    for _ in range(3):
+        enc.gauge("my.metric", 1, {"host": np.str_("a")})
+        enc.summary("my.metric", 1, 2, 3, 2, {"host": np.str_("a")})
+    assert enc.getvalue().count(b"my.metric,host=a ") == 6
+    raw = np.str_("a").tobytes()
+    for value in (raw, bytearray(raw), memoryview(raw)):
+        for call in (lambda e: e.gauge("my.metric", 1, {"host": value}),
+                     lambda e: e.summary("my.metric", 1, 2, 3, 2, {"host": value}),
+                     lambda e: e.add(Metric.gauge("my.metric", 1.0, {"host": value}))):
+            with pytest.raises(EncodeError) as e:
+                call(impl.Encoder())
+            assert e.value.code == E.INVALID_RECORD
+
+
+def test_a_dict_changed_while_its_head_is_built_caches_what_was_read(monkeypatch):
+    """The head cache's key and the head come from one reading of a dict:
+    when the dict changed between the two (another thread), the head of the
+    new content was stored under the old content's key, and every later line
+    of the old series was written as the new one."""
+    from dtproto import _encode_py as enc_py
+
+    real = enc_py._fast_head
+    live = {"host": "a"}
+
+    def racing(key, dims):
+        live["host"] = "b"  # what another thread may do at this moment
+        return real(key, dims)
+
+    enc_py._heads.clear()
+    enc_py._heads_seen.clear()
+    monkeypatch.setattr(enc_py, "_fast_head", racing)
+    for _ in range(3):
+        live["host"] = "a"
+        enc_py.Encoder().gauge("my.metric", 1, live)   # an int value: the cached path
+    monkeypatch.setattr(enc_py, "_fast_head", real)
+    enc = enc_py.Encoder()
+    enc.gauge("my.metric", 1, {"host": "a"})
+    assert enc.getvalue() == b"my.metric,host=a gauge,1\n"
