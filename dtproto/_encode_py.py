@@ -565,9 +565,10 @@ def _pairs_of_two(dimensions: tuple) -> bool:
 def _cached_head(key: Any, dimensions: Any) -> str:
     """_head through a bounded cache, for dimensions given as a dict or a tuple.
 
-    Pipelines repeat a few thousand series: a hit costs one tuple hash instead
-    of validating and escaping every dimension again.  Only successful results
-    are cached, so every error still comes from _head.
+    Pipelines repeat a few thousand series: a hit costs one marshal of the
+    pairs and one lookup (:func:`_series_key`) instead of validating and
+    escaping every dimension again.  Only successful results are cached, so
+    every error still comes from _head.
     """
     pairs = _read_once(dimensions)
     ck = _series_key(key, pairs)
@@ -915,7 +916,8 @@ class Encoder:
     def _head_of(self, key: Any, dimensions: Any) -> Optional[str]:
         """The line's ``key,dims`` text; None when normalization drops it.
 
-        Valid, repeated series stay cheap: a cache hit is one tuple hash.
+        Valid, repeated series stay cheap: a cache hit is one :func:`_series_key`
+        and one lookup.
         """
         if self._opts is None:
             return _cached_head(key, dimensions)
