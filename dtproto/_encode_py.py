@@ -293,8 +293,9 @@ _templates: dict = {}       # valid dimension keys joined by NUL -> their _templ
 # other bits of its hash in _memo_seen (one text in 256 finds its bits there
 # already and gets in at once), so one-off series do not evict the ones that
 # repeat.  Everything an entry holds is worked out from the text alone
-# (_escaped_dims), so no reading of the pairs can put a wrong one there.  The hash is cut to 24 bits once: arithmetic on the full
-# 64-bit hash costs an allocation per operation.
+# (_escaped_dims), so no reading of the pairs can put a wrong one there.  The
+# hash is cut to 24 bits once: arithmetic on the full 64-bit hash costs an
+# allocation per operation.
 #
 # A miss costs ~11% of a line (the hash, the lookup, the bookkeeping), so the
 # memo is only used while it pays: every _MEMO_WINDOW misses, fewer hits than
@@ -549,9 +550,9 @@ def _series_key(key: Any, pairs: Any) -> Optional[tuple]:
 
 
 def _only_text(pairs: Any) -> bool:
-    """Whether ``pairs`` (None or a tuple) holds exact tuples of exact ``str``
-    only: what a cache entry's key may describe (see :func:`_series_key`)."""
-    return pairs is None or (_TUPLE_ONLY.issuperset(map(type, pairs))
+    """Whether ``pairs`` (None or a tuple) holds exact 2-tuples of exact
+    ``str`` only: what a cache entry's key may describe (see :func:`_series_key`)."""
+    return pairs is None or (_pairs_of_two(pairs)
                              and _STR_ONLY.issuperset(map(type, _from_iterable(pairs))))
 
 
