@@ -2264,7 +2264,8 @@ A reusable buffer of encoded lines for hot loops.
         self._ref = None
         self._ascii_only = False
         self._fastnorm = False
-        if prefix or default_dimensions or static_dimensions or normalize or oneagent_enrichment:
+        if R.has_options(prefix, default_dimensions, static_dimensions, normalize,
+                         oneagent_enrichment):
             # Options are applied by the reference encoder (one definition of
             # prefixing, precedence and normalization); the C path below only
             # takes lines they would leave unchanged.

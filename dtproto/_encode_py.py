@@ -849,6 +849,18 @@ class _Options:
         return tuple(out)
 
 
+def _has_options(prefix: Any, default_dimensions: Any, static_dimensions: Any,
+                 normalize: Any, oneagent_enrichment: Any) -> bool:
+    """Whether an Encoder built with these arguments needs :class:`_Options`
+    (both implementations ask this).  A prefix counts unless it is None or
+    the empty ``str``: its truth is not asked (a ``str`` subclass is its text,
+    whatever its ``__bool__`` says; any other object is refused by
+    :class:`_Options` instead of being taken for "no prefix")."""
+    return ((prefix is not None and (type(prefix) is not str or prefix != ""))
+            or bool(default_dimensions) or bool(static_dimensions) or bool(normalize)
+            or bool(oneagent_enrichment))
+
+
 class Encoder:
     """A reusable buffer of encoded lines for hot loops.
 
@@ -881,7 +893,8 @@ class Encoder:
         self._lines = 0
         self._opts: Optional[_Options] = None
         self._log: Any = None
-        if prefix or default_dimensions or static_dimensions or normalize or oneagent_enrichment:
+        if _has_options(prefix, default_dimensions, static_dimensions, normalize,
+                        oneagent_enrichment):
             self._opts = _Options(prefix, default_dimensions, static_dimensions, normalize,
                                   oneagent_enrichment)
 

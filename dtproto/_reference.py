@@ -24,6 +24,7 @@ from ._codec_py import (
 )
 from ._encode_py import (
     Encoder as ReferenceEncoder,
+    _has_options as has_options,
     _metadata_line as metadata_line,
     _record_line as record_line,
     _timestamp_value as timestamp_value,
@@ -46,6 +47,7 @@ __all__ = [
     "as_bytes",
     "classic_key",
     "fault_to_error",
+    "has_options",
     "limit_arg",
     "metadata_line",
     "now_arg",

@@ -763,7 +763,15 @@ class _EndsWithDot(str):
         return True
 
 
-@pytest.mark.parametrize("cls", [_AddsElse, _EndsWithDot, _CaseBlind])
+class _Falsy(str):
+    def __bool__(self):
+        return False
+
+    def __len__(self):
+        return 0
+
+
+@pytest.mark.parametrize("cls", [_AddsElse, _EndsWithDot, _CaseBlind, _Falsy])
 @pytest.mark.parametrize("normalize", [False, True])
 def test_a_prefix_subclass_is_its_text(impl, cls, normalize):
     enc = impl.Encoder(prefix=cls("pre"), normalize=normalize)
@@ -771,6 +779,21 @@ def test_a_prefix_subclass_is_its_text(impl, cls, normalize):
     ref = impl.Encoder(prefix="pre", normalize=normalize)
     ref.gauge("my.metric", 1.0, {"host": "a"})
     assert enc.getvalue() == ref.getvalue() == b"pre.my.metric,host=a gauge,1\n"
+
+
+@pytest.mark.parametrize("prefix", [0, b"", b"pre", [], False])
+def test_a_prefix_that_is_not_text_is_refused_even_when_falsy(impl, prefix):
+    """Only None and "" mean "no prefix": a falsy object of another type was
+    taken for no prefix and its lines written unprefixed, silently."""
+    with pytest.raises(TypeError, match="prefix must be a str"):
+        impl.Encoder(prefix=prefix)
+
+
+def test_an_empty_prefix_is_no_prefix(impl):
+    for prefix in (None, "", _Falsy("")):
+        enc = impl.Encoder(prefix=prefix)
+        enc.gauge("my.metric", 1.0, {"host": "a"})
+        assert enc.getvalue() == b"my.metric,host=a gauge,1\n"
 
 
 def test_a_buffer_value_never_shares_a_cache_key_with_text(impl):
