@@ -991,6 +991,14 @@ class Encoder:
         means a value needs an escape (:func:`_escaped_dims`) or is invalid.
         False (nothing appended): the exact helpers decide and name the error.
         """
+        if type(dimensions) is dict:
+            if len(dimensions) > MAX_DIMENSIONS:
+                return False
+            # Everything below reads one private copy, taken in one C call:
+            # another thread can change the caller's dict between any two
+            # bytecodes, and a count of pairs read after the text was joined
+            # let a value holding "," and "=" through unescaped.
+            dimensions = dimensions.copy()
         dims = "" if dimensions is None else _joined_dims(dimensions)
         if dims is None:
             return False

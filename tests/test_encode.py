@@ -817,6 +817,74 @@ def test_a_buffer_value_never_shares_a_cache_key_with_text(impl):
             assert e.value.code == E.INVALID_RECORD
 
 
+@pytest.mark.parametrize("change", ["add", "swap", "drop"])
+@pytest.mark.parametrize("call", ["gauge", "summary"])
+def test_a_dict_changed_while_its_line_is_built_gives_one_state(monkeypatch, change, call):
+    """The fast path reads a dict once: a change by another thread (or a
+    finalizer) between two readings made a line of neither state.  With the
+    count of pairs read after the text was joined, a value holding "," and
+    "=" was written unescaped: ``a=x,b=y``, two dimensions nobody sent."""
+    from dtproto import _encode_py as enc_py
+
+    real = enc_py._joined_dims
+    before = {"a": "x,b=y", "k": "v"}
+    after = {"add": {"a": "x,b=y", "k": "v", "c": "z"}, "swap": {"a": "x,b=y", "q": "w"},
+             "drop": {"a": "x,b=y"}}[change]
+    live = dict(before)
+
+    def racing(dims):
+        text = real(dims)
+        live.clear()         # what another thread may do at this moment
+        live.update(after)
+        return text
+
+    def line(dims):
+        enc = enc_py.Encoder()
+        if call == "gauge":
+            enc.gauge("my.metric", 1.5, dims)
+        else:
+            enc.summary("my.metric", 1.0, 2.0, 3.0, 2, dims)
+        return enc.getvalue()
+
+    monkeypatch.setattr(enc_py, "_joined_dims", racing)
+    got = line(live)
+    monkeypatch.setattr(enc_py, "_joined_dims", real)
+    assert got in (line(before), line(after))
+    assert b"a=x\\,b\\=y" in got
+
+
+def test_a_dict_changed_between_its_keys_and_values_gives_one_state():
+    """The fast path joined a dict's keys and then read its values: a change
+    in between (another thread, between two bytecodes) gave a line with the
+    old keys and the new values, ``host=p``, a series that never existed."""
+    import sys
+
+    from dtproto import _encode_py as enc_py
+
+    live = {"host": "a"}
+    code = enc_py._joined_dims.__code__
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def lines(frame, event, arg):
+            if event == "line" and "kt" in frame.f_locals and "vs" not in frame.f_locals:
+                live.clear()          # keys joined, values not read yet
+                live["pod"] = "p"
+            return lines
+        return lines
+
+    enc = enc_py.Encoder()
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        enc.gauge("my.metric", 1.5, live)
+    finally:
+        sys.settrace(previous)
+    assert enc.getvalue() in (b"my.metric,host=a gauge,1.5\n", b"my.metric,pod=p gauge,1.5\n")
+
+
 def test_a_dict_changed_while_its_head_is_built_caches_what_was_read(monkeypatch):
     """The head cache's key and the head come from one reading of a dict:
     when the dict changed between the two (another thread), the head of the
