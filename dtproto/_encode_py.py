@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import warnings as _warnings
-from itertools import chain
+from itertools import chain, islice
 from marshal import dumps as _marshal
 from operator import itemgetter
 from typing import Any, Iterable, Iterator, Optional, Tuple
@@ -225,8 +225,15 @@ def _dimension_pairs(dimensions: Any, limit: Optional[int]) -> Iterator[Tuple[in
     More than ``limit`` pairs raise at the first one too many, before the rest
     is looked at (a hostile million-entry mapping costs nothing).
     """
-    if isinstance(dimensions, dict) or hasattr(dimensions, "items"):
-        items: Iterable[Any] = dimensions.items()
+    if type(dimensions) is dict:
+        # One state of it (_snapshot); past the limit only the pairs up to the
+        # first one too many are read (a huge dict costs nothing).
+        if limit is None or len(dimensions) <= limit:
+            items: Iterable[Any] = _snapshot(dimensions).items()
+        else:
+            items = tuple(islice(dimensions.items(), limit + 1))
+    elif isinstance(dimensions, dict) or hasattr(dimensions, "items"):
+        items = dimensions.items()
     else:
         items = dimensions
     try:
@@ -515,8 +522,20 @@ def _read_once(dimensions: Any) -> Any:
     in between stored one content's head under the other content's key).
     """
     if type(dimensions) is dict and len(dimensions) <= MAX_DIMENSIONS:
-        return tuple(dimensions.items())
+        return tuple(_snapshot(dimensions).items())
     return dimensions
+
+
+def _snapshot(dimensions: dict) -> dict:
+    """A private copy of a dict, taken in one C call that runs no Python code.
+
+    Reading the caller's dict item by item (``tuple(d.items())`` included)
+    allocates on the way, an allocation can start the garbage collector, and
+    its finalizers can run Python code, switch threads and change the dict
+    half read.  ``dict.copy()`` has read every item before it allocates a
+    tracked object; what is read from the copy is one state of the dict.
+    """
+    return dimensions.copy()
 
 
 def _series_key(key: Any, pairs: Any) -> Optional[tuple]:
@@ -852,10 +871,11 @@ class _Options:
 def _has_options(prefix: Any, default_dimensions: Any, static_dimensions: Any,
                  normalize: Any, oneagent_enrichment: Any) -> bool:
     """Whether an Encoder built with these arguments needs :class:`_Options`
-    (both implementations ask this).  A prefix counts unless it is None or
-    the empty ``str``: its truth is not asked (a ``str`` subclass is its text,
-    whatever its ``__bool__`` says; any other object is refused by
-    :class:`_Options` instead of being taken for "no prefix")."""
+    (both implementations and ``arrow.encode_table`` ask this).  A prefix
+    counts unless it is None or empty text: its truth is not asked (a ``str``
+    subclass is its text, whatever its ``__bool__`` says; any other object is
+    refused by :class:`_Options` instead of being taken for "no prefix")."""
+    prefix = _text(prefix)
     return ((prefix is not None and (type(prefix) is not str or prefix != ""))
             or bool(default_dimensions) or bool(static_dimensions) or bool(normalize)
             or bool(oneagent_enrichment))
@@ -994,10 +1014,11 @@ class Encoder:
         if type(dimensions) is dict:
             if len(dimensions) > MAX_DIMENSIONS:
                 return False
-            # Everything below reads one private copy, taken in one C call:
-            # another thread can change the caller's dict between any two
-            # bytecodes, and a count of pairs read after the text was joined
-            # let a value holding "," and "=" through unescaped.
+            # Everything below reads one private copy (_snapshot, called
+            # inline: a call is 1% of a line): another thread can change the
+            # caller's dict between any two bytecodes, and a count of pairs
+            # read after the text was joined let a value holding "," and "="
+            # through unescaped.
             dimensions = dimensions.copy()
         dims = "" if dimensions is None else _joined_dims(dimensions)
         if dims is None:

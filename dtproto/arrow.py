@@ -61,6 +61,7 @@ from ._constants import (
     SUMMARY_TOLERANCE,
     VALIDATE_MAX_LISTED,
 )
+from ._encode_py import _has_options
 from ._input import TooLong as _TooLong, line_blocks as _line_blocks
 from .errors import DecodeError, EncodeError
 from .model import Metadata, Metric
@@ -1521,8 +1522,8 @@ def encode_table(data: Any, *, key: Any = None, value: Any = None, dimensions: A
     dims, map_col = _dimension_refs(table, dimensions)
     if timestamp is not None and timestamp not in table.column_names:
         raise KeyError("no column %r" % (timestamp,))
-    options = bool(prefix or default_dimensions or static_dimensions or normalize
-                   or oneagent_enrichment)
+    options = _has_options(prefix, default_dimensions, static_dimensions, normalize,
+                           oneagent_enrichment)
     used = _used_columns(specs, dims, map_col, timestamp)
     nrows = table.num_rows if frame is None else len(frame)
     out: Optional[EncodedTable] = None

@@ -388,6 +388,24 @@ def test_options_as_the_encoder(impl):
     assert body.normalizations.total > 0
 
 
+class _FalsyText(str):
+    def __bool__(self):
+        return False
+
+
+def test_a_prefix_is_read_as_the_encoder_reads_it(impl):
+    """The options rule is the Encoder's (``_has_options``): a str subclass is
+    its text whatever its ``__bool__`` says, a falsy non-str is refused."""
+    t = pa.table({"v": [1.0], "host": ["a"]})
+    body = A.encode_table(t, key="cpu", value="v", dimensions=["host"], _codec=impl,
+                          prefix=_FalsyText("my"))
+    assert bytes(body) == b"my.cpu,host=a gauge,1\n"
+    for prefix in (0, b""):
+        with pytest.raises(TypeError, match="prefix must be a str"):
+            A.encode_table(t, key="cpu", value="v", dimensions=["host"], _codec=impl,
+                           prefix=prefix)
+
+
 names = st.sampled_from(["a.b", "c.d.e", "x_y", "dt.bad", "1x", "ab"])
 dim_values = st.one_of(st.none(), st.text(max_size=8),
                        st.sampled_from(["a b", 'q"q', "x,y=z", "\\", "ü", "x" * 256]))

@@ -789,11 +789,17 @@ def test_a_prefix_that_is_not_text_is_refused_even_when_falsy(impl, prefix):
         impl.Encoder(prefix=prefix)
 
 
+class _Plain(str):
+    pass
+
+
 def test_an_empty_prefix_is_no_prefix(impl):
-    for prefix in (None, "", _Falsy("")):
+    """Empty text, as a str subclass too, is a plain encoder: a line only the
+    options would change (a repeated dimension key, merged by them) shows it."""
+    for prefix in (None, "", _Falsy(""), _Plain("")):
         enc = impl.Encoder(prefix=prefix)
-        enc.gauge("my.metric", 1.0, {"host": "a"})
-        assert enc.getvalue() == b"my.metric,host=a gauge,1\n"
+        enc.gauge("my.metric", 1.0, (("a", "1"), ("a", "2")))
+        assert enc.getvalue() == b"my.metric,a=1,a=2 gauge,1\n", prefix
 
 
 def test_a_buffer_value_never_shares_a_cache_key_with_text(impl):
@@ -832,10 +838,13 @@ def test_a_dict_changed_while_its_line_is_built_gives_one_state(monkeypatch, cha
              "drop": {"a": "x,b=y"}}[change]
     live = dict(before)
 
+    fired = []
+
     def racing(dims):
         text = real(dims)
         live.clear()         # what another thread may do at this moment
         live.update(after)
+        fired.append(1)
         return text
 
     def line(dims):
@@ -849,6 +858,7 @@ def test_a_dict_changed_while_its_line_is_built_gives_one_state(monkeypatch, cha
     monkeypatch.setattr(enc_py, "_joined_dims", racing)
     got = line(live)
     monkeypatch.setattr(enc_py, "_joined_dims", real)
+    assert fired
     assert got in (line(before), line(after))
     assert b"a=x\\,b\\=y" in got
 
@@ -863,6 +873,7 @@ def test_a_dict_changed_between_its_keys_and_values_gives_one_state():
 
     live = {"host": "a"}
     code = enc_py._joined_dims.__code__
+    fired = []
 
     def tracer(frame, event, arg):
         if frame.f_code is not code:
@@ -872,6 +883,7 @@ def test_a_dict_changed_between_its_keys_and_values_gives_one_state():
             if event == "line" and "kt" in frame.f_locals and "vs" not in frame.f_locals:
                 live.clear()          # keys joined, values not read yet
                 live["pod"] = "p"
+                fired.append(1)
             return lines
         return lines
 
@@ -882,7 +894,74 @@ def test_a_dict_changed_between_its_keys_and_values_gives_one_state():
         enc.gauge("my.metric", 1.5, live)
     finally:
         sys.settrace(previous)
+    assert fired
     assert enc.getvalue() in (b"my.metric,host=a gauge,1.5\n", b"my.metric,pod=p gauge,1.5\n")
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("value", [1.5, 1])   # the fast path, the cached path
+def test_a_dict_changed_by_a_collection_while_it_is_read_gives_one_state(impl, nth, value):
+    """Reading a dict item by item allocates, an allocation can start the
+    garbage collector, and its callbacks and finalizers run Python code that
+    can change the dict (or let another thread do it).  The line is one state
+    of the dict whichever collection changes it: ``tuple(d.items())`` gave
+    ``a=1,b=2,c=9,d=9``."""
+    import gc
+
+    live = {"a": "1", "b": "2", "c": "3", "d": "4"}
+    seen = []
+
+    def callback(phase, info):
+        if phase == "start":
+            seen.append(1)
+            if len(seen) == nth:
+                live.update(a="9", b="9", c="9", d="9")
+
+    enc = impl.Encoder()
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.callbacks.append(callback)
+    gc.set_threshold(1)
+    try:
+        enc.gauge("my.metric", value, live)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(callback)
+    if impl.__name__ == "dtproto._codec_py":
+        assert seen  # the Cython core reads the dict without allocating
+    tail = b" gauge,%s\n" % (b"1.5" if value == 1.5 else b"1")
+    assert enc.getvalue() in (b"my.metric,a=1,b=2,c=3,d=4" + tail,
+                              b"my.metric,a=9,b=9,c=9,d=9" + tail)
+
+
+def test_a_huge_dict_that_shrinks_while_it_is_read_gives_one_state(monkeypatch):
+    """A dict of more than 50 pairs is refused without reading it all; one
+    that shrank meanwhile (another thread) is written as one state."""
+    from dtproto import _encode_py as enc_py
+
+    live = {"k%d" % i: "v" for i in range(51)}
+    real_read, real_segment = enc_py._read_once, enc_py._dimension_segment
+    fired = []
+
+    def read(dims):
+        pairs = real_read(dims)
+        dims.clear()
+        dims.update(a="1", b="2")
+        return pairs
+
+    def segment(k, v, i):
+        text = real_segment(k, v, i)
+        if k == "a":
+            live["a"], live["b"] = "9", "8"
+            fired.append(1)
+        return text
+
+    monkeypatch.setattr(enc_py, "_read_once", read)
+    monkeypatch.setattr(enc_py, "_dimension_segment", segment)
+    enc = enc_py.Encoder()
+    enc.gauge("my.metric", 1.0, live)
+    assert fired
+    assert enc.getvalue() == b"my.metric,a=1,b=2 gauge,1\n"
 
 
 def test_a_dict_changed_while_its_head_is_built_caches_what_was_read(monkeypatch):
