@@ -226,12 +226,17 @@ def _dimension_pairs(dimensions: Any, limit: Optional[int]) -> Iterator[Tuple[in
     is looked at (a hostile million-entry mapping costs nothing).
     """
     if type(dimensions) is dict:
-        # One state of it (_snapshot); past the limit only the pairs up to the
-        # first one too many are read (a huge dict costs nothing).
-        if limit is None or len(dimensions) <= limit:
+        # One state of it (_snapshot) when it can be written at all.  A huge
+        # dict is never copied (no memory in proportion to it): past the limit
+        # only the pairs up to the first one too many are read, and with
+        # options (no limit: normalization may merge or drop pairs) it is read
+        # as it goes, until the merged pairs pass 50.
+        if len(dimensions) <= MAX_DIMENSIONS:
             items: Iterable[Any] = _snapshot(dimensions).items()
-        else:
+        elif limit is not None:
             items = tuple(islice(dimensions.items(), limit + 1))
+        else:
+            items = dimensions.items()
     elif isinstance(dimensions, dict) or hasattr(dimensions, "items"):
         items = dimensions.items()
     else:
