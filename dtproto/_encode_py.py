@@ -343,8 +343,9 @@ _MARKS = _CONTROLS + b' ,="\\'
 def _fast_head(key: Any, dimensions: Any) -> Optional[str]:
     """The head of an ordinary series, checked and escaped a whole field at a time.
 
-    ``key`` an exact ``str``; ``dimensions`` None, a dict or a tuple of pairs
-    of ``str`` (read as text: no method of a subclass is asked).  None for
+    ``key`` an exact ``str``; ``dimensions`` None or a tuple of pairs of
+    ``str`` (read as text: no method of a subclass is asked; its callers get
+    a dict's pairs from :func:`_read_once`).  None for
     anything else or anything invalid: :func:`_head` decides and names the
     error.  The rules are the scanner's (see :func:`_fast_dims`).
     """
@@ -357,8 +358,8 @@ def _fast_head(key: Any, dimensions: Any) -> Optional[str]:
 
 
 def _fast_dims(dimensions: Any) -> Optional[str]:
-    """``,k=v,...`` (escaped) of a dict or a tuple of pairs, "" for none; None
-    for anything else or anything invalid.
+    """``,k=v,...`` (escaped) of a tuple of pairs, "" for none; None for
+    anything else or anything invalid.
 
     The pairs are joined first, in one call (:func:`_joined_dims`), and one
     regex over the joined text finds that no value needs an escape, holds a
@@ -378,39 +379,27 @@ def _fast_dims(dimensions: Any) -> Optional[str]:
 
 
 def _joined_dims(dimensions: Any) -> Optional[str]:
-    """``k=v,...`` of a dict or a tuple of pairs as given (no value checked or
-    escaped yet), "" for none; None for anything else, more than 50 pairs, a
-    name or value that is not a ``str`` or a dimension key that is not valid.
+    """``k=v,...`` of a tuple of pairs as given (no value checked or escaped
+    yet), "" for none; None for anything else, more than 50 pairs, a name or
+    value that is not a ``str`` or a dimension key that is not valid.
 
     The values are joined into the template of their keys (:func:`_template`),
     found by the keys' text: ``str.join`` reads a ``str`` subclass as its
     characters and asks it nothing, so a key is never taken for another one
-    that its ``__eq__`` claims to equal.
+    that its ``__eq__`` claims to equal.  (:meth:`Encoder._fast_append` joins
+    a dict the same way.)
     """
-    t = type(dimensions)
+    if type(dimensions) is not tuple or len(dimensions) > MAX_DIMENSIONS \
+            or not _pairs_of_two(dimensions):
+        return None
     try:
-        if t is dict:
-            if len(dimensions) > MAX_DIMENSIONS:
-                return None
-            # TypeError: a key that is not a str.  (Joining a tuple of the
-            # keys is ~400 instructions cheaper than joining the dict itself,
-            # which str.join first copies into a list.)
-            kt = "\0".join(tuple(dimensions))
-            vs: Any = dimensions.values()
-        elif t is tuple and len(dimensions) <= MAX_DIMENSIONS and _pairs_of_two(dimensions):
-            kt = "\0".join(map(_first, dimensions))
-            vs = tuple(map(_second, dimensions))
-        else:
-            return None
-        parts = _templates.get(kt) or _template(kt, len(vs))
-        if parts is None:
-            return None
-        parts = parts[:]
+        kt = "\0".join(map(_first, dimensions))  # TypeError: a key that is not a str
+        parts = (_templates.get(kt) or _template(kt, len(dimensions)))[:]
         # ValueError: the template of another number of keys (a key holding
         # NUL joins like two keys; it is invalid, the exact helpers say so)
-        parts[1::2] = vs
+        parts[1::2] = map(_second, dimensions)
         return "".join(parts)  # TypeError: a value that is not a str
-    except Exception:  # a pair without len() or [0] (a dict), ...
+    except Exception:  # no template (TypeError), ...
         return None  # the exact helpers read the pairs again and decide
 
 
@@ -443,79 +432,45 @@ def _reads_one_way(dims: str, n: int) -> bool:
 def _escaped_dims(dims: str, n: int, dimensions: Any) -> Optional[str]:
     """``dims`` (:func:`_joined_dims` of the n pairs ``dimensions``, known
     free of controls and lone surrogates) with its values escaped; None when
-    a value is longer than 255 characters or the pairs cannot be trusted.
+    a value is longer than 255 characters.
+
+    ``dimensions`` are pairs that cannot change after they were joined: a
+    private copy of a dict (:meth:`Encoder._fast_append`) or a tuple of exact
+    2-tuples (a caller's, or :func:`_read_once`'s reading of a dict), whose
+    names and values are ``str`` (a subclass is read as its characters).
 
     With exactly n "=" and n - 1 "," no value holds either: the text splits
     into pairs one way only, and escaping its spaces, quotes and backslashes
-    escapes exactly the values (valid keys hold none of them).  Everything
-    then comes from the text that was checked, never from reading the pairs
-    again (a dict another thread changes, a pair or a ``str`` subclass that
-    answers differently the second time): the Encoder's memo keeps only such
-    texts.  A text that reads more than one way (a value holds "," or "=")
-    is escaped by :func:`_escaped_again`.
+    escapes exactly the values (valid keys hold none of them).  The result
+    then follows from the text alone, which is what lets the Encoder's memo
+    keep it.  A text that reads more than one way ("a=x,b=y,c=z" is both
+    {"a": "x,b=y", "c": "z"} and {"a": "x", "b": "y,c=z"}) is escaped a value
+    at a time, as the pairs give them.
     """
-    if not _reads_one_way(dims, n):
-        return _escaped_again(dims, dimensions)
-    if len(dims) > MAX_DIMENSION_VALUE and max(
-            len(p) - p.index("=") for p in dims.split(",")) > MAX_DIMENSION_VALUE + 1:
-        return None
-    return dims.replace("\\", "\\\\").replace('"', '\\"').replace(" ", "\\ ")
-
-
-def _escaped_again(dims: str, dimensions: Any) -> Optional[str]:
-    """The escaped pairs of a joined text that reads more than one way, from
-    the pairs read once more; None unless that reading joins to exactly the
-    text that was checked (so its values hold no control and its keys are
-    the template's, all valid): the line is then a valid encoding of the
-    pairs as they read now.  Never kept in the memo."""
-    try:
-        if type(dimensions) is dict:
-            kt = "\0".join(dimensions)
-            vs: tuple = tuple(dimensions.values())
-        else:
-            kt = "\0".join(map(_first, dimensions))
-            vs = tuple(map(_second, dimensions))
-        parts = _templates.get(kt)
-        if parts is None or len(parts) != 2 * len(vs):
+    if _reads_one_way(dims, n):
+        if len(dims) > MAX_DIMENSION_VALUE and max(
+                len(p) - p.index("=") for p in dims.split(",")) > MAX_DIMENSION_VALUE + 1:
             return None
-        parts = parts[:]
-        parts[1::2] = vs
-        if "".join(parts) != dims:
-            return None
-    except Exception:  # whatever the pairs do the second time: the exact helpers decide
-        return None
-    if len(dims) > MAX_DIMENSION_VALUE and max(map(str.__len__, vs)) > MAX_DIMENSION_VALUE:
-        return None
-    if set(map(type, vs)) == _STR_ONLY:  # a subclass is never asked its hash or equality
-        parts[1::2] = map(_escaped_values.__getitem__, vs)
+        return dims.replace("\\", "\\\\").replace('"', '\\"').replace(" ", "\\ ")
+    if type(dimensions) is dict:
+        keys, values = tuple(dimensions), tuple(dimensions.values())
     else:
-        parts[1::2] = [str.translate(v, _ESCAPE_TABLE) for v in vs]
-    return "".join(parts)
+        keys, values = tuple(map(_first, dimensions)), tuple(map(_second, dimensions))
+    if max(map(str.__len__, values)) > MAX_DIMENSION_VALUE:
+        return None
+    # All values escaped in one pass, NUL between them: no value holds a control.
+    escaped = ("\0".join(values).replace("\\", "\\\\").replace('"', '\\"')
+               .replace(" ", "\\ ").replace(",", "\\,").replace("=", "\\=").split("\0"))
+    # str.join reads a str subclass as its characters and asks it nothing
+    return ",".join(map("=".join, zip(keys, escaped)))
 
 
-class _EscapedValues(dict):
-    """value -> its escaped text, bounded: values that need an escape are
-    mostly a few categories ("a b", "x,y"), so a hit is one dict lookup."""
-
-    def __missing__(self, value: str) -> str:
-        if _ESCAPED_RE.search(value) is None:
-            return value  # nothing to escape (an id, say): nothing worth keeping
-        text = str.translate(value, _ESCAPE_TABLE)
-        if len(self) >= _CACHE_MAX:
-            self.clear()
-        self[value] = text
-        return text
-
-
-_escaped_values = _EscapedValues()
-_ESCAPED_RE = re.compile(r'[,= \\"]')
 _STR_ONLY = {str}
 _TUPLE_ONLY = {tuple}
 _from_iterable = chain.from_iterable
 
 
-if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # _escaped_dims escapes three, and
-    # the other two never reach it (no value it takes holds "," or "=")
+if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # what _escaped_dims escapes
     raise ImportError("_escaped_dims does not escape exactly ESCAPED_BY_ENCODER")
 
 
@@ -1025,9 +980,21 @@ class Encoder:
             # read after the text was joined let a value holding "," and "="
             # through unescaped.
             dimensions = dimensions.copy()
-        dims = "" if dimensions is None else _joined_dims(dimensions)
-        if dims is None:
-            return False
+            # Joined here, as _joined_dims joins a tuple of pairs (a call is
+            # 4% of a line).  Joining a tuple of the keys is ~400 instructions
+            # cheaper than joining the dict itself, which str.join first
+            # copies into a list.
+            try:
+                kt = "\0".join(tuple(dimensions))
+                parts = (_templates.get(kt) or _template(kt, len(dimensions)))[:]
+                parts[1::2] = dimensions.values()
+                dims = "".join(parts)
+            except Exception:  # see _joined_dims: the exact helpers decide
+                return False
+        else:
+            dims = "" if dimensions is None else _joined_dims(dimensions)
+            if dims is None:
+                return False
         if timestamp is None:
             end = f"{payload}{text}\n"
         elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
@@ -1065,21 +1032,22 @@ class Encoder:
         out = dims
         if len(data) - len(data.translate(None, _MARKS)) != marks \
                 or len(dims) > MAX_DIMENSION_VALUE:
-            # a value needs an escape, holds a control or may be too long
-            if not dims or len(data) - len(data.translate(None, _CONTROLS)) != 1:
+            # a value needs an escape, holds a control or may be too long.
+            # isprintable() is False for every control (and for a few other
+            # characters a value may hold: the exact helpers take those).
+            if not dims or not dims.isprintable():
                 return False
             out = _escaped_dims(dims, n, dimensions)  # type: ignore[assignment]
             if out is None:
                 return False
             if out is not dims:
-                i = len(key) + 1
-                data = (line[:i] + out + line[i + len(dims):]).encode()
+                data = f"{key},{out}{end}".encode()
         if slot:
             if _memo_seen[slot] != h >> 16:
                 _memo_seen[slot] = h >> 16  # the first sighting
             elif out is dims or _reads_one_way(dims, n):
-                # the second, and not a text escaped from a second reading
-                # of the pairs (_escaped_again): all of it from the text checked
+                # the second, and a text that reads one way: all of the
+                # entry follows from the text checked (_escaped_dims)
                 _memo[slot] = (dims, out)
         self._buf += data
         self._lines += 1

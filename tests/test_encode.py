@@ -825,39 +825,49 @@ def test_a_buffer_value_never_shares_a_cache_key_with_text(impl):
 
 @pytest.mark.parametrize("change", ["add", "swap", "drop"])
 @pytest.mark.parametrize("call", ["gauge", "summary"])
-def test_a_dict_changed_while_its_line_is_built_gives_one_state(monkeypatch, change, call):
+def test_a_dict_changed_while_its_line_is_built_gives_one_state(change, call):
     """The fast path reads a dict once: a change by another thread (or a
     finalizer) between two readings made a line of neither state.  With the
     count of pairs read after the text was joined, a value holding "," and
     "=" was written unescaped: ``a=x,b=y``, two dimensions nobody sent."""
+    import sys
+
     from dtproto import _encode_py as enc_py
 
-    real = enc_py._joined_dims
     before = {"a": "x,b=y", "k": "v"}
     after = {"add": {"a": "x,b=y", "k": "v", "c": "z"}, "swap": {"a": "x,b=y", "q": "w"},
              "drop": {"a": "x,b=y"}}[change]
     live = dict(before)
-
+    code = enc_py.Encoder._fast_append.__code__
     fired = []
 
-    def racing(dims):
-        text = real(dims)
-        live.clear()         # what another thread may do at this moment
-        live.update(after)
-        fired.append(1)
-        return text
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
 
-    def line(dims):
+        def lines(frame, event, arg):
+            if event == "line" and "dims" in frame.f_locals and not fired:
+                live.clear()         # the text is joined: what another thread may do now
+                live.update(after)
+                fired.append(1)
+            return lines
+        return lines
+
+    def line(dims, trace=False):
         enc = enc_py.Encoder()
-        if call == "gauge":
-            enc.gauge("my.metric", 1.5, dims)
-        else:
-            enc.summary("my.metric", 1.0, 2.0, 3.0, 2, dims)
+        previous = sys.gettrace()
+        if trace:
+            sys.settrace(tracer)
+        try:
+            if call == "gauge":
+                enc.gauge("my.metric", 1.5, dims)
+            else:
+                enc.summary("my.metric", 1.0, 2.0, 3.0, 2, dims)
+        finally:
+            sys.settrace(previous)
         return enc.getvalue()
 
-    monkeypatch.setattr(enc_py, "_joined_dims", racing)
-    got = line(live)
-    monkeypatch.setattr(enc_py, "_joined_dims", real)
+    got = line(live, trace=True)
     assert fired
     assert got in (line(before), line(after))
     assert b"a=x\\,b\\=y" in got
@@ -872,7 +882,7 @@ def test_a_dict_changed_between_its_keys_and_values_gives_one_state():
     from dtproto import _encode_py as enc_py
 
     live = {"host": "a"}
-    code = enc_py._joined_dims.__code__
+    code = enc_py.Encoder._fast_append.__code__
     fired = []
 
     def tracer(frame, event, arg):
@@ -880,7 +890,8 @@ def test_a_dict_changed_between_its_keys_and_values_gives_one_state():
             return None
 
         def lines(frame, event, arg):
-            if event == "line" and "kt" in frame.f_locals and "vs" not in frame.f_locals:
+            if event == "line" and "kt" in frame.f_locals and "dims" not in frame.f_locals \
+                    and not fired:
                 live.clear()          # keys joined, values not read yet
                 live["pod"] = "p"
                 fired.append(1)
@@ -988,3 +999,43 @@ def test_a_dict_changed_while_its_head_is_built_caches_what_was_read(monkeypatch
     enc = enc_py.Encoder()
     enc.gauge("my.metric", 1, {"host": "a"})
     assert enc.getvalue() == b"my.metric,host=a gauge,1\n"
+
+
+@pytest.mark.parametrize("shape", [dict, tuple, "subclass"])
+@pytest.mark.parametrize("call", ["gauge", "summary"])
+def test_values_that_read_more_than_one_way_are_escaped_one_by_one(impl, shape, call):
+    """Joined, ``a=x,b=y,k=v`` could be two pairs or three: the fast path
+    escapes such values one by one, as the pairs give them, with the 255
+    character limit counted on each value before it is escaped."""
+    class Text(str):
+        def __eq__(self, other):  # never asked: read as its characters
+            raise AssertionError("asked")
+
+        __hash__ = str.__hash__
+
+    def given(pairs):
+        if shape == "subclass":
+            pairs = [(k, Text(v)) for k, v in pairs]
+        return dict(pairs) if shape is dict else tuple(pairs)
+
+    def line(pairs):
+        enc = impl.Encoder()
+        if call == "gauge":
+            enc.gauge("my.metric", 1.5, given(pairs))
+        else:
+            enc.summary("my.metric", 1.0, 2.0, 3.0, 2, given(pairs))
+        return enc.getvalue()
+
+    tail = b" gauge,1.5\n" if call == "gauge" else b" gauge,min=1,max=2,sum=3,count=2\n"
+    pairs = [("a", "x,b=y"), ("k", 'v "w"\\'), ("c", "é ="), ("d", "=" * 255)]
+    assert line(pairs) == (b'my.metric,a=x\\,b\\=y,k=v\\ \\"w\\"\\\\,c=\xc3\xa9\\ \\=,d='
+                           + b"\\=" * 255 + tail)
+    # a character str.isprintable() refuses (NO-BREAK SPACE): the exact helpers
+    assert line(pairs[:2] + [("c", "\u00a0 =")]) == (
+        b'my.metric,a=x\\,b\\=y,k=v\\ \\"w\\"\\\\,c=\xc2\xa0\\ \\=' + tail)
+    for bad, code in ((("d", "=" * 256), E.DIMENSION_VALUE_TOO_LONG),
+                      (("d", "a,b" + "x" * 253), E.DIMENSION_VALUE_TOO_LONG),
+                      (("d", ",\x01"), E.CONTROL_CHARACTER)):
+        with pytest.raises(EncodeError) as e:
+            line(pairs[:3] + [bad])
+        assert e.value.code == code, bad

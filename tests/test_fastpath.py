@@ -308,7 +308,7 @@ def _head_or_error(key: Any, dims: Any) -> Any:
 
 
 def _check_head(key: Any, dims: Any) -> None:
-    fast = _enc._fast_head(key, dims)
+    fast = _enc._fast_head(key, _enc._read_once(dims))  # as its callers give a dict
     if fast is not None:
         assert fast == _head_or_error(key, dims)
 
@@ -318,7 +318,9 @@ def test_fast_head_is_head(m, as_dict):
     dims = dict(m.dimensions) if as_dict else m.dimensions
     _check_head(m.key, dims)
     if len(m.dimensions) <= 50:
-        assert _enc._fast_head(m.key, dims) == _enc._head(m.key, dims)
+        # a dict reaches _fast_head as its callers give it, read by _read_once
+        pairs = _enc._read_once(dims)
+        assert _enc._fast_head(m.key, pairs) == _enc._head(m.key, dims)
 
 
 _ODD = st.one_of(st.text(max_size=8), st.sampled_from(["host", "a.b", "A", "x" * 101, "dt.x", ""]),
