@@ -374,7 +374,7 @@ def _fast_dims(dimensions: Any) -> Optional[str]:
         return "," + text
     if _BAD_CHAR_RE.search(text) is not None:
         return None
-    text = _escaped_dims(text, n, dimensions)  # type: ignore[assignment]
+    text = _escaped_dims(text, n, *_texts_of(dimensions))  # type: ignore[assignment]
     return None if text is None else "," + text
 
 
@@ -406,9 +406,13 @@ def _joined_dims(dimensions: Any) -> Optional[str]:
 def _template(kt: str, n: int) -> Optional[list]:
     """``["k1=", None, ",k2=", None, ...]`` for the values of the n dimension
     keys whose text joined by NUL is ``kt``, cached by ``kt``; None when a
-    key is not valid (the scanner's regex, :func:`_fast_dimension_key`)."""
+    key is not valid (the scanner's regex, :func:`_fast_dimension_key`) or
+    there are more than 50 (a caller's dict can grow between the Encoder's
+    check of its length and its copy: only the copy's keys count)."""
     if not n:
         return []
+    if n > MAX_DIMENSIONS:
+        return None
     ks = kt.split("\0")
     if len(ks) != n:
         return None  # a key holds NUL: invalid
@@ -429,15 +433,15 @@ def _reads_one_way(dims: str, n: int) -> bool:
     return dims.count("=") == n and dims.count(",") == n - 1
 
 
-def _escaped_dims(dims: str, n: int, dimensions: Any) -> Optional[str]:
-    """``dims`` (:func:`_joined_dims` of the n pairs ``dimensions``, known
-    free of controls and lone surrogates) with its values escaped; None when
-    a value is longer than 255 characters.
+def _escaped_dims(dims: str, n: int, keys: str, values: tuple) -> Optional[str]:
+    """``dims``, n joined pairs known free of controls and lone surrogates,
+    with its values escaped; None when a value is longer than 255 characters.
 
-    ``dimensions`` are pairs that cannot change after they were joined: a
-    private copy of a dict (:meth:`Encoder._fast_append`) or a tuple of exact
-    2-tuples (a caller's, or :func:`_read_once`'s reading of a dict), whose
-    names and values are ``str`` (a subclass is read as its characters).
+    ``keys`` (the valid dimension keys joined by NUL) and ``values`` (a tuple
+    of ``str``) are what ``dims`` was joined from, as they were read then:
+    both immutable, so nothing another thread or a collection's callback does
+    to the caller's pairs (or to the Encoder's copy of a dict) can make the
+    escaped text differ from the text that was checked.
 
     With exactly n "=" and n - 1 "," no value holds either: the text splits
     into pairs one way only, and escaping its spaces, quotes and backslashes
@@ -452,17 +456,19 @@ def _escaped_dims(dims: str, n: int, dimensions: Any) -> Optional[str]:
                 len(p) - p.index("=") for p in dims.split(",")) > MAX_DIMENSION_VALUE + 1:
             return None
         return dims.replace("\\", "\\\\").replace('"', '\\"').replace(" ", "\\ ")
-    if type(dimensions) is dict:
-        keys, values = tuple(dimensions), tuple(dimensions.values())
-    else:
-        keys, values = tuple(map(_first, dimensions)), tuple(map(_second, dimensions))
     if max(map(str.__len__, values)) > MAX_DIMENSION_VALUE:
         return None
     # All values escaped in one pass, NUL between them: no value holds a control.
     escaped = ("\0".join(values).replace("\\", "\\\\").replace('"', '\\"')
                .replace(" ", "\\ ").replace(",", "\\,").replace("=", "\\=").split("\0"))
     # str.join reads a str subclass as its characters and asks it nothing
-    return ",".join(map("=".join, zip(keys, escaped)))
+    return ",".join(map("=".join, zip(keys.split("\0"), escaped)))
+
+
+def _texts_of(pairs: tuple) -> Tuple[str, tuple]:
+    """The keys joined by NUL and the values of a tuple of exact 2-tuples
+    (:func:`_escaped_dims`' reading of what :func:`_joined_dims` joined)."""
+    return "\0".join(map(_first, pairs)), tuple(map(_second, pairs))
 
 
 _STR_ONLY = {str}
@@ -927,10 +933,10 @@ class Encoder:
         """A gauge or count line: the hot loop of every exporter.
 
         The common case (a plain encoder, a valid ``str`` key, dimensions
-        :func:`_joined_dims` takes, a finite float, no timestamp or an int one
-        from 1973 on) is written here; anything else goes to the general
-        helpers, which produce every error.  ``marks``: the _MARKS bytes of
-        ``payload`` and the LF.
+        None, a dict or a tuple of pairs of ``str``, a finite float, no
+        timestamp or an int one from 1973 on) is written here; anything else
+        goes to the general helpers, which produce every error.  ``marks``:
+        the _MARKS bytes of ``payload`` and the LF.
 
         The line is built and checked by :meth:`_fast_append`.  No line of the
         common case can exceed MAX_LINE_CHARS: 50 dimensions of keys <= 100
@@ -961,8 +967,8 @@ class Encoder:
         """Append ``key[,dims]payload text[ timestamp]`` and LF when the line is
         plain; False if not.
 
-        The dimensions are joined by :func:`_joined_dims` (None: not taken
-        here).  ``marks`` counts the _MARKS bytes of ``payload``, ``text``
+        A dict is copied and joined here, a tuple of pairs by
+        :func:`_joined_dims` (None: not taken here).  ``marks`` counts the _MARKS bytes of ``payload``, ``text``
         (two pieces: one string built less) and the LF.
         While the memo (:data:`_memo`) is consulted, a text of dimensions
         found there is written unchecked, and a text checked here is kept
@@ -987,11 +993,14 @@ class Encoder:
             try:
                 kt = "\0".join(tuple(dimensions))
                 parts = (_templates.get(kt) or _template(kt, len(dimensions)))[:]
-                parts[1::2] = dimensions.values()
+                # a tuple: what is joined is what _escaped_dims escapes
+                vs = tuple(dimensions.values())
+                parts[1::2] = vs
                 dims = "".join(parts)
             except Exception:  # see _joined_dims: the exact helpers decide
                 return False
         else:
+            kt = None
             dims = "" if dimensions is None else _joined_dims(dimensions)
             if dims is None:
                 return False
@@ -1033,11 +1042,14 @@ class Encoder:
         if len(data) - len(data.translate(None, _MARKS)) != marks \
                 or len(dims) > MAX_DIMENSION_VALUE:
             # a value needs an escape, holds a control or may be too long.
-            # isprintable() is False for every control (and for a few other
-            # characters a value may hold: the exact helpers take those).
+            # isprintable() is False for every control, and for many other
+            # characters a value may hold (private-use, unassigned, format,
+            # separators other than the space): the exact helpers take those.
             if not dims or not dims.isprintable():
                 return False
-            out = _escaped_dims(dims, n, dimensions)  # type: ignore[assignment]
+            if kt is None:  # a tuple of exact 2-tuples: it reads as it was joined
+                kt, vs = _texts_of(dimensions)
+            out = _escaped_dims(dims, n, kt, vs)  # type: ignore[assignment]
             if out is None:
                 return False
             if out is not dims:

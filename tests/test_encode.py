@@ -1039,3 +1039,87 @@ def test_values_that_read_more_than_one_way_are_escaped_one_by_one(impl, shape, 
         with pytest.raises(EncodeError) as e:
             line(pairs[:3] + [bad])
         assert e.value.code == code, bad
+
+
+@pytest.mark.parametrize("grown", [60, 3000])
+def test_a_dict_that_grows_past_50_pairs_before_it_is_copied_is_refused(grown):
+    """The fast path checks a dict's length, then copies it: another thread
+    (here a tracer, between those two lines) can add pairs in between.  The
+    copy's 61 pairs were written as a line, or overran the memo (IndexError);
+    only the copy counts, and it is refused like any dict of 51 pairs."""
+    import sys
+
+    from dtproto import _encode_py as enc_py
+
+    live = {"a": "x"}
+    code = enc_py.Encoder._fast_append.__code__
+    fired = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def lines(frame, event, arg):
+            if event == "line" and not fired and "copy()" in _source_line(frame):
+                live.update(("k%d" % i, "v") for i in range(grown))
+                fired.append(1)
+            return lines
+        return lines
+
+    enc = enc_py.Encoder()
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(EncodeError) as e:
+            enc.gauge("my.metric", 1.5, live)
+    finally:
+        sys.settrace(previous)
+    assert fired
+    assert e.value.code == E.TOO_MANY_DIMENSIONS
+    assert enc.getvalue() == b""
+
+
+def _source_line(frame) -> str:
+    import linecache
+
+    return linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3, 4, 5, 6])
+def test_a_line_is_escaped_from_what_was_joined_whatever_a_collection_does(nth):
+    """The values of a text that reads more than one way are escaped from the
+    values the text was joined from, not read again from the Encoder's copy
+    of the dict, which a collection's callback can reach (here through
+    ``gc.get_objects``) and change: a raw LF reached the output."""
+    import gc
+
+    from dtproto import _encode_py as enc_py
+
+    class K(str):  # a str subclass key makes the dict (and its copy) tracked
+        pass
+
+    live = {"a": "x,c=y", K("b"): "z"}
+    seen = []
+
+    def callback(phase, info):
+        if phase != "start":
+            return
+        seen.append(1)
+        if len(seen) == nth:
+            for d in gc.get_objects():
+                if type(d) is dict and d is not live and len(d) == 2 \
+                        and d.get("a") == "x,c=y" and d.get("b") == "z":
+                    d["a"] = "x\nevil.metric 666"
+
+    enc = enc_py.Encoder()
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.callbacks.append(callback)
+    gc.set_threshold(1)
+    try:
+        enc.gauge("my.metric", 1.5, live)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(callback)
+    assert len(seen) >= nth
+    assert enc.getvalue() == b"my.metric,a=x\\,c\\=y,b=z gauge,1.5\n"
