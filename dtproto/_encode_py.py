@@ -997,13 +997,17 @@ class Encoder:
                 vs = tuple(dimensions.values())
                 parts[1::2] = vs
                 dims = "".join(parts)
+                n = len(vs)  # not the copy's len(): it is what was joined
             except Exception:  # see _joined_dims: the exact helpers decide
                 return False
+        elif dimensions is None:
+            dims = ""  # (n and kt are only read when there are dimensions)
         else:
             kt = None
-            dims = "" if dimensions is None else _joined_dims(dimensions)
+            dims = _joined_dims(dimensions)
             if dims is None:
                 return False
+            n = len(dimensions)  # a tuple of exact 2-tuples: it reads as it was joined
         if timestamp is None:
             end = f"{payload}{text}\n"
         elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
@@ -1013,7 +1017,6 @@ class Encoder:
             return False
         slot = 0  # no memo slot (a slot is n >= 1 past its hash bits)
         if dims:
-            n = len(dimensions)
             marks += 2 * n
             stat = _memo_stat
             if stat[0] > 0:

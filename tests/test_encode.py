@@ -1123,3 +1123,45 @@ def test_a_line_is_escaped_from_what_was_joined_whatever_a_collection_does(nth):
         gc.callbacks.remove(callback)
     assert len(seen) >= nth
     assert enc.getvalue() == b"my.metric,a=x\\,c\\=y,b=z gauge,1.5\n"
+
+
+@pytest.mark.parametrize("value", ["x,c=y", "x\n\n"])
+def test_what_happens_to_the_copy_after_the_join_changes_nothing(value):
+    """Everything after the join (the separators expected, the memo's slot,
+    the escaping) follows from what was joined, never from the Encoder's
+    copy of the dict, which a collection's callback can reach: with the
+    copy's len() read after the join, one pair added to it let ``x,c=y``
+    through unescaped (two dimensions nobody sent) and ``x\\n\\n`` as a raw
+    line break."""
+    import sys
+
+    from dtproto import _encode_py as enc_py
+
+    code = enc_py.Encoder._fast_append.__code__
+    fired = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def lines(frame, event, arg):
+            if event == "line" and "dims" in frame.f_locals and not fired:
+                frame.f_locals["dimensions"]["b"] = "z"  # the copy, as gc.get_referrers finds it
+                fired.append(1)
+            return lines
+        return lines
+
+    enc = enc_py.Encoder()
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        if "\n" in value:
+            with pytest.raises(EncodeError) as e:
+                enc.gauge("my.metric", 1.5, {"a": value})
+            assert e.value.code == E.CONTROL_CHARACTER
+        else:
+            enc.gauge("my.metric", 1.5, {"a": value})
+    finally:
+        sys.settrace(previous)
+    assert fired
+    assert enc.getvalue() == (b"" if "\n" in value else b"my.metric,a=x\\,c\\=y gauge,1.5\n")
