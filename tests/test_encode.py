@@ -8,6 +8,7 @@ byte-identical.  Runs against each implementation (``impl``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import re
 import types
@@ -823,6 +824,62 @@ def test_a_buffer_value_never_shares_a_cache_key_with_text(impl):
             assert e.value.code == E.INVALID_RECORD
 
 
+@contextlib.contextmanager
+def _at_a_line_of_fast_append(when, act):
+    """Run ``act(frame)`` once, at the first line of the pure
+    ``Encoder._fast_append`` where ``when(frame)`` holds: a tracer standing in
+    for another thread (or a collection's callback) at that point.  Yields
+    the list that records that it ran."""
+    import sys
+
+    from dtproto import _encode_py as enc_py
+
+    code = enc_py.Encoder._fast_append.__code__
+    fired: list = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def lines(frame, event, arg):
+            if event == "line" and not fired and when(frame):
+                act(frame)
+                fired.append(1)
+            return lines
+        return lines
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        yield fired
+    finally:
+        sys.settrace(previous)
+
+
+@contextlib.contextmanager
+def _collections_calling(callback):
+    """Every allocation of a tracked object starts a collection (threshold
+    1), and each calls ``callback(phase, info)``: the collector's callbacks,
+    which run Python code in the middle of any allocation, as a harness."""
+    import gc
+
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.callbacks.append(callback)
+    gc.set_threshold(1)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(callback)
+
+
+def _source_line(frame) -> str:
+    import linecache
+
+    return linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+
+
 @pytest.mark.parametrize("change", ["add", "swap", "drop"])
 @pytest.mark.parametrize("call", ["gauge", "summary"])
 def test_a_dict_changed_while_its_line_is_built_gives_one_state(change, call):
@@ -830,44 +887,27 @@ def test_a_dict_changed_while_its_line_is_built_gives_one_state(change, call):
     finalizer) between two readings made a line of neither state.  With the
     count of pairs read after the text was joined, a value holding "," and
     "=" was written unescaped: ``a=x,b=y``, two dimensions nobody sent."""
-    import sys
-
     from dtproto import _encode_py as enc_py
 
     before = {"a": "x,b=y", "k": "v"}
     after = {"add": {"a": "x,b=y", "k": "v", "c": "z"}, "swap": {"a": "x,b=y", "q": "w"},
              "drop": {"a": "x,b=y"}}[change]
     live = dict(before)
-    code = enc_py.Encoder._fast_append.__code__
-    fired = []
 
-    def tracer(frame, event, arg):
-        if frame.f_code is not code:
-            return None
+    def change_it(frame):
+        live.clear()         # the text is joined: what another thread may do now
+        live.update(after)
 
-        def lines(frame, event, arg):
-            if event == "line" and "dims" in frame.f_locals and not fired:
-                live.clear()         # the text is joined: what another thread may do now
-                live.update(after)
-                fired.append(1)
-            return lines
-        return lines
-
-    def line(dims, trace=False):
+    def line(dims):
         enc = enc_py.Encoder()
-        previous = sys.gettrace()
-        if trace:
-            sys.settrace(tracer)
-        try:
-            if call == "gauge":
-                enc.gauge("my.metric", 1.5, dims)
-            else:
-                enc.summary("my.metric", 1.0, 2.0, 3.0, 2, dims)
-        finally:
-            sys.settrace(previous)
+        if call == "gauge":
+            enc.gauge("my.metric", 1.5, dims)
+        else:
+            enc.summary("my.metric", 1.0, 2.0, 3.0, 2, dims)
         return enc.getvalue()
 
-    got = line(live, trace=True)
+    with _at_a_line_of_fast_append(lambda f: "dims" in f.f_locals, change_it) as fired:
+        got = line(live)
     assert fired
     assert got in (line(before), line(after))
     assert b"a=x\\,b\\=y" in got
@@ -877,34 +917,18 @@ def test_a_dict_changed_between_its_keys_and_values_gives_one_state():
     """The fast path joined a dict's keys and then read its values: a change
     in between (another thread, between two bytecodes) gave a line with the
     old keys and the new values, ``host=p``, a series that never existed."""
-    import sys
-
     from dtproto import _encode_py as enc_py
 
     live = {"host": "a"}
-    code = enc_py.Encoder._fast_append.__code__
-    fired = []
 
-    def tracer(frame, event, arg):
-        if frame.f_code is not code:
-            return None
-
-        def lines(frame, event, arg):
-            if event == "line" and "kt" in frame.f_locals and "dims" not in frame.f_locals \
-                    and not fired:
-                live.clear()          # keys joined, values not read yet
-                live["pod"] = "p"
-                fired.append(1)
-            return lines
-        return lines
+    def change_it(frame):
+        live.clear()          # keys joined, values not read yet
+        live["pod"] = "p"
 
     enc = enc_py.Encoder()
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
+    with _at_a_line_of_fast_append(
+            lambda f: "kt" in f.f_locals and "dims" not in f.f_locals, change_it) as fired:
         enc.gauge("my.metric", 1.5, live)
-    finally:
-        sys.settrace(previous)
     assert fired
     assert enc.getvalue() in (b"my.metric,host=a gauge,1.5\n", b"my.metric,pod=p gauge,1.5\n")
 
@@ -917,8 +941,6 @@ def test_a_dict_changed_by_a_collection_while_it_is_read_gives_one_state(impl, n
     can change the dict (or let another thread do it).  The line is one state
     of the dict whichever collection changes it: ``tuple(d.items())`` gave
     ``a=1,b=2,c=9,d=9``."""
-    import gc
-
     live = {"a": "1", "b": "2", "c": "3", "d": "4"}
     seen = []
 
@@ -929,15 +951,8 @@ def test_a_dict_changed_by_a_collection_while_it_is_read_gives_one_state(impl, n
                 live.update(a="9", b="9", c="9", d="9")
 
     enc = impl.Encoder()
-    threshold = gc.get_threshold()
-    gc.collect()
-    gc.callbacks.append(callback)
-    gc.set_threshold(1)
-    try:
+    with _collections_calling(callback):
         enc.gauge("my.metric", value, live)
-    finally:
-        gc.set_threshold(*threshold)
-        gc.callbacks.remove(callback)
     if impl.__name__ == "dtproto._codec_py":
         assert seen  # the Cython core reads the dict without allocating
     tail = b" gauge,%s\n" % (b"1.5" if value == 1.5 else b"1")
@@ -1047,42 +1062,18 @@ def test_a_dict_that_grows_past_50_pairs_before_it_is_copied_is_refused(grown):
     (here a tracer, between those two lines) can add pairs in between.  The
     copy's 61 pairs were written as a line, or overran the memo (IndexError);
     only the copy counts, and it is refused like any dict of 51 pairs."""
-    import sys
-
     from dtproto import _encode_py as enc_py
 
     live = {"a": "x"}
-    code = enc_py.Encoder._fast_append.__code__
-    fired = []
-
-    def tracer(frame, event, arg):
-        if frame.f_code is not code:
-            return None
-
-        def lines(frame, event, arg):
-            if event == "line" and not fired and "copy()" in _source_line(frame):
-                live.update(("k%d" % i, "v") for i in range(grown))
-                fired.append(1)
-            return lines
-        return lines
-
     enc = enc_py.Encoder()
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
+    with _at_a_line_of_fast_append(
+            lambda f: "copy()" in _source_line(f),
+            lambda f: live.update(("k%d" % i, "v") for i in range(grown))) as fired:
         with pytest.raises(EncodeError) as e:
             enc.gauge("my.metric", 1.5, live)
-    finally:
-        sys.settrace(previous)
     assert fired
     assert e.value.code == E.TOO_MANY_DIMENSIONS
     assert enc.getvalue() == b""
-
-
-def _source_line(frame) -> str:
-    import linecache
-
-    return linecache.getline(frame.f_code.co_filename, frame.f_lineno)
 
 
 @pytest.mark.parametrize("nth", [1, 2, 3, 4, 5, 6])
@@ -1112,15 +1103,8 @@ def test_a_line_is_escaped_from_what_was_joined_whatever_a_collection_does(nth):
                     d["a"] = "x\nevil.metric 666"
 
     enc = enc_py.Encoder()
-    threshold = gc.get_threshold()
-    gc.collect()
-    gc.callbacks.append(callback)
-    gc.set_threshold(1)
-    try:
+    with _collections_calling(callback):
         enc.gauge("my.metric", 1.5, live)
-    finally:
-        gc.set_threshold(*threshold)
-        gc.callbacks.remove(callback)
     assert len(seen) >= nth
     assert enc.getvalue() == b"my.metric,a=x\\,c\\=y,b=z gauge,1.5\n"
 
@@ -1133,35 +1117,18 @@ def test_what_happens_to_the_copy_after_the_join_changes_nothing(value):
     copy's len() read after the join, one pair added to it let ``x,c=y``
     through unescaped (two dimensions nobody sent) and ``x\\n\\n`` as a raw
     line break."""
-    import sys
-
     from dtproto import _encode_py as enc_py
 
-    code = enc_py.Encoder._fast_append.__code__
-    fired = []
-
-    def tracer(frame, event, arg):
-        if frame.f_code is not code:
-            return None
-
-        def lines(frame, event, arg):
-            if event == "line" and "dims" in frame.f_locals and not fired:
-                frame.f_locals["dimensions"]["b"] = "z"  # the copy, as gc.get_referrers finds it
-                fired.append(1)
-            return lines
-        return lines
+    def add_to_the_copy(frame):
+        frame.f_locals["dimensions"]["b"] = "z"  # as gc.get_referrers finds it
 
     enc = enc_py.Encoder()
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
+    with _at_a_line_of_fast_append(lambda f: "dims" in f.f_locals, add_to_the_copy) as fired:
         if "\n" in value:
             with pytest.raises(EncodeError) as e:
                 enc.gauge("my.metric", 1.5, {"a": value})
             assert e.value.code == E.CONTROL_CHARACTER
         else:
             enc.gauge("my.metric", 1.5, {"a": value})
-    finally:
-        sys.settrace(previous)
     assert fired
     assert enc.getvalue() == (b"" if "\n" in value else b"my.metric,a=x\\,c\\=y gauge,1.5\n")
