@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import warnings as _warnings
-from itertools import chain, islice
+from itertools import chain, islice, repeat
 from marshal import dumps as _marshal
 from operator import itemgetter
 from typing import Any, Iterable, Iterator, Optional, Tuple
@@ -286,50 +286,61 @@ def _plain_dims_re(n: int) -> Any:
 
 
 _templates: dict = {}       # valid dimension keys joined by NUL -> their _template, bounded
-# The Encoder's memo of the joined dimensions (_joined_dims) it has checked,
-# direct-mapped: the text of n pairs lives at slot (hash(text) & _MEMO_MASK)
-# + n as (text, the text to write): the text itself when it was plain, its
-# escaped form otherwise.  One slot holds one tuple, so a reader never sees
-# half an entry.  A hit skips the check (a translate over the line, ~10% of
-# it) and, for a text that needs escapes, the escaping (~40%).
+# The Encoder's memo of the joined dimensions (_joined_dims) it has checked:
+# the text of n pairs -> (n, the text to write): the text itself when it was
+# plain, its escaped form otherwise.  A dict lookup hashes the text once (a
+# str keeps its hash, so the admission below reuses it) and reads one tuple,
+# so a reader never sees half an entry.  A hit skips the check (a translate
+# over the line, ~10% of it) and, for a text that needs escapes, the
+# escaping (~40%).
 #
 # A text is kept only when it has exactly n "=" and n - 1 ",": then no value
 # holds either, the text splits into pairs one way only, and the text with n
 # determines the pairs.  (A plain text always qualifies.  "a=x,b=y,c=z" is
 # both {"a": "x,b=y", "c": "z"} and {"a": "x", "b": "y,c=z"}, escaped
-# differently, so it is never kept.)  The slot holds n: the same text from
-# another number of pairs has another slot.  A miss overwrites the slot: no
-# growth, no clearing.
+# differently, so it is never kept.)  An entry holds its n and a hit must
+# match it: {"a": "x,b=y"} joins to the text kept for {"a": "x", "b": "y"}.
 #
-# A text is let in the second time its slot sees it: the first time leaves 8
-# other bits of its hash in _memo_seen (one text in 256 finds its bits there
-# already and gets in at once), so one-off series do not evict the ones that
-# repeat.  Everything an entry holds is worked out from the text alone
-# (_escaped_dims), so no reading of the pairs can put a wrong one there.  The
-# hash is cut to 24 bits once: arithmetic on the full 64-bit hash costs an
-# allocation per operation.
+# A text is let in the second time it is seen: the first time leaves 8 bits
+# of its hash in _memo_seen, at a place given by 14 others (one text in 256
+# finds its bits there already and gets in at once), so one-off series do
+# not evict the ones that repeat.  Everything an entry holds is worked out
+# from the text alone (_escaped_dims), so no reading of the pairs can put a
+# wrong one there.  The memo starts again empty at _MEMO_MAX entries or
+# _MEMO_CHARS characters of kept texts, and a text longer than
+# _MEMO_TEXT_MAX is not kept: whatever the input, it holds at most 4 Mi
+# characters of texts (and their escaped forms, at most twice as long).
 #
-# A miss costs ~11% of a line (the hash, the lookup, the bookkeeping), so the
-# memo is only used while it pays: every _MEMO_WINDOW misses, fewer hits than
-# misses send it to rest for _MEMO_REST lines (_memo_stat[0] counts up from
-# -_MEMO_REST to 1), after which it is tried again.  Series that never repeat
-# then pay the memo's miss on one line in seventeen.
-_MEMO_MASK = 16383
+# A miss costs ~11% of a line (the lookup, the bookkeeping), so the memo is
+# only used while it pays: every _MEMO_WINDOW misses, fewer hits than misses
+# send it to rest for _MEMO_REST lines, after which it is tried again.
+# Series that never repeat then pay the memo's miss on one line in
+# seventeen.  Resting is an iterator that yields _MEMO_REST times
+# (_memo_rest): one step of it a line, and no int to allocate.
+_MEMO_MAX = 16384
+_MEMO_CHARS = 1 << 22
+_MEMO_TEXT_MAX = 1024
+_MEMO_SEEN_MASK = 16383
 _MEMO_WINDOW = 4096
 _MEMO_REST = 16 * _MEMO_WINDOW
-_memo: list = [(None, None)] * (_MEMO_MASK + 1 + MAX_DIMENSIONS)
-_memo_seen = bytearray(_MEMO_MASK + 1 + MAX_DIMENSIONS)
-# [> 0: consulted, <= 0: resting; hits; misses], a list: its items are
-# cheaper to update than module globals.
-_memo_stat = [1, 0, 0]
+_memo: dict = {}
+_memo_get = _memo.get
+_memo_seen = bytearray(_MEMO_SEEN_MASK + 1)
+# [hits, misses] of the current window, characters of the texts kept: a
+# list, whose items are cheaper to update than module globals.
+_memo_stat = [0, 0, 0]
+_memo_rest = repeat(True, 0)  # exhausted: the memo is consulted
 
 
 def _memo_judge() -> None:
     """Rest the memo when the last _MEMO_WINDOW misses came with fewer hits."""
+    global _memo_rest
     stat = _memo_stat
-    if stat[1] < stat[2]:
-        stat[0] = -_MEMO_REST
-    stat[1] = stat[2] = 0
+    if stat[0] < stat[1]:
+        _memo_rest = repeat(True, _MEMO_REST)
+    stat[0] = stat[1] = 0
+
+
 _first = itemgetter(0)
 _second = itemgetter(1)
 # Bytes the encoder's hot path counts in a finished line: every byte that
@@ -872,13 +883,16 @@ class Encoder:
       dimensions; no OneAgent, no extra dimensions.
     """
 
-    __slots__ = ("_buf", "_lines", "_opts", "_log")
+    # _tally: (the buffer, bytes counted, lines in them), for :attr:`lines`:
+    # every line ends with the only LF it holds, so the lines are counted
+    # when asked, not one by one in the hot loop (that was 1.3% of a line).
+    __slots__ = ("_buf", "_tally", "_opts", "_log")
 
     def __init__(self, prefix: Optional[str] = None, default_dimensions: Any = None,
                  static_dimensions: Any = None, normalize: bool = False,
                  oneagent_enrichment: bool = False) -> None:
         self._buf = bytearray()
-        self._lines = 0
+        self._tally = (self._buf, 0, 0)
         self._opts: Optional[_Options] = None
         self._log: Any = None
         if _has_options(prefix, default_dimensions, static_dimensions, normalize,
@@ -894,7 +908,7 @@ class Encoder:
         """
         sibling = Encoder.__new__(Encoder)
         sibling._buf = bytearray()
-        sibling._lines = 0
+        sibling._tally = (sibling._buf, 0, 0)
         sibling._opts = self._opts
         sibling._log = None
         return sibling
@@ -913,7 +927,6 @@ class Encoder:
     def _append(self, line: str) -> None:
         # The line is complete before it touches the buffer: atomic per line.
         self._buf += line.encode("utf-8")
-        self._lines += 1
 
     def _head_of(self, key: Any, dimensions: Any) -> Optional[str]:
         """The line's ``key,dims`` text; None when normalization drops it.
@@ -974,8 +987,8 @@ class Encoder:
         _MARKS bytes of ``payload``, ``text`` (two pieces: one string built
         less) and the LF.
         While the memo (:data:`_memo`) is consulted, a text of dimensions
-        found there is written unchecked, and a text checked here is kept
-        the second time its slot sees it.  A line checked here: one
+        found there with the same n is written unchecked, and a text checked
+        here is kept the second time it is seen.  A line checked here: one
         ``translate`` counts its _MARKS bytes, and more than its fields hold
         means a value needs an escape (:func:`_escaped_dims`) or is invalid.
         False (nothing appended): the exact helpers decide and name the error.
@@ -1018,25 +1031,24 @@ class Encoder:
             marks += 1
         else:
             return False
-        slot = 0  # no memo slot (a slot is n >= 1 past its hash bits)
+        consulted = False
         if dims:
-            marks += 2 * n
-            stat = _memo_stat
-            if stat[0] > 0:
-                h = hash(dims) & 0xFFFFFF
-                slot = (h & _MEMO_MASK) + n
-                seen = _memo[slot]
-                if seen[0] == dims:
-                    stat[1] += 1
-                    # a checked text and a valid (ASCII) key: it encodes
-                    self._buf += f"{key},{seen[1]}{end}".encode()
-                    self._lines += 1
-                    return True
-                stat[2] += 1
-                if stat[2] >= _MEMO_WINDOW:
-                    _memo_judge()
+            # for/else: FOR_ITER is the cheapest way to ask an iterator
+            for _ in _memo_rest:
+                break  # resting: one of its _MEMO_REST lines
             else:
-                stat[0] += 1  # resting: counts up to 1, then the memo is tried again
+                consulted = True
+                stat = _memo_stat
+                hit = _memo_get(dims)
+                if hit is not None and hit[0] == n:
+                    stat[0] += 1
+                    # a checked text and a valid (ASCII) key: it encodes
+                    self._buf += f"{key},{hit[1]}{end}".encode()
+                    return True
+                stat[1] += 1
+                if stat[1] >= _MEMO_WINDOW:
+                    _memo_judge()
+            marks += 2 * n
             line = f"{key},{dims}{end}"
         else:
             line = f"{key}{end}"
@@ -1060,15 +1072,19 @@ class Encoder:
                 return False
             if out is not dims:
                 data = f"{key},{out}{end}".encode()
-        if slot:
-            if _memo_seen[slot] != h >> 16:
-                _memo_seen[slot] = h >> 16  # the first sighting
+        if consulted and len(dims) <= _MEMO_TEXT_MAX:
+            h = hash(dims)  # computed by the lookup: the str keeps it
+            if _memo_seen[h & _MEMO_SEEN_MASK] != (h >> 14) & 255:
+                _memo_seen[h & _MEMO_SEEN_MASK] = (h >> 14) & 255  # the first sighting
             elif out is dims or _reads_one_way(dims, n):
                 # the second, and a text that reads one way: all of the
                 # entry follows from the text checked (_escaped_dims)
-                _memo[slot] = (dims, out)
+                if len(_memo) >= _MEMO_MAX or stat[2] > _MEMO_CHARS:
+                    _memo.clear()
+                    stat[2] = 0
+                stat[2] += len(dims)
+                _memo[dims] = (n, out)
         self._buf += data
-        self._lines += 1
         return True
 
     def gauge(self, key: str, value: float, dimensions: Any = None,
@@ -1151,20 +1167,30 @@ class Encoder:
 
     def clear(self) -> None:
         """Forget every line."""
-        self._buf = bytearray()
-        self._lines = 0
+        buf = bytearray()
+        self._buf = buf
+        self._tally = (buf, 0, 0)
 
     @property
     def lines(self) -> int:
         """Number of lines in the buffer."""
-        return self._lines
+        # Only the bytes appended since the last call are counted.  The tally
+        # names its buffer: after clear() (from another thread, say) a tally
+        # of the old buffer is not continued.
+        buf = self._buf
+        tally = self._tally
+        start, n = (tally[1], tally[2]) if tally[0] is buf else (0, 0)
+        end = len(buf)
+        n += buf.count(b"\n", start, end)
+        self._tally = (buf, end, n)
+        return n
 
     def __len__(self) -> int:
         """Size of the buffer in bytes."""
         return len(self._buf)
 
     def __repr__(self) -> str:
-        return "<Encoder lines=%d bytes=%d>" % (self._lines, len(self._buf))
+        return "<Encoder lines=%d bytes=%d>" % (self.lines, len(self._buf))
 
 
 def _record_line(record: Any) -> str:

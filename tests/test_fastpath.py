@@ -460,22 +460,34 @@ def _alike_call(dims: Any, ts: Optional[int], method: str) -> Tuple[str, tuple]:
     return method, ("a.b", 2.5, dims, ts)
 
 
-@pytest.mark.parametrize("mask", [None, 63])
-def test_encoder_memo_tells_apart_texts_that_read_alike(monkeypatch, mask):
+def _fresh_memo(mp: Any, small: Optional[int]) -> None:
+    """An empty memo, consulted whatever ran before; with ``small``, at most
+    ``small`` entries (it starts again empty beyond) and a first-sighting
+    table of ``small`` places, so texts also evict each other and collide."""
+    memo: dict = {}
+    mp.setattr(_enc, "_memo", memo)
+    mp.setattr(_enc, "_memo_get", memo.get)
+    mp.setattr(_enc, "_memo_stat", [0, 0, 0])
+    mp.setattr(_enc, "_memo_rest", iter(()))
+    if small is not None:
+        mp.setattr(_enc, "_MEMO_MAX", small)
+        mp.setattr(_enc, "_MEMO_SEEN_MASK", small - 1)
+        mp.setattr(_enc, "_memo_seen", bytearray(small))
+    else:
+        mp.setattr(_enc, "_memo_seen", bytearray(len(_enc._memo_seen)))
+
+
+@pytest.mark.parametrize("small", [None, 64])
+def test_encoder_memo_tells_apart_texts_that_read_alike(monkeypatch, small):
     """The alike dimensions in turn, each met three times, as a dict and as
-    pairs; with the memo's table shrunk to 64 slots (and 50 more: MAX_DIMENSIONS),
-    texts also evict each other."""
-    monkeypatch.setattr(_enc, "_memo_stat", [1, 0, 0])  # consulted, whatever ran before
-    if mask is not None:
-        monkeypatch.setattr(_enc, "_MEMO_MASK", mask)
-        monkeypatch.setattr(_enc, "_memo", [(None, None)] * (mask + 51))
-        monkeypatch.setattr(_enc, "_memo_seen", bytearray(mask + 51))
+    pairs; with the memo shrunk to 64 entries, texts also evict each other."""
+    _fresh_memo(monkeypatch, small)
     calls = []
     for i, d in enumerate(_ALIKE + _ALIKE[::-1] + _ALIKE):
         dims = d if i % 2 else tuple(d.items())
         calls.append(_alike_call(dims, None if i % 3 else NOW, ["gauge", "count", "summary"][i % 3]))
     _alike_lines(calls)
-    assert _enc._memo_stat[1] > 0  # the third sightings were hits
+    assert _enc._memo_stat[0] > 0  # the third sightings were hits
 
 
 def test_encoder_memo_rests_while_series_do_not_repeat(monkeypatch):
@@ -486,33 +498,49 @@ def test_encoder_memo_rests_while_series_do_not_repeat(monkeypatch):
 
     monkeypatch.setattr(_enc, "_MEMO_WINDOW", 64)
     monkeypatch.setattr(_enc, "_MEMO_REST", 256)
-    monkeypatch.setattr(_enc, "_memo_stat", [1, 0, 0])
+    _fresh_memo(monkeypatch, None)
     unique = make_records(200, seed=5, cardinality=UNIQUE)
     repeated = make_records(600, seed=5, cardinality=10)
     for recs in (unique, repeated):
         assert encoder_loop(_enc.Encoder, recs.tuples)() == _enc.encode(recs.metrics)
         if recs is unique:
-            assert _enc._memo_stat[0] <= 0  # resting
-    assert _enc._memo_stat[0] > 0 and _enc._memo_stat[1] > 0  # tried again, and it pays
+            assert _enc._memo_rest.__length_hint__() > 0  # resting
+    assert _enc._memo_rest.__length_hint__() == 0  # tried again,
+    assert _enc._memo_stat[0] > 0  # and it pays
 
 
 @given(st.lists(st.lists(st.tuples(st.sampled_from("abc"),
                                    st.sampled_from(["x", "y", "z", ",", "=", " ", "x,b=y", "y,c=z",
                                                     "b=", ",c", "\\", "\x01"])),
                          min_size=1, max_size=4), min_size=1, max_size=30),
-       st.sampled_from([None, 63]))
-def test_encoder_memo_is_never_another_series(pair_lists, mask):
+       st.sampled_from([None, 4]))
+def test_encoder_memo_is_never_another_series(pair_lists, small):
     """Any sequence of dimensions built from a few keys and values that
     rejoin into one another's text: one Encoder writes each line the general
-    path writes (with 64 slots, evictions too)."""
+    path writes (with 4 entries, evictions too)."""
     calls = [_alike_call(tuple(pairs), None, "gauge") for pairs in pair_lists]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_enc, "_memo_stat", [1, 0, 0])  # consulted, whatever ran before
-        if mask is not None:
-            mp.setattr(_enc, "_MEMO_MASK", mask)
-            mp.setattr(_enc, "_memo", [(None, None)] * (mask + 51))
-            mp.setattr(_enc, "_memo_seen", bytearray(mask + 51))
+        _fresh_memo(mp, small)
         _alike_lines(calls * 3)  # a text is let in the second time, hit the third
+
+
+def test_encoder_memo_is_bounded_whatever_the_texts(monkeypatch):
+    """The memo never holds more than _MEMO_MAX texts or much more than
+    _MEMO_CHARS characters of them, and never a text longer than
+    _MEMO_TEXT_MAX; the lines stay the general path's."""
+    _fresh_memo(monkeypatch, None)
+    monkeypatch.setattr(_enc, "_MEMO_MAX", 50)
+    monkeypatch.setattr(_enc, "_MEMO_CHARS", 2_000)
+    longest = _enc._MEMO_TEXT_MAX
+    for size in (10, 100, longest - 4, longest + 10, 3000):
+        for i in range(120):
+            dims = {"k": "%d-" % i + "v" * (size - len("k=%d-" % i))}
+            calls = [_alike_call(dims, None, "gauge")] * 3
+            _alike_lines(calls)
+            kept = sum(map(len, _enc._memo))
+            assert len(_enc._memo) <= 50 and kept <= 2_000 + longest
+            assert max(map(len, _enc._memo), default=0) <= longest
+    assert _enc._memo_stat[0] > 0
 
 
 class _Flip:
@@ -541,19 +569,15 @@ class _Short(str):
         return 1
 
 
-@pytest.mark.parametrize("mask", [None, 63])
-def test_encoder_memo_keeps_only_what_it_checked(monkeypatch, mask):
+@pytest.mark.parametrize("small", [None, 64])
+def test_encoder_memo_keeps_only_what_it_checked(monkeypatch, small):
     """What the memo keeps comes from the text the Encoder checked, never from
     reading the pairs again: a pair that answers differently the second time
     and a value that lies about its length write their own lines (or fail)
     and leave nothing that changes the lines of ordinary calls after them."""
     from dtproto.errors import EncodeError
 
-    monkeypatch.setattr(_enc, "_memo_stat", [1, 0, 0])
-    if mask is not None:
-        monkeypatch.setattr(_enc, "_MEMO_MASK", mask)
-        monkeypatch.setattr(_enc, "_memo", [(None, None)] * (mask + 51))
-        monkeypatch.setattr(_enc, "_memo_seen", bytearray(mask + 51))
+    _fresh_memo(monkeypatch, small)
     for _ in range(3):
         enc = _enc.Encoder()
         enc.gauge("m.k", 1.5, (_Flip(),))

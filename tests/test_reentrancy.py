@@ -211,6 +211,51 @@ def test_shared_encoder_is_line_atomic_across_threads(impl):
     assert seen == {"t%d" % k: per_thread for k in range(4)}
 
 
+def test_lines_asked_while_threads_write_and_clear(impl):
+    """``lines`` (counted when asked) while other threads append and clear:
+    it never counts a line that is not in the buffer, never goes back while
+    nothing is cleared, and is exact once the writers stop."""
+    enc = impl.Encoder()
+    per_thread = 3_000
+    errors: list = []
+
+    def work(k: int) -> None:
+        try:
+            if k == 0:  # the reader
+                last = 0
+                for _ in range(per_thread):
+                    n = enc.lines
+                    assert last <= n <= enc.getvalue().count(b"\n"), (last, n)
+                    last = n
+            else:
+                for i in range(per_thread):
+                    enc.gauge("thr.m", float(i), {"t": str(k), "i": str(i)}, None)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    _run_threads(work)
+    assert not errors, errors[:3]
+    assert enc.lines == enc.getvalue().count(b"\n") == 3 * per_thread
+
+    def clearing(k: int) -> None:
+        try:
+            for i in range(per_thread):
+                if k == 0 and i % 100 == 0:
+                    enc.clear()
+                elif k == 1:
+                    enc.lines
+                else:
+                    enc.count("thr.c", i, {"t": str(k)})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    _run_threads(clearing)
+    assert not errors, errors[:3]
+    assert enc.lines == enc.getvalue().count(b"\n")
+    enc.clear()
+    assert (enc.lines, len(enc)) == (0, 0)
+
+
 def test_encoder_reentered_from_dimension_iteration(impl):
     """An encode started while another call of the same Encoder is mid-line."""
     enc = impl.Encoder()
