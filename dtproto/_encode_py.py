@@ -306,10 +306,14 @@ _templates: dict = {}       # valid dimension keys joined by NUL -> their _templ
 # finds its bits there already and gets in at once), so one-off series do
 # not evict the ones that repeat.  Everything an entry holds is worked out
 # from the text alone (_escaped_dims), so no reading of the pairs can put a
-# wrong one there.  The memo starts again empty at _MEMO_MAX entries or
-# _MEMO_CHARS characters of kept texts, and a text longer than
-# _MEMO_TEXT_MAX is not kept: whatever the input, it holds at most 4 Mi
-# characters of texts (and their escaped forms, at most twice as long).
+# wrong one there.  The memo starts again empty before it would hold more
+# than _MEMO_MAX texts or _MEMO_CHARS characters of them, and a text longer
+# than _MEMO_TEXT_MAX is not kept.  (Threads inserting at once can each add
+# one text past those caps before one of them clears, and the count of
+# characters can miss an update: what holds whatever the timing is _MEMO_MAX
+# entries, and one more per thread inserting at that moment, of at most
+# _MEMO_TEXT_MAX characters each, and their escaped forms, at most twice as
+# long.)
 #
 # A miss costs ~11% of a line (the lookup, the bookkeeping), so the memo is
 # only used while it pays: every _MEMO_WINDOW misses, fewer hits than misses
@@ -1079,7 +1083,7 @@ class Encoder:
             elif out is dims or _reads_one_way(dims, n):
                 # the second, and a text that reads one way: all of the
                 # entry follows from the text checked (_escaped_dims)
-                if len(_memo) >= _MEMO_MAX or stat[2] > _MEMO_CHARS:
+                if len(_memo) >= _MEMO_MAX or stat[2] + len(dims) > _MEMO_CHARS:
                     _memo.clear()
                     stat[2] = 0
                 stat[2] += len(dims)

@@ -1111,7 +1111,7 @@ def test_a_line_is_escaped_from_what_was_joined_whatever_a_collection_does(nth):
 
 @pytest.mark.parametrize("value", ["x,c=y", "x\n\n"])
 def test_what_happens_to_the_copy_after_the_join_changes_nothing(value):
-    """Everything after the join (the separators expected, the memo's slot,
+    """Everything after the join (the separators expected, the memo's entry,
     the escaping) follows from what was joined, never from the Encoder's
     copy of the dict, which a collection's callback can reach: with the
     copy's len() read after the join, one pair added to it let ``x,c=y``

@@ -525,22 +525,55 @@ def test_encoder_memo_is_never_another_series(pair_lists, small):
 
 
 def test_encoder_memo_is_bounded_whatever_the_texts(monkeypatch):
-    """The memo never holds more than _MEMO_MAX texts or much more than
-    _MEMO_CHARS characters of them, and never a text longer than
-    _MEMO_TEXT_MAX; the lines stay the general path's."""
+    """The memo never holds more than _MEMO_MAX texts or _MEMO_CHARS
+    characters of them, and never a text longer than _MEMO_TEXT_MAX (texts
+    of 1 to 15 valid pairs of up to 200 characters, 10 to 3,059 characters
+    in all, each met three times); the lines stay the general path's."""
     _fresh_memo(monkeypatch, None)
     monkeypatch.setattr(_enc, "_MEMO_MAX", 50)
     monkeypatch.setattr(_enc, "_MEMO_CHARS", 2_000)
     longest = _enc._MEMO_TEXT_MAX
-    for size in (10, 100, longest - 4, longest + 10, 3000):
-        for i in range(120):
-            dims = {"k": "%d-" % i + "v" * (size - len("k=%d-" % i))}
-            calls = [_alike_call(dims, None, "gauge")] * 3
-            _alike_lines(calls)
-            kept = sum(map(len, _enc._memo))
-            assert len(_enc._memo) <= 50 and kept <= 2_000 + longest
-            assert max(map(len, _enc._memo), default=0) <= longest
-    assert _enc._memo_stat[0] > 0
+    for pairs, size in ((1, 8), (1, 200), (4, 200), (5, 200), (6, 200), (15, 200)):
+        for i in range(60):
+            dims = {"k%d" % j: ("%d-" % i + "v" * size)[:size] for j in range(pairs)}
+            _alike_lines([_alike_call(dims, None, "gauge")] * 3)
+            kept = list(map(len, _enc._memo))
+            assert len(kept) <= 50 and sum(kept) <= 2_000
+            assert max(kept, default=0) <= longest
+    assert _enc._memo_stat[0] > 0  # the third sightings of the short texts were hits
+    assert max(map(len, _enc._memo), default=0) > 0
+
+
+def test_encoder_lines_count_only_new_bytes_of_their_own_buffer():
+    """``lines`` counts the LFs appended since it was last asked, and never
+    continues a tally of another buffer: a reader's tally written after a
+    clear() (from another thread) names the old buffer and is not used."""
+    enc = _enc.Encoder()
+    for i in range(3):
+        enc.gauge("a.b", 1.0, {"k": str(i)})
+    assert enc.lines == 3
+    assert enc._tally[1:] == (len(enc), 3)  # what was counted, and up to where
+    stale = enc._tally
+    enc.clear()
+    enc.gauge("a.b", 1.0)
+    enc._tally = stale  # the reader's write, landing after clear()
+    assert enc.lines == 1 and enc._tally[1] == len(enc)
+    enc.count("a.b", 2.0)
+    assert enc.lines == 2 and enc._tally == (enc._buf, len(enc), 2)
+
+    class Counting(bytearray):  # records the ranges counted
+        def count(self, *args: Any) -> int:
+            ranges.append(args[1:])
+            return super().count(*args)
+
+    ranges: list = []
+    enc._buf = Counting()
+    enc._tally = (enc._buf, 0, 0)
+    enc.gauge("a.b", 1.0)
+    first = len(enc)
+    assert enc.lines == 1
+    enc.gauge("a.b", 2.0)
+    assert enc.lines == 2 and ranges == [(0, first), (first, len(enc))]
 
 
 class _Flip:
