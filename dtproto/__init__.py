@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, List
 
 from ._impl import IMPLEMENTATION, codec as _codec
-from .errors import DecodeError, DtprotoError, EncodeError, ErrorCode, SendError
+from .errors import (DecodeError, DtprotoError, EncodeError, ErrorCode, InputReadError, SendError,
+                     TimestampWarning)
 from .model import Metadata, Metric
 from .report import LineError, LineWarning, ValidationReport
 
@@ -110,6 +111,8 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "SendError",
+    "InputReadError",
+    "TimestampWarning",
     "ErrorCode",
     *sorted(_LAZY),
 ]

@@ -363,8 +363,15 @@ def test_serve_and_send(server: Server, work: pathlib.Path) -> None:
     p = run("send", SAMPLE, "--url", server.url, env={"DT_API_TOKEN": "wrong"})
     assert p.returncode == 1
     assert b"401" in p.stdout and b"not delivered" in p.stdout
+    # the reason names the flags that give a token, not the Python parameter
+    assert b"pass it with --token-file or DT_API_TOKEN (lines 1..21" in p.stdout, p.stdout
+    assert b"token=" not in p.stdout
+    p = run("send", SAMPLE, "--url", server.url, "--json", env={"DT_API_TOKEN": "wrong"})
+    assert p.returncode == 1
+    (u,) = json.loads(p.stdout)["files"][0]["undelivered"]
+    assert "--token-file or DT_API_TOKEN" in u["reason"] and "token=" not in u["reason"]
     log = server.stop()
-    assert "POST /api/v2/metrics/ingest 401" in log and "stopped after 3 requests" in log
+    assert "POST /api/v2/metrics/ingest 401" in log and "stopped after 4 requests" in log
     stored = (work / "stored.txt").read_bytes().splitlines()
     assert len(stored) == 15 + 15
 

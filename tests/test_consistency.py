@@ -266,7 +266,9 @@ def test_errors_live_in_one_place() -> None:
         cls = getattr(errors, name)
         assert cls.__module__ == "dtproto.errors"
         assert getattr(sender_mod, name) is cls
-        assert getattr(dtproto, name, cls) is cls
+        assert getattr(dtproto, name) is cls, name
+    assert dtproto.TimestampWarning is errors.TimestampWarning
+    assert issubclass(errors.TimestampWarning, UserWarning)
     e = SendError("x")
     assert (e.result, e.ambiguous, e.unsent) == (None, False, None)
     assert issubclass(InputReadError, SendError)

@@ -197,6 +197,9 @@ def _result_doc(name: str, result: Any) -> Dict[str, Any]:
 
     doc = {"file": name}
     doc.update(dataclasses.asdict(result))
+    # A reason the sender wrote names its Python parameters: here, the flags.
+    for u in doc.get("undelivered") or ():
+        u["reason"] = _cli_text(u["reason"])
     doc["ok"] = result.ok
     doc["unreported_invalid"] = result.unreported_invalid
     doc["lines_not_delivered"] = result.lines_not_delivered
@@ -258,7 +261,7 @@ def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: i
     for u in result.undelivered:
         out.write("  %s:%d-%d: not delivered%s: %s\n" % (
             name, u.first_line, u.last_line, " (may have been stored: ambiguous)"
-            if u.ambiguous else "", _printable(u.reason)))
+            if u.ambiguous else "", _printable(_cli_text(u.reason))))
     if error and not result.undelivered:
         out.write("  send stopped: %s\n" % _printable(error))
     if result.stopped_at is not None and read_error is None:
