@@ -113,7 +113,7 @@ RESPONSE_WARNINGS_KEY_SEEN = "warningLines"      # [A-18]: what real responses c
 # ValidationReport.merge caps the combined lists at the same numbers.
 VALIDATE_MAX_LISTED = 10_000
 
-# --- cardinality limits (docs/protocol.md §11, limits 11-13; dtproto stats) -------------
+# --- cardinality limits (docs/protocol.md §11, after the table; dtproto stats) ----------
 LIMIT_SERIES_PER_METRIC = 1_000_000      # distinct series (key + dimension set) per metric, 30 days
 LIMIT_SERIES_CUSTOM = 50_000_000         # distinct series of all custom metrics, 30 days
 LIMIT_METRIC_KEYS = 100_000              # distinct custom metric keys

@@ -213,9 +213,10 @@ def _dimension_segment(key: Any, value: Any, index: int) -> str:
 
 
 def _too_many_dimensions(count: Optional[int]) -> EncodeError:
-    text = "%d" % count if count is not None else "more than %d" % MAX_DIMENSIONS
-    return EncodeError("too many dimensions: %s > %d" % (text, MAX_DIMENSIONS),
-                       "dimensions", E.TOO_MANY_DIMENSIONS)
+    """``count`` is None when the pairs were not counted to their end."""
+    text = "%d > %d" % (count, MAX_DIMENSIONS) if count is not None \
+        else "more than %d" % MAX_DIMENSIONS
+    return EncodeError("too many dimensions: " + text, "dimensions", E.TOO_MANY_DIMENSIONS)
 
 
 def _dimension_pairs(dimensions: Any, limit: Optional[int]) -> Iterator[Tuple[int, Any, Any]]:

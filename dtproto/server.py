@@ -20,7 +20,8 @@ Endpoints:
   an empty body, 413 above 1,048,576 bytes (after gzip decoding too).
 * ``POST /metrics/ingest``: the OneAgent local form: no token, at most 1,000
   lines (413 beyond), answers ``{"error": ..., "linesValid": n, "linesInvalid": m}``.
-* Anything else: 404; other methods on an ingest path: 405.
+* Anything else: 404; other methods on an ingest path: 405 (``Allow: POST``); a
+  method http.server does not know: 501, with the same JSON error envelope.
 
 Bodies may be gzip-compressed (``Content-Encoding: gzip``).  Every body is
 validated with :func:`dtproto.validate` against the current clock (or a
@@ -251,6 +252,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.app._handle_other(self)
 
     do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_allowed
+    do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
+    def send_error(self, code: int, message: Optional[str] = None,
+                   explain: Optional[str] = None) -> None:
+        """http.server's own answers (a malformed request line or header, a
+        method no ``do_`` serves: 501) in the JSON error envelope of every
+        other answer rather than its HTML page; the connection is closed, as
+        http.server does."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        text = message or self.responses.get(code, ("Error",))[0]
+        body = b"" if code < 200 or code in (204, 304) or self.command == "HEAD" \
+            else _envelope(code, text)
+        self.respond(code, body)
 
     def respond(self, status: int, body: bytes, headers: Optional[Dict[str, str]] = None,
                 content_type: str = "application/json; charset=utf-8") -> None:

@@ -198,7 +198,16 @@ def test_endless_dimension_iterator_is_refused(impl):
     with pytest.raises(EncodeError) as info:
         impl.Encoder().gauge("a.b", 1, pairs)
     assert info.value.code == E.TOO_MANY_DIMENSIONS
-    assert "more than 50" in str(info.value)
+    assert info.value.message == "too many dimensions: more than 50"
+
+
+def test_too_many_dimensions_after_merging_defaults_says_so_once(impl):
+    enc = impl.Encoder(normalize=True, default_dimensions={"d%d" % i: "v" for i in range(30)})
+    with pytest.raises(EncodeError) as info:
+        enc.gauge("a.b", 1, {"k%d" % i: "v" for i in range(21)})
+    assert info.value.code == E.TOO_MANY_DIMENSIONS
+    assert info.value.message == "too many dimensions: more than 50"
+    assert len(enc) == 0
 
 
 def _indirection(tmp_path, target) -> str:

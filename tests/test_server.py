@@ -139,6 +139,43 @@ def test_unknown_path_404_and_wrong_method_405(srv):
     assert status == 405 and hdrs["allow"] == "POST"
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
+def test_every_other_method_gets_405_with_the_json_envelope(srv, method):
+    for url in (srv.url, srv.oneagent_url, srv.managed_url("abc12345")):
+        status, hdrs, doc = post(url, b"", method=method)
+        assert (status, hdrs["allow"]) == (405, "POST"), (method, url)
+        assert doc == {"error": {"code": 405, "message": "Method Not Allowed"}}
+    status, hdrs, doc = post(srv.base_url + "/elsewhere", b"", method=method)
+    assert status == 404 and "allow" not in hdrs
+    assert doc["error"]["code"] == 404
+
+
+def _raw(srv, request: bytes) -> Tuple[int, Dict[str, str], Any]:
+    with socket.create_connection((srv.host, srv.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while True:  # the server closes the connection after these answers
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    hdrs = dict((k.lower(), v.strip()) for k, _, v in (x.partition(":") for x in lines[1:]))
+    return int(lines[0].split()[1]), hdrs, json.loads(body)
+
+
+def test_what_http_server_refuses_itself_answers_json_too(srv):
+    # A method nobody serves (http.server: 501), a request line it cannot read (400):
+    # the JSON error envelope of every other answer, never an HTML page.
+    status, hdrs, doc = _raw(srv, b"BREW /api/v2/metrics/ingest HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 501 and hdrs["content-type"].startswith("application/json")
+    assert doc["error"]["code"] == 501 and "BREW" in doc["error"]["message"]
+    assert hdrs["connection"] == "close"
+    status, hdrs, doc = _raw(srv, b'POST /x HTTP/9"\x7f\r\n\r\n')
+    assert status == 400 and doc["error"]["code"] == 400
+
+
 def test_body_limit_413_and_connection_survives(srv):
     big = b"a.b 1\n" * (SERVER_MAX_BODY_BYTES // 6 + 1)
     assert len(big) > SERVER_MAX_BODY_BYTES
