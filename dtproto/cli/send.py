@@ -195,7 +195,7 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
 def _result_doc(name: str, result: Any) -> Dict[str, Any]:
     import dataclasses
 
-    doc = {"file": name}
+    doc: Dict[str, Any] = {"file": name}
     doc.update(dataclasses.asdict(result))
     # A reason the sender wrote names its Python parameters: here, the flags.
     for u in doc.get("undelivered") or ():
