@@ -376,6 +376,35 @@ def test_serve_and_send(server: Server, work: pathlib.Path) -> None:
     assert len(stored) == 15 + 15
 
 
+def test_send_validate_applies_now(server: Server, work: pathlib.Path) -> None:
+    # --validate checks lines before sending them; --now gives it the window
+    f = work / "window.txt"
+    f.write_bytes(b"a.b 1 1717243200000\n"          # SAMPLE_NOW: inside
+                  b"a.b 2 1717232400000\n")         # three hours before: outside
+    env = {"DT_API_TOKEN": "s3cret"}
+    p = run("send", f, "--url", server.url, "--validate", "--now", SAMPLE_NOW, env=env)
+    assert p.returncode == 1, p.stdout
+    assert b"1 ok, 1 invalid, 0 not delivered" in p.stdout
+    assert b"window.txt:2: timestamp" in p.stdout and b"(not sent)" in p.stdout, p.stdout
+    server.stop()
+    stored = (work / "stored.txt").read_bytes().splitlines()
+    assert stored == [b"a.b 1 1717243200000"]
+
+
+def test_send_messages_name_the_flags(server: Server, work: pathlib.Path) -> None:
+    f = work / "long.txt"
+    f.write_bytes(b"cpu.temperature,host=a gauge,55\n")
+    env = {"DT_API_TOKEN": "s3cret"}
+    p = run("send", f, "--url", "ftp://x", env=env)
+    assert p.returncode == 2 and b"--url must be an http:// or https:// URL" in p.stderr, p.stderr
+    for extra in ([], ["--dry-run"], ["--json"], ["--dry-run", "--json"]):
+        p = run("send", f, "--url", server.url, "--max-bytes", "10", *extra, env=env)
+        assert p.returncode == 1, (extra, p.stdout, p.stderr)
+        assert b"> --max-bytes 10" in p.stdout, (extra, p.stdout)
+        assert b"max_bytes" not in p.stdout + p.stderr, (extra, p.stdout)
+    server.stop()
+
+
 def test_send_usage_errors(work: pathlib.Path) -> None:
     p = run("send", SAMPLE)                                       # no --url
     assert p.returncode == 2 and b"--url" in p.stderr

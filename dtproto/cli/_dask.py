@@ -124,7 +124,8 @@ class Cluster:
 
 
 def _sender_options(args: argparse.Namespace) -> Dict[str, Any]:
-    """The Sender options ``dtproto send`` builds from its flags (the same ones)."""
+    """The Sender options ``dtproto send`` builds from its flags, in one process
+    or on the Dask workers (``--now``: the window of ``--validate``)."""
     proxy: Any = True
     if args.no_proxy:
         proxy = False
@@ -134,7 +135,7 @@ def _sender_options(args: argparse.Namespace) -> Dict[str, Any]:
                 retries=args.retries, read_timeout=args.timeout,
                 retry_ambiguous=args.retry_ambiguous, allow_insecure=args.allow_insecure,
                 verify=args.ca_file or True, proxy=proxy, concurrency=args.concurrency,
-                validate=args.validate)
+                validate=args.validate, now_ms=args.now)
 
 
 def send_dask(args: argparse.Namespace, names: List[str], url: str) -> int:

@@ -50,6 +50,7 @@ _CLI_WORDS = (
     ("pass verify='/path/to/ca.pem'", "pass --ca-file FILE"),
     ("or proxy=False", "or --no-proxy"),
     ("Sender(url, token, ...)", "--url"),
+    ("url must be", "--url must be"),
 )
 
 
@@ -58,6 +59,12 @@ def _cli_text(text: str) -> str:
     for python, flag in _CLI_WORDS:
         text = text.replace(python, flag)
     return text
+
+
+def _reason_text(line: Any) -> str:
+    """An invalid line's reason: the server's as it came, the sender's own
+    (``source == "client"``) with the CLI's flags for its parameter names."""
+    return _cli_text(line.reason) if line.source == "client" else line.reason
 
 
 class _Feed:
@@ -154,7 +161,7 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                     checked = _then(checked, _checked(part, caps.examples), caps,
                                     item.first_line - 1)
                 else:
-                    rejected.append({"line": item.line, "reason": item.reason})
+                    rejected.append({"line": item.line, "reason": _cli_text(item.reason)})
         finally:
             progress.close()
             inp.close()
@@ -200,6 +207,9 @@ def _result_doc(name: str, result: Any) -> Dict[str, Any]:
     # A reason the sender wrote names its Python parameters: here, the flags.
     for u in doc.get("undelivered") or ():
         u["reason"] = _cli_text(u["reason"])
+    for i in doc.get("invalid_lines") or ():
+        if i.get("source") == "client":
+            i["reason"] = _cli_text(i["reason"])
     doc["ok"] = result.ok
     doc["unreported_invalid"] = result.unreported_invalid
     doc["lines_not_delivered"] = result.lines_not_delivered
@@ -248,7 +258,7 @@ def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: i
         for q in result.requests:
             out.write("  %s\n" % _request_text(q))
     for i in result.invalid_lines[:limit]:
-        out.write("  %s:%d: %s%s\n" % (name, i.line, _printable(i.reason),
+        out.write("  %s:%d: %s%s\n" % (name, i.line, _printable(_reason_text(i)),
                                         " (not sent)" if i.source == "client" else ""))
     if len(result.invalid_lines) > limit:
         out.write("  ... %s more rejected lines (see --json)\n"
@@ -304,18 +314,11 @@ def _cmd_send(args: argparse.Namespace) -> int:
     max_bytes, max_lines = args.max_bytes, args.max_lines
     in_flight = _InFlight() if args.verbose and not args.json else None
     if url is not None:
-        proxy: Any = True
-        if args.no_proxy:
-            proxy = False
-        elif args.proxy:
-            proxy = args.proxy
+        from ._dask import _sender_options
+
         try:
-            sender = _sender.Sender(
-                _sender.ingest_url(url), _read_token(args), max_bytes=args.max_bytes,
-                max_lines=args.max_lines, gzip=args.gzip, retries=args.retries,
-                read_timeout=args.timeout, retry_ambiguous=args.retry_ambiguous,
-                allow_insecure=args.allow_insecure, verify=args.ca_file or True, proxy=proxy,
-                concurrency=args.concurrency, validate=args.validate, on_request=in_flight)
+            sender = _sender.Sender(_sender.ingest_url(url), _read_token(args),
+                                    on_request=in_flight, **_sender_options(args))
         except _sender.ConfigurationError as exc:
             raise UsageError(_cli_text(str(exc))) from None
         except ValueError as exc:   # urllib.parse on a malformed URL ('http://[::1')
