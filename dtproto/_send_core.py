@@ -1274,7 +1274,7 @@ def _parse_response(chunk: "_Chunk", index: int, status: int, body: bytes) -> Op
     if anomalies:
         log.warning("request %d (lines %d..%d): the server's answer does not fit the "
                     "%d-line request (linesOk, linesInvalid or line numbers out of "
-                    "range); %d impossible entries ignored or clamped", index,
+                    "range); %d impossible entries ignored or clamped", index + 1,
                     chunk.first_line, chunk.first_line + n - 1, n, anomalies)
     return _Verdict(ok, bad, listed, warned)
 
@@ -1441,7 +1441,7 @@ class _Delivery:
         # so that waiting for the retries is never silent.
         chunk = self.chunk
         log.log(logging.WARNING if self._status is None else logging.DEBUG,
-                "request %d (lines %d..%d): %s; retry %d of %d in %.3fs", self.info.index,
+                "request %d (lines %d..%d): %s; retry %d of %d in %.3fs", self.info.index + 1,
                 chunk.first_line, chunk.first_line + chunk.lines - 1, self.info.history[-1],
                 self.attempt + 1, s.retries, delay)
         self.attempt += 1

@@ -161,16 +161,18 @@ def parse_fault(spec: str) -> Fault:
         key = key.strip().replace("-", "_")
         if not sep:
             raise ValueError("fault option %r needs a value (key=value)" % (item,))
-        if key == "rate":
-            kwargs["rate"] = float(value)
-        elif key == "requests":
-            kwargs["requests"] = frozenset(int(n) for n in value.split("+") if n.strip())
-        elif key == "retry_after":
-            kwargs["retry_after"] = float(value)
-        elif key == "delay":
-            kwargs["delay"] = float(value)
-        else:
+        if key not in ("rate", "requests", "retry_after", "delay"):
             raise ValueError("unknown fault option %r" % (key,))
+        try:
+            if key == "requests":
+                kwargs[key] = frozenset(int(n) for n in value.split("+") if n.strip())
+            else:
+                kwargs[key] = float(value)
+        except ValueError:
+            raise ValueError("fault option %s=%r: %s" % (
+                key, value.strip(), "request numbers joined by '+', e.g. 2+3"
+                if key == "requests" else "a number of %s" % (
+                    "seconds" if key != "rate" else "0..1"))) from None
     return Fault(kind.strip().lower(), **kwargs)
 
 

@@ -375,6 +375,19 @@ def test_real_413_from_the_server_limit():
 # --------------------------------------------------------------------------- token hygiene
 
 
+def test_retry_log_numbers_requests_as_the_result_does(srv, caplog):
+    caplog.set_level(logging.DEBUG, logger="dtproto.sender")
+    srv.faults = [Fault("503", requests=frozenset({2}))]
+    with sender(srv, retries=1, max_lines=1) as s:
+        r = s.send(b"a.b 1\na.b 2\n")
+    srv.faults = []
+    assert r.lines_ok == 2
+    assert [q.index for q in r.requests] == [0, 1]
+    retried = [m for m in caplog.messages if "; retry 1 of 1" in m]
+    # the second request (result index 1) is "request 2", as -v and the CLI say
+    assert len(retried) == 1 and retried[0].startswith("request 2 (lines 2..2): "), retried
+
+
 def test_token_never_in_repr_logs_or_errors(srv, caplog):
     caplog.set_level(logging.DEBUG)
     s = sender(srv, retries=1)

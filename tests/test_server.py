@@ -284,6 +284,13 @@ def test_parse_fault():
         parse_fault("explode")
     with pytest.raises(ValueError):
         parse_fault("429:bogus=1")
+    # a value that is not a number says which option and what it takes
+    for spec, text in (("503:requests=x", "fault option requests='x': request numbers"),
+                       ("429:rate=often", "fault option rate='often': a number of 0..1"),
+                       ("slow:delay=", "fault option delay='': a number of seconds")):
+        with pytest.raises(ValueError, match=text) as info:
+            parse_fault(spec)
+        assert "invalid literal" not in str(info.value) and "could not convert" not in str(info.value)
 
 
 def test_keep_alive_many_requests_one_connection(srv):
