@@ -874,6 +874,23 @@ def ingest_url(base_url: str) -> str:
     return url + INGEST_PATH
 
 
+def _connect_target(host: str, port: int, proxy: Optional[urllib.parse.SplitResult]) -> str:
+    """Where a connection goes, for messages: ``host:port``, and the proxy it
+    goes through (a refusal or an unknown name is then the proxy's)."""
+    where = "%s:%d" % (host, port)
+    return where if proxy is None else where + " through the proxy %s" % _safe_proxy(proxy)
+
+
+def _connect_failure(where: str, exc: BaseException, refused: bool, proxy: bool) -> str:
+    """The reason of a connection that could not be made (both transports)."""
+    if refused:
+        check = ("check the proxy (proxy=, or the proxy environment variables)" if proxy
+                 else "check the URL, the port and that the endpoint is running")
+        return ("cannot connect to %s: connection refused (nothing accepts connections "
+                "there: %s); nothing was sent" % (where, check))
+    return "cannot connect to %s: %s: %s" % (where, type(exc).__name__, exc)
+
+
 def _safe_proxy(p: urllib.parse.SplitResult) -> str:
     """A proxy URL without its credentials."""
     host = p.hostname or ""

@@ -45,6 +45,8 @@ from ._send_core import (
     _configure,
     _Delivery,
     _items,
+    _connect_failure,
+    _connect_target,
     _proxy_headers,
     _sender_repr,
     _Session,
@@ -228,7 +230,7 @@ class AsyncSender(_UrlHelpers):
         A failure before the request headers left is safe to retry; any
         failure after that is ambiguous (the server may have stored the lines).
         """
-        where = "%s:%d" % (self._host, self._port)
+        where = _connect_target(self._host, self._port, self._proxy)
         http = self._client()
         loop = asyncio.get_running_loop()
         proxy = None
@@ -286,13 +288,8 @@ class AsyncSender(_UrlHelpers):
                 "for a private CA)" % (where, exc)) from exc
         except aiohttp.ClientConnectorError as exc:
             refused = isinstance(getattr(exc, "os_error", None), ConnectionRefusedError)
-            if refused:
-                msg = ("cannot connect to %s: connection refused (nothing accepts connections "
-                       "there: check the URL, the port and that the endpoint is running); "
-                       "nothing was sent" % where)
-            else:
-                msg = "cannot connect to %s: %s: %s" % (where, type(exc).__name__, exc)
-            raise _Attempt(msg, ambiguous=False, cause=exc) from None
+            raise _Attempt(_connect_failure(where, exc, refused, self._proxy is not None),
+                           ambiguous=False, cause=exc) from None
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             if state.sent_at is None:
                 raise _Attempt("connection failed while sending to %s: %s: %s"

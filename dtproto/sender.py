@@ -101,7 +101,8 @@ from ._send_core import (  # noqa: F401  (re-exported: the names have always liv
     _Reject,
     _Rejected,
     _ReadFailed,
-    _safe_proxy,
+    _connect_failure,
+    _connect_target,
     _safe_url,
     _Secret,
     _sender_repr,
@@ -312,7 +313,7 @@ class _Connection:
         (a protocol error; the connection is dropped).
         """
         s = self._s
-        where = "%s:%d" % (s._host, s._port)
+        where = _connect_target(s._host, s._port, s._proxy)
         self._deadline.at = None
         try:
             conn = self._connection()
@@ -321,15 +322,10 @@ class _Connection:
             raise DeliveryError(
                 "TLS certificate verification failed for %s: %s (pass verify='/path/to/ca.pem' "
                 "for a private CA)" % (where, exc.verify_message or exc)) from exc
-        except ConnectionRefusedError as exc:
-            self.close()
-            raise _Attempt("cannot connect to %s: connection refused (nothing accepts "
-                           "connections there: check the URL, the port and that the endpoint "
-                           "is running); nothing was sent" % where, ambiguous=False,
-                           cause=exc) from None
         except (OSError, http.client.HTTPException) as exc:
             self.close()
-            raise _Attempt("cannot connect to %s: %s: %s" % (where, type(exc).__name__, exc),
+            raise _Attempt(_connect_failure(where, exc, isinstance(exc, ConnectionRefusedError),
+                                            s._proxy is not None),
                            ambiguous=False, cause=exc) from None
         target = s._path
         if s._proxy is not None and not s._https:

@@ -288,6 +288,27 @@ def test_connection_refused_is_retried_then_raised():
     assert ei.value.status is None and not ei.value.ambiguous
 
 
+def test_a_refusing_proxy_is_named_not_the_endpoint():
+    port = _free_port()
+    s = open_sender("https://ingest.example.invalid/api/v2/metrics/ingest", TOKEN, retries=0,
+                    proxy="http://127.0.0.1:%d" % port)
+    with pytest.raises(DeliveryError) as ei:
+        s.send(b"a.b 1\n")
+    s.close()
+    (reason,) = ei.value.result.requests[0].history
+    assert reason.startswith("cannot connect to ingest.example.invalid:443 through the proxy "
+                             "http://127.0.0.1:%d: connection refused" % port), reason
+    assert "check the proxy" in reason and "check the URL" not in reason
+    # without a proxy the endpoint is named, and the URL is what to check
+    s = open_sender("http://127.0.0.1:%d/api/v2/metrics/ingest" % port, TOKEN, retries=0)
+    with pytest.raises(DeliveryError) as ei:
+        s.send(b"a.b 1\n")
+    s.close()
+    (reason,) = ei.value.result.requests[0].history
+    assert reason.startswith("cannot connect to 127.0.0.1:%d: connection refused" % port)
+    assert "check the URL" in reason and "proxy" not in reason
+
+
 def test_drop_before_processing_with_retry_ambiguous_stores_exactly_once(srv):
     srv.faults = [Fault("drop-before", requests={1, 2})]
     with sender(srv, retry_ambiguous=True) as s:

@@ -49,6 +49,8 @@ _CLI_WORDS = (
     ("read_timeout=", "--timeout "),
     ("pass verify='/path/to/ca.pem'", "pass --ca-file FILE"),
     ("or proxy=False", "or --no-proxy"),
+    ("(proxy=, or the proxy environment variables)",
+     "(--proxy, or the proxy environment variables)"),
     ("Sender(url, token, ...)", "--url"),
     ("url must be", "--url must be"),
 )
