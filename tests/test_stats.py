@@ -159,3 +159,29 @@ def test_text_output_and_stdin(use_impl, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "3 lines, 1 metric key, 2 series" in out
     assert "1 blank or invalid" in out
+
+
+def test_a_file_that_cannot_be_read_does_not_stop_the_others(use_impl, capsys, tmp_path):
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"a.b,h=x 1\n")
+    damaged = tmp_path / "bad.gz"
+    damaged.write_bytes(gzip.compress(b"a.b,h=x 1\n" * 1000)[:40])
+    missing = tmp_path / "missing.txt"
+    args = [str(good), str(missing), str(damaged), str(good)]
+    assert main(["stats", *args]) == 2
+    cap = capsys.readouterr()
+    assert cap.out.count("good.txt: 1 line, 1 metric key, 1 series") == 2
+    assert "cannot open %s" % missing in cap.err and "cannot read %s" % damaged in cap.err
+    assert main(["stats", "--json", *args]) == 2
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert [("io_error" in f, f["file"]) for f in files] == [
+        (False, str(good)), (True, str(missing)), (True, str(damaged)), (False, str(good))]
+
+
+def test_text_table_lines_up_and_counts_values_in_words(use_impl, capsys, tmp_path):
+    path = tmp_path / "m.txt"
+    path.write_bytes(b"a.b,h=x 1\n")
+    assert main(["stats", str(path)]) == 0
+    head, row = capsys.readouterr().out.splitlines()[1:3]
+    assert head.index("lines") + len("lines") == row.index("1 ") + 1   # right-aligned column
+    assert row.endswith("h (1 value)")

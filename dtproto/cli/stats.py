@@ -16,8 +16,8 @@ import sys
 from typing import Any, Dict, List, Tuple
 
 from .._constants import LIMIT_METRIC_KEYS, LIMIT_SERIES_CUSTOM, LIMIT_SERIES_PER_METRIC
-from ._common import (EXIT_OK, UsageError, _Input, _input_names, _n, _plural, _positive,
-                      _printable, _write_json, add_inputs)
+from ._common import (EXIT_OK, EXIT_USAGE, UsageError, _err, _Input, _input_names, _n,
+                      _open_input, _plural, _positive, _printable, _write_json, add_inputs)
 
 _MIN_JOB_BYTES = 256 << 10
 _READ = 1 << 20
@@ -89,8 +89,9 @@ def _text(doc: Dict[str, Any], out: Any, top: int) -> None:
             _plural(doc["metadata_lines"], "metadata line"), _n(doc["other_lines"])))
     rows = doc["metrics"][:top]
     if rows:
-        width = min(60, max(len(r["key"]) for r in rows))
-        out.write("  %-*s %12s %12s  %-14s %s\n" % (width, "top keys by series", "lines",
+        head = "top keys by series"
+        width = min(60, max(len(head), max(len(r["key"]) for r in rows)))
+        out.write("  %-*s %12s %12s  %-14s %s\n" % (width, head, "lines",
                                                    "series", "kinds",
                                                    "most distinct dimension"))
         for r in rows:
@@ -99,7 +100,8 @@ def _text(doc: Dict[str, Any], out: Any, top: int) -> None:
                 width, _printable(r["key"]), _n(r["lines"]),
                 ("~" if r["series_estimated"] else "") + _n(r["series"]),
                 ",".join(r["kinds"]),
-                "%s (%s values)" % (_printable(worst[0]), _n(worst[1])) if worst else "-"))
+                "%s (%s)" % (_printable(worst[0]), _plural(worst[1], "value")) if worst
+                else "-"))
         if len(doc["metrics"]) > top:
             out.write("  ... %s more (--top N, or --json for all)\n"
                       % _n(len(doc["metrics"]) - top))
@@ -111,10 +113,22 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     from .._stats import ESTIMATOR
 
     docs: List[Dict[str, Any]] = []
+    rc = EXIT_OK
     for name in _input_names(args):
-        inp = _Input(name)
+        # A file that cannot be opened is said (and is an entry of --json),
+        # and the others are still counted, as validate does.
+        inp = _open_input(name, docs if args.json else None)
+        if inp is None:
+            rc = EXIT_USAGE
+            continue
         try:
             stats = _stats_of(inp, args.jobs)
+        except UsageError as exc:   # it broke part-way (a damaged .gz): no counts for it
+            _err(str(exc))
+            if args.json:
+                docs.append({"file": inp.name, "io_error": str(exc)})
+            rc = EXIT_USAGE
+            continue
         finally:
             inp.close()
         doc = stats.to_dict(inp.name, top=args.top)
@@ -129,7 +143,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                        "metric_keys": LIMIT_METRIC_KEYS, "period_days": 30},
             "estimator": ESTIMATOR,
         }, sys.stdout)
-    return EXIT_OK
+    return rc
 
 
 def add_parser(sub: Any) -> None:
