@@ -231,6 +231,11 @@ def test_load_usage_errors(capsys, monkeypatch):
     assert run_load(capsys, "--rate", 10)[0] == 2
     assert run_load(capsys, "--url", "http://127.0.0.1:9", "--rate", 10, "--series",
                     2_000_000)[0] == 2
+    # a --max-bytes no generated line fits in: said, rather than every line "invalid"
+    rc, out, err = run_load(capsys, "--url", "http://127.0.0.1:9", "--rate", 10,
+                            "--max-bytes", 10)
+    assert rc == 2 and out == ""
+    assert "--max-bytes 10 is below the longest generated line" in err, err
     with pytest.raises(SystemExit):
         main(["load", "--url", "http://127.0.0.1:9"])          # --rate is required
     with pytest.raises(SystemExit):

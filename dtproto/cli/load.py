@@ -308,6 +308,12 @@ def _cmd_load(args: argparse.Namespace) -> int:
         raise UsageError("--series must be at most %s" % _n(MAX_SERIES))
     _log_to_stderr(_cli_text)
     pool = line_pool(args.series, args.seed)
+    longest = max(len(x.encode("utf-8")) for x in pool) + 15   # " <13 digits>\n"
+    if args.max_bytes < longest:
+        # Every line that does not fit would be refused by the sender (as
+        # invalid, never sent): a load test of nothing.
+        raise UsageError("--max-bytes %s is below the longest generated line (%s bytes with "
+                         "its timestamp and newline)" % (_n(args.max_bytes), _n(longest)))
     per_request = per_request_lines(args.rate, args.interval, args.max_bytes, pool)
     stats = Stats()
     live = _Live(stats, args.rate)
