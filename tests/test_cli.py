@@ -405,6 +405,22 @@ def test_send_messages_name_the_flags(server: Server, work: pathlib.Path) -> Non
     server.stop()
 
 
+def test_the_cli_log_prints_warnings_and_ours_not_other_libraries_info() -> None:
+    code = ("import logging, sys\n"
+            "from dtproto.cli._common import _log_to_stderr\n"
+            "_log_to_stderr()\n"
+            "other = logging.getLogger('distributed.scheduler'); other.setLevel(logging.INFO)\n"
+            "other.info('State start'); other.warning('a worker is slow')\n"
+            "ours = logging.getLogger('dtproto.sender')\n"
+            "ours.warning('request 1 (lines 1..2): retry'); ours.info('not at this level')\n"
+            "logging.getLogger('dtproto.server').setLevel(logging.INFO)\n"
+            "logging.getLogger('dtproto.server').info('POST 202')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(), timeout=60)
+    assert p.stderr.decode().splitlines() == [
+        "dtproto: a worker is slow", "dtproto: request 1 (lines 1..2): retry",
+        "dtproto: POST 202"], p.stderr
+
+
 def test_send_usage_errors(work: pathlib.Path) -> None:
     p = run("send", SAMPLE)                                       # no --url
     assert p.returncode == 2 and b"--url" in p.stderr

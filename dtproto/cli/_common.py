@@ -167,6 +167,10 @@ class _EscapeLogs:
         self.rewrite = rewrite
 
     def filter(self, record: Any) -> bool:
+        if record.levelno < 30 and not record.name.startswith("dtproto"):
+            # Below logging.WARNING (30), another library's records (under
+            # --dask, Dask's scheduler logs at INFO) are not ours to print.
+            return False
         text = record.getMessage()
         if self.rewrite is not None:
             text = self.rewrite(text)
