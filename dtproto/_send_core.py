@@ -1444,15 +1444,16 @@ class _Delivery:
     def _next(self, now: float, retry_after: Optional[float]) -> Optional[float]:
         s = self.s
         if self.attempt >= s.retries:
-            self._reason += " (gave up after %d attempts)" % self.info.attempts
+            self._reason += " (gave up after %d attempt%s)" % (
+                self.info.attempts, "" if self.info.attempts == 1 else "s")
             return self._finish(now)
         if retry_after is not None:
             delay = min(retry_after, s.backoff_cap)
         else:
             delay = self.rng.uniform(0, min(s.backoff_cap, s.backoff_base * 2 ** self.attempt))
         if now - self.start + delay > s.retry_budget:
-            self._reason += " (retry budget of %gs exhausted after %d attempts)" % (
-                s.retry_budget, self.info.attempts)
+            self._reason += " (retry budget of %gs exhausted after %d attempt%s)" % (
+                s.retry_budget, self.info.attempts, "" if self.info.attempts == 1 else "s")
             return self._finish(now)
         # A failed connection is said at once (not only in the final error),
         # so that waiting for the retries is never silent.

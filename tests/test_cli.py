@@ -421,6 +421,16 @@ def test_the_cli_log_prints_warnings_and_ours_not_other_libraries_info() -> None
         "dtproto: POST 202"], p.stderr
 
 
+def test_send_says_how_many_warnings_it_did_not_show(server: Server, work: pathlib.Path) -> None:
+    f = work / "warned.txt"
+    f.write_bytes(b"".join(b"requests.total,n=%d count,delta=1\n" % i for i in range(3)))
+    p = run("send", f, "--url", server.url, "--max-errors", "1", env={"DT_API_TOKEN": "s3cret"})
+    assert p.returncode == 0, p.stdout
+    assert p.stdout.count(b": warning: ") == 1, p.stdout
+    assert b"  ... 2 more warnings (see --json)\n" in p.stdout, p.stdout
+    server.stop()
+
+
 def test_send_usage_errors(work: pathlib.Path) -> None:
     p = run("send", SAMPLE)                                       # no --url
     assert p.returncode == 2 and b"--url" in p.stderr

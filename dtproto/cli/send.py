@@ -270,6 +270,8 @@ def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: i
                   "(it lists at most 10 per request)\n" % _n(result.unreported_invalid))
     for w in result.warnings[:limit]:
         out.write("  %s:%d: warning: %s\n" % (name, w.line, _printable(w.message)))
+    if len(result.warnings) > limit:
+        out.write("  ... %s more warnings (see --json)\n" % _n(len(result.warnings) - limit))
     for u in result.undelivered:
         out.write("  %s:%d-%d: not delivered%s: %s\n" % (
             name, u.first_line, u.last_line, " (may have been stored: ambiguous)"
@@ -473,8 +475,8 @@ def add_parser(sub: Any) -> None:
     proxy.add_argument("--no-proxy", action="store_true",
                        help="connect directly, ignoring proxy environment variables")
     p.add_argument("--max-errors", type=_count, default=100, metavar="N",
-                   help="rejected lines and warnings shown per file (default 100; --json "
-                        "lists all)")
+                   help="rejected lines and warnings shown per file (default 100); a send's "
+                        "--json lists all, that of --dry-run at most N, as validate's does")
     p.add_argument("--examples", type=_count, default=3, metavar="N",
                    help="with --dry-run: examples shown per reason code (default 3)")
     add_window(p)
