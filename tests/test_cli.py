@@ -397,6 +397,8 @@ def test_send_messages_name_the_flags(server: Server, work: pathlib.Path) -> Non
     env = {"DT_API_TOKEN": "s3cret"}
     p = run("send", f, "--url", "ftp://x", env=env)
     assert p.returncode == 2 and b"--url must be an http:// or https:// URL" in p.stderr, p.stderr
+    p = run("send", f, env=dict(env, DT_URL="ftp://x"))        # no --url given: DT_URL is named
+    assert p.returncode == 2 and b"dtproto: DT_URL must be an http://" in p.stderr, p.stderr
     for extra in ([], ["--dry-run"], ["--json"], ["--dry-run", "--json"]):
         p = run("send", f, "--url", server.url, "--max-bytes", "10", *extra, env=env)
         assert p.returncode == 1, (extra, p.stdout, p.stderr)
@@ -429,6 +431,33 @@ def test_send_says_how_many_warnings_it_did_not_show(server: Server, work: pathl
     assert p.stdout.count(b": warning: ") == 1, p.stdout
     assert b"  ... 2 more warnings (see --json)\n" in p.stdout, p.stdout
     server.stop()
+
+
+def test_dry_run_lists_lines_it_cannot_send_up_to_max_errors(work: pathlib.Path) -> None:
+    f = work / "long.txt"
+    f.write_bytes(b"cpu.temperature,host=a gauge,55\n" * 5 + b"a.b 1\n")
+    p = run("send", f, "--dry-run", "--max-bytes", "20", "--max-errors", "2")
+    assert p.returncode == 1, p.stdout
+    assert p.stdout.count(b": not sendable: ") == 2, p.stdout
+    assert b"  ... 3 more lines not sendable (--max-errors N)\n" in p.stdout, p.stdout
+    p = run("send", f, "--dry-run", "--max-bytes", "20", "--max-errors", "2", "--json")
+    (doc,) = json.loads(p.stdout)["files"]
+    assert [x["line"] for x in doc["rejected_by_client"]] == [1, 2]
+    assert doc["rejected_by_client_total"] == 5
+
+
+def test_a_servers_answer_quoted_in_a_reason_is_not_rewritten() -> None:
+    from dtproto.cli.send import _undelivered_text
+
+    body = 'HTTP 503: {"message":"upstream read_timeout=30s; url must be up"}'
+    for reason in (body, body + " (gave up after 1 attempt)",
+                   'HTTP 502 without a ValidationResponse: read_timeout=1',
+                   'HTTP 200 with an unusable response (no linesOk): lower max_bytes'):
+        assert _undelivered_text(reason) == reason
+    # the sender's own words are the flags
+    assert _undelivered_text("no response from h:1 within read_timeout=30s after the request "
+                             "was sent") == ("no response from h:1 within --timeout 30s after "
+                                             "the request was sent")
 
 
 def test_send_usage_errors(work: pathlib.Path) -> None:

@@ -226,6 +226,19 @@ def test_load_failure_is_reported_with_what_was_done(capsys, monkeypatch):
     assert "load stopped" in err and "wrong" not in out + err.replace("wrong URL", "")
 
 
+def test_load_says_when_max_bytes_leaves_out_the_longer_lines(capsys, monkeypatch):
+    monkeypatch.setenv("DT_API_TOKEN", TOKEN)
+    with IngestServer(tokens=TOKEN) as srv:
+        rc, out, err = run_load(capsys, "--url", srv.url, "--rate", 200, "--duration", 0.5,
+                                "--max-bytes", 150, "--json")
+        stored = srv.accepted_lines
+    doc = json.loads(out)
+    assert "--max-bytes 150: the generated lines longer than that" in err, err
+    assert rc == 1 and doc["lines_invalid"] > 0 and doc["lines_ok"] == len(stored) > 0
+    assert doc["lines_ok"] + doc["lines_invalid"] == doc["lines_generated"]   # none lost
+    assert all(len(line) + 1 <= 150 for line in stored)
+
+
 def test_load_usage_errors(capsys, monkeypatch):
     monkeypatch.delenv("DT_URL", raising=False)
     assert run_load(capsys, "--rate", 10)[0] == 2
@@ -235,7 +248,7 @@ def test_load_usage_errors(capsys, monkeypatch):
     rc, out, err = run_load(capsys, "--url", "http://127.0.0.1:9", "--rate", 10,
                             "--max-bytes", 10)
     assert rc == 2 and out == ""
-    assert "--max-bytes 10 is below the longest generated line" in err, err
+    assert "--max-bytes 10 is below the shortest generated line" in err, err
     with pytest.raises(SystemExit):
         main(["load", "--url", "http://127.0.0.1:9"])          # --rate is required
     with pytest.raises(SystemExit):

@@ -399,7 +399,8 @@ def test_real_413_from_the_server_limit():
 def test_retry_log_numbers_requests_as_the_result_does(srv, caplog):
     caplog.set_level(logging.DEBUG, logger="dtproto.sender")
     srv.faults = [Fault("503", requests=frozenset({2}))]
-    with sender(srv, retries=1, max_lines=1) as s:
+    # one request at a time: the fault's "request 2" is the server's second arrival
+    with sender(srv, retries=1, max_lines=1, concurrency=1) as s:
         r = s.send(b"a.b 1\na.b 2\n")
     srv.faults = []
     assert r.lines_ok == 2

@@ -123,21 +123,6 @@ class Cluster:
 # --------------------------------------------------------------------------- send
 
 
-def _sender_options(args: argparse.Namespace) -> Dict[str, Any]:
-    """The Sender options ``dtproto send`` builds from its flags, in one process
-    or on the Dask workers (``--now``: the window of ``--validate``)."""
-    proxy: Any = True
-    if args.no_proxy:
-        proxy = False
-    elif args.proxy:
-        proxy = args.proxy
-    return dict(max_bytes=args.max_bytes, max_lines=args.max_lines, gzip=args.gzip,
-                retries=args.retries, read_timeout=args.timeout,
-                retry_ambiguous=args.retry_ambiguous, allow_insecure=args.allow_insecure,
-                verify=args.ca_file or True, proxy=proxy, concurrency=args.concurrency,
-                validate=args.validate, now_ms=args.now)
-
-
 def send_dask(args: argparse.Namespace, names: List[str], url: str) -> int:
     """``dtproto send --dask ADDRESS FILE...``: each file's ranges sent by the
     workers, each with a Sender of its own; printed as one process prints.
@@ -149,12 +134,12 @@ def send_dask(args: argparse.Namespace, names: List[str], url: str) -> int:
     import sys
 
     from ._common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, _open_input, _Progress, _write_json
-    from .send import _human_send, _read_token, _result_doc
+    from .send import _human_send, _read_token, _result_doc, sender_options
 
     if "-" in names:
         raise UsageError("--dask sends files the workers open: standard input cannot be sent "
                          "this way")
-    options = _sender_options(args)
+    options = sender_options(args)
     token = _read_token(args)
     rc = EXIT_OK
     docs: List[Dict[str, Any]] = []

@@ -293,7 +293,7 @@ def per_request_lines(rate: int, interval: float, max_bytes: int, pool: List[str
 
 def _cmd_load(args: argparse.Namespace) -> int:
     from .. import sender as _sender
-    from .send import _cli_text, _read_token
+    from .send import _cli_text, _config_text, _read_token, connection_options
 
     url = args.url
     if url is None:
@@ -308,26 +308,32 @@ def _cmd_load(args: argparse.Namespace) -> int:
         raise UsageError("--series must be at most %s" % _n(MAX_SERIES))
     _log_to_stderr(_cli_text)
     pool = line_pool(args.series, args.seed)
-    longest = max(len(x.encode("utf-8")) for x in pool) + 15   # " <13 digits>\n"
-    if args.max_bytes < longest:
-        # Every line that does not fit would be refused by the sender (as
-        # invalid, never sent): a load test of nothing.
-        raise UsageError("--max-bytes %s is below the longest generated line (%s bytes with "
-                         "its timestamp and newline)" % (_n(args.max_bytes), _n(longest)))
+    sizes = [len(x.encode("utf-8")) + 15 for x in pool]   # + " <13 digits>\n"
+    if args.max_bytes < min(sizes):
+        # The sender refuses a line that does not fit a request (invalid,
+        # never sent): with none fitting, a load test of nothing.
+        raise UsageError("--max-bytes %s is below the shortest generated line (%s bytes with "
+                         "its timestamp and newline)" % (_n(args.max_bytes), _n(min(sizes))))
+    if args.max_bytes < max(sizes):
+        _err("--max-bytes %s: the generated lines longer than that (up to %s bytes) are "
+             "refused as too long and counted invalid, never sent"
+             % (_n(args.max_bytes), _n(max(sizes))))
     per_request = per_request_lines(args.rate, args.interval, args.max_bytes, pool)
     stats = Stats()
     live = _Live(stats, args.rate)
     try:
         sender = _sender.Sender(
             _sender.ingest_url(url), _read_token(args), max_bytes=args.max_bytes,
-            max_lines=per_request, gzip=args.gzip, retries=args.retries,
-            read_timeout=args.timeout, allow_insecure=args.allow_insecure,
-            concurrency=args.concurrency, flush_interval=None,
-            on_request=lambda q, n: (stats.on_request(q, n), live.update()))
+            max_lines=per_request, flush_interval=None,
+            on_request=lambda q, n: (stats.on_request(q, n), live.update()),
+            **connection_options(args))
     except _sender.ConfigurationError as exc:
-        raise UsageError(_cli_text(str(exc))) from None
+        raise UsageError(_config_text(exc, args.url is None)) from None
     except ValueError as exc:
         raise UsageError("invalid --url %r: %s" % (url, exc)) from None
+    except OSError as exc:      # --ca-file cannot be read or holds no certificate
+        raise UsageError("cannot use --ca-file %s: %s" % (
+            args.ca_file, getattr(exc, "strerror", None) or exc)) from None
     source = PacedSource(LineBlocks(pool, args.series), args.rate, args.duration, per_request,
                          stats, live)
     error = None
@@ -409,6 +415,8 @@ def _human(doc: Dict[str, Any]) -> None:
 
 def add_parser(sub: Any) -> None:
     """The ``load`` subcommand of the ``dtproto`` parser."""
+    from .send import add_connection_args
+
     p = sub.add_parser(
         "load", allow_abbrev=False, help="send generated lines at a target rate (sizing)",
         description="Send realistic generated lines (the corpus generator's metrics at "
@@ -444,9 +452,7 @@ def add_parser(sub: Any) -> None:
                    help="retries per request on 429, 5xx and connection errors (default 3)")
     p.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
                    help="read timeout in seconds (default 30)")
-    p.add_argument("--allow-insecure", action="store_true",
-                   help="allow sending the token over plain http:// to a host that is not "
-                        "loopback")
+    add_connection_args(p)
     p.add_argument("--seed", type=int, default=20240601, help="seed of the generated lines")
     p.add_argument("--json", action="store_true", help="print the figures as JSON at the end")
     p.set_defaults(func=_cmd_load, parser=p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 import sys
 from typing import Any, Dict, List, Optional
@@ -52,7 +53,6 @@ _CLI_WORDS = (
     ("(proxy=, or the proxy environment variables)",
      "(--proxy, or the proxy environment variables)"),
     ("Sender(url, token, ...)", "--url"),
-    ("url must be", "--url must be"),
 )
 
 
@@ -61,6 +61,69 @@ def _cli_text(text: str) -> str:
     for python, flag in _CLI_WORDS:
         text = text.replace(python, flag)
     return text
+
+
+def add_connection_args(p: argparse.ArgumentParser) -> None:
+    """The flags of how requests reach the endpoint (``send`` and ``load``): the
+    sender's messages name them (:data:`_CLI_WORDS`), so every command that
+    sends has all of them."""
+    p.add_argument("--retry-ambiguous", action="store_true",
+                   help="also retry after a timeout once the request was sent (may store "
+                        "lines twice)")
+    p.add_argument("--allow-insecure", action="store_true",
+                   help="allow sending the token over plain http:// to a host that is not "
+                        "loopback (it travels in clear)")
+    p.add_argument("--ca-file", metavar="FILE",
+                   help="verify the server's TLS certificate with the CA bundle FILE (PEM), "
+                        "e.g. for a Managed cluster or ActiveGate with a private CA")
+    proxy = p.add_mutually_exclusive_group()
+    proxy.add_argument("--proxy", metavar="URL",
+                       help="send through this http:// proxy (default: HTTPS_PROXY/HTTP_PROXY "
+                            "and NO_PROXY from the environment)")
+    proxy.add_argument("--no-proxy", action="store_true",
+                       help="connect directly, ignoring proxy environment variables")
+
+
+def connection_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The Sender options of :func:`add_connection_args`' flags."""
+    proxy: Any = True
+    if args.no_proxy:
+        proxy = False
+    elif args.proxy:
+        proxy = args.proxy
+    return dict(retry_ambiguous=args.retry_ambiguous, allow_insecure=args.allow_insecure,
+                verify=args.ca_file or True, proxy=proxy, retries=args.retries,
+                read_timeout=args.timeout, gzip=args.gzip, concurrency=args.concurrency)
+
+
+def sender_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The Sender options ``dtproto send`` builds from its flags, in one process
+    or on the Dask workers (``--now``: the window of ``--validate``)."""
+    return dict(connection_options(args), max_bytes=args.max_bytes, max_lines=args.max_lines,
+                validate=args.validate, now_ms=args.now)
+
+
+def _config_text(exc: Exception, url_from_env: bool) -> str:
+    """A Sender's refusal of its configuration, in the CLI's words: a bad URL
+    is said to be the --url given, or DT_URL when the URL came from there."""
+    from .._send_core import URL_ENV
+
+    text = str(exc)
+    if text.startswith("url "):
+        return (URL_ENV if url_from_env else "--url") + text[3:]
+    return _cli_text(text)
+
+
+# The reasons that quote a server's answer: "HTTP 503: <its body>", ...  The
+# server's text is kept as it came; the sender's own wording is rewritten.
+_SERVER_TEXT = re.compile(r"HTTP \d+(?:: | without a ValidationResponse: "
+                          r"| with an unusable response \()")
+
+
+def _undelivered_text(reason: str) -> str:
+    """An undelivered range's reason with the flags for the sender's parameter
+    names, and a server's answer quoted in it unchanged."""
+    return reason if _SERVER_TEXT.match(reason) else _cli_text(reason)
 
 
 def _reason_text(line: Any) -> str:
@@ -149,7 +212,8 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
         caps = _Caps(args.max_errors, None, args.examples)
         checked = _Checked(ValidationReport(), {}, 0)
         chunks: List[Dict[str, Any]] = []
-        rejected: List[Dict[str, Any]] = []
+        rejected: List[Dict[str, Any]] = []   # the first --max-errors of them
+        rejected_total = 0
         feed = _Feed(inp, progress, max_bytes)
         try:
             blocks = iter(lambda: feed.read(_BLOCK), b"")
@@ -163,12 +227,14 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                     checked = _then(checked, _checked(part, caps.examples), caps,
                                     item.first_line - 1)
                 else:
-                    rejected.append({"line": item.line, "reason": _cli_text(item.reason)})
+                    rejected_total += 1
+                    if len(rejected) < args.max_errors:
+                        rejected.append({"line": item.line, "reason": _cli_text(item.reason)})
         finally:
             progress.close()
             inp.close()
         r = checked.report
-        if (r.lines_invalid or rejected) and rc == EXIT_OK:
+        if (r.lines_invalid or rejected_total) and rc == EXIT_OK:
             rc = EXIT_INVALID
         if feed.error is not None:
             _err(feed.failure())
@@ -177,6 +243,7 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
             doc = _json_validation(inp.name, r)
             doc["chunks"] = chunks
             doc["rejected_by_client"] = rejected
+            doc["rejected_by_client_total"] = rejected_total
             if feed.error is not None:
                 doc["io_error"] = str(feed.error)
                 doc["lines_read"] = feed.lines
@@ -193,6 +260,9 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
         for x in rejected:
             out.write("  %s:%d: not sendable: %s\n" % (
                 _printable(inp.name), x["line"], _printable(x["reason"])))
+        if rejected_total > len(rejected):
+            out.write("  ... %s more lines not sendable (--max-errors N)\n"
+                      % _n(rejected_total - len(rejected)))
         if feed.error is not None:
             out.write("  %s\n" % _printable(feed.failure()))
         _human_validation(inp.name, checked, args.examples, out)
@@ -208,7 +278,7 @@ def _result_doc(name: str, result: Any) -> Dict[str, Any]:
     doc.update(dataclasses.asdict(result))
     # A reason the sender wrote names its Python parameters: here, the flags.
     for u in doc.get("undelivered") or ():
-        u["reason"] = _cli_text(u["reason"])
+        u["reason"] = _undelivered_text(u["reason"])
     for i in doc.get("invalid_lines") or ():
         if i.get("source") == "client":
             i["reason"] = _cli_text(i["reason"])
@@ -275,7 +345,7 @@ def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: i
     for u in result.undelivered:
         out.write("  %s:%d-%d: not delivered%s: %s\n" % (
             name, u.first_line, u.last_line, " (may have been stored: ambiguous)"
-            if u.ambiguous else "", _printable(_cli_text(u.reason))))
+            if u.ambiguous else "", _printable(_undelivered_text(u.reason))))
     if error and not result.undelivered:
         out.write("  send stopped: %s\n" % _printable(error))
     if result.stopped_at is not None and read_error is None:
@@ -318,13 +388,11 @@ def _cmd_send(args: argparse.Namespace) -> int:
     max_bytes, max_lines = args.max_bytes, args.max_lines
     in_flight = _InFlight() if args.verbose and not args.json else None
     if url is not None:
-        from ._dask import _sender_options
-
         try:
             sender = _sender.Sender(_sender.ingest_url(url), _read_token(args),
-                                    on_request=in_flight, **_sender_options(args))
+                                    on_request=in_flight, **sender_options(args))
         except _sender.ConfigurationError as exc:
-            raise UsageError(_cli_text(str(exc))) from None
+            raise UsageError(_config_text(exc, args.url is None)) from None
         except ValueError as exc:   # urllib.parse on a malformed URL ('http://[::1')
             raise UsageError("invalid --url %r: %s" % (url, exc)) from None
         except OSError as exc:      # --ca-file cannot be read or holds no certificate
@@ -459,24 +527,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--validate", action="store_true",
                    help="check every line before sending: invalid lines are listed with "
                         "their line numbers and never sent")
-    p.add_argument("--retry-ambiguous", action="store_true",
-                   help="also retry after a timeout once the request was sent (may store "
-                        "lines twice)")
-    p.add_argument("--allow-insecure", action="store_true",
-                   help="allow sending the token over plain http:// to a host that is not "
-                        "loopback (it travels in clear)")
-    p.add_argument("--ca-file", metavar="FILE",
-                   help="verify the server's TLS certificate with the CA bundle FILE (PEM), "
-                        "e.g. for a Managed cluster or ActiveGate with a private CA")
-    proxy = p.add_mutually_exclusive_group()
-    proxy.add_argument("--proxy", metavar="URL",
-                       help="send through this http:// proxy (default: HTTPS_PROXY/HTTP_PROXY "
-                            "and NO_PROXY from the environment)")
-    proxy.add_argument("--no-proxy", action="store_true",
-                       help="connect directly, ignoring proxy environment variables")
+    add_connection_args(p)
     p.add_argument("--max-errors", type=_count, default=100, metavar="N",
                    help="rejected lines and warnings shown per file (default 100); a send's "
-                        "--json lists all, that of --dry-run at most N, as validate's does")
+                        "--json lists all, that of --dry-run at most N of each kind (with "
+                        "exact counts), as validate's does")
     p.add_argument("--examples", type=_count, default=3, metavar="N",
                    help="with --dry-run: examples shown per reason code (default 3)")
     add_window(p)
