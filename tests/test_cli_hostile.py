@@ -288,6 +288,17 @@ def test_serve_log_escapes_the_request_path() -> None:
     assert b"stopped after 1 request" in err
 
 
+def test_an_invisible_character_is_shown_escaped(tmp_path) -> None:
+    f = tmp_path / "bom.txt"
+    f.write_bytes(b"\xef\xbb\xbfcpu.load 1\ncpu\xe2\x80\x8b.x 2\n")   # a BOM; a zero-width space
+    p = run("validate", f)
+    assert p.returncode == 1
+    assert b"'\\ufeff'" in p.stdout and b"\\u200b" in p.stdout, p.stdout
+    assert "\ufeff".encode() not in p.stdout and "\u200b".encode() not in p.stdout
+    p = run("validate", f, "--json")
+    assert "\ufeff".encode() not in p.stdout and b"\\ufeff" in p.stdout
+
+
 def test_printable_helper() -> None:
     assert cli._printable("plain text, \u00e9t\u00e9 \u2603") == "plain text, \u00e9t\u00e9 \u2603"
     assert cli._printable("a\x1b[2J\tb\nc\rd\x7f\x9b\u202e\u2028\udcff") == \

@@ -36,11 +36,15 @@ class UsageError(Exception):
 # sequences, carriage returns that overwrite a line, newlines that forge one),
 # line/paragraph separators, bidirectional overrides (text shown reordered),
 # and lone surrogates (undecodable input bytes, kept by surrogateescape).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e"
-                     "\u2066-\u2069\ud800-\udfff]")
+# Controls, line separators, bidirectional overrides, lone surrogates, and the
+# invisible characters that make a line fail for no reason a reader can see
+# (zero-width space and joiners, word joiner, a byte order mark: U+FEFF at the
+# start of a file makes its first metric key invalid).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e"
+                     "\u2060-\u2064\u2066-\u2069\ufeff\ud800-\udfff]")
 # The same less C0, which JSON escapes itself (and uses, as indentation, outside strings).
-_UNSAFE_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e"
-                          "\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e"
+                          "\u2060-\u2064\u2066-\u2069\ufeff\ud800-\udfff]")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
