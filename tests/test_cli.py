@@ -460,6 +460,12 @@ def test_a_servers_answer_quoted_in_a_reason_is_not_rewritten() -> None:
                                              "the request was sent")
 
 
+def test_blocksize_without_dask_is_refused_not_ignored() -> None:
+    p = run("validate", "--blocksize", "8MiB", SAMPLE)
+    assert p.returncode == 2 and p.stdout == b""
+    assert b"--blocksize is the size of a --dask task: give --dask too" in p.stderr, p.stderr
+
+
 def test_send_usage_errors(work: pathlib.Path) -> None:
     p = run("send", SAMPLE)                                       # no --url
     assert p.returncode == 2 and b"--url" in p.stderr

@@ -314,13 +314,15 @@ def _json_validation(name: str, r: ValidationReport) -> Dict[str, Any]:
 def _cmd_validate(args: argparse.Namespace) -> int:
     names = _input_names(args)
     if args.dask is None:
+        if args.blocksize is not None:
+            raise UsageError("--blocksize is the size of a --dask task: give --dask too")
         return _validate_inputs(args, names, None)
     if args.jobs > 1:
         raise UsageError("--dask and --jobs cannot be combined: the Dask workers are the jobs")
-    from ._dask import Cluster
+    from ._dask import DEFAULT_BLOCKSIZE, Cluster
 
     with Cluster(args.dask) as cluster:
-        cluster.blocksize = args.blocksize  # type: ignore[attr-defined]
+        cluster.blocksize = args.blocksize or DEFAULT_BLOCKSIZE  # type: ignore[attr-defined]
         return _validate_inputs(args, names, cluster)
 
 
@@ -430,7 +432,7 @@ def add_parser(sub: Any) -> None:
                         "address such as tcp://host:8786, or local[:N] to start N worker "
                         "processes here; the workers open the files themselves (give paths "
                         "they can open); the output is identical to one process")
-    p.add_argument("--blocksize", type=_dask_blocksize, default="64MiB", metavar="SIZE",
+    p.add_argument("--blocksize", type=_dask_blocksize, default=None, metavar="SIZE",
                    help="with --dask: bytes per task, e.g. 8MiB (default 64MiB); gzip files "
                         "are one task each")
     p.add_argument("-q", "--quiet", action="store_true", help="no timing line on stderr")
