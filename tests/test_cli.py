@@ -417,7 +417,8 @@ def test_the_cli_log_prints_warnings_and_ours_not_other_libraries_info() -> None
             "ours.warning('request 1 (lines 1..2): retry'); ours.info('not at this level')\n"
             "logging.getLogger('dtproto.server').setLevel(logging.INFO)\n"
             "logging.getLogger('dtproto.server').info('POST 202')\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(), timeout=60)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(),
+                       cwd=str(HERE), timeout=60)
     assert p.stderr.decode().splitlines() == [
         "dtproto: a worker is slow", "dtproto: request 1 (lines 1..2): retry",
         "dtproto: POST 202"], p.stderr
