@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import random
+import re
 import ssl
 import sys
 import time
@@ -1017,6 +1018,19 @@ def _brief(body: bytes) -> str:
         return ""
     text = body[:300].decode("utf-8", "replace").strip()
     return ": " + text if text else ""
+
+
+# The reasons that quote a server's answer (_brief): "HTTP 503: <its body>",
+# "HTTP 502 without a ValidationResponse: <its body>", "HTTP 200 with an
+# unusable response (...): <its body>".  Kept here, beside the formats, so
+# that a reader that must not rewrite the server's words (the CLI) can tell.
+_QUOTES_SERVER = re.compile(r"HTTP \d+(?:: | without a ValidationResponse: "
+                            r"| with an unusable response \()")
+
+
+def _quotes_server(reason: str) -> bool:
+    """Whether ``reason`` (an undelivered range's) quotes the server's answer."""
+    return _QUOTES_SERVER.match(reason) is not None
 
 
 

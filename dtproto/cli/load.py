@@ -279,11 +279,16 @@ class PacedSource:
         return True
 
 
+def _line_bytes(line: str) -> int:
+    """The bytes a pool line takes in a request: with " <13-digit timestamp>" and LF."""
+    return len(line.encode("utf-8")) + 15
+
+
 def per_request_lines(rate: int, interval: float, max_bytes: int, pool: List[str]) -> int:
     """Lines per request: ``rate * interval``, at most what fits ``max_bytes``
     (sized on the pool's mean line, timestamp included, with a margin)."""
     sample = pool[: 2000]
-    mean = sum(len(x.encode("utf-8")) for x in sample) / len(sample) + 15   # " <13 digits>\n"
+    mean = sum(_line_bytes(x) for x in sample) / len(sample)
     fit = max(1, int(max_bytes * _FILL / mean))
     return max(1, min(int(rate * interval), fit))
 
@@ -308,7 +313,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         raise UsageError("--series must be at most %s" % _n(MAX_SERIES))
     _log_to_stderr(_cli_text)
     pool = line_pool(args.series, args.seed)
-    sizes = [len(x.encode("utf-8")) + 15 for x in pool]   # + " <13 digits>\n"
+    sizes = [_line_bytes(x) for x in pool]
     if args.max_bytes < min(sizes):
         # The sender refuses a line that does not fit a request (invalid,
         # never sent): with none fitting, a load test of nothing.

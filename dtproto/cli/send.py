@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import stat
 import sys
 from typing import Any, Dict, List, Optional
@@ -114,22 +113,18 @@ def _config_text(exc: Exception, url_from_env: bool) -> str:
     return _cli_text(text)
 
 
-# The reasons that quote a server's answer: "HTTP 503: <its body>", ...  The
-# server's text is kept as it came; the sender's own wording is rewritten.
-_SERVER_TEXT = re.compile(r"HTTP \d+(?:: | without a ValidationResponse: "
-                          r"| with an unusable response \()")
-
-
 def _undelivered_text(reason: str) -> str:
     """An undelivered range's reason with the flags for the sender's parameter
     names, and a server's answer quoted in it unchanged."""
-    return reason if _SERVER_TEXT.match(reason) else _cli_text(reason)
+    from .._send_core import _quotes_server
+
+    return reason if _quotes_server(reason) else _cli_text(reason)
 
 
-def _reason_text(line: Any) -> str:
+def _invalid_text(reason: str, source: str) -> str:
     """An invalid line's reason: the server's as it came, the sender's own
     (``source == "client"``) with the CLI's flags for its parameter names."""
-    return _cli_text(line.reason) if line.source == "client" else line.reason
+    return _cli_text(reason) if source == "client" else reason
 
 
 class _Feed:
@@ -280,8 +275,7 @@ def _result_doc(name: str, result: Any) -> Dict[str, Any]:
     for u in doc.get("undelivered") or ():
         u["reason"] = _undelivered_text(u["reason"])
     for i in doc.get("invalid_lines") or ():
-        if i.get("source") == "client":
-            i["reason"] = _cli_text(i["reason"])
+        i["reason"] = _invalid_text(i["reason"], i["source"])
     doc["ok"] = result.ok
     doc["unreported_invalid"] = result.unreported_invalid
     doc["lines_not_delivered"] = result.lines_not_delivered
@@ -330,7 +324,7 @@ def _human_send(name: str, url: str, result: Any, error: Optional[str], limit: i
         for q in result.requests:
             out.write("  %s\n" % _request_text(q))
     for i in result.invalid_lines[:limit]:
-        out.write("  %s:%d: %s%s\n" % (name, i.line, _printable(_reason_text(i)),
+        out.write("  %s:%d: %s%s\n" % (name, i.line, _printable(_invalid_text(i.reason, i.source)),
                                         " (not sent)" if i.source == "client" else ""))
     if len(result.invalid_lines) > limit:
         out.write("  ... %s more rejected lines (see --json)\n"
