@@ -1018,7 +1018,7 @@ cdef object make_pair(const uint8_t *p, DimSpan *d, uint64_t h):
     """The (key, value) tuple of a dimension, untracked (mirrors _scan_value).
 
     ``h`` is the head_hash of its bytes when they fit INTERN_INLINE (see
-    make_head)."""
+    prefetch_pairs)."""
     cdef Py_ssize_t n = d.ve - d.ks  # "key=value" as written (an opening quote included)
     if n <= INTERN_INLINE:
         pair = intern_find(PAIRS, PAIR_SETS, p + d.ks, n, h)
@@ -1052,14 +1052,17 @@ cdef inline bint admit_pair(uint64_t h) noexcept nogil:
     return False
 
 
-cdef object make_head(const uint8_t *p, LineScan *L):
-    """(key, dims) objects for a scanned head; pair and dims tuples untracked."""
+cdef inline void prefetch_pairs(const uint8_t *p, LineScan *L, uint64_t *hashes) noexcept nogil:
+    """The pair hashes of a scanned head into ``hashes`` (0: too long to
+    intern), each one's PAIRS set asked for.
+
+    When series do not repeat, the PAIRS sets are cold (a 590 kB table):
+    asking for every dimension's set before the first lookup (make_dims,
+    after make_key) lets their misses overlap instead of coming one after
+    another.
+    """
     cdef int k
     cdef Py_ssize_t n
-    cdef uint64_t hashes[50]  # MAX_DIMENSIONS, as LineScan.dims
-    # When series do not repeat, the PAIRS sets are cold (a 590 kB table):
-    # ask for every dimension's set before the first lookup, so that their
-    # misses overlap instead of coming one after another.
     for k in range(L.ndims):
         n = L.dims[k].ve - L.dims[k].ks
         if n <= INTERN_INLINE:
@@ -1067,7 +1070,13 @@ cdef object make_head(const uint8_t *p, LineScan *L):
             DT_PREFETCH(&PAIRS[(hashes[k] & (PAIR_SETS - 1)) * 2])
         else:
             hashes[k] = 0
-    cdef object key = make_key(p, L.keylen)
+
+
+cdef object make_dims(const uint8_t *p, LineScan *L, const uint64_t *hashes):
+    """The dims tuple of a scanned head (``hashes`` from prefetch_pairs); it
+    and its pairs untracked.  The caller makes the key: a (key, dims) tuple
+    to return both would cost an allocation a line."""
+    cdef int k
     cdef object dims = PyTuple_New(L.ndims)
     # Untracked at once: while it is being filled (allocations, so possibly a
     # collection) no gc.get_objects() in a callback may see its empty slots.
@@ -1076,7 +1085,7 @@ cdef object make_head(const uint8_t *p, LineScan *L):
         pair = make_pair(p, &L.dims[k], hashes[k])
         Py_INCREF(pair)
         PyTuple_SET_ITEM(dims, k, pair)
-    return (key, dims)
+    return dims
 
 
 cdef inline void set_item(object t, Py_ssize_t i, object o):
@@ -1293,9 +1302,22 @@ cdef object disagreement(object rec, Py_ssize_t lineno):
 # dimensions) that is pure loss.  So each user of the cache (validate, which
 # saves only the head scan on a hit, and decode, which also saves building the
 # key and dimension objects) measures its hit rate over windows of lookups and
-# goes "cold" below its break-even: then only one line in COLD_SAMPLE is looked
-# up and stored, which keeps measuring, and the cache warms up again as soon as
-# series repeat.  Plain ints, no pointers: re-entrancy cannot break them.
+# goes "cold" below its break-even: then only one line in COLD_SAMPLE (on
+# average) is looked up and stored, which keeps measuring, and the cache warms
+# up again as soon as series repeat.  Plain ints, no pointers: re-entrancy
+# cannot break them.
+#
+# The sampled lines are drawn at random strides, not every COLD_SAMPLE-th line:
+# a body validated again and again (a benchmark, a retry) whose line count is a
+# multiple of the stride would have the same lines sampled every time, their
+# heads found where the last pass stored them, and a "hit rate" near 100% that
+# a warm cache would never see on it (unique series: 1 in 10).  The cache then
+# went warm for a window of misses every few passes; validate of 300,000
+# unique lines took 40 ms instead of 33.  A sample costs a cache-line miss in
+# the table and a malloc/free (~0.75 us here), so one in 128 lines, not 32: a
+# cold window is still 4,096 lines, and series that start repeating are
+# stored, hit and warm the cache four times later than at one in 32 (500
+# series: after ~90,000 lines).
 #
 # A high hit rate is not enough for validate: a hit reads the cached head's
 # bytes, a malloc'd copy anywhere in memory, and when the heads being hit no
@@ -1315,7 +1337,8 @@ cdef struct CacheStats:
     int cold              # 1: only sampled lines use the cache
     int lookups           # in the current window
     int hits
-    unsigned int tick     # lines seen while cold (sampling)
+    unsigned int tick     # while cold: lines to go to the next sampled one (>= 1)
+    unsigned int rng      # xorshift32 state of the sampling strides (never 0)
     unsigned int epoch    # validate: the live-set window (never 0)
     int epoch_lookups     # warm lookups in it
     int live              # distinct entries hit in it (at most LIVE_WINDOW)
@@ -1324,8 +1347,8 @@ cdef struct CacheStats:
 
 cdef enum:
     CACHE_WINDOW = 1024   # lookups per verdict while warm
-    COLD_WINDOW = 128     # sampled lookups per verdict while cold (4,096 lines)
-    COLD_SAMPLE = 32      # power of two
+    COLD_WINDOW = 32      # sampled lookups per verdict while cold (~4,096 lines)
+    COLD_SAMPLE = 128     # the mean stride of the sampled lines; power of two
     # 10,000 series give ~9,600 distinct heads in 32,768 lookups, 30,000
     # series ~19,700: the break-even (~15,000 series) lies between.
     LIVE_WINDOW = 32768
@@ -1340,7 +1363,9 @@ cdef int WARM_AT[2]
 CACHE_STATS[0].cold = CACHE_STATS[1].cold = 0
 CACHE_STATS[0].lookups = CACHE_STATS[1].lookups = 0
 CACHE_STATS[0].hits = CACHE_STATS[1].hits = 0
-CACHE_STATS[0].tick = CACHE_STATS[1].tick = 0
+CACHE_STATS[0].tick = CACHE_STATS[1].tick = 1
+CACHE_STATS[0].rng = 0x9E3779B9
+CACHE_STATS[1].rng = 0x85EBCA6B
 CACHE_STATS[0].epoch = CACHE_STATS[1].epoch = 1
 CACHE_STATS[0].epoch_lookups = CACHE_STATS[1].epoch_lookups = 0
 CACHE_STATS[0].live = CACHE_STATS[1].live = 0
@@ -1367,7 +1392,7 @@ cdef inline void count_lookup(CacheStats *st, bint hit, bint need_objects) noexc
             st.strikes = st.strikes + 1 if st.live > LIVE_MAX else 0
             new_epoch(st)
             if st.strikes >= 2 and CACHE_ADAPTIVE:
-                st.cold = 1
+                go_cold(st)
                 st.strikes = 0
                 st.backoff = LIVE_BACKOFF
                 st.lookups = st.hits = 0
@@ -1383,9 +1408,30 @@ cdef inline void count_lookup(CacheStats *st, bint hit, bint need_objects) noexc
             # restarted at every warm-up would never be judged.
             st.cold = 0
     elif st.hits * 100 < st.lookups * COLD_BELOW[need_objects] and CACHE_ADAPTIVE:
-        st.cold = 1
+        go_cold(st)
     st.lookups = 0
     st.hits = 0
+
+
+cdef inline void go_cold(CacheStats *st) noexcept nogil:
+    st.cold = 1
+    st.tick = next_stride(st)
+
+
+cdef inline unsigned int next_stride(CacheStats *st) noexcept nogil:
+    """Lines to the next sampled one: uniform in [COLD_SAMPLE/2, 3*COLD_SAMPLE/2)."""
+    cdef unsigned int x = st.rng
+    x ^= x << 13
+    x ^= x >> 17
+    x ^= x << 5
+    st.rng = x
+    return COLD_SAMPLE // 2 + (x & (COLD_SAMPLE - 1))
+
+
+cdef inline bint sampled_next(CacheStats *st) noexcept nogil:
+    """While cold: whether the line after the current one will be sampled
+    (scan_data counts the current one down first)."""
+    return st.tick == 2
 
 
 cdef inline void new_epoch(CacheStats *st) noexcept nogil:
@@ -1453,14 +1499,15 @@ cdef int scan_data(const uint8_t *p, Py_ssize_t n, LineScan *L, int64_t lo, int6
     cdef CacheStats *st = &CACHE_STATS[need_objects]
     cdef HeadEntry *hit
     if st.cold:
-        st.tick += 1
-        if st.tick & (COLD_SAMPLE - 1):
+        st.tick -= 1
+        if st.tick != 0:
             entry[0] = NULL
             after = scan_head(p, n, L)
             if after < 0:
                 return R_INVALID
             L.head_end = after
             return scan_tail(p, after, n, L, lo, hi)
+        st.tick = next_stride(st)
     hit = find_head(p, n, &fs, &h)
     if hit != NULL and (hit.key != NULL or not need_objects):
         if not need_objects and not st.cold:  # the window counts warm lookups only
@@ -1493,12 +1540,12 @@ cdef inline Py_ssize_t look_ahead(const uint8_t *q, Py_ssize_t avail, bint need_
 
     Done while the current line is still being scanned, so the set (a random
     line of a 1.5 MB table) is in cache when the next lookup needs it.
-    ``*fs`` is -1 when the cache is cold (no lookup coming: the LF alone is
-    searched) or the line has no SP.
+    ``*fs`` is -1 when the cache is cold and the next line is not sampled (no
+    lookup coming: the LF alone is searched) or the line has no SP.
     """
     cdef const void *nl
     cdef Py_ssize_t n
-    if CACHE_STATS[need_objects].cold:
+    if CACHE_STATS[need_objects].cold and not sampled_next(&CACHE_STATS[need_objects]):
         fs[0] = -1
         nl = memchr(q, 10, avail)
         return (<const uint8_t *>nl - q) if nl != NULL else avail
@@ -1525,6 +1572,7 @@ cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip,
     cdef HeadEntry *hit
     cdef Py_ssize_t next_end = -1, next_fs = -1, cur_fs
     cdef uint64_t next_h = 0, cur_h
+    cdef uint64_t hashes[50]  # MAX_DIMENSIONS, as LineScan.dims
     window(now_ms, &lo, &hi)
     while pos < size:
         if next_end >= 0:
@@ -1551,8 +1599,10 @@ cdef object decode_block(bytes buf, Py_ssize_t lineno, object now_ms, bint skip,
                     dims = <object>hit.dims
                     out.append(make_metric(key, dims, &L))
                 else:
-                    key, dims = make_head(p, &L)
-                    if hit != NULL:  # never use hit here: make_head may run Python code
+                    prefetch_pairs(p, &L, hashes)
+                    key = make_key(p, L.keylen)
+                    dims = make_dims(p, &L, hashes)
+                    if hit != NULL:  # never use hit here: make_key/make_dims may run Python code
                         attach_objects(p, L.head_end, L.head_hash, key, dims)
                     out.append(make_metric(key, dims, &L))
         if r == R_INVALID or r == R_META:

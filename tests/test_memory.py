@@ -136,7 +136,7 @@ def _round(impl: Any, d: Dict[str, Any], div: int) -> None:
 @pytest.fixture
 def steady_caches(impl):
     """Pin the Cython head cache warm: adaptive, it fills its bounded slots over
-    several rounds (cold stretches store one head in 32), which would read as
+    several rounds (cold stretches store one head in 128), which would read as
     growth here; pinned, it is full after the first round."""
     pin = getattr(impl, "_cache_adaptive", None)
     old = pin(False) if pin else None
