@@ -40,7 +40,8 @@ import urllib.request
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional,
+                    Tuple, Type, TypeVar, Union)
 
 from . import _input
 from ._constants import (
@@ -1431,7 +1432,8 @@ class _Delivery:
         if status not in RETRY_STATUSES:
             if 200 <= status < 300 or status == 400:
                 self.window.success()
-            return self._finish(now)
+            self._finish(now)
+            return
         if status == 429:
             self.window.throttled()
         self._reason = "HTTP %d%s" % (status, _brief(body or b""))
@@ -1445,9 +1447,11 @@ class _Delivery:
         if exc.ambiguous and not self.s.retry_ambiguous:
             self._reason += ("; not retried because the server may have stored the lines "
                              "(retry_ambiguous=False)")
-            return self._finish(now)
+            self._finish(now)
+            return
         if exc.final:
-            return self._finish(now)
+            self._finish(now)
+            return
         return self._next(now, None)
 
     def on_fatal(self, exc: SendError, now: float) -> None:
@@ -1460,7 +1464,8 @@ class _Delivery:
         if self.attempt >= s.retries:
             self._reason += " (gave up after %d attempt%s)" % (
                 self.info.attempts, "" if self.info.attempts == 1 else "s")
-            return self._finish(now)
+            self._finish(now)
+            return
         if retry_after is not None:
             delay = min(retry_after, s.backoff_cap)
         else:
@@ -1468,7 +1473,8 @@ class _Delivery:
         if now - self.start + delay > s.retry_budget:
             self._reason += " (retry budget of %gs exhausted after %d attempt%s)" % (
                 s.retry_budget, self.info.attempts, "" if self.info.attempts == 1 else "s")
-            return self._finish(now)
+            self._finish(now)
+            return
         # A failed connection is said at once (not only in the final error),
         # so that waiting for the retries is never silent.
         chunk = self.chunk
@@ -1832,11 +1838,51 @@ class _Batch:
         return b"".join(p + b"\n" for p, k in zip(parts, keep) if k)
 
 
+_S = TypeVar("_S", bound="_UrlHelpers")
+
+
 class _UrlHelpers:
-    """The URL helpers of both senders (``Sender.saas(...)``, ``AsyncSender.oneagent()``, ...)."""
+    """The URL helpers of both senders (``Sender.saas(...)``, ``AsyncSender.oneagent()``, ...),
+    and the attributes :func:`_configure` sets on both, declared for type checkers."""
+
+    # The options as checked and normalised by _configure (public: read them
+    # to see what a sender was given; the token is never among them).
+    url: str
+    max_bytes: int
+    max_lines: Optional[int]
+    gzip: bool
+    gzip_level: int
+    connect_timeout: float
+    read_timeout: float
+    retries: int
+    backoff_base: float
+    backoff_cap: float
+    retry_budget: float
+    retry_ambiguous: bool
+    concurrency: int
+    validate: bool
+    now_ms: Optional[int]
+    user_agent: str
+    flush_bytes: int
+    flush_lines: Optional[int]
+    flush_interval: Optional[float]
+    on_flush: Optional[Callable[["SendResult"], None]]
+    on_request: Optional[Callable[["RequestInfo", int], None]]
+    # What the transports need: where to connect, TLS, proxy, the token.
+    _oneagent: bool
+    _host: str
+    _https: bool
+    _port: int
+    _path: str
+    _token: "_Secret"
+    _ssl: ssl.SSLContext
+    _proxy: Optional[urllib.parse.SplitResult]
+
+    if TYPE_CHECKING:  # each sender has its own; the helpers below call it
+        def __init__(self, url: str, token: Optional[str] = None, **kwargs: Any) -> None: ...
 
     @classmethod
-    def from_env(cls, environ: Optional[Dict[str, str]] = None, **kwargs: Any) -> "Any":
+    def from_env(cls: Type[_S], environ: Optional[Dict[str, str]] = None, **kwargs: Any) -> _S:
         """Sender configured from ``DT_URL`` and ``DT_API_TOKEN`` (see :func:`env_settings`),
         the same variables ``dtproto send`` reads; ``kwargs`` go to the constructor."""
         url, token = env_settings(environ)
@@ -1847,20 +1893,20 @@ class _UrlHelpers:
         return cls(url, token, **kwargs)
 
     @classmethod
-    def saas(cls, environment_id: str, token: str, **kwargs: Any) -> "Any":
+    def saas(cls: Type[_S], environment_id: str, token: str, **kwargs: Any) -> _S:
         """Sender for Dynatrace SaaS: ``https://{environment_id}.live.dynatrace.com/api/v2/metrics/ingest``."""
         return cls("https://%s.live.dynatrace.com%s" % (_env_id(environment_id), INGEST_PATH),
                    token, **kwargs)
 
     @classmethod
-    def managed(cls, domain: str, environment_id: str, token: str, **kwargs: Any) -> "Any":
+    def managed(cls: Type[_S], domain: str, environment_id: str, token: str, **kwargs: Any) -> _S:
         """Sender for Dynatrace Managed: ``https://{domain}/e/{environment_id}/api/v2/metrics/ingest``."""
         return cls("https://%s%s%s%s" % (domain, ENVIRONMENT_PREFIX, _env_id(environment_id),
                                           INGEST_PATH), token, **kwargs)
 
     @classmethod
-    def activegate(cls, host: str, environment_id: str, token: str, port: int = 9999,
-                   **kwargs: Any) -> "Any":
+    def activegate(cls: Type[_S], host: str, environment_id: str, token: str, port: int = 9999,
+                   **kwargs: Any) -> _S:
         """Sender for an Environment ActiveGate:
         ``https://{host}:{port}/e/{environment_id}/api/v2/metrics/ingest`` (port 9999)."""
         return cls("https://%s:%d%s%s%s" % (host, port, ENVIRONMENT_PREFIX,
@@ -1868,8 +1914,8 @@ class _UrlHelpers:
                    token, **kwargs)
 
     @classmethod
-    def oneagent(cls, host: str = "localhost", port: int = ONEAGENT_PORT,
-                 **kwargs: Any) -> "Any":
+    def oneagent(cls: Type[_S], host: str = "localhost", port: int = ONEAGENT_PORT,
+                 **kwargs: Any) -> _S:
         """Sender for the OneAgent local API ``http://localhost:14499/metrics/ingest``:
         no token, at most 1,000 lines per request."""
         return cls("http://%s:%d%s" % (host, port, ONEAGENT_PATH), None, **kwargs)

@@ -247,7 +247,14 @@ def test_mypy_sees_the_lazy_names(tmp_path):
         "reveal_type(dtproto.Sender)\n"
         "reveal_type(dtproto.SendResult)\n"
         "reveal_type(dtproto.normalize_metric_key)\n"
-        "reveal_type(dtproto.NormalizationLog)\n")
+        "reveal_type(dtproto.NormalizationLog)\n"
+        # the senders' URL helpers give the class they are called on, and the
+        # options a sender was configured with are typed attributes
+        "from dtproto.aio import AsyncSender\n"
+        "reveal_type(dtproto.Sender.saas('abc12345', 'token'))\n"
+        "reveal_type(AsyncSender.oneagent())\n"
+        "reveal_type(dtproto.Sender.from_env().url)\n"
+        "reveal_type(AsyncSender.managed('d', 'e', 't').concurrency)\n")
     env = dict(os.environ)
     env.pop("MYPYPATH", None)
     p = subprocess.run(
@@ -255,11 +262,16 @@ def test_mypy_sees_the_lazy_names(tmp_path):
          "--cache-dir", os.devnull, "probe.py"],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     revealed = [line for line in p.stdout.splitlines() if "Revealed type" in line]
-    assert len(revealed) == 4, p.stdout + p.stderr
+    assert len(revealed) == 8, p.stdout + p.stderr
+    assert ": error:" not in p.stdout, p.stdout
     for line in revealed:
         assert '"Any"' not in line, line
     assert "dtproto.sender.Sender" in revealed[0]
     assert "str | None" in revealed[2] or "Union[str, None]" in revealed[2], revealed[2]
+    assert revealed[4].endswith('"dtproto.sender.Sender"'), revealed[4]
+    assert revealed[5].endswith('"dtproto.aio.AsyncSender"'), revealed[5]
+    assert revealed[6].endswith('"str"'), revealed[6]
+    assert revealed[7].endswith('"int"'), revealed[7]
 
 
 ENCODER_PARAMS = ["prefix", "default_dimensions", "static_dimensions", "normalize",

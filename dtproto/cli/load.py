@@ -326,11 +326,15 @@ def _cmd_load(args: argparse.Namespace) -> int:
     per_request = per_request_lines(args.rate, args.interval, args.max_bytes, pool)
     stats = Stats()
     live = _Live(stats, args.rate)
+
+    def on_request(info: Any, attempt: int) -> None:
+        stats.on_request(info, attempt)
+        live.update()
+
     try:
         sender = _sender.Sender(
             _sender.ingest_url(url), _read_token(args), max_bytes=args.max_bytes,
-            max_lines=per_request, flush_interval=None,
-            on_request=lambda q, n: (stats.on_request(q, n), live.update()),
+            max_lines=per_request, flush_interval=None, on_request=on_request,
             **connection_options(args))
     except _sender.ConfigurationError as exc:
         raise UsageError(_config_text(exc, args.url is None)) from None

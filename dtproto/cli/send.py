@@ -193,6 +193,7 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
     from .. import validate
     # The sender's own chunker: a dry run must show exactly the chunks that
     # ``send`` would make, and a second implementation here could drift.
+    from .._send_core import _Chunk
     from ..sender import _chunk_stream, only_blank_lines
 
     rc = EXIT_OK
@@ -213,7 +214,7 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
         try:
             blocks = iter(lambda: feed.read(_BLOCK), b"")
             for item in _chunk_stream(blocks, 1, max_bytes, max_lines):
-                if hasattr(item, "body"):
+                if isinstance(item, _Chunk):
                     body = item.body
                     blank = only_blank_lines(body)
                     chunks.append({"first_line": item.first_line, "lines": item.lines,
