@@ -32,7 +32,7 @@ from cpython.dict cimport PyDict_Next
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.math cimport isinf, isnan
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint64_t, uintptr_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 from itertools import islice
 
@@ -1315,9 +1315,11 @@ cdef object disagreement(object rec, Py_ssize_t lineno):
 # went warm for a window of misses every few passes; validate of 300,000
 # unique lines took 40 ms instead of 33.  A sample costs a cache-line miss in
 # the table and a malloc/free (~0.75 us here), so one in 128 lines, not 32: a
-# cold window is still 4,096 lines, and series that start repeating are
+# cold window is still ~4,096 lines, and series that start repeating are
 # stored, hit and warm the cache four times later than at one in 32 (500
-# series: after ~90,000 lines).
+# series: decode after ~60,000 lines, validate ~90,000).  A verdict on 32
+# samples is noisier than on 128: at a true hit rate of 45% decode warms up
+# by mistake once in ~30 verdicts, for one warm window of 1,024 lookups.
 #
 # A high hit rate is not enough for validate: a hit reads the cached head's
 # bytes, a malloc'd copy anywhere in memory, and when the heads being hit no
@@ -1338,7 +1340,7 @@ cdef struct CacheStats:
     int lookups           # in the current window
     int hits
     unsigned int tick     # while cold: lines to go to the next sampled one (>= 1)
-    unsigned int rng      # xorshift32 state of the sampling strides (never 0)
+    uint32_t rng          # xorshift32 state of the sampling strides (never 0)
     unsigned int epoch    # validate: the live-set window (never 0)
     int epoch_lookups     # warm lookups in it
     int live              # distinct entries hit in it (at most LIVE_WINDOW)
@@ -1348,7 +1350,7 @@ cdef struct CacheStats:
 cdef enum:
     CACHE_WINDOW = 1024   # lookups per verdict while warm
     COLD_WINDOW = 32      # sampled lookups per verdict while cold (~4,096 lines)
-    COLD_SAMPLE = 128     # the mean stride of the sampled lines; power of two
+    COLD_SAMPLE = 128     # ~ the mean stride of the sampled lines; power of two
     # 10,000 series give ~9,600 distinct heads in 32,768 lookups, 30,000
     # series ~19,700: the break-even (~15,000 series) lies between.
     LIVE_WINDOW = 32768
@@ -1364,8 +1366,11 @@ CACHE_STATS[0].cold = CACHE_STATS[1].cold = 0
 CACHE_STATS[0].lookups = CACHE_STATS[1].lookups = 0
 CACHE_STATS[0].hits = CACHE_STATS[1].hits = 0
 CACHE_STATS[0].tick = CACHE_STATS[1].tick = 1
-CACHE_STATS[0].rng = 0x9E3779B9
-CACHE_STATS[1].rng = 0x85EBCA6B
+cdef uint32_t RNG_SEED[2]
+RNG_SEED[0] = 0x9E3779B9
+RNG_SEED[1] = 0x85EBCA6B
+CACHE_STATS[0].rng = RNG_SEED[0]
+CACHE_STATS[1].rng = RNG_SEED[1]
 CACHE_STATS[0].epoch = CACHE_STATS[1].epoch = 1
 CACHE_STATS[0].epoch_lookups = CACHE_STATS[1].epoch_lookups = 0
 CACHE_STATS[0].live = CACHE_STATS[1].live = 0
@@ -1420,12 +1425,12 @@ cdef inline void go_cold(CacheStats *st) noexcept nogil:
 
 cdef inline unsigned int next_stride(CacheStats *st) noexcept nogil:
     """Lines to the next sampled one: uniform in [COLD_SAMPLE/2, 3*COLD_SAMPLE/2)."""
-    cdef unsigned int x = st.rng
+    cdef uint32_t x = st.rng
     x ^= x << 13
     x ^= x >> 17
     x ^= x << 5
     st.rng = x
-    return COLD_SAMPLE // 2 + (x & (COLD_SAMPLE - 1))
+    return COLD_SAMPLE // 2 + <unsigned int>(x & (COLD_SAMPLE - 1))
 
 
 cdef inline bint sampled_next(CacheStats *st) noexcept nogil:
@@ -1470,6 +1475,8 @@ def _cache_adaptive(bint on):
     """Let the head cache go cold (the default) or pin it warm; returns the old setting.
 
     For tests that must exercise the cache on every line whatever the hit rate.
+    The sampling strides start again from their seed, so which lines a cold
+    cache samples does not depend on what ran before.
     """
     global CACHE_ADAPTIVE
     old = CACHE_ADAPTIVE
@@ -1478,6 +1485,8 @@ def _cache_adaptive(bint on):
         CACHE_STATS[k].cold = 0
         CACHE_STATS[k].lookups = CACHE_STATS[k].hits = 0
         CACHE_STATS[k].backoff = CACHE_STATS[k].strikes = 0
+        CACHE_STATS[k].tick = 1
+        CACHE_STATS[k].rng = RNG_SEED[k]
         new_epoch(&CACHE_STATS[k])
     return old
 
@@ -1499,8 +1508,8 @@ cdef int scan_data(const uint8_t *p, Py_ssize_t n, LineScan *L, int64_t lo, int6
     cdef CacheStats *st = &CACHE_STATS[need_objects]
     cdef HeadEntry *hit
     if st.cold:
-        st.tick -= 1
-        if st.tick != 0:
+        if st.tick > 1:  # (never 0 here: go_cold and the line below set it)
+            st.tick -= 1
             entry[0] = NULL
             after = scan_head(p, n, L)
             if after < 0:

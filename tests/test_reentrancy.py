@@ -306,7 +306,8 @@ def test_head_cache_goes_cold_and_warm_with_identical_results(impl):
     starts again when they do; the records are the same either way.
 
     While cold, one line in 128 (on average) is looked up and stored: 500
-    series are stored, hit and warm the cache again within ~90,000 lines.
+    series are stored, hit and warm the cache again within ~60,000 lines
+    (decode) to ~90,000 (validate, alone; here decode has stored them).
     """
     for round_ in range(2):
         for unique in (True, False):
