@@ -326,6 +326,60 @@ def test_head_cache_goes_cold_and_warm_with_identical_results(impl):
 
 
 @pytest.mark.adaptive_cache
+@pytest.mark.slow
+def test_cold_cache_reentered_from_gc_callbacks_and_threads(impl):
+    """With the head cache cold (series never repeat), the sampled lines (one
+    in ~128, looked up, stored, with the next line's lookup prepared ahead)
+    are re-entered from a gc callback that decodes and validates other
+    never-seen series, and run from 4 threads at once; every record and every
+    count is the reference's."""
+    bodies = [_body("cold%d" % k, 10_000) for k in range(4)]
+    wanted = [_codec_py.decode(b) for b in bodies]
+    reports = [_codec_py.validate(b) for b in bodies]
+    warm_up = _body("coldwarmup", 20_000)
+    impl.decode(warm_up)
+    impl.validate(warm_up)
+    if hasattr(impl, "_cache_state"):
+        assert impl._cache_state() == ("cold", "cold")
+    inner = [_body("coldinner%d" % k, 600) for k in range(40)]
+    done: list = []
+    failures: list = []
+    busy = threading.local()
+
+    def hook(phase, info):
+        if phase != "start" or getattr(busy, "on", False) or len(done) >= len(inner):
+            return
+        busy.on = True
+        try:
+            body = inner[len(done) % len(inner)]
+            done.append((impl.decode(body), impl.validate(body).lines_ok, body))
+        finally:
+            busy.on = False
+        time.sleep(0)  # and let another thread in
+
+    def work(k: int) -> None:
+        try:
+            for _ in range(2):
+                if impl.decode(bodies[k]) != wanted[k]:
+                    failures.append(("decode", k))
+                got = impl.validate(bodies[k])
+                if (got.lines_ok, got.lines_invalid, got.warnings_total) != (
+                        reports[k].lines_ok, reports[k].lines_invalid,
+                        reports[k].warnings_total):
+                    failures.append(("validate", k))
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append((k, exc))
+
+    with _GCHook(hook, threshold=200):
+        _run_threads(work)
+    assert not failures, failures[:3]
+    assert done, "the hook did not run"
+    for records, ok, body in done:
+        _check(records, body)
+        assert ok == 600
+
+
+@pytest.mark.adaptive_cache
 def test_validate_goes_cold_when_the_heads_it_hits_outgrow_the_cpu_caches(impl):
     """validate also leaves its head cache when the heads it hits are too many
     (more than 12,288 distinct in 32,768 warm lookups, two windows running),
