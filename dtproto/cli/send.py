@@ -193,8 +193,7 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
     from .. import validate
     # The sender's own chunker: a dry run must show exactly the chunks that
     # ``send`` would make, and a second implementation here could drift.
-    from .._send_core import _Chunk
-    from ..sender import _chunk_stream, only_blank_lines
+    from ..sender import _Chunk, _chunk_stream, only_blank_lines
 
     rc = EXIT_OK
     docs: List[Dict[str, Any]] = []
