@@ -75,6 +75,12 @@ from .model import Metadata, Metric
 
 log = logging.getLogger("dtproto.sender")
 
+#: The attribute under which an exception that stopped a send or a flush
+#: (KeyboardInterrupt, asyncio.CancelledError, an error of the caller's input
+#: iterator, ...) carries the :class:`SendResult` of what happened before it:
+#: ``getattr(exc, "dtproto_result", None)``.
+INTERRUPTED_RESULT = "dtproto_result"
+
 # INGEST_PATH (SaaS, Managed, ActiveGate), ONEAGENT_PATH and ONEAGENT_PORT (the
 # OneAgent local API) come from dtproto._constants and are re-exported here.
 # The API root of a base URL such as https://host/api/v2: INGEST_PATH without
@@ -1459,6 +1465,18 @@ class _Delivery:
         self.info.latency = now - self.start
         self.outcome = _Outcome(None, exc, self._range(str(exc), None, False))
 
+    def on_interrupt(self, exc: BaseException, now: float) -> None:
+        """The send stopped (``exc``) while this chunk was in flight: not
+        delivered, and ambiguous once a request was begun (the server may
+        have stored the lines, so they are not sent again)."""
+        self.info.latency = now - self.start
+        ambiguous = self.info.attempts > 0
+        reason = "the send was interrupted (%s)%s" % (
+            type(exc).__name__, " while its request was in flight: the server may have "
+            "stored the lines" if ambiguous else "")
+        err = _failure(self.s, self.chunk, None, b"", reason, ambiguous, None)
+        self.outcome = _Outcome(None, err, self._range(reason, None, ambiguous))
+
     def _next(self, now: float, retry_after: Optional[float]) -> Optional[float]:
         s = self.s
         if self.attempt >= s.retries:
@@ -1676,6 +1694,35 @@ class _Session:
             return _STARVE
         return self._next_line
 
+    def interrupt(self, exc: BaseException) -> SendResult:
+        """The result so far of a send that ``exc`` stopped: a KeyboardInterrupt,
+        an asyncio cancellation, or any other exception that is not a chunk's
+        failure (those end in :meth:`finish`).
+
+        Chunks that finished count as they finished; a chunk still in flight
+        is an :class:`Undelivered` range (ambiguous once its request was
+        begun); the first line never started is ``stopped_at`` (no more
+        input is read).  The result is attached to ``exc`` as
+        ``exc.dtproto_result`` (see :data:`INTERRUPTED_RESULT`), so that the
+        caller can still say what became of every line.
+        """
+        now = self.clock()
+        for entry in self._queue:
+            if type(entry) is not InvalidLine and entry.outcome is None:
+                entry.on_interrupt(exc, now)
+        self.in_flight = 0
+        self._settle()
+        result = self.result
+        if not self.ended or self._read_failed is not None:
+            result.stopped_at = self._next_line
+        if getattr(exc, INTERRUPTED_RESULT, None) is None:
+            try:
+                setattr(exc, INTERRUPTED_RESULT, result)
+            except (AttributeError, TypeError):  # an exception type that takes no attributes
+                pass
+        log.warning("send interrupted (%s): %s", type(exc).__name__, result.summary())
+        return result
+
     def finish(self, stopped_at: Optional[int] = None) -> SendResult:
         """Return the result, or raise the first failure (in input order) with it."""
         assert self.in_flight == 0
@@ -1814,6 +1861,52 @@ class _Batch:
         self.rejects = []
         self.last_flush = self.clock()
         return body, rejects, first
+
+    def restore(self, body: bytes, rejects: List[Tuple[int, str]], first: int,
+                from_line: int) -> int:
+        """Put the lines of a taken queue (:meth:`take`: ``body``, ``rejects``,
+        ``first``) from line ``from_line`` on back at the front of the queue,
+        for a flush that was interrupted before it started them; the lines
+        queued since keep their numbers (they follow on).  Returns how many
+        lines went back."""
+        skip = max(from_line - first, 0)
+        pos = 0
+        for _ in range(skip):
+            nl = body.find(b"\n", pos)
+            if nl < 0:
+                return 0
+            pos = nl + 1
+        tail = body[pos:]
+        lines = tail.count(b"\n")
+        if not lines:
+            return 0
+        self.rejects = ([(k - skip, r) for k, r in rejects if k >= skip]
+                        + [(k + lines, r) for k, r in self.rejects])
+        self.pending[:0] = tail
+        self.lines += lines
+        self.next_line = first + skip
+        return lines
+
+    def interrupted(self, s: Any, exc: BaseException, body: bytes,
+                    rejects: List[Tuple[int, str]], first: int) -> None:
+        """A flush of the batching API that ``exc`` stopped (both senders):
+        what it did goes into ``s.totals``, and the lines it never started go
+        back to the queue, so that the next flush (or close, or the exit
+        flush) sends them.  A chunk that was in flight is not sent again: it
+        is in ``totals.undelivered`` (ambiguous: the server may have stored it)."""
+        result = getattr(exc, INTERRUPTED_RESULT, None)
+        if result is None:   # stopped before the send began: all of it goes back
+            self.restore(body, rejects, first, first)
+            return
+        back = 0
+        if result.stopped_at is not None:
+            back = self.restore(body, rejects, first, result.stopped_at)
+        done = dataclasses.replace(result, stopped_at=None)  # those lines are queued again
+        s.totals.merge(done)
+        for u in result.undelivered:
+            log.warning("lines %d..%d not delivered: %s", u.first_line, u.last_line, u.reason)
+        if back:
+            log.warning("flush interrupted (%s): %d lines queued again", type(exc).__name__, back)
 
     @staticmethod
     def blocks(body: bytes, rejects: List[Tuple[int, str]]) -> Iterable[Any]:

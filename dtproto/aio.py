@@ -335,6 +335,16 @@ class AsyncSender(_UrlHelpers):
             await asyncio.sleep(delay)
 
     async def _run(self, session: _Session, feed: Optional[_AsyncInput]) -> SendResult:
+        try:
+            stopped_at = await self._drive(session, feed)
+        except BaseException as exc:   # a cancellation: the result so far goes with it
+            session.interrupt(exc)
+            raise
+        return session.finish(stopped_at)  # type: ignore[arg-type]
+
+    async def _drive(self, session: _Session, feed: Optional[_AsyncInput]) -> Optional[int]:
+        """Run the session's chunks (see :meth:`dtproto.Sender._run`); the
+        first line never attempted after a failure, or None."""
         tasks: Set["asyncio.Task[_Delivery]"] = set()
         try:
             while True:
@@ -373,7 +383,7 @@ class AsyncSender(_UrlHelpers):
                     continue
                 stopped_at = x
                 break
-        return session.finish(stopped_at)  # type: ignore[arg-type]
+        return stopped_at  # type: ignore[return-value]
 
     def _session(self, blocks: Any, first_line: int) -> _Session:
         return _Session(self, blocks, first_line, self._rng, time.monotonic)
@@ -448,6 +458,9 @@ class AsyncSender(_UrlHelpers):
             exc.unsent = _Batch.unsent(body, first, exc.result)
             if exc.result is not None:
                 self.totals.merge(exc.result)
+            raise
+        except BaseException as exc:   # a cancellation: nothing queued is dropped
+            self._batch.interrupted(self, exc, body, rejects, first)
             raise
         self.totals.merge(result)
         if self.on_flush is not None:

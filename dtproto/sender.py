@@ -635,12 +635,12 @@ class Sender(_UrlHelpers):
 
     def _deliver(self, d: _Delivery) -> _Delivery:
         """Run one chunk's attempts to their end (the policy is ``d``'s)."""
-        conn = self._take_connection()
+        conn: Optional[_Connection] = self._take_connection()
         try:
             while True:
                 d.begin()
                 try:
-                    status, headers, body = conn.post(d.payload)
+                    status, headers, body = conn.post(d.payload)  # type: ignore[union-attr]
                 except _Attempt as exc:
                     delay = d.on_failure(exc, time.monotonic())
                 except SendError as exc:     # TLS verification: no retry can mend it
@@ -651,48 +651,63 @@ class Sender(_UrlHelpers):
                 if delay is None:
                     return d
                 time.sleep(delay)
+        except BaseException:
+            # Stopped mid-request (Ctrl-C): the answer to it may still arrive
+            # on this connection and would be read as the next request's.
+            conn.close()  # type: ignore[union-attr]
+            conn = None
+            raise
         finally:
-            self._give_back(conn)
+            if conn is not None:
+                self._give_back(conn)
 
     def _run(self, session: _Session) -> SendResult:
-        """Drive a session: one chunk at a time, or up to ``concurrency`` in flight."""
-        if self.concurrency == 1:
-            while True:
-                d = session.next_delivery()
-                if d is None:
-                    break
-                session.complete(self._deliver(d))  # type: ignore[arg-type]
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency,
-                                                thread_name_prefix="dtproto-sender")
-            futures: Set["Future[_Delivery]"] = set()
-            try:
+        """Drive a session: one chunk at a time, or up to ``concurrency`` in flight.
+
+        Anything else that stops it (Ctrl-C, an error of the caller's input)
+        leaves with the result so far attached (:meth:`_Session.interrupt`).
+        """
+        try:
+            if self.concurrency == 1:
                 while True:
-                    # What finished is settled now (its on_request too), not
-                    # only when the window is full.
-                    finished = [f for f in futures if f.done()]
-                    for f in finished:
-                        futures.discard(f)
-                        session.complete(f.result())
-                    while futures and (not session.room() or session.failed):
-                        done, futures = wait(futures, return_when=FIRST_COMPLETED)
-                        for f in done:
-                            session.complete(f.result())
-                    if session.failed:
-                        break
                     d = session.next_delivery()
                     if d is None:
                         break
-                    futures.add(self._pool.submit(self._deliver, d))  # type: ignore[arg-type]
-                    log.debug("%d requests in flight (window %d of %d)", len(futures),
-                              session.window.size, session.window.limit)
-            finally:
-                # The chunks in flight finish and are accounted for, whatever happened.
-                for f in futures:
-                    f_d = f.result()
-                    session.complete(f_d)
-        stopped_at = session.stop_line() if session.failed else None
+                    session.complete(self._deliver(d))  # type: ignore[arg-type]
+            else:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.concurrency,
+                                                    thread_name_prefix="dtproto-sender")
+                futures: Set["Future[_Delivery]"] = set()
+                try:
+                    while True:
+                        # What finished is settled now (its on_request too), not
+                        # only when the window is full.
+                        finished = [f for f in futures if f.done()]
+                        for f in finished:
+                            futures.discard(f)
+                            session.complete(f.result())
+                        while futures and (not session.room() or session.failed):
+                            done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                            for f in done:
+                                session.complete(f.result())
+                        if session.failed:
+                            break
+                        d = session.next_delivery()
+                        if d is None:
+                            break
+                        futures.add(self._pool.submit(self._deliver, d))  # type: ignore[arg-type]
+                        log.debug("%d requests in flight (window %d of %d)", len(futures),
+                                  session.window.size, session.window.limit)
+                finally:
+                    # The chunks in flight finish and are accounted for, whatever happened.
+                    for f in futures:
+                        f_d = f.result()
+                        session.complete(f_d)
+            stopped_at = session.stop_line() if session.failed else None
+        except BaseException as exc:
+            session.interrupt(exc)
+            raise
         return session.finish(stopped_at)  # type: ignore[arg-type]
 
     def _session(self, blocks: Any, first_line: int) -> _Session:
@@ -835,6 +850,9 @@ class Sender(_UrlHelpers):
             exc.unsent = _Batch.unsent(body, first, exc.result)
             if exc.result is not None:
                 self.totals.merge(exc.result)
+            raise
+        except BaseException as exc:   # Ctrl-C: nothing queued is dropped
+            self._batch.interrupted(self, exc, body, rejects, first)
             raise
         self.totals.merge(result)
         if self.on_flush is not None:

@@ -404,6 +404,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
     rc = EXIT_OK
     docs: List[Dict[str, Any]] = []
     skipped: List[str] = []
+    interrupted: Optional[BaseException] = None
     with sender:
         for k, name in enumerate(names):
             inp = _open_input(name, docs if args.json else None)
@@ -418,6 +419,12 @@ def _cmd_send(args: argparse.Namespace) -> int:
             never_sent: Optional[int] = None
             try:
                 result = sender.send(feed)
+            except KeyboardInterrupt as exc:
+                # Ctrl-C: say what became of the lines sent so far (a re-run
+                # would send them again), then stop like any interrupted command.
+                interrupted = exc
+                result = getattr(exc, "dtproto_result", None) or _sender.SendResult()
+                error = "interrupted (Ctrl-C)"
             except _sender.SendError as exc:
                 result = getattr(exc, "result", None) or _sender.SendResult()
                 error = _cli_text(str(exc))
@@ -468,6 +475,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
         _write_json({"url": sender.url, "files": docs,
                      "skipped_files": [_STDIN if n == "-" else n for n in skipped]},
                     sys.stdout)
+    if interrupted is not None:
+        raise interrupted   # "dtproto: interrupted", exit 130, after the report above
     return rc
 
 

@@ -1,0 +1,231 @@
+"""A send or a flush stopped by something that is not a failed chunk: Ctrl-C
+(KeyboardInterrupt), an asyncio cancellation, an error of the caller's input.
+
+Nothing may be lost without a word: the exception carries the result so far
+(``exc.dtproto_result``), a flush of the batching API puts the lines it never
+started back in the queue (the next flush, close or exit flush sends them),
+and a chunk that was in flight is reported as undelivered (ambiguous: it is
+not sent twice).  Every test counts every line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from dtproto.sender import Sender, SendResult
+from dtproto.server import Fault, IngestServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+N = 60
+
+
+def body(n: int = N) -> bytes:
+    # ~30 bytes a line: max_bytes=200 makes chunks of 6 lines
+    return b"".join(b"my.metric,host=h%03d gauge,%d\n" % (i, i) for i in range(1, n + 1))
+
+
+def stored_counts(srv: IngestServer) -> collections.Counter:
+    return collections.Counter(srv.accepted_lines)
+
+
+def assert_accounts_for(result: SendResult, n: int) -> None:
+    """Every line exactly once: accepted, rejected, undelivered, or at/after stopped_at."""
+    after = 0 if result.stopped_at is None else n - result.stopped_at + 1
+    assert result.lines_ok + result.lines_invalid + result.lines_not_delivered + after == n, (
+        result.summary(), result.stopped_at)
+
+
+class Interrupt:
+    """An on_request hook that raises KeyboardInterrupt when request ``at`` completes."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.seen = 0
+
+    def __call__(self, info, in_flight) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_send_carries_what_it_did():
+    with IngestServer() as srv:
+        with Sender(srv.url, None, max_bytes=200, concurrency=1, on_request=Interrupt(2)) as s:
+            with pytest.raises(KeyboardInterrupt) as info:
+                s.send(body())
+        result = info.value.dtproto_result
+        first, second = result.requests
+        assert result.lines_ok == first.lines + second.lines == sum(stored_counts(srv).values())
+        assert result.stopped_at == second.first_line + second.lines and not result.undelivered
+        assert_accounts_for(result, N)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_an_interrupted_flush_queues_what_it_never_started(concurrency):
+    with IngestServer() as srv:
+        hook = Interrupt(2)
+        s = Sender(srv.url, None, max_bytes=200, concurrency=concurrency, flush_bytes=10**6,
+                   on_request=hook)
+        s.add(body())
+        with pytest.raises(KeyboardInterrupt) as info:
+            s.flush()
+        partial = info.value.dtproto_result
+        assert_accounts_for(partial, N)
+        assert s.totals.lines_ok == partial.lines_ok > 0
+        assert s.totals.stopped_at is None   # the lines after it are queued again
+        assert s.pending_lines == N - partial.lines_ok
+        hook.at = 0
+        s.close()   # sends what was queued again
+        assert s.totals.lines_ok == N and not s.totals.undelivered
+        counts = stored_counts(srv)
+        assert len(counts) == N and set(counts.values()) == {1}   # every line once
+        # The requests of the totals cover the queue's lines 1..N, each once
+        covered = sorted((r.first_line, r.lines) for r in s.totals.requests)
+        assert covered[0][0] == 1 and sum(n for _, n in covered) == N
+        assert all(a + n == b for (a, n), (b, _) in zip(covered, covered[1:]))
+
+
+def test_lines_queued_after_an_interrupted_flush_keep_their_numbers():
+    with IngestServer() as srv:
+        hook = Interrupt(1)
+        s = Sender(srv.url, None, max_bytes=200, concurrency=1, flush_bytes=10**6,
+                   on_request=hook)
+        s.add(body(18))
+        s.add("bad line\n")   # line 19, rejected by the server
+        with pytest.raises(KeyboardInterrupt):
+            s.flush()
+        hook.at = 0
+        s.add("bad line two\n")   # line 20
+        s.close()
+        assert s.totals.lines_ok == 18
+        assert [i.line for i in s.totals.invalid_lines] == [19, 20]
+        assert sum(stored_counts(srv).values()) == 18
+
+
+def test_ctrl_c_during_a_request_reports_that_chunk_and_requeues_the_rest():
+    """A real SIGINT while the first request waits for its answer."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    with IngestServer(faults=[Fault("slow", requests=frozenset({1}), delay=1.0)]) as srv:
+        s = Sender(srv.url, None, max_bytes=200, concurrency=1, flush_bytes=10**6,
+                   read_timeout=10)
+        s.add(body())
+        main = threading.main_thread().ident
+        timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                s.flush()
+        finally:
+            timer.cancel()
+        (u,) = s.totals.undelivered
+        k = u.lines
+        assert (u.first_line, u.last_line, u.ambiguous) == (1, k, True) and 0 < k < N
+        assert "interrupted" in u.reason and "may have stored" in u.reason
+        assert s.pending_lines == N - k
+        s.close()
+        assert s.totals.lines_ok == N - k and s.totals.lines_not_delivered == k
+        time.sleep(1.2)   # the server finishes the slow request (it stores it)
+        counts = stored_counts(srv)
+        assert set(counts.values()) == {1}   # never sent twice
+        assert len(counts) in (N - k, N)
+
+
+def test_an_error_of_the_input_iterator_carries_the_result_so_far():
+    def lines():
+        yield from (b"my.metric,host=h%03d gauge,1\n" % i for i in range(1, 21))
+        raise RuntimeError("the producer broke")
+
+    with IngestServer() as srv:
+        with Sender(srv.url, None, max_bytes=200, concurrency=1) as s:
+            with pytest.raises(RuntimeError) as info:
+                s.send(lines())
+        result = info.value.dtproto_result
+        assert result.lines_ok == sum(stored_counts(srv).values())
+        assert result.stopped_at == result.lines_ok + 1
+
+
+# --------------------------------------------------------------------------- asyncio
+
+aio = pytest.importorskip("dtproto.aio", reason="aiohttp is not installed")
+
+
+def test_a_cancelled_async_flush_queues_what_it_never_started():
+    async def main():
+        with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.2)]) as srv:
+            s = aio.AsyncSender(srv.url, None, flush_interval=None, concurrency=1,
+                                max_bytes=200, flush_bytes=10**6)
+            await s.add(body())
+            t = asyncio.ensure_future(s.flush())
+            await asyncio.sleep(0.5)
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError) as info:
+                await t
+            partial = info.value.dtproto_result
+            assert_accounts_for(partial, N)
+            assert 0 < partial.lines_ok < N and partial.stopped_at is not None
+            assert s.totals.lines_ok == partial.lines_ok
+            assert s.pending_lines == N - partial.lines_ok
+            await s.aclose()
+            assert s.totals.lines_ok == N and not s.totals.undelivered
+            counts = stored_counts(srv)
+            assert len(counts) == N and set(counts.values()) == {1}
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_async_send_carries_what_it_did():
+    async def main():
+        with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.2)]) as srv:
+            async with aio.AsyncSender(srv.url, None, concurrency=2, max_bytes=200) as s:
+                t = asyncio.ensure_future(s.send(body()))
+                await asyncio.sleep(0.5)
+                t.cancel()
+                with pytest.raises(asyncio.CancelledError) as info:
+                    await t
+            result = info.value.dtproto_result
+            assert_accounts_for(result, N)
+            assert result.lines_ok == sum(stored_counts(srv).values()) > 0
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_ctrl_c_during_dtproto_send_prints_what_was_sent(tmp_path):
+    path = tmp_path / "m.txt"
+    path.write_bytes(body(2000))
+    with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.15)]) as srv:
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dtproto", "send", str(path), "--url", srv.url,
+             "--concurrency", "1", "--max-bytes", "2000", "--json"],
+            cwd=str(HERE), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while len(srv.accepted_lines) < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        time.sleep(0.5)   # a request that was in flight is still stored by the server
+        stored = len(srv.accepted_lines)
+    assert proc.returncode == 130, err
+    assert b"interrupted" in err
+    import json
+
+    (doc,) = json.loads(out)["files"]
+    assert doc["error"] == "interrupted (Ctrl-C)"
+    # The request in flight, if any, is reported as possibly stored (ambiguous)
+    assert all(u["ambiguous"] for u in doc["undelivered"])
+    assert doc["lines_ok"] > 0
+    assert stored in (doc["lines_ok"], doc["lines_ok"] + doc["lines_not_delivered"])
+    stopped = doc["stopped_at"]
+    assert doc["lines_ok"] + doc["lines_not_delivered"] + (2000 - stopped + 1) == 2000
