@@ -178,6 +178,15 @@ def parse_fault(spec: str) -> Fault:
 
 # --------------------------------------------------------------------------- records
 
+def _logged_path(raw: str) -> str:
+    """The request path as records and logs keep it: the query's values
+    masked (``?api-token=...``), since a client may put a token there."""
+    path, sep, query = raw.partition("?")
+    if not sep:
+        return raw
+    names = [part.partition("=")[0] for part in query.split("&")]
+    return path + "?" + "&".join(n + "=..." for n in names)
+
 
 @dataclass
 class RequestRecord:
@@ -185,7 +194,7 @@ class RequestRecord:
 
     Attributes:
         number: ingest request number (1-based), 0 for other paths.
-        method, path: from the request line.
+        method, path: from the request line (the query's values masked).
         status: the answer's status, or ``None`` when the connection was dropped.
         fault: the fault kind applied (``"429+retry-after"`` when a
             ``Retry-After`` header was sent), or ``None``.
@@ -547,7 +556,8 @@ class IngestServer:
         is_ingest = path == _API_PATH or path == _ONEAGENT_PATH or bool(_MANAGED_PATH.match(path))
         status = 405 if is_ingest else 404
         self._discard_body(h)
-        rec = RequestRecord(0, h.command, h.path, status, client="%s:%d" % h.client_address[:2])
+        rec = RequestRecord(0, h.command, _logged_path(h.path), status,
+                            client="%s:%d" % h.client_address[:2])
         with self._lock:
             self.requests.append(rec)
             self._logged += 1
@@ -580,7 +590,7 @@ class IngestServer:
             self._active += 1
             self._count("requests")
         rec = RequestRecord(
-            number, "POST", h.path, user_agent=h.headers.get("User-Agent", ""),
+            number, "POST", _logged_path(h.path), user_agent=h.headers.get("User-Agent", ""),
             content_type=h.headers.get("Content-Type", ""),
             content_encoding=h.headers.get("Content-Encoding", ""),
             client="%s:%d" % h.client_address[:2])

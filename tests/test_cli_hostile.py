@@ -475,3 +475,16 @@ def test_send_prints_the_partial_result_of_a_sender_input_error(
         assert "Input/output error" in f["input_error"] and f["error"]
         assert f["lines_ok"] >= 1 and f["lines_ok"] + f["lines_not_delivered"] == 3
     assert len(srv.accepted_lines) == sum(f["lines_ok"] for f in files)
+
+
+@pytest.mark.parametrize("command", ["send", "load"])
+def test_an_unparseable_url_is_not_echoed_it_may_hold_a_password(tmp_path: pathlib.Path,
+                                                                 command: str) -> None:
+    f = tmp_path / "m.txt"
+    f.write_bytes(b"a.b 1\n")
+    args = [f] if command == "send" else ["--rate", "10", "--duration", "1"]
+    p = run(command, *args, "--url", "http://user:PASSWDSECRET@[::1:18901",
+            env={"DT_API_TOKEN": "x"})
+    assert p.returncode == 2, p.stderr
+    assert b"invalid --url" in p.stderr and b"Invalid IPv6 URL" in p.stderr
+    assert b"PASSWDSECRET" not in p.stderr + p.stdout

@@ -363,3 +363,19 @@ def test_the_ingest_vocabulary_is_defined_once():
         assert s.url.endswith(K.INGEST_PATH) and s.oneagent_url.endswith(K.ONEAGENT_PATH)
         assert s.managed_url("abc").endswith(K.ENVIRONMENT_PREFIX + "abc" + K.INGEST_PATH)
     assert not hasattr(IngestServer, "_response")
+
+
+def test_a_token_in_the_query_is_not_kept_in_the_request_log():
+    """Clients may put a token in the query (``?api-token=...``): the records
+    (and the ``dtproto serve`` log made of them) keep the names, not the values."""
+    with IngestServer() as srv:
+        for path in ("/api/v2/metrics/ingest?api-token=QSECRET", "/other?Api-Token=QSECRET&x=1"):
+            parts = http.client.urlsplit(srv.url)  # type: ignore[attr-defined]
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+            try:
+                conn.request("POST", path, body=b"a.b 1\n")
+                conn.getresponse().read()
+            finally:
+                conn.close()
+        paths = [r.path for r in srv.requests]
+    assert paths == ["/api/v2/metrics/ingest?api-token=...", "/other?Api-Token=...&x=..."]

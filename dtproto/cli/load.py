@@ -339,7 +339,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
     except _sender.ConfigurationError as exc:
         raise UsageError(_config_text(exc, args.url is None)) from None
     except ValueError as exc:
-        raise UsageError("invalid --url %r: %s" % (url, exc)) from None
+        raise UsageError("invalid --url: %s" % exc) from None  # not echoed: may hold a secret
     except OSError as exc:      # --ca-file cannot be read or holds no certificate
         raise UsageError("cannot use --ca-file %s: %s" % (
             args.ca_file, getattr(exc, "strerror", None) or exc)) from None
