@@ -447,6 +447,23 @@ def test_dry_run_lists_lines_it_cannot_send_up_to_max_errors(work: pathlib.Path)
     assert doc["rejected_by_client_total"] == 5
 
 
+@pytest.mark.parametrize("tail", [b"c.d 2\n", b""])
+def test_dry_run_counts_lines_it_cannot_send_as_such_never_as_blank(work: pathlib.Path,
+                                                                   tail: bytes) -> None:
+    """A line too long to send is a line of the file: not a blank line, and
+    counted when it is the last one (no chunk comes after it)."""
+    f = work / "edge.txt"
+    f.write_bytes(b"a.b 1\nmy.m,d=" + b"0" * 300 + b" 1" + (b"\n" + tail if tail else b""))
+    total = 3 if tail else 2
+    p = run("send", f, "--dry-run", "--max-bytes", "100")
+    assert p.returncode == 1, p.stdout
+    assert ("edge.txt: %d lines: %d ok, 0 invalid, 1 not sendable, 0 blank lines"
+            % (total, total - 1)).encode() in p.stdout, p.stdout
+    (doc,) = json.loads(run("send", f, "--dry-run", "--max-bytes", "100", "--json").stdout)["files"]
+    assert doc["lines_total"] == total and doc["rejected_by_client_total"] == 1
+    assert doc["response"]["linesOk"] == total - 1
+
+
 def test_a_servers_answer_quoted_in_a_reason_is_not_rewritten() -> None:
     from dtproto.cli.send import _undelivered_text
 

@@ -209,6 +209,7 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
         chunks: List[Dict[str, Any]] = []
         rejected: List[Dict[str, Any]] = []   # the first --max-errors of them
         rejected_total = 0
+        last_rejected = 0
         feed = _Feed(inp, progress, max_bytes)
         try:
             blocks = iter(lambda: feed.read(_BLOCK), b"")
@@ -223,12 +224,16 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                                     item.first_line - 1)
                 else:
                     rejected_total += 1
+                    last_rejected = item.line
                     if len(rejected) < args.max_errors:
                         rejected.append({"line": item.line, "reason": _cli_text(item.reason)})
         finally:
             progress.close()
             inp.close()
         r = checked.report
+        # The lines the chunker refused are lines of the input too (a last
+        # one is after every chunk): counted, as not sendable, never as blank.
+        r.lines_total = max(r.lines_total, last_rejected)
         if (r.lines_invalid or rejected_total) and rc == EXIT_OK:
             rc = EXIT_INVALID
         if feed.error is not None:
@@ -260,7 +265,7 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                       % _n(rejected_total - len(rejected)))
         if feed.error is not None:
             out.write("  %s\n" % _printable(feed.failure()))
-        _human_validation(inp.name, checked, args.examples, out)
+        _human_validation(inp.name, checked, args.examples, out, rejected_total)
     if args.json:
         _write_json({"dry_run": True, "files": docs}, out)
     return rc

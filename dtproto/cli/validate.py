@@ -263,14 +263,17 @@ def _code_order(r: ValidationReport) -> List[Any]:
     return sorted(r.error_counts, key=lambda c: (-r.error_counts[c], str(c)))
 
 
-def _human_validation(name: str, checked: _Checked, k: int, out: IO[str]) -> None:
+def _human_validation(name: str, checked: _Checked, k: int, out: IO[str],
+                      not_sendable: int = 0) -> None:
     """The report of one input for people: counts, counts per reason code,
-    ``k`` examples per code and of warnings."""
+    ``k`` examples per code and of warnings.  ``not_sendable``: lines of the
+    input outside the report that ``send --dry-run`` found too long to send."""
     r = checked.report
     name = _printable(name)
-    blank = r.lines_total - r.lines_ok - r.lines_invalid
-    out.write("%s: %s: %s ok, %s invalid, %s; %s\n" % (
+    blank = r.lines_total - r.lines_ok - r.lines_invalid - not_sendable
+    out.write("%s: %s: %s ok, %s invalid, %s%s; %s\n" % (
         name, _plural(r.lines_total, "line"), _n(r.lines_ok), _n(r.lines_invalid),
+        "%s not sendable, " % _n(not_sendable) if not_sendable else "",
         _plural(blank, "blank line"), _plural(r.warnings_total, "warning")))
     if r.lines_ok == 0 and r.lines_invalid == 0:
         out.write("  (nothing to ingest: the API would answer 400 '%s')\n"
