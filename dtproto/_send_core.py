@@ -159,7 +159,10 @@ class Undelivered:
 
     Attributes:
         first_line, last_line: inclusive range of input line numbers.
-        lines: number of lines in the range.
+        lines: number of lines of the range this entry accounts for: all of
+            them, except (with ``validate=True``) those the client rejected,
+            which are in :attr:`SendResult.invalid_lines` instead, so that
+            every line is counted once.
         reason: why (last error seen).
         status: last HTTP status, or ``None`` when no response arrived.
         ambiguous: True when the server may have stored these lines anyway
