@@ -1838,12 +1838,48 @@ cdef object _materialize(object dimensions):
     if hasattr(dimensions, "items"):
         return dimensions   # items() gives fresh pairs on every call
     try:
-        # At most one pair too many is read: a 51st is refused anyway, and an
-        # endless iterator must not be drained.
-        pairs = list(islice(dimensions, MAX_DIMENSIONS + 1))
+        it = iter(dimensions)
     except TypeError:  # not iterable: the reference raises the EncodeError
         return dimensions
+    # At most one pair too many is read: a 51st is refused anyway, and an
+    # endless iterator must not be drained.
+    pairs = []
+    try:
+        pairs.extend(islice(it, MAX_DIMENSIONS + 1))
+    except Exception as exc:
+        # The iterable broke part-way (found by a red-team pass: this was
+        # taken for "not iterable", and the line was written without the
+        # pairs already read).  Both sides read the pairs, then the error.
+        return _Replay(_pairs_read_once(pairs), exc)
     return _pairs_read_once(pairs)
+
+
+class _Replay:
+    """The pairs a one-shot iterable gave before it raised, then its error:
+    iterated by the C path and again by the reference, each sees the same."""
+
+    __slots__ = ("pairs", "exc")
+
+    def __init__(self, pairs, exc):
+        self.pairs = pairs
+        self.exc = exc
+
+    def __iter__(self):
+        yield from self.pairs
+        raise self.exc
+
+
+class _Unreadable:
+    """A pair whose reading raised (a one-shot iterator that broke): unpacking
+    it raises that error again, on either side, where the pair is reached."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __iter__(self):
+        raise self.exc
 
 
 cdef object _pairs_read_once(object seq):
@@ -1866,8 +1902,27 @@ cdef object _pairs_read_once(object seq):
                 it = iter(pair)
             except TypeError:
                 continue   # not iterable: the reference says "not a pair"
-            out[i] = tuple(islice(it, 3))
+            try:
+                out[i] = tuple(islice(it, 3))
+            except Exception as exc:   # it broke part-way: raised where it is unpacked
+                out[i] = _Unreadable(exc)
     return out
+
+
+cdef bint _plain_pairs(object dims):
+    """Dimensions of a record the C path may read without using anything up:
+    None, a dict, or a tuple or list whose pairs (up to one too many) are
+    tuples and lists.  A Metric holds nothing else unless it was built with
+    tuple.__new__; then the reference alone reads it, once."""
+    cdef Py_ssize_t i
+    if dims is None or type(dims) is dict:
+        return True
+    if type(dims) is not tuple and type(dims) is not list:
+        return False
+    for i in range(min(len(dims), MAX_DIMENSIONS + 1)):
+        if type(dims[i]) is not tuple and type(dims[i]) is not list:
+            return False
+    return True
 
 
 # --- one line at a time -------------------------------------------------------
@@ -2226,15 +2281,16 @@ cdef int write_record(Out *o, object record) except -1:
     cdef tuple t
     # A Metric of another length (tuple.__new__, a crafted pickle) is not
     # indexed unchecked here: the reference raises its IndexError.
+    cdef int k
     if type(record) is Metric and len(<tuple>record) == 9:
         t = <tuple>record
-        if not write_head(o, t[0], _materialize(t[1])):
+        if not _plain_pairs(t[1]) or not write_head(o, t[0], t[1]):
             return 0
+        # The kind compared as the reference compares it: once with "gauge",
+        # then once with "count" (a str subclass may answer differently).
         kind = t[2]
-        if not write_payload(o, K_GAUGE if kind == KIND_GAUGE else
-                             (K_COUNT if kind == KIND_COUNT else K_SUMMARY),
-                             t[3] if kind == KIND_GAUGE or kind == KIND_COUNT else t[4],
-                             t[5], t[6], t[7]):
+        k = K_GAUGE if kind == KIND_GAUGE else (K_COUNT if kind == KIND_COUNT else K_SUMMARY)
+        if not write_payload(o, k, t[4] if k == K_SUMMARY else t[3], t[5], t[6], t[7]):
             return 0
         return finish(o, t[8])
     if type(record) is Metadata:

@@ -527,3 +527,83 @@ def test_sender_bodies_and_added_items_that_are_subclasses_send_their_contents(w
             r = s.flush()
         assert srv.accepted_lines == [b"a.b,host=a gauge,55", b"m.x count,delta=2"]
         assert (r.lines_ok, r.lines_invalid) == (2, 1)
+
+
+def _pairs_then(exc: BaseException, *pairs):
+    yield from pairs
+    raise exc
+
+
+@pytest.mark.parametrize("method", ["gauge", "count", "summary", "record"])
+@pytest.mark.parametrize("exc_type", [TypeError, ValueError, RuntimeError])
+def test_dimensions_that_break_part_way_raise_their_error_and_write_nothing(impl, method,
+                                                                           exc_type):
+    """A generator of pairs that raises after a pair (a bug in the caller's
+    code): its error, nothing written.  The Cython core took a TypeError for
+    "not iterable" and wrote the line without the pair it had read."""
+    enc = impl.Encoder()
+
+    def call():
+        dims = _pairs_then(exc_type("the caller's bug"), ("host", "a"))
+        if method == "gauge":
+            enc.gauge("cpu.temp", 55.0, dims)
+        elif method == "count":
+            enc.count("cpu.temp", 2, dims)
+        elif method == "summary":
+            enc.summary("cpu.temp", 1.0, 2.0, 3.0, 2, dims)
+        else:   # only tuple.__new__ puts a generator in a Metric
+            rec = tuple.__new__(Metric, ("cpu.temp", dims, "gauge", 55.0, None, None, None,
+                                         None, None))
+            enc.add(rec)
+
+    with pytest.raises(exc_type, match="the caller's bug"):
+        call()
+    assert enc.getvalue() == b"" and enc.lines == 0
+
+
+def test_a_bad_pair_before_a_broken_one_is_the_error(impl):
+    """The reference reads pair by pair: a bad first pair is reported before
+    the iterable's own error is reached."""
+    dims = _pairs_then(RuntimeError("never reached"), ("Bad Key", "a"))
+    with pytest.raises(EncodeError) as info:
+        impl.Encoder().gauge("cpu.temp", 1.0, dims)
+    assert info.value.field == "dimensions[0].key"
+
+
+def _pair_that_breaks(exc: BaseException):
+    yield "host"
+    raise exc
+
+
+@pytest.mark.parametrize("exc_type", [TypeError, ValueError])
+def test_a_pair_that_breaks_while_unpacked_is_not_a_pair(impl, exc_type):
+    for dims in ([_pair_that_breaks(exc_type("x"))],
+                 (p for p in [_pair_that_breaks(exc_type("x"))])):
+        with pytest.raises(EncodeError, match="a dimension must be a") as info:
+            impl.Encoder().gauge("cpu.temp", 1.0, dims)
+        assert (info.value.field, info.value.code) == ("dimensions[0]", E.INVALID_RECORD)
+
+
+def test_a_pair_that_breaks_with_another_error_raises_it_where_it_is_reached(impl):
+    dims = [("ok", "v"), _pair_that_breaks(RuntimeError("broke")), ("Bad Key", "v")]
+    with pytest.raises(RuntimeError, match="broke"):
+        impl.Encoder().gauge("cpu.temp", 1.0, dims)
+    dims = [("Bad Key", "v"), _pair_that_breaks(RuntimeError("broke"))]
+    with pytest.raises(EncodeError) as info:
+        impl.Encoder().gauge("cpu.temp", 1.0, dims)
+    assert info.value.field == "dimensions[0].key"
+
+
+def test_a_records_kind_is_compared_once_as_the_reference_does(impl):
+    class Flip(str):
+        """Equal to "gauge" the first time it is asked only."""
+        n = 0
+
+        def __eq__(self, other):
+            self.n += 1
+            return self.n == 1 and str.__eq__(self, other)
+
+        __hash__ = str.__hash__
+
+    rec = tuple.__new__(Metric, ("a.b", (), Flip("gauge"), 1.0, 2.0, 3.0, 2.5, 1, None))
+    assert impl.encode([rec]) == b"a.b gauge,1\n"
