@@ -13,6 +13,10 @@ MAX_METRIC_KEY = 255             # §4, [A-1]
 MAX_DIMENSION_KEY = 100          # §5
 MAX_DIMENSION_VALUE = 255        # §6.2, [A-4]: decoded code points
 MAX_DIMENSIONS = 50              # §5
+# With Encoder options (prefix, default/static dimensions, normalize) a
+# line's own pairs are merged by key, so more than 50 can still fit; reading
+# stops at this many all the same, so that an endless iterator ends.
+MAX_DIMENSION_PAIRS_MERGED = 20 * MAX_DIMENSIONS
 MAX_UNIT = 63                    # §9, [A-17]
 MAX_DISPLAY_NAME = 300           # §9, [A-17]
 MAX_DESCRIPTION = 65_535         # §9, [A-17]

@@ -23,6 +23,7 @@ from ._constants import (
     KIND_COUNT,
     KIND_GAUGE,
     MAX_DESCRIPTION,
+    MAX_DIMENSION_PAIRS_MERGED,
     MAX_DIMENSION_VALUE,
     MAX_DIMENSIONS,
     MAX_DISPLAY_NAME,
@@ -806,6 +807,10 @@ class _Options:
         merged = dict(self.default)
         if dimensions:
             for i, k, v in _dimension_pairs(dimensions, None):
+                if i == MAX_DIMENSION_PAIRS_MERGED:
+                    raise EncodeError("too many dimensions: more than %d pairs given"
+                                      % MAX_DIMENSION_PAIRS_MERGED, "dimensions",
+                                      E.TOO_MANY_DIMENSIONS)
                 k, v = self._dimension(k, v, changes, i)
                 if k is not None:
                     merged[k] = v

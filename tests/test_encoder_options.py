@@ -6,11 +6,13 @@ module checks that they produce the same bytes, this one checks the rules.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtproto.errors import EncodeError
+from dtproto.errors import EncodeError, ErrorCode as E
 from dtproto.normalize import ONEAGENT_INDIRECTION_FILE
 
 
@@ -162,3 +164,17 @@ def test_every_normalized_line_decodes(impl, prefix, key, dims, default) -> None
     assert len(records) <= 4
     for rec in records:
         assert rec.key == records[0].key
+
+
+@pytest.mark.parametrize("options", [{"prefix": "pre"}, {"normalize": True},
+                                     {"default_dimensions": {"d": "1"}},
+                                     {"static_dimensions": {"s": "1"}}])
+def test_an_endless_iterator_of_pairs_ends_with_options_too(impl, options):
+    """Options merge a line's pairs by key, so more than 50 may fit; reading
+    still stops (it hung on an endless iterator of one repeated pair)."""
+    enc = impl.Encoder(**options)
+    with pytest.raises(EncodeError) as info:
+        enc.gauge("a.b", 1.0, itertools.repeat(("k", "v")))
+    assert info.value.code == E.TOO_MANY_DIMENSIONS and "more than 1000 pairs" in str(info.value)
+    enc.gauge("a.b", 1.0, [("k", "v")] * 1000)   # merged into one: still fits
+    assert enc.lines == 1 and b",k=v" in enc.getvalue()
