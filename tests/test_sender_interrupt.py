@@ -159,18 +159,23 @@ def test_an_error_of_the_input_iterator_carries_the_result_so_far():
 aio = pytest.importorskip("dtproto.aio", reason="aiohttp is not installed")
 
 
+async def cancelled_after(coro, seconds: float) -> BaseException:
+    """Run ``coro`` as a task, cancel it after ``seconds``; its CancelledError."""
+    t = asyncio.ensure_future(coro)
+    await asyncio.sleep(seconds)
+    t.cancel()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await t
+    return info.value
+
+
 def test_a_cancelled_async_flush_queues_what_it_never_started():
     async def main():
         with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.2)]) as srv:
             s = aio.AsyncSender(srv.url, None, flush_interval=None, concurrency=1,
                                 max_bytes=200, flush_bytes=10**6)
             await s.add(body())
-            t = asyncio.ensure_future(s.flush())
-            await asyncio.sleep(0.5)
-            t.cancel()
-            with pytest.raises(asyncio.CancelledError) as info:
-                await t
-            partial = info.value.dtproto_result
+            partial = (await cancelled_after(s.flush(), 0.5)).dtproto_result
             assert_accounts_for(partial, N)
             assert 0 < partial.lines_ok < N and partial.stopped_at is not None
             assert s.totals.lines_ok == partial.lines_ok
@@ -187,12 +192,7 @@ def test_a_cancelled_async_send_carries_what_it_did():
     async def main():
         with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.2)]) as srv:
             async with aio.AsyncSender(srv.url, None, concurrency=2, max_bytes=200) as s:
-                t = asyncio.ensure_future(s.send(body()))
-                await asyncio.sleep(0.5)
-                t.cancel()
-                with pytest.raises(asyncio.CancelledError) as info:
-                    await t
-            result = info.value.dtproto_result
+                result = (await cancelled_after(s.send(body()), 0.5)).dtproto_result
             assert_accounts_for(result, N)
             assert result.lines_ok == sum(stored_counts(srv).values()) > 0
 
