@@ -2277,14 +2277,14 @@ cdef int write_payload(Out *o, int kind, object a, object b, object c, object d)
 
 
 cdef int write_record(Out *o, object record) except -1:
-    """Mirrors _record_line for a Metric (Metadata goes through the reference)."""
+    """Mirrors _record_line for a Metric whose dimensions are _plain_pairs."""
     cdef tuple t
     # A Metric of another length (tuple.__new__, a crafted pickle) is not
     # indexed unchecked here: the reference raises its IndexError.
     cdef int k
     if type(record) is Metric and len(<tuple>record) == 9:
         t = <tuple>record
-        if not _plain_pairs(t[1]) or not write_head(o, t[0], t[1]):
+        if not write_head(o, t[0], t[1]):
             return 0
         # The kind compared as the reference compares it: once with "gauge",
         # then once with "count" (a str subclass may answer differently).
@@ -2293,15 +2293,22 @@ cdef int write_record(Out *o, object record) except -1:
         if not write_payload(o, k, t[4] if k == K_SUMMARY else t[3], t[5], t[6], t[7]):
             return 0
         return finish(o, t[8])
-    if type(record) is Metadata:
-        line = R.metadata_line(record[0], record[1], record[2]).encode("utf-8")
-        out_write(o, line, len(line))
-        return 1
     return 0
 
 
 cdef int try_record(Out *o, object record) except -1:
-    """write_record, with any Exception meaning "let the reference diagnose"."""
+    """write_record, with any Exception meaning "let the reference diagnose" (0).
+
+    A record the C path cannot read without using something up (Metadata,
+    whose properties may be any iterable; a Metric with dimensions that are
+    not _plain_pairs, which only tuple.__new__ builds) is written by the
+    reference alone, which reads it once: its line, or its error raised here.
+    """
+    if type(record) is Metadata or (type(record) is Metric and len(<tuple>record) == 9
+                                    and not _plain_pairs((<tuple>record)[1])):
+        line = R.record_line(record).encode("utf-8")
+        out_write(o, line, len(line))
+        return 1
     try:
         return write_record(o, record)
     except Exception:
@@ -2586,12 +2593,12 @@ def encode(records):
     try:
         for record in records:
             o.len = 0
-            if not try_record(&o, record):
-                try:
+            try:
+                if not try_record(&o, record):
                     _py_fail(R.record_line, (record,))
-                except EncodeError as e:
-                    e.record = index
-                    raise
+            except EncodeError as e:
+                e.record = index
+                raise
             enc._append(o.buf, o.len, 1)
             index += 1
     finally:

@@ -607,3 +607,37 @@ def test_a_records_kind_is_compared_once_as_the_reference_does(impl):
 
     rec = tuple.__new__(Metric, ("a.b", (), Flip("gauge"), 1.0, 2.0, 3.0, 2.5, 1, None))
     assert impl.encode([rec]) == b"a.b gauge,1\n"
+
+
+class _ItemsOnly:
+    """A mapping-like object known only by items(): fresh pairs per call."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def items(self):
+        return list(self.pairs)
+
+
+def test_a_record_with_items_only_dimensions_is_written(impl):
+    """Only tuple.__new__ puts such dimensions in a Metric; the reference
+    reads them (the Cython core once called that a disagreement: found by the
+    fuzzer)."""
+    rec = tuple.__new__(Metric, ("abc", _ItemsOnly([("k", "v")]), "gauge", 1.0, None, None,
+                                 None, None, None))
+    enc = impl.Encoder()
+    enc.add(rec)
+    assert enc.getvalue() == impl.encode([rec]) == b"abc,k=v gauge,1\n"
+
+
+def test_a_records_one_shot_metadata_properties_are_read_once(impl):
+    from dtproto import Metadata
+
+    bad = tuple.__new__(Metadata, ("a.b", "gauge", (p for p in [("dt.meta.unit", "Byte"),
+                                                               ("dt.meta.bogus", "x")])))
+    with pytest.raises(EncodeError) as info:
+        impl.encode([bad])
+    assert (info.value.code, info.value.field, info.value.record) == (
+        E.UNKNOWN_METADATA_PROPERTY, "properties[1]", 0)
+    good = tuple.__new__(Metadata, ("a.b", "gauge", (p for p in [("dt.meta.unit", "Byte")])))
+    assert impl.encode([good]) == b"#a.b gauge dt.meta.unit=Byte\n"
