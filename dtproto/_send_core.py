@@ -1599,24 +1599,30 @@ class _Session:
                 self._settle()
                 continue
             chunk: _Chunk = item
-            self._next_line = chunk.first_line + chunk.lines
+            # Nothing is counted, and _next_line (the first line not started)
+            # does not move past the chunk, until it is queued: the checks and
+            # gzip below take time, and an interrupt there leaves the chunk
+            # "not started" (at stopped_at), not lost.
             client: List[InvalidLine] = []
             if self.s.validate:
                 chunk, client = _validate_chunk(chunk, self.s.now_ms)
-                result.lines_invalid += len(client)
             if only_blank_lines(chunk.body):
                 # Only blank lines (after the client's rejections): nothing to send.
+                result.lines_invalid += len(client)
                 result.lines_skipped += chunk.lines - len(client)
                 self._queue.extend(client)
+                self._next_line = chunk.first_line + chunk.lines
                 self._settle()
                 continue
             info = RequestInfo(len(result.requests), chunk.first_line, chunk.lines,
                                len(chunk.body))
-            result.requests.append(info)
             d = _Delivery(self.s, chunk, info, self.window, self.rng, self.clock(), len(client))
             d.client_invalid = client
+            result.requests.append(info)
+            result.lines_invalid += len(client)
             self._queue.append(d)
             self.in_flight += 1
+            self._next_line = chunk.first_line + chunk.lines
             return d
 
     def room(self) -> bool:

@@ -370,9 +370,16 @@ class AsyncSender(_UrlHelpers):
                 log.debug("%d requests in flight (window %d of %d)", len(tasks),
                           session.window.size, session.window.limit)
         finally:
-            # The chunks in flight finish and are accounted for, whatever happened.
-            for t in list(tasks):
-                session.complete(await t)
+            # The chunks in flight finish and are accounted for, whatever
+            # happened; cancelled again while waiting, the rest are cancelled
+            # too (reported as ambiguous when their request had begun).
+            try:
+                for t in list(tasks):
+                    session.complete(await t)
+            except BaseException:
+                for t in tasks:
+                    t.cancel()
+                raise
         stopped_at = None
         if session.failed:
             while True:
@@ -423,6 +430,9 @@ class AsyncSender(_UrlHelpers):
                     out = await self._flush_locked()
             except SendError as exc:
                 exc.unsent = (exc.unsent or b"") + data
+                raise
+            except BaseException:   # a cancelled flush: the item is queued after its lines
+                batch.put(data, lines, bad)
                 raise
             batch.put(data, lines, bad)
             self._start_timer()
@@ -485,7 +495,12 @@ class AsyncSender(_UrlHelpers):
                 self._raise_background_error()
                 return await self._flush_locked()
         finally:
-            self._closed = True
+            # Lines still queued (a cancelled final flush): not closed, so
+            # that aclose() again sends them (and garbage collection warns).
+            self._closed = not self._batch.lines
+            if not self._closed:
+                log.warning("aclose() did not finish: %d lines still queued; aclose() "
+                            "again sends them", self._batch.lines)
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None

@@ -700,10 +700,17 @@ class Sender(_UrlHelpers):
                         log.debug("%d requests in flight (window %d of %d)", len(futures),
                                   session.window.size, session.window.limit)
                 finally:
-                    # The chunks in flight finish and are accounted for, whatever happened.
-                    for f in futures:
-                        f_d = f.result()
-                        session.complete(f_d)
+                    # The chunks in flight finish and are accounted for, whatever
+                    # happened; interrupted again while waiting, what has not
+                    # started never will (what has is reported as ambiguous).
+                    try:
+                        for f in futures:
+                            f_d = f.result()
+                            session.complete(f_d)
+                    except BaseException:
+                        for f in futures:
+                            f.cancel()
+                        raise
             stopped_at = session.stop_line() if session.failed else None
         except BaseException as exc:
             session.interrupt(exc)
@@ -781,7 +788,8 @@ class Sender(_UrlHelpers):
             The errors of :meth:`flush`, when a triggered flush fails (or a
             background flush failed since the last call).  If it ran *before*
             ``item`` was queued, ``item`` is not queued: its bytes end
-            ``exc.unsent``, after the lines of the failed flush.
+            ``exc.unsent``, after the lines of the failed flush.  Any other
+            exception (Ctrl-C in that flush, say) leaves ``item`` queued.
         """
         self._check_open()
         data, lines, bad = _Batch.encode(item)
@@ -798,6 +806,11 @@ class Sender(_UrlHelpers):
                 # The item was not queued: it goes back to the caller with the
                 # other lines that were not delivered.
                 exc.unsent = (exc.unsent or b"") + data
+                raise
+            except BaseException:
+                # Ctrl-C in the flush (its lines are queued again) or another
+                # error: the item is queued after them, never dropped.
+                batch.put(data, lines, bad)
                 raise
             batch.put(data, lines, bad)
             _LIVE.add(self)
@@ -912,7 +925,9 @@ class Sender(_UrlHelpers):
             The :class:`SendResult` of the final flush.
 
         Raises:
-            The errors of :meth:`flush` (the sender is closed all the same).
+            The errors of :meth:`flush` (the sender is closed all the same,
+            unless lines are still queued: after Ctrl-C in the final flush,
+            say, it stays open so that ``close()`` again sends them).
         """
         with self._lock:
             if self._closed:
@@ -921,9 +936,16 @@ class Sender(_UrlHelpers):
                 self._raise_background_error()
                 return self._flush_locked()
             finally:
-                self._closed = True
+                # Lines still queued (the final flush was interrupted, or a
+                # background failure was raised first): the sender stays
+                # open, so that close() again, or the exit flush, sends them.
+                self._closed = not self._batch.lines
                 self._timer_stop.set()
-                _LIVE.discard(self)
+                if self._closed:
+                    _LIVE.discard(self)
+                else:
+                    log.warning("close() did not finish: %d lines still queued; close() "
+                                "again sends them (so does the exit flush)", self._batch.lines)
                 self._drop_connection()
                 if self._pool is not None:
                     self._pool.shutdown(wait=True)

@@ -178,6 +178,9 @@ def parse_fault(spec: str) -> Fault:
 
 # --------------------------------------------------------------------------- records
 
+_QUERY_VALUE = re.compile(r"([?&][^=&\s\"]*=)[^&\s\"]*")
+
+
 def _logged_path(raw: str) -> str:
     """The request path as records and logs keep it: the query's values
     masked (``?api-token=...``), since a client may put a token there."""
@@ -254,7 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
         if log.isEnabledFor(logging.DEBUG):
             from .cli import _printable   # the request line is the client's text
 
-            log.debug("%s %s", self.address_string(), _printable(format % args))
+            # the request line's query values masked, as in the records
+            log.debug("%s %s", self.address_string(),
+                      _printable(_QUERY_VALUE.sub(r"\1...", format % args)))
 
     def do_POST(self) -> None:
         self.server.app._handle(self)

@@ -478,13 +478,17 @@ def test_send_prints_the_partial_result_of_a_sender_input_error(
 
 
 @pytest.mark.parametrize("command", ["send", "load"])
+@pytest.mark.parametrize("url, why", [
+    ("http://user:PASSWDSECRET@[::1:18901", b"Invalid IPv6 URL"),
+    ("http://user:PASSWDSECRET@ho\uff0fst/api/v2/metrics/ingest", b"NFKC"),  # urllib quotes it
+])
 def test_an_unparseable_url_is_not_echoed_it_may_hold_a_password(tmp_path: pathlib.Path,
-                                                                 command: str) -> None:
+                                                                 command: str, url: str,
+                                                                 why: bytes) -> None:
     f = tmp_path / "m.txt"
     f.write_bytes(b"a.b 1\n")
     args = [f] if command == "send" else ["--rate", "10", "--duration", "1"]
-    p = run(command, *args, "--url", "http://user:PASSWDSECRET@[::1:18901",
-            env={"DT_API_TOKEN": "x"})
+    p = run(command, *args, "--url", url, env={"DT_API_TOKEN": "x"})
     assert p.returncode == 2, p.stderr
-    assert b"invalid --url" in p.stderr and b"Invalid IPv6 URL" in p.stderr
+    assert b"invalid --url" in p.stderr and why in p.stderr
     assert b"PASSWDSECRET" not in p.stderr + p.stdout

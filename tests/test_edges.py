@@ -619,15 +619,31 @@ class _ItemsOnly:
         return list(self.pairs)
 
 
-def test_a_record_with_items_only_dimensions_is_written(impl):
+class _TuplePair(tuple):
+    pass
+
+
+class _DictSub(dict):
+    pass
+
+
+@pytest.mark.parametrize("make", [
+    lambda: _ItemsOnly([("k", "v")]),
+    lambda: iter([("k", "v")]),
+    lambda: (iter(("k", "v")),),
+    lambda: (_TuplePair(("k", "v")),),
+    lambda: _DictSub(k="v"),
+], ids=["items-only", "iterator", "iterator-pair", "tuple-subclass-pair", "dict-subclass"])
+def test_a_record_with_unusual_dimensions_is_written(impl, make):
     """Only tuple.__new__ puts such dimensions in a Metric; the reference
-    reads them (the Cython core once called that a disagreement: found by the
-    fuzzer)."""
-    rec = tuple.__new__(Metric, ("abc", _ItemsOnly([("k", "v")]), "gauge", 1.0, None, None,
-                                 None, None, None))
+    reads them, once (the Cython core once called that a disagreement:
+    found by the fuzzer and a review)."""
+    def rec():
+        return tuple.__new__(Metric, ("abc", make(), "gauge", 1.0, None, None, None, None, None))
+
     enc = impl.Encoder()
-    enc.add(rec)
-    assert enc.getvalue() == impl.encode([rec]) == b"abc,k=v gauge,1\n"
+    enc.add(rec())
+    assert enc.getvalue() == impl.encode([rec()]) == b"abc,k=v gauge,1\n"
 
 
 def test_a_records_one_shot_metadata_properties_are_read_once(impl):

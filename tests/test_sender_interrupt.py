@@ -121,12 +121,19 @@ def test_ctrl_c_during_a_request_reports_that_chunk_and_requeues_the_rest():
         s.add(body())
         main = threading.main_thread().ident
         timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+        # Ctrl-C as a terminal gives it, whatever handler the test runner has
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         timer.start()
         try:
             with pytest.raises(KeyboardInterrupt):
                 s.flush()
+        except BaseException:
+            s._batch.take()   # nothing left to flush at exit
+            s.close()
+            raise
         finally:
             timer.cancel()
+            signal.signal(signal.SIGINT, previous)
         (u,) = s.totals.undelivered
         k = u.lines
         assert (u.first_line, u.last_line, u.ambiguous) == (1, k, True) and 0 < k < N
@@ -205,7 +212,12 @@ def test_ctrl_c_during_dtproto_send_prints_what_was_sent(tmp_path):
     path = tmp_path / "m.txt"
     path.write_bytes(body(2000))
     with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.15)]) as srv:
-        env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
+        # the dtproto under test (installed, or this checkout built in place)
+        import dtproto
+
+        parent = os.path.dirname(os.path.dirname(os.path.abspath(dtproto.__file__)))
+        env = dict(os.environ, PYTHONPATH=parent + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.pop("DT_API_TOKEN", None)
         proc = subprocess.Popen(
             [sys.executable, "-m", "dtproto", "send", str(path), "--url", srv.url,
              "--concurrency", "1", "--max-bytes", "2000", "--json"],
@@ -229,3 +241,90 @@ def test_ctrl_c_during_dtproto_send_prints_what_was_sent(tmp_path):
     assert stored in (doc["lines_ok"], doc["lines_ok"] + doc["lines_not_delivered"])
     stopped = doc["stopped_at"]
     assert doc["lines_ok"] + doc["lines_not_delivered"] + (2000 - stopped + 1) == 2000
+
+
+# --------------------------------------------------------------------------- review fixes
+
+def test_an_add_whose_flush_is_interrupted_keeps_the_item():
+    from dtproto import Encoder
+
+    with IngestServer() as srv:
+        hook = Interrupt(1)
+        s = Sender(srv.url, None, max_bytes=200, concurrency=1, flush_bytes=len(body()) + 10,
+                   on_request=hook)
+        s.add(body())
+        enc = Encoder()
+        enc.gauge("extra.metric", 1.0)
+        with pytest.raises(KeyboardInterrupt):
+            s.add(enc)   # overflows: the flush before it is interrupted
+        assert enc.lines == 0   # taken: it is in the queue now
+        hook.at = 0
+        s.close()
+        assert s.totals.lines_ok == N + 1
+        assert stored_counts(srv)[b"extra.metric gauge,1"] == 1
+
+
+def test_an_interrupt_while_a_chunk_is_prepared_leaves_it_not_started(monkeypatch):
+    """gzip (or validate=True) runs before a chunk is queued: Ctrl-C there
+    leaves the chunk at stopped_at, with no request counted for it."""
+    from dtproto import _send_core as core
+
+    calls = []
+    real = core._gzip.compress
+
+    def compress(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core._gzip, "compress", compress)
+    with IngestServer() as srv:
+        with Sender(srv.url, None, max_bytes=200, concurrency=1, gzip=True) as s:
+            with pytest.raises(KeyboardInterrupt) as info:
+                s.send(body())
+        result = info.value.dtproto_result
+        (first,) = result.requests
+        assert result.lines_ok == first.lines == sum(stored_counts(srv).values())
+        assert result.stopped_at == first.lines + 1
+        assert_accounts_for(result, N)
+
+
+def test_an_interrupted_close_stays_open_until_its_lines_are_sent(caplog):
+    with IngestServer() as srv:
+        hook = Interrupt(2)
+        s = Sender(srv.url, None, max_bytes=200, concurrency=1, flush_bytes=10**6,
+                   on_request=hook)
+        s.add(body())
+        with pytest.raises(KeyboardInterrupt):
+            s.close()
+        assert s.pending_lines > 0 and "lines still queued" in caplog.text
+        hook.at = 0
+        s.close()
+        assert s.pending_lines == 0 and s.totals.lines_ok == N
+        counts = stored_counts(srv)
+        assert len(counts) == N and set(counts.values()) == {1}
+        with pytest.raises(Exception, match="closed"):
+            s.add("a.b 1")
+
+
+def test_a_second_cancel_cancels_what_is_still_in_flight():
+    async def main():
+        with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.6)]) as srv:
+            s = aio.AsyncSender(srv.url, None, concurrency=3, max_bytes=200)
+            t = asyncio.ensure_future(s.send(body()))
+            await asyncio.sleep(0.2)
+            t.cancel()          # the send waits for its requests in flight ...
+            await asyncio.sleep(0.1)
+            t.cancel()          # ... and is cancelled again while it waits
+            with pytest.raises(asyncio.CancelledError) as info:
+                await t
+            await asyncio.sleep(0.05)
+            others = [x for x in asyncio.all_tasks() if x is not asyncio.current_task()]
+            assert not [x for x in others if not x.done()]   # nothing left running
+            result = info.value.dtproto_result
+            assert_accounts_for(result, N)
+            assert result.undelivered and all(u.ambiguous for u in result.undelivered)
+            await s.aclose()
+
+    asyncio.run(main())

@@ -365,9 +365,12 @@ def test_the_ingest_vocabulary_is_defined_once():
     assert not hasattr(IngestServer, "_response")
 
 
-def test_a_token_in_the_query_is_not_kept_in_the_request_log():
+def test_a_token_in_the_query_is_not_kept_in_the_request_log(caplog):
     """Clients may put a token in the query (``?api-token=...``): the records
     (and the ``dtproto serve`` log made of them) keep the names, not the values."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="dtproto")
     with IngestServer() as srv:
         for path in ("/api/v2/metrics/ingest?api-token=QSECRET", "/other?Api-Token=QSECRET&x=1"):
             parts = http.client.urlsplit(srv.url)  # type: ignore[attr-defined]
@@ -378,4 +381,12 @@ def test_a_token_in_the_query_is_not_kept_in_the_request_log():
             finally:
                 conn.close()
         paths = [r.path for r in srv.requests]
+        # A request line the server refuses is logged (DEBUG) with its query masked too
+        parts = http.client.urlsplit(srv.url)  # type: ignore[attr-defined]
+        import socket as _socket
+
+        with _socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(b"POST /api/v2/metrics/ingest?api-token=QSECRET x HTTP/1.1\r\n\r\n")
+            sock.recv(65536)
     assert paths == ["/api/v2/metrics/ingest?api-token=...", "/other?Api-Token=...&x=..."]
+    assert "api-token=..." in caplog.text and "QSECRET" not in caplog.text

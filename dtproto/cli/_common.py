@@ -451,3 +451,16 @@ def add_window(p: argparse.ArgumentParser) -> None:
     p.add_argument("--now", type=_now_arg, metavar="TIME",
                    help="apply the timestamp window (now-1h .. now+10min) around TIME: "
                         "epoch ms, ISO 8601 (naive = UTC) or 'now'; default: no window")
+
+
+def _url_error(url: str, exc: Exception) -> str:
+    """Why ``url`` is not a URL, without its credentials: urllib's message
+    may quote the host part (``netloc 'user:secret@...' contains invalid
+    characters``), and whatever precedes an ``@`` can be a password."""
+    text = str(exc)
+    rest = url.split("//", 1)[-1]
+    if "@" in rest:
+        secret = rest.rsplit("@", 1)[0]
+        if secret:
+            text = text.replace(secret, "***")
+    return text

@@ -25,7 +25,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ._common import (EXIT_INVALID, EXIT_OK, UsageError, _count, _err, _log_to_stderr, _n,
-                      _plural, _positive, _printable, _seconds, _write_json)
+                      _plural, _positive, _printable, _seconds, _url_error, _write_json)
 
 MAX_SERIES = 1_000_000
 # The pool of lines cycled through holds at least this many (values repeat
@@ -339,7 +339,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
     except _sender.ConfigurationError as exc:
         raise UsageError(_config_text(exc, args.url is None)) from None
     except ValueError as exc:
-        raise UsageError("invalid --url: %s" % exc) from None  # not echoed: may hold a secret
+        raise UsageError("invalid --url: %s" % _url_error(url, exc)) from None
     except OSError as exc:      # --ca-file cannot be read or holds no certificate
         raise UsageError("cannot use --ca-file %s: %s" % (
             args.ca_file, getattr(exc, "strerror", None) or exc)) from None

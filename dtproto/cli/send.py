@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional
 from ._common import (_BLOCK, _STDIN, EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, _count,
                       _err, _Input, _input_names, _line_range, _log_to_stderr, _n, _open_input,
                       _plural,
-                      _positive, _printable, _Progress, _seconds, _write_json, add_inputs,
+                      _positive, _printable, _Progress, _seconds, _url_error, _write_json,
+                      add_inputs,
                       add_window)
 from .._constants import INGEST_SCOPE
 from ..report import ValidationReport
@@ -393,7 +394,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
         except _sender.ConfigurationError as exc:
             raise UsageError(_config_text(exc, args.url is None)) from None
         except ValueError as exc:   # urllib.parse on a malformed URL ('http://[::1')
-            raise UsageError("invalid --url: %s" % exc) from None  # not echoed: may hold a secret
+            raise UsageError("invalid --url: %s" % _url_error(url, exc)) from None
         except OSError as exc:      # --ca-file cannot be read or holds no certificate
             raise UsageError("cannot use --ca-file %s: %s" % (
                 args.ca_file, getattr(exc, "strerror", None) or exc)) from None
