@@ -221,7 +221,10 @@ def test_ctrl_c_during_dtproto_send_prints_what_was_sent(tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-m", "dtproto", "send", str(path), "--url", srv.url,
              "--concurrency", "1", "--max-bytes", "2000", "--json"],
-            cwd=str(HERE), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            cwd=str(HERE), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            # a runner started in the background has SIGINT ignored, and a child
+            # inherits that: Ctrl-C as a terminal gives it
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 20
         while len(srv.accepted_lines) < 100 and time.monotonic() < deadline:
             time.sleep(0.05)
