@@ -182,13 +182,10 @@ _QUERY_VALUE = re.compile(r"([?&][^=&\s\"]*=)[^&\s\"]*")
 
 
 def _logged_path(raw: str) -> str:
-    """The request path as records and logs keep it: the query's values
-    masked (``?api-token=...``), since a client may put a token there."""
-    path, sep, query = raw.partition("?")
-    if not sep:
-        return raw
-    names = [part.partition("=")[0] for part in query.split("&")]
-    return path + "?" + "&".join(n + "=..." for n in names)
+    """A request path, or a log line holding one, as records and logs keep
+    it: the query's values masked (``?api-token=...``), since a client may
+    put a token there."""
+    return _QUERY_VALUE.sub(r"\1...", raw)
 
 
 @dataclass
@@ -259,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
 
             # the request line's query values masked, as in the records
             log.debug("%s %s", self.address_string(),
-                      _printable(_QUERY_VALUE.sub(r"\1...", format % args)))
+                      _printable(_logged_path(format % args)))
 
     def do_POST(self) -> None:
         self.server.app._handle(self)
