@@ -19,7 +19,9 @@ An input is a 3-byte header and a payload::
     rest    the body (modes 0, 1, 3) or the bytes the Encoder calls are
             drawn from (mode 2)
 
-Body inputs (decode, validate, iter_decode over a chunk split and over a file
+Body inputs (decode, validate, the columnar ``decode_columns`` against its
+contract ``dtproto.arrow._decode_columns_py`` when pyarrow is installed, with
+every line accounted for, iter_decode over a chunk split and over a file
 object with short reads, validate over chunks; then, when the body decodes,
 the round trip decode -> encode -> decode: both encoders write the same
 bytes, ``Encoder.add`` of each record writes them too, and both decoders give
@@ -87,6 +89,15 @@ else:
         import dtproto  # noqa: F401
         from dtproto import _impl
         from dtproto._corpus import make_corpus
+        try:
+            import dtproto.arrow  # noqa: F401  (instrumented here, imported below)
+        except ImportError:
+            pass
+
+try:  # the columnar decoder's contract (needs pyarrow: pip install '.[arrow]')
+    from dtproto.arrow import _decode_columns_py, _record_lines
+except ImportError:
+    _decode_columns_py = None  # type: ignore[assignment]
 
 import stress_fuzz as sf  # noqa: E402  (the comparison rules and value pools)
 
@@ -342,6 +353,7 @@ def body_case(opts: int, chunk_seed: int, body: bytes) -> None:
         raise Divergence("decode %s but validate %s" % (sf.short(decoded, 300),
                                                         sf.short(report, 300)))
 
+    columns_case(body, chunk_seed, now, errors == "skip")
     r = random.Random(chunk_seed)
     if len(body) > 20_000 and chunk_seed & 3:
         return   # a long line: decode and validate only, most of the time
@@ -360,6 +372,51 @@ def body_case(opts: int, chunk_seed: int, body: bytes) -> None:
                                            max_warnings=max_warnings), "validate")))
     if decoded[0] == "ok" and decoded[1]:
         round_trip(PY.decode(data, now_ms=now), now)
+
+
+def columns_key(cols: Any) -> Tuple[Any, ...]:
+    """A decode_columns result as plain values: the keys by row (the table's
+    order and duplicates are free), floats with their sign and NaN."""
+    keys = list(cols["keys"])
+    rows = cols["rows"]
+    plain = [cols["rows"], cols["lines"], [keys[i] for i in memoryview(cols["key_index"])]]
+    for name in ("line", "kind", "count", "timestamp", "dim_offsets"):
+        plain.append(list(memoryview(cols[name])))
+    for name in ("value", "min", "max", "sum"):
+        plain.append([sf.value_key(x) for x in memoryview(cols[name])])
+    for name in ("dim_keys", "dim_values"):
+        v = cols[name]
+        plain.append(v.to_pylist() if hasattr(v, "to_pylist") else list(v))
+    plain.append([(n, sf.value_key(m)) for n, m in cols["metadata"]])
+    plain.append([tuple(e) for e in cols["skipped"]])
+    if len(plain[3]) != rows or len(plain[7]) != rows + 1:
+        raise Divergence("decode_columns: %d rows but %d lines, %d offsets" % (
+            rows, len(plain[3]), len(plain[7])))
+    return tuple(plain)
+
+
+def columns_case(body: bytes, chunk_seed: int, now: Optional[int], skip: bool) -> None:
+    """The Cython core's decode_columns against the reference's contract
+    (dtproto.arrow._decode_columns_py over the pure-Python codec): the same
+    columns, or the same DecodeError; every line accounted for."""
+    if _decode_columns_py is None:
+        return
+    first = 1 if chunk_seed & 1 else 1 + chunk_seed * 1_000_003
+    raw = bytes(body)
+    want = sf.outcome(lambda: _decode_columns_py(raw, first, now, skip, _codec=PY),
+                      "decode_columns (reference)")
+    got = sf.outcome(lambda: C.decode_columns(raw, first, now, skip), "decode_columns")
+    want, got = [(o[0], columns_key(o[1])) if o[0] == "ok" else o for o in (want, got)]
+    if got != want:
+        where, x, y = sf.first_difference(want, got)
+        raise Divergence("decode_columns differs at %s\n  python: %s\n  cython: %s" % (
+            where or "top", sf.short(x), sf.short(y)))
+    if want[0] == "ok":
+        rows, metadata, skipped = want[1][0], want[1][-2], want[1][-1]
+        filled = len(_record_lines(raw, first))  # the lines that are not blank
+        if rows + len(metadata) + len(skipped) != filled:
+            raise Divergence("decode_columns: %d rows + %d metadata + %d skipped != %d lines"
+                             " that are not blank" % (rows, len(metadata), len(skipped), filled))
 
 
 def round_trip(recs: List[Any], now: Optional[int]) -> None:

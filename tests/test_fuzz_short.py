@@ -1,9 +1,9 @@
 """A short coverage-guided fuzz run (bench/fuzz_atheris.py) as part of the suite.
 
 A few thousand atheris inputs against the installed Cython core, compared with
-the pure-Python reference (decode, validate, iter_decode over chunk splits,
-decode -> encode -> decode, Encoder calls), starting from the generated seed
-corpus.  It runs the script in a subprocess, with no sanitizers; the long run
+the pure-Python reference (decode, validate, decode_columns when pyarrow is
+installed, iter_decode over chunk splits, decode -> encode -> decode, Encoder
+calls), starting from the generated seed corpus.  It runs the script in a subprocess, with no sanitizers; the long run
 under ASan/UBSan is described in README "Fuzzing".  Skipped (with the reason)
 when atheris is not installed or the Cython core is not loaded.
 """
