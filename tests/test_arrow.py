@@ -162,6 +162,24 @@ def test_iter_batches_equals_decode_table(impl, tmp_path):
     assert got.to_pylist() == whole.to_pylist()
 
 
+@pytest.mark.parametrize("batch_lines", [1, 2, 3, 64])
+def test_iter_batches_cuts_at_any_batch_size(impl, batch_lines):
+    """Small batches cut every slice many times (by position since a red-team
+    pass found each cut recounting and copying the rest: quadratic)."""
+    buf = (b"a.b 1\r\n\n" + b"c.d,k=v 2 1700000000000\n" * 40 + b"bad\n \n"
+           + b"#a.b gauge dt.meta.unit=Byte\n" + b"e.f 3")   # no LF at the end
+    nlines = buf.count(b"\n") + 1
+    whole = A.decode_table(buf, errors="skip", _codec=impl)
+    for source in (buf, [buf[i:i + 13] for i in range(0, len(buf), 13)]):
+        reader = A.iter_batches(source, batch_lines=batch_lines, errors="skip", _codec=impl)
+        batches = list(reader)
+        assert all(b.num_rows <= batch_lines for b in batches)
+        assert pa.Table.from_batches(batches, A.SCHEMA).to_pylist() == whole.to_pylist()
+        assert reader.lines == nlines == 46
+        assert reader.rows + len(reader.metadata) + reader.skipped_total + 2 == nlines
+        assert [e.line for e in reader.skipped] == [43]
+
+
 def test_iter_batches_skip_lists_and_counts(impl):
     buf = b"a.b 1\nbad\n" * 50 + b"x" * 300_000 + b"\nc.d 2\n"
     reader = A.iter_batches(buf, batch_lines=7, errors="skip", max_listed=5, _codec=impl)
