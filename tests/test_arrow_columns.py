@@ -421,6 +421,36 @@ def test_invalid_utf8_is_an_error_for_its_row_in_every_path(c, where):
         bytes(A.encode_table(good, **opts, _codec=PY, _rows=True))
 
 
+@pytest.mark.parametrize("field", ["timestamp", "count"])
+def test_uint64_past_int64_is_the_rows_error_in_every_path(c, field):
+    """A uint64 timestamp or summary count above 2**63-1: EncodeError for its
+    row, the same in the C loop, the vector path and the row path (Arrow used
+    to raise its own ArrowInvalid from the two column paths)."""
+    big = pa.array([1, 2, 2**64 - 1, 2**63, 3], pa.uint64())
+    ok = pa.array([1_700_000_000_000, 2, 5, 7, 9], pa.uint64())
+    n = big if field == "count" else pa.array([2] * 5, pa.uint64())
+    t = pa.table({"mn": [1.0] * 5, "mx": [1.0] * 5, "sm": [float(x) for x in n.to_pylist()],
+                  "n": n,
+                  "ts": big if field == "timestamp" else ok})
+    opts = dict(key="a.b", kind="summary", min="mn", max="mx", sum="sm", count="n",
+                timestamp="ts")
+    outcomes = set()
+    for codec, extra in ((c, {}), (PY, {}), (PY, {"_rows": True})):
+        with pytest.raises(EncodeError) as info, warnings.catch_warnings():
+            warnings.simplefilter("ignore", TimestampWarning)
+            A.encode_table(t, **opts, **extra, _codec=codec)
+        outcomes.add((info.value.field, info.value.record, str(info.value)))
+    assert len(outcomes) == 1, outcomes
+    assert outcomes.pop()[:2] == (field, 2)
+    # the rows before are written alike by every path
+    good = t.slice(0, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TimestampWarning)
+        assert bytes(A.encode_table(good, **opts, _codec=c)) == \
+            bytes(A.encode_table(good, **opts, _codec=PY)) == \
+            bytes(A.encode_table(good, **opts, _codec=PY, _rows=True))
+
+
 def test_large_frames_grow_the_body(c):
     n = 5_000
     r = random.Random(5)
