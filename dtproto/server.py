@@ -804,21 +804,34 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     """
     out: List[bytes] = []
     total = 0
-    rest = data
+    view = memoryview(data)
+    pos, size = 0, len(data)
     while True:
         d = zlib.decompressobj(wbits=31)
-        piece = d.decompress(rest, limit - total + 1)
-        total += len(piece)
-        if total > limit or d.unconsumed_tail:
-            raise _TooBig()
-        if not d.eof:
-            raise EOFError("truncated gzip body")
-        out.append(piece)
-        rest = d.unused_data
-        if not rest:
+        # A member's input goes in windows that double from 256 bytes: at
+        # its end zlib copies what is left of the window (unused_data), so
+        # that copy stays within twice the member's size.  Handing it the
+        # whole rest copied the rest once per member: quadratic in the
+        # number of members (a red-team finding, 52,000 members: 0.57 s).
+        w = 256
+        while True:
+            chunk = view[pos:pos + w]
+            piece = d.decompress(chunk, limit - total + 1)
+            total += len(piece)
+            if total > limit or d.unconsumed_tail:
+                raise _TooBig()
+            out.append(piece)
+            if d.eof:
+                pos += len(chunk) - len(d.unused_data)
+                break
+            pos += len(chunk)
+            if pos >= size:
+                raise EOFError("truncated gzip body")
+            w = min(2 * w, 1 << 16)
+        if pos >= size:
             return b"".join(out)
-        if rest[:2] != _GZIP_MAGIC:
-            raise _BadGzip("%d bytes of trailing data after the gzip stream" % len(rest))
+        if data[pos:pos + 2] != _GZIP_MAGIC:
+            raise _BadGzip("%d bytes of trailing data after the gzip stream" % (size - pos))
 
 
 def _content_length(h: _Handler) -> Optional[int]:
