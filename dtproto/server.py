@@ -312,7 +312,16 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.conn_lock:
-            self.connections.add(request)
+            full = len(self.connections) >= self.app.max_connections
+            if not full:
+                self.connections.add(request)
+        if full:
+            # One thread per connection: without a cap, clients that open
+            # connections and trickle bytes start threads without end.
+            log.debug("%s: %d connections open, closed at once", client_address,
+                      self.app.max_connections)
+            super().shutdown_request(request)
+            return
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
@@ -361,6 +370,12 @@ class IngestServer:
             (epoch ms) or a callable returning one.
         log_size: how many :class:`RequestRecord` entries :attr:`requests` keeps.
         idle_timeout: seconds an idle keep-alive connection is kept open.
+        request_timeout: seconds a request's body may take to arrive in all
+            (``idle_timeout`` bounds each wait for the next bytes, not a
+            client that trickles them); past it the answer is 408 and the
+            connection is closed.
+        max_connections: connections served at once (one thread each); a
+            connection past it is closed as soon as it is accepted.
     """
 
     def __init__(
@@ -381,6 +396,8 @@ class IngestServer:
         now_ms: Union[None, int, Callable[[], int]] = None,
         log_size: int = 10_000,
         idle_timeout: float = 30.0,
+        request_timeout: float = 60.0,
+        max_connections: int = 256,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError("port must be an integer in 0..65535 (0 picks a free one), not %r"
@@ -392,6 +409,8 @@ class IngestServer:
         self.faults: List[Fault] = [parse_fault(f) if isinstance(f, str) else f for f in faults]
         self._rng = random.Random(seed)
         self.max_body = int(max_body)
+        self.request_timeout = float(request_timeout)
+        self.max_connections = int(max_connections)
         self.oneagent_max_lines = int(oneagent_max_lines)
         self.max_reported_errors = max_reported_errors
         self.warnings_key = warnings_key
@@ -649,7 +668,12 @@ class IngestServer:
             self._answer(h, rec, 413, _doc(413, "Payload too large: %d bytes > %d"
                                            % (length, self.max_body)))
             return
-        raw = h.rfile.read(length) if length else b""
+        raw = _read_body(h, length, self.request_timeout) if length else b""
+        if raw is None:
+            h.close_connection = True
+            self._answer(h, rec, 408, _doc(408, "Request Timeout: the body took longer than"
+                                                " %g s" % self.request_timeout))
+            return
         if len(raw) < length:        # client went away mid-body
             raise _Drop()
         with self._lock:
@@ -791,6 +815,35 @@ class _TooBig(Exception):
 
 class _BadGzip(ValueError):
     pass
+
+
+def _read_body(h: "_Handler", length: int, timeout: float) -> Optional[bytes]:
+    """``length`` bytes of body, or fewer when the client closes; None when
+    they take more than ``timeout`` seconds in all (each wait for more is
+    still bounded by the handler's idle timeout)."""
+    deadline = time.monotonic() + timeout
+    idle = h.connection.gettimeout()
+    parts: List[bytes] = []
+    got = 0
+    try:
+        while got < length:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            h.connection.settimeout(left if idle is None else min(idle, left))
+            try:
+                chunk = h.rfile.read1(min(length - got, 1 << 16))
+            except socket.timeout:    # TimeoutError from 3.10 on
+                if time.monotonic() >= deadline:
+                    return None
+                raise                 # idle past idle_timeout: dropped, as before
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+    finally:
+        h.connection.settimeout(idle)
+    return b"".join(parts)
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:

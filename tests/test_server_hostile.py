@@ -206,3 +206,76 @@ def test_requests_since_counts_what_the_bounded_log_dropped() -> None:
         assert s.requests_since(seen) == (5, [], 0)
         seen, recs, missed = s.requests_since(4)
         assert ([r.number for r in recs], missed) == ([5], 0)
+
+
+# --------------------------------------------------------------------------- slow and many clients
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_a_body_trickled_past_request_timeout_is_answered_408() -> None:
+    """idle_timeout bounds each wait; request_timeout bounds the whole body
+    (a red-team finding: a byte every 1.5 s held a thread for as long as the
+    client liked).  Nothing of that request is stored."""
+    import time
+
+    with IngestServer(idle_timeout=5, request_timeout=0.6) as s:
+        with socket.create_connection((s.host, s.port), timeout=10) as sock:
+            sock.sendall(request(b"Content-Length: 40\r\n", b"a.b 1\n"))
+            answer = b""
+            for _ in range(40):           # one byte every 0.1 s: never idle for long
+                time.sleep(0.1)
+                try:
+                    sock.sendall(b"\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+            answer = _read_all(sock)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"Connection: close" in answer
+        assert s.accepted_lines == []
+        # a request sent at once is still served
+        status, doc = post_gzip(s, gzip.compress(b"a.b 1\n"))
+        assert status == 202, doc
+
+
+def test_connections_past_max_connections_are_closed_at_once() -> None:
+    """One thread per connection, at most max_connections of them: a client
+    that opens connections and sends nothing cannot start threads without end."""
+    import threading
+    import time
+
+    with IngestServer(max_connections=3, idle_timeout=30) as s:
+        idle = [socket.create_connection((s.host, s.port), timeout=10) for _ in range(3)]
+        try:
+            for _ in range(100):         # until the server has accepted all three
+                if len(s._httpd.connections) == 3:
+                    break
+                time.sleep(0.05)
+            assert len(s._httpd.connections) == 3
+            threads = threading.active_count()
+            with socket.create_connection((s.host, s.port), timeout=10) as extra:
+                extra.sendall(request(b"Content-Length: 6\r\n", b"a.b 1\n"))
+                assert _read_all(extra) == b""      # closed unanswered
+            assert threading.active_count() == threads
+            assert s.accepted_lines == []
+        finally:
+            for sock in idle:
+                sock.close()
+        for _ in range(100):             # their threads see the close and end
+            if not s._httpd.connections:
+                break
+            time.sleep(0.05)
+        status, doc = post_gzip(s, gzip.compress(b"a.b 1\n"))
+        assert status == 202, doc
+        assert s.accepted_lines == [b"a.b 1"]
