@@ -424,8 +424,9 @@ def test_invalid_utf8_is_an_error_for_its_row_in_every_path(c, where):
 @pytest.mark.parametrize("field", ["timestamp", "count"])
 def test_uint64_past_int64_is_the_rows_error_in_every_path(c, field):
     """A uint64 timestamp or summary count above 2**63-1: EncodeError for its
-    row, the same in the C loop, the vector path and the row path (Arrow used
-    to raise its own ArrowInvalid from the two column paths)."""
+    row, the same by every route (the C loop hands such a column to the
+    vector path, which used to let Arrow raise its own ArrowInvalid) and by
+    the row path."""
     big = pa.array([1, 2, 2**64 - 1, 2**63, 3], pa.uint64())
     ok = pa.array([1_700_000_000_000, 2, 5, 7, 9], pa.uint64())
     n = big if field == "count" else pa.array([2] * 5, pa.uint64())
