@@ -42,6 +42,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -312,16 +313,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.conn_lock:
-            full = len(self.connections) >= self.app.max_connections
-            if not full:
-                self.connections.add(request)
-        if full:
-            # One thread per connection: without a cap, clients that open
-            # connections and trickle bytes start threads without end.
-            log.debug("%s: %d connections open, closed at once", client_address,
-                      self.app.max_connections)
-            super().shutdown_request(request)
-            return
+            self.connections.add(request)
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
@@ -370,12 +362,12 @@ class IngestServer:
             (epoch ms) or a callable returning one.
         log_size: how many :class:`RequestRecord` entries :attr:`requests` keeps.
         idle_timeout: seconds an idle keep-alive connection is kept open.
-        request_timeout: seconds a request's body may take to arrive in all
-            (``idle_timeout`` bounds each wait for the next bytes, not a
-            client that trickles them); past it the answer is 408 and the
-            connection is closed.
-        max_connections: connections served at once (one thread each); a
-            connection past it is closed as soon as it is accepted.
+        request_timeout: seconds a request's body may take to arrive in all,
+            a body it refuses and drains included (``idle_timeout`` bounds
+            each wait for the next bytes, not a client that trickles them);
+            past it the answer is 408 (or the refusal) and the connection is
+            closed.  ``None``: no limit.  The request line and headers are
+            bounded by ``idle_timeout`` between bytes only.
     """
 
     def __init__(
@@ -396,8 +388,7 @@ class IngestServer:
         now_ms: Union[None, int, Callable[[], int]] = None,
         log_size: int = 10_000,
         idle_timeout: float = 30.0,
-        request_timeout: float = 60.0,
-        max_connections: int = 256,
+        request_timeout: Optional[float] = 60.0,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError("port must be an integer in 0..65535 (0 picks a free one), not %r"
@@ -409,8 +400,10 @@ class IngestServer:
         self.faults: List[Fault] = [parse_fault(f) if isinstance(f, str) else f for f in faults]
         self._rng = random.Random(seed)
         self.max_body = int(max_body)
-        self.request_timeout = float(request_timeout)
-        self.max_connections = int(max_connections)
+        if request_timeout is not None and not 0 < float(request_timeout) < math.inf:
+            raise ValueError("request_timeout must be a number of seconds above 0 or None,"
+                             " not %r" % (request_timeout,))
+        self.request_timeout = None if request_timeout is None else float(request_timeout)
         self.oneagent_max_lines = int(oneagent_max_lines)
         self.max_reported_errors = max_reported_errors
         self.warnings_key = warnings_key
@@ -594,7 +587,8 @@ class IngestServer:
             # the next request.
             h.close_connection = True
         elif 0 < length <= _DRAIN_LIMIT:
-            h.rfile.read(length)
+            if _read_body(h, length, self.request_timeout) is None:
+                h.close_connection = True   # answered, then closed: the rest is not read
         elif length:
             h.close_connection = True
 
@@ -672,7 +666,7 @@ class IngestServer:
         if raw is None:
             h.close_connection = True
             self._answer(h, rec, 408, _doc(408, "Request Timeout: the body took longer than"
-                                                " %g s" % self.request_timeout))
+                                                " %g s" % (self.request_timeout or 0)))
             return
         if len(raw) < length:        # client went away mid-body
             raise _Drop()
@@ -817,10 +811,12 @@ class _BadGzip(ValueError):
     pass
 
 
-def _read_body(h: "_Handler", length: int, timeout: float) -> Optional[bytes]:
+def _read_body(h: "_Handler", length: int, timeout: Optional[float]) -> Optional[bytes]:
     """``length`` bytes of body, or fewer when the client closes; None when
     they take more than ``timeout`` seconds in all (each wait for more is
     still bounded by the handler's idle timeout)."""
+    if timeout is None:
+        return h.rfile.read(length)
     deadline = time.monotonic() + timeout
     idle = h.connection.gettimeout()
     parts: List[bytes] = []
