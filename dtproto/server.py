@@ -34,7 +34,10 @@ connections, either **before** the body is processed (nothing stored: a
 retry is safe) or **after** the lines were stored (a retry duplicates them).
 
 The server is a :class:`http.server.ThreadingHTTPServer` with HTTP/1.1
-keep-alive: one thread per client connection.
+keep-alive: one thread per client connection.  A body must arrive within
+``request_timeout`` seconds in all (408 and the connection closed past it);
+the request line and headers only within ``idle_timeout`` between bytes, so
+keep it on loopback unless you mean to expose it.
 """
 
 from __future__ import annotations
