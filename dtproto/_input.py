@@ -250,3 +250,37 @@ def line_blocks(source: Any) -> Iterator[Tuple[int, Any]]:
         yield lineno, skipping
     elif carry:
         yield lineno, carry
+
+
+def after_lfs(buf: Any, pos: int, n: int) -> int:
+    """The position just after the n-th LF of ``buf`` from ``pos`` on (n >= 1,
+    and ``buf`` holds that many: ValueError if not).
+
+    Counted at C speed: a window that doubles until it holds the n-th LF,
+    then halved down to a few LFs, which ``index`` steps over.  Work is
+    linear in the bytes passed over, whether n is 1 or 65,536 (one ``index``
+    a line made iter_batches' default batch size 45% slower).  Used by
+    dtproto.arrow (cutting batches) and the sender (finding rejected lines).
+    """
+    span = 4096
+    while True:
+        k = buf.count(b"\n", pos, pos + span)
+        if k >= n:
+            break
+        if pos + span >= len(buf):
+            raise ValueError("fewer than %d LFs left" % n)
+        n -= k
+        pos += span
+        span *= 2
+    while n > 32 and span > 64:   # the n-th LF is in buf[pos:pos + span]
+        half = span // 2
+        k = buf.count(b"\n", pos, pos + half)
+        if k >= n:
+            span = half
+        else:
+            n -= k
+            pos += half
+            span -= half
+    for _ in range(n):
+        pos = buf.index(b"\n", pos) + 1
+    return pos

@@ -668,13 +668,13 @@ def _with_rejects(body: bytes, rejects: List[Tuple[int, str]]) -> Iterator[Any]:
     line = 0
     for index, reason in rejects:
         start = pos
-        while line < index:
-            pos = body.index(b"\n", pos) + 1
-            line += 1
+        if line < index:
+            pos = _input.after_lfs(body, pos, index - line)
+            line = index
         if pos > start:
             yield view[start:pos]
         yield _Reject(reason)
-        pos = body.index(b"\n", pos) + 1
+        pos = _input.after_lfs(body, pos, 1)
         line += 1
     if pos < len(body):
         yield view[pos:]

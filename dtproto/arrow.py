@@ -62,7 +62,7 @@ from ._constants import (
     VALIDATE_MAX_LISTED,
 )
 from ._encode_py import _has_options
-from ._input import TooLong as _TooLong, line_blocks as _line_blocks
+from ._input import TooLong as _TooLong, after_lfs as _after_lfs, line_blocks as _line_blocks
 from .errors import DecodeError, EncodeError
 from .model import Metadata, Metric
 from .report import LineError
@@ -554,37 +554,6 @@ class BatchReader:
             batch = flush()
             if batch is not None:
                 yield batch
-
-
-def _after_lfs(buf: bytes, pos: int, n: int) -> int:
-    """The position just after the n-th LF of ``buf`` from ``pos`` on (n >= 1,
-    and ``buf`` holds that many).
-
-    Counted at C speed: a window that doubles until it holds the n-th LF,
-    then halved down to a few LFs, which ``index`` steps over.  Work is
-    linear in the bytes passed over, whether n is 1 or 65,536 (one ``index``
-    a line made the default batch size 45% slower).
-    """
-    span = 4096
-    while True:
-        k = buf.count(b"\n", pos, pos + span)
-        if k >= n:
-            break
-        n -= k
-        pos += span
-        span *= 2
-    while n > 32 and span > 64:   # the n-th LF is in buf[pos:pos + span]
-        half = span // 2
-        k = buf.count(b"\n", pos, pos + half)
-        if k >= n:
-            span = half
-        else:
-            n -= k
-            pos += half
-            span -= half
-    for _ in range(n):
-        pos = buf.index(b"\n", pos) + 1
-    return pos
 
 
 def _slices(block: bytes) -> Iterator[bytes]:
