@@ -825,16 +825,16 @@ def test_a_buffer_value_never_shares_a_cache_key_with_text(impl):
 
 
 @contextlib.contextmanager
-def _at_a_line_of_fast_append(when, act):
+def _at_a_line_of_point(when, act):
     """Run ``act(frame)`` once, at the first line of the pure
-    ``Encoder._fast_append`` where ``when(frame)`` holds: a tracer standing in
+    ``Encoder._point`` where ``when(frame)`` holds: a tracer standing in
     for another thread (or a collection's callback) at that point.  Yields
     the list that records that it ran."""
     import sys
 
     from dtproto import _encode_py as enc_py
 
-    code = enc_py.Encoder._fast_append.__code__
+    code = enc_py.Encoder._point.__code__
     fired: list = []
 
     def tracer(frame, event, arg):
@@ -906,7 +906,7 @@ def test_a_dict_changed_while_its_line_is_built_gives_one_state(change, call):
             enc.summary("my.metric", 1.0, 2.0, 3.0, 2, dims)
         return enc.getvalue()
 
-    with _at_a_line_of_fast_append(lambda f: "dims" in f.f_locals, change_it) as fired:
+    with _at_a_line_of_point(lambda f: "dims" in f.f_locals, change_it) as fired:
         got = line(live)
     assert fired
     assert got in (line(before), line(after))
@@ -926,7 +926,7 @@ def test_a_dict_changed_between_its_keys_and_values_gives_one_state():
         live["pod"] = "p"
 
     enc = enc_py.Encoder()
-    with _at_a_line_of_fast_append(
+    with _at_a_line_of_point(
             lambda f: "kt" in f.f_locals and "dims" not in f.f_locals, change_it) as fired:
         enc.gauge("my.metric", 1.5, live)
     assert fired
@@ -1066,7 +1066,7 @@ def test_a_dict_that_grows_past_50_pairs_before_it_is_copied_is_refused(grown):
 
     live = {"a": "x"}
     enc = enc_py.Encoder()
-    with _at_a_line_of_fast_append(
+    with _at_a_line_of_point(
             lambda f: "copy()" in _source_line(f),
             lambda f: live.update(("k%d" % i, "v") for i in range(grown))) as fired:
         with pytest.raises(EncodeError) as e:
@@ -1123,7 +1123,7 @@ def test_what_happens_to_the_copy_after_the_join_changes_nothing(value):
         frame.f_locals["dimensions"]["b"] = "z"  # as gc.get_referrers finds it
 
     enc = enc_py.Encoder()
-    with _at_a_line_of_fast_append(lambda f: "dims" in f.f_locals, add_to_the_copy) as fired:
+    with _at_a_line_of_point(lambda f: "dims" in f.f_locals, add_to_the_copy) as fired:
         if "\n" in value:
             with pytest.raises(EncodeError) as e:
                 enc.gauge("my.metric", 1.5, {"a": value})

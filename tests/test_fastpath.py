@@ -374,7 +374,7 @@ def _encoder_line(method: str, args: tuple) -> Any:
     return enc.getvalue()
 
 
-# Around the integral-float shortcut of Encoder._single ("%d" instead of repr):
+# Around the integral-float shortcut of Encoder._point ("%d" instead of repr):
 # the signed zeros, the last integers below 1e16 and the first above, 2**53
 # and its neighbours, the extremes.
 _INTEGRAL_EDGES = [0.0, -0.0, 1.0, -1.0, 7.0, 1e15, -1e15, 9999999999999998.0,
@@ -542,6 +542,131 @@ def test_encoder_memo_is_bounded_whatever_the_texts(monkeypatch):
             assert max(kept, default=0) <= longest
     assert _enc._memo_stat[0] > 0  # the third sightings of the short texts were hits
     assert max(map(len, _enc._memo), default=0) > 0
+
+
+def _fresh_escapes(mp: Any, most: Optional[int] = None) -> dict:
+    """An empty memo of escaped values (at most ``most`` - 50 before it
+    starts again), the memo of texts resting: every line with a value to
+    escape goes through _escaped_from_memo."""
+    from itertools import repeat
+
+    kept: dict = {}
+    mp.setattr(_enc, "_escapes", kept)
+    mp.setattr(_enc, "_escapes_get", kept.get)
+    mp.setattr(_enc, "_memo_rest", repeat(True))
+    if most is not None:
+        mp.setattr(_enc, "_ESCAPES_MAX", most)
+    return kept
+
+
+class _Alias(str):
+    """A value that hashes and compares as "G1 Old Gen": a memo looking it
+    up by equality would write that text's escape (for "G2 Old Gen", with as
+    many marks, even the count of marks would agree)."""
+
+    def __hash__(self) -> int:
+        return hash("G1 Old Gen")
+
+    def __eq__(self, other: Any) -> bool:
+        return True
+
+    def __ne__(self, other: Any) -> bool:
+        return False
+
+
+_ESCAPED_VALUES = ["G1 Old Gen", 'say "hi"', "a,b", "k=v", "C:\\x", "ü c", "x", "y", "",
+                   "v" * 255 + " ", "v" * 256, "tab\tx", "\x7f", "\ud800 ", "a\u2028 b", "😀 x"]
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from(["host", "a", "b.c"]),
+                                   st.sampled_from(_ESCAPED_VALUES)),
+                         min_size=1, max_size=4), min_size=1, max_size=20),
+       st.sampled_from([None, 52]), st.sampled_from(["gauge", "count", "summary"]))
+def test_encoder_escape_memo_gives_the_general_line(pair_lists, most, method):
+    """Values to escape (and plain, invalid, too long ones) in any mix, as
+    pairs and as dicts, each line met three times with values kept and
+    evicted (52: the memo starts again after two values): every line, or
+    error, is the general path's."""
+    calls = []
+    for pairs in pair_lists:
+        dims: Any = tuple(pairs)
+        if len(dict(pairs)) == len(pairs) and len(pairs) % 2:
+            dims = dict(pairs)
+        calls.append(_alike_call(dims, NOW, method))
+    with pytest.MonkeyPatch.context() as mp:
+        kept = _fresh_escapes(mp, most)
+        _alike_lines(calls * 3)
+        assert len(kept) <= (most or _enc._ESCAPES_MAX)
+        # only values that needed an escape, each with its own escape
+        for value, escaped in kept.items():
+            assert type(value) is str and escaped != value
+            assert escaped == _enc._escape_value(value, "v", _enc.MAX_DIMENSION_VALUE)
+
+
+def test_encoder_escape_memo_counts_every_mark_of_the_line(monkeypatch):
+    """A kept value beside a value with a mark of its own (an escape, a
+    control): the kept escape accounts for its own marks only, so the line
+    goes to the exact helpers, which escape both or refuse the control."""
+    kept = _fresh_escapes(monkeypatch)
+    _alike_lines([_alike_call({"a": "G1 Old Gen"}, None, "gauge")])
+    assert kept == {"G1 Old Gen": "G1\\ Old\\ Gen"}
+    _alike_lines([_alike_call(d, None, "gauge") for d in (
+        {"a": "G1 Old Gen", "b": "x y"}, {"a": "G1 Old Gen", "b": "x\ty"},
+        {"a": "G1 Old Gen", "b": "x,b=y"}, {"a": "G1 Old Gen", "b": "G1 Old Gen"},
+        {"a": "G1 Old Gen", "b": "v" * 256}, {"a": "x y", "b": "G1 Old Gen"})])
+    assert "x y" in kept and "x\ty" not in kept and "v" * 256 not in kept
+
+
+def test_encoder_escape_memo_is_bounded(monkeypatch):
+    """Values to escape that never repeat: the memo starts again before it
+    holds more than _ESCAPES_MAX values; the lines stay the general path's."""
+    kept = _fresh_escapes(monkeypatch, 60)
+    for i in range(200):
+        _alike_lines([_alike_call({"a": "v%d x" % i, "b": "w%d y" % i}, None, "gauge")] * 2)
+        assert len(kept) <= 60
+    assert kept
+
+
+def test_encoder_escape_memo_reads_a_str_subclass_as_its_text(monkeypatch):
+    """A value of a str subclass that hashes and compares as a kept value is
+    written as its own text: the memo is only asked about exact str."""
+    _fresh_escapes(monkeypatch)
+    _alike_lines([_alike_call({"a": "G1 Old Gen"}, None, "gauge")] * 2)
+    for dims in ({"a": _Alias("G2 Old Gen")}, (("a", _Alias("G2 Old Gen")),)):
+        enc = _enc.Encoder()
+        enc.gauge("a.b", 2.5, dims)
+        assert enc.getvalue() == b"a.b,a=G2\\ Old\\ Gen gauge,2.5\n"
+
+
+def test_encoder_escape_memo_emptied_mid_line_changes_nothing(monkeypatch):
+    """Another thread (or a collection's callback) empties the memo while a
+    line reads it: the line is written from the exact escape all the same."""
+    import sys
+
+    kept = _fresh_escapes(monkeypatch)
+    dims = {"a": "G1 Old Gen", "b": "id-1", "c": 'say "hi"'}
+    _alike_lines([_alike_call(dims, None, "gauge")])
+    assert len(kept) == 2
+    code = _enc._escaped_from_memo.__code__
+    fired = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def lines(frame, event, arg):
+            if event == "line" and "parts" in frame.f_locals and not fired:
+                kept.clear()
+                fired.append(1)
+            return lines
+        return lines
+
+    sys.settrace(tracer)
+    try:
+        _alike_lines([_alike_call(dict(dims, b="id-2"), None, "gauge")])
+    finally:
+        sys.settrace(None)
+    assert fired
 
 
 def test_encoder_lines_count_only_new_bytes_of_their_own_buffer():
