@@ -306,9 +306,11 @@ _templates: dict = {}       # valid dimension keys joined by NUL -> their _templ
 # A text is let in the second time it is seen: the first time leaves 8 bits
 # of its hash in _memo_seen, at a place given by 14 others (one text in 256
 # finds its bits there already and gets in at once), so one-off series do
-# not evict the ones that repeat.  Everything an entry holds is worked out
-# from the text alone (_escaped_dims), so no reading of the pairs can put a
-# wrong one there.  The memo starts again empty before it would hold more
+# not evict the ones that repeat.  Everything an entry holds follows from
+# the text alone: a text that reads one way has one escaped form, the same
+# whether _escaped_dims escaped the text or _escaped_from_memo put kept
+# values in (both from exactly what the text was joined from), so no
+# reading of the pairs can put a wrong one there.  The memo starts again empty before it would hold more
 # than _MEMO_MAX texts or _MEMO_CHARS characters of them, and a text longer
 # than _MEMO_TEXT_MAX is not kept.  (Threads inserting at once can each add
 # one text past those caps before one of them clears, and the count of
@@ -511,7 +513,10 @@ if sorted(ESCAPED_BY_ENCODER) != sorted('\\" ,='):  # what _escaped_dims escapes
 # are looked up (a subclass's hash and equality are its own; the lookup
 # would be a second reading of the value) and only values of a line that
 # _escaped_dims accepted are kept: printable, at most MAX_DIMENSION_VALUE
-# characters.  Cleared when full.
+# characters.  Cleared when full.  (Threads learning at once can each add
+# the values of one line, at most MAX_DIMENSIONS, past the cap before one
+# of them clears: bounded all the same, each value at most 255 characters
+# and its escape 510.)
 _ESCAPES_MAX = 4096
 _escapes: dict = {}
 _escapes_get = _escapes.get
@@ -1127,6 +1132,10 @@ class Encoder:
                 # isprintable() is False for every control, and for many other
                 # characters a value may hold (private-use, unassigned, format,
                 # separators other than the space): the exact helpers take those.
+                # (A line the kept escapes account for may hold such characters
+                # too: they are valid in a value, and the only invalid ones,
+                # the controls and lone surrogates, count as marks or fail to
+                # encode above.)
                 if not dims.isprintable():
                     return False
                 out = _escaped_dims(dims, n, kt, vs)  # type: ignore[assignment]
@@ -1146,7 +1155,7 @@ class Encoder:
                 _memo_seen[place] = h  # the first sighting
             elif out is dims or _reads_one_way(dims, n):
                 # the second, and a text that reads one way: all of the
-                # entry follows from the text checked (_escaped_dims)
+                # entry follows from the text checked (its one escaped form)
                 if len(_memo) >= _MEMO_MAX or stat[2] + len(dims) > _MEMO_CHARS:
                     _memo.clear()
                     stat[2] = 0
