@@ -25,9 +25,9 @@ are built first and held; then ``--repeat`` rounds time every contender once
 each (a slow spell of a shared host hits all of them, not the one whose
 repeats it covered), in an order shuffled for each round from ``--seed``
 (in a fixed order the pure-Python ``Encoder``, timed right after pure
-``decode``, ran at two thirds of its speed in any other place: 253,783 lines/s
-against 381,798 for its first 30,000 points in the same run, at 1,000
-series; shuffled, 392,109 and 392,496), with the garbage collector enabled
+``decode``, ran at two thirds of the speed it had on its first 30,000
+points, timed elsewhere in the same rounds: 253,783 against 381,798 lines/s
+at 1,000 series; shuffled, 392,109 and 392,496), with the garbage collector enabled
 (``gc.collect()`` before each run, outside the timing), and each
 contender's median counts.  Ratios are lines/s over lines/s of two
 contenders on the same data in the same process.  dynatrace-metric-utils
