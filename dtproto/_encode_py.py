@@ -310,8 +310,9 @@ _templates: dict = {}       # valid dimension keys joined by NUL -> their _templ
 # the text alone: a text that reads one way has one escaped form, the same
 # whether _escaped_dims escaped the text or _escaped_from_memo put kept
 # values in (both from exactly what the text was joined from), so no
-# reading of the pairs can put a wrong one there.  The memo starts again empty before it would hold more
-# than _MEMO_MAX texts or _MEMO_CHARS characters of them, and a text longer
+# reading of the pairs can put a wrong one there.  The memo starts again
+# empty before it would hold more than _MEMO_MAX texts or _MEMO_CHARS
+# characters of them, and a text longer
 # than _MEMO_TEXT_MAX is not kept.  (Threads inserting at once can each add
 # one text past those caps before one of them clears, and the count of
 # characters can miss an update: what holds whatever the timing is _MEMO_MAX
