@@ -20,8 +20,16 @@ unique to its series; 10% of the series with a quoted value, 5% with a bare
 value with backslash escapes (spaces, commas, quotes, non-ASCII); a
 millisecond timestamp on 90% of the lines.
 
-How it measures: per level, the corpus, its records and its InfluxDB form
-are built first and held; then ``--repeat`` rounds time every contender once
+How it measures: each level runs in a new process of its own (this script
+again, reporting its rates through a file; ``--one-process`` runs them all
+here, one after the other).  In one process the last level pays for what
+the levels before it left in the heap: its data is allocated into the holes
+they freed rather than one object after the other, and the fastest
+contenders, whose time is mostly reading that data, lost the most: with
+every line unique the Cython ``Encoder`` ran at 1,714,313 lines/s last in
+one process against 2,263,307 in a process of its own, questdb at 619,649
+against 702,475 (Intel Xeon, 2 cores).  Per level, the corpus, its records
+and its InfluxDB form are built first and held; then ``--repeat`` rounds time every contender once
 each (a slow spell of a shared host hits all of them, not the one whose
 repeats it covered), in an order shuffled for each round from ``--seed``
 (in a fixed order the pure-Python ``Encoder``, timed right after pure
@@ -43,12 +51,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -106,6 +116,84 @@ RATIOS = [
 ]
 
 
+def measure_level(level: Any, args: argparse.Namespace, impls: Dict[str, Any],
+                  peers: Dict[str, Any]) -> Dict[Any, float]:
+    """lines/s of every contender at one level, in this process: the level's
+    data is built and held here, and freed before returning."""
+    n, R = args.lines, args.repeat
+    label = _corpus.cardinality_label(level)
+    print("%s: generating ..." % label, flush=True)
+    data = _corpus.make_corpus(n, seed=args.seed, cardinality=level)
+    tuples = _corpus.make_records(n, seed=args.seed, cardinality=level).tuples
+    r: Dict[Any, float] = {}
+
+    # Every contender first, then the rounds: each round times each contender
+    # once, so a slow spell of a shared host lands on all of them alike
+    # instead of on the one whose repeats it happened to cover, and in an
+    # order of its own, so that what one contender leaves behind (freed
+    # memory, a cold cache) does not always land on the one after it.
+    jobs: List[Tuple[Any, Callable[[], Any], int]] = []
+    for impl, codec in impls.items():
+        report = codec.validate(data)
+        assert report.lines_ok == n and report.lines_invalid == 0, report
+        jobs.append(((impl, "validate"), (lambda c=codec: c.validate(data)), n))
+        jobs.append(((impl, "decode"), (lambda c=codec: c.decode(data)), n))
+        jobs.append(((impl, "Encoder"), _corpus.encoder_loop(codec.Encoder, tuples), n))
+    if "python" in impls:
+        jobs.append(("naive", lambda: naive_split_parse(data), n))
+        jobs.append(("regex", lambda: regex_parse(data), n))
+        if not isinstance(peers["sdk"], str):
+            jobs.append(("sdk", sdk_encoder(peers["sdk"], tuples), n))
+        if not isinstance(peers["dmu"], str):
+            k = min(args.slow_lines, n)
+            jobs.append(("dmu", dmu_encoder(peers["dmu"], tuples[:k]), k))
+            # the same points as dynatrace-metric-utils (see the docstring)
+            jobs.append((("python", "Encoder", "slow"),
+                         _corpus.encoder_loop(impls["python"].Encoder, tuples[:k]), k))
+    influx = None
+    if "cython" in impls:
+        jobs.append(("count", lambda: data.count(b"\n"), n))
+        if not isinstance(peers["lpp"], str):
+            influx = _corpus.to_influx(data)
+            jobs.append(("lpp", lpp_decoder(peers["lpp"], influx), n))
+        if not isinstance(peers["questdb"], str):
+            jobs.append(("questdb", questdb_encoder(peers["questdb"], tuples), n))
+    times: Dict[Any, List[float]] = {name: [] for name, _, _ in jobs}
+    order = random.Random(args.seed)
+    for _ in range(R):
+        for name, fn, _lines in order.sample(jobs, len(jobs)):
+            times[name].append(timed(fn))
+    for name, _fn, lines in jobs:
+        secs = statistics.median(times[name])
+        r[name] = lines / secs
+        print("  %-40s %12s lines/s %8.1f MB/s" % (
+            name if isinstance(name, str) else " ".join(name), "{:,.0f}".format(r[name]),
+            len(data) * lines / n / secs / 1e6), flush=True)
+    del jobs, influx
+    warned = impls[next(iter(impls))].validate(data).warnings_total
+    print("  %s lines with a warning" % "{:,}".format(warned), flush=True)
+    del data, tuples
+    gc.collect()
+    return r
+
+
+def _level_in_new_process(level: Any, args: argparse.Namespace) -> Dict[Any, float]:
+    """measure_level in a new interpreter running this script, which reports
+    its rates through a file: a level's figures then do not depend on what
+    the levels before it left in the heap (measured: a fifth slower for the
+    fastest contenders at the last level; the README's performance section)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--levels", str(level),
+           "--lines", str(args.lines), "--repeat", str(args.repeat),
+           "--slow-lines", str(args.slow_lines), "--seed", str(args.seed)]
+    if args.only:
+        cmd += ["--only", args.only]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rates.json")
+        subprocess.run(cmd + ["--rates-out", out], check=True)
+        with open(out, encoding="utf-8") as f:
+            return {tuple(k) if isinstance(k, list) else k: v for k, v in json.load(f)}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lines", type=int, default=300_000, help="lines per level (default 300,000)")
@@ -117,7 +205,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--only", choices=["python", "cython"], help="one implementation only")
     ap.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
     ap.add_argument("--seed", type=int, default=_corpus.DEFAULT_SEED)
+    ap.add_argument("--one-process", action="store_true",
+                    help="run every level in this process, one after the other (default: each "
+                         "level in a new process of its own)")
+    ap.add_argument("--rates-out", metavar="FILE", help=argparse.SUPPRESS)  # a level's worker
     args = ap.parse_args(argv)
+    argv = list(argv if argv is not None else sys.argv[1:])
 
     import dtproto
     from dtproto._impl import available_implementations
@@ -136,72 +229,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         "~25%% count (half without `.count`: warned), ~15%% summary; 3-4 dimensions, one an id "
         "per series; 10%% of series with a quoted value, 5%% with escapes; timestamps on 90%%."
         % (args.seed, "{:,}".format(n)),
-        "Timing: one process holding each level's data, GC on, median of %d rounds (each "
+        "Timing: %s holding the level's data, GC on, median of %d rounds (each "
         "round times every contender once, in an order shuffled per round); ratios are "
         "lines/s over lines/s. Command: `v/bin/python bench/cardinality.py %s`"
-        % (R, " ".join(argv if argv is not None else sys.argv[1:])),
+        % ("all levels in one process, one after the other, each"
+           if args.one_process or len(levels) == 1 else "each level in a new process",
+           R, " ".join(argv)),
         "Peers: " + ", ".join("%s %s" % (dist, peer_version(dist)
                                         if not isinstance(peers[key], str) else "not installed")
                               for key, dist in PEERS),
     ]
-    print("\n".join(header), flush=True)
+    if not args.rates_out:
+        print("\n".join(header), flush=True)
 
     rates: Dict[Any, Dict[Any, float]] = {}
     for level in levels:
-        label = _corpus.cardinality_label(level)
-        print("%s: generating ..." % label, flush=True)
-        data = _corpus.make_corpus(n, seed=args.seed, cardinality=level)
-        tuples = _corpus.make_records(n, seed=args.seed, cardinality=level).tuples
-        r: Dict[Any, float] = {}
-        rates[level] = r
-
-        # Every contender first, then the rounds: each round times each contender
-        # once, so a slow spell of a shared host lands on all of them alike
-        # instead of on the one whose repeats it happened to cover, and in an
-        # order of its own, so that what one contender leaves behind (freed
-        # memory, a cold cache) does not always land on the one after it.
-        jobs: List[Tuple[Any, Callable[[], Any], int]] = []
-        for impl, codec in impls.items():
-            report = codec.validate(data)
-            assert report.lines_ok == n and report.lines_invalid == 0, report
-            jobs.append(((impl, "validate"), (lambda c=codec: c.validate(data)), n))
-            jobs.append(((impl, "decode"), (lambda c=codec: c.decode(data)), n))
-            jobs.append(((impl, "Encoder"), _corpus.encoder_loop(codec.Encoder, tuples), n))
-        if "python" in impls:
-            jobs.append(("naive", lambda: naive_split_parse(data), n))
-            jobs.append(("regex", lambda: regex_parse(data), n))
-            if not isinstance(peers["sdk"], str):
-                jobs.append(("sdk", sdk_encoder(peers["sdk"], tuples), n))
-            if not isinstance(peers["dmu"], str):
-                k = min(args.slow_lines, n)
-                jobs.append(("dmu", dmu_encoder(peers["dmu"], tuples[:k]), k))
-                # the same points as dynatrace-metric-utils (see the docstring)
-                jobs.append((("python", "Encoder", "slow"),
-                             _corpus.encoder_loop(impls["python"].Encoder, tuples[:k]), k))
-        influx = None
-        if "cython" in impls:
-            jobs.append(("count", lambda: data.count(b"\n"), n))
-            if not isinstance(peers["lpp"], str):
-                influx = _corpus.to_influx(data)
-                jobs.append(("lpp", lpp_decoder(peers["lpp"], influx), n))
-            if not isinstance(peers["questdb"], str):
-                jobs.append(("questdb", questdb_encoder(peers["questdb"], tuples), n))
-        times: Dict[Any, List[float]] = {name: [] for name, _, _ in jobs}
-        order = random.Random(args.seed)
-        for _ in range(R):
-            for name, fn, _lines in order.sample(jobs, len(jobs)):
-                times[name].append(timed(fn))
-        for name, _fn, lines in jobs:
-            secs = statistics.median(times[name])
-            r[name] = lines / secs
-            print("  %-40s %12s lines/s %8.1f MB/s" % (
-                name if isinstance(name, str) else " ".join(name), "{:,.0f}".format(r[name]),
-                len(data) * lines / n / secs / 1e6), flush=True)
-        del jobs, influx
-        warned = impls[next(iter(impls))].validate(data).warnings_total
-        print("  %s lines with a warning" % "{:,}".format(warned), flush=True)
-        del data, tuples
-        gc.collect()
+        if args.one_process or len(levels) == 1:
+            rates[level] = measure_level(level, args, impls, peers)
+        else:
+            rates[level] = _level_in_new_process(level, args)
+    if args.rates_out:
+        with open(args.rates_out, "w", encoding="utf-8") as f:
+            json.dump([[list(k) if isinstance(k, tuple) else k, v]
+                       for k, v in rates[levels[0]].items()], f)
+        return 0
 
     labels = [_corpus.cardinality_label(lv) for lv in levels]
     out = list(header) + ["", "| ratio (floor) | " + " | ".join(labels) + " |",

@@ -1,0 +1,68 @@
+"""bench/cardinality.py: each level in a new process gives the table one process gives.
+
+The numbers differ from run to run; what is checked is the shape: every level
+gets a column, every contender of ours a rate at every level, whichever way the
+levels ran, and a worker's rates come back with their keys as they were
+(tuples for ours, names for the peers).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+from typing import List
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "bench" / "cardinality.py"
+
+pytestmark = pytest.mark.slow
+
+
+def _table(tmp_path: pathlib.Path, *extra: str) -> List[str]:
+    out = tmp_path / ("sweep%s.md" % "".join(extra).replace("-", "_"))
+    p = subprocess.run(
+        [sys.executable, str(SCRIPT), "--lines", "400", "--repeat", "1", "--slow-lines", "50",
+         "--levels", "20", "unique", "--markdown", str(out), *extra],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+    # the header is printed once, by the parent, not again by each worker
+    assert p.stdout.count("Machine: ") == 2, p.stdout     # once on stdout, once in the table
+    return out.read_text(encoding="utf-8").splitlines()
+
+
+def _rows(lines: List[str], first: str) -> List[str]:
+    """The row labels of the table whose header row starts with ``first``."""
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(first))
+    rows = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("| "):
+            break
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        assert len(cells) == 3 and all(cells), ln          # a label and both levels filled
+        rows.append(cells[0])
+    return rows
+
+
+def test_new_processes_and_one_process_give_the_same_table(tmp_path: pathlib.Path) -> None:
+    fresh = _table(tmp_path)
+    one = _table(tmp_path, "--one-process")
+    assert any("each level in a new process" in ln for ln in fresh)
+    assert any("all levels in one process" in ln for ln in one)
+    for lines in (fresh, one):
+        assert "| ratio (floor) | 20 series | every line unique |" in lines
+    assert _rows(fresh, "| lines/s") == _rows(one, "| lines/s")
+    assert _rows(fresh, "| ratio") == _rows(one, "| ratio")
+    import dtproto
+
+    impl = "Cython" if dtproto.IMPLEMENTATION == "cython" else "pure Python"
+    for op in ("validate", "decode", "Encoder"):   # ours, read back from the workers' files
+        assert "%s `%s`" % (impl, op) in _rows(fresh, "| lines/s")
+    for ln in fresh:
+        for rate in re.findall(r"\| ([\d,]+) ", ln):
+            assert int(rate.replace(",", "")) > 0
