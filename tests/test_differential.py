@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 import strategies as S
 from dtproto import DecodeError, EncodeError, Metadata, Metric, _impl
+from dtproto import _encode_py as enc_py
+from test_fastpath import _fresh_escapes, _fresh_memo  # the pure Encoder's memos, emptied
 
 if _impl.env_flag("DTPROTO_NO_EXTENSIONS"):
     pytest.skip("DTPROTO_NO_EXTENSIONS is set: only the pure-Python implementation",
@@ -547,3 +549,76 @@ def test_look_ahead_finds_the_line_and_its_first_space(both):
 @given(st.binary(max_size=200).map(lambda b: b.replace(b"a", b" ").replace(b"b", b"\n")))
 def test_look_ahead_on_any_bytes(both, q):
     assert both[1]._line_sp(q) == _line_sp_reference(q)
+
+
+# The pure-Python Encoder's memos (of dimension texts, and of escaped values)
+# write lines without the exact escaping; the Cython core has neither.  Lines
+# met again and again, values to escape among plain, invalid and too long
+# ones, as pairs and as dicts: every line or error from a memo is the C core's.
+
+_MEMO_VALUES = ["G1 Old Gen", 'say "hi"', "a,b", "k=v", "C:\\x", "ü c", "x", "",
+                "v" * 255 + " ", "v" * 256, "tab\tx", "\ud800 ", "a\u2028 b", "😀 x",
+                # one pair that joins to the text of two: a=x,b.c=x
+                "x,b.c=x", "x,host=x"]
+
+
+def _memo_calls(pair_lists, method):
+    calls = []
+    for pairs in pair_lists:
+        dims = tuple(pairs)
+        if len(dict(pairs)) == len(pairs) and len(pairs) % 2:
+            dims = dict(pairs)
+        if method == "summary":
+            calls.append((method, ("a.b", 1.0, 2.0, 3.0, 2, dims, 1_700_000_000_000), {}))
+        else:
+            calls.append((method, ("a.b", 2.5, dims), {}))
+    return calls * 3
+
+
+def _memo_lines_alike(py, c, calls, memo, small):
+    """Each call on a pure and a C Encoder; returns how many lines the pure
+    one wrote from the memo under test (``small``: that memo starts again
+    after a few values, or texts)."""
+    hits = [0]
+    with pytest.MonkeyPatch.context() as mp:
+        if memo == "escapes":
+            _fresh_escapes(mp, 52 if small else None)  # 52: again after two values
+            inner = enc_py._escaped_from_memo
+
+            def counted(*args):
+                out = inner(*args)
+                hits[0] += out is not None
+                return out
+
+            mp.setattr(enc_py, "_escaped_from_memo", counted)
+        else:
+            _fresh_memo(mp, 64 if small else None)
+        encs = (py.Encoder(), c.Encoder())
+        for op in calls:
+            outs = [encode_outcome(lambda: _apply(e, op)) for e in encs]
+            assert outs[0] == outs[1], op
+            assert encs[0].getvalue() == encs[1].getvalue(), op
+        if memo == "texts":
+            hits[0] = enc_py._memo_stat[0]
+    return hits[0]
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from(["host", "a", "b.c"]),
+                                   st.sampled_from(_MEMO_VALUES)),
+                         min_size=1, max_size=4), min_size=1, max_size=12),
+       st.sampled_from(["gauge", "count", "summary"]), st.sampled_from(["escapes", "texts"]),
+       st.booleans())
+def test_encoder_memo_lines_are_the_c_cores(both, pair_lists, method, memo, small):
+    _memo_lines_alike(*both, _memo_calls(pair_lists, method), memo, small)
+
+
+@pytest.mark.parametrize("memo", ["escapes", "texts"])
+def test_encoder_memo_differential_reaches_the_memo(both, memo):
+    """The property above does exercise the memos: on lines like its own,
+    the pure Encoder writes lines from them."""
+    pairs = [[("host", "G1 Old Gen"), ("a", "x")], [("b.c", 'say "hi"')],
+             [("host", "ü c"), ("a", "a,b"), ("b.c", "x")],
+             # two pairs, and one pair that joins to the same text
+             [("a", "x"), ("b.c", "x")], [("a", "x,b.c=x")]]
+    for method in ("gauge", "summary"):
+        assert _memo_lines_alike(*both, _memo_calls(pairs, method), memo, False) > 0
