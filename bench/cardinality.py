@@ -116,6 +116,19 @@ RATIOS = [
 ]
 
 
+class _LoopOnly:
+    """An encoder that encodes nothing: its methods are ``"".format``, a C
+    function that takes any arguments and returns at once, so
+    ``encoder_loop(_LoopOnly, ...)`` times the loop that feeds every
+    ``Encoder`` row (unpacking each point, choosing the method, calling it),
+    the part of those rows that no encoder can make faster."""
+
+    gauge = count = summary = "".format
+
+    def getvalue(self) -> bytes:
+        return b""
+
+
 def measure_level(level: Any, args: argparse.Namespace, impls: Dict[str, Any],
                   peers: Dict[str, Any]) -> Dict[Any, float]:
     """lines/s of every contender at one level, in this process: the level's
@@ -150,6 +163,7 @@ def measure_level(level: Any, args: argparse.Namespace, impls: Dict[str, Any],
             # the same points as dynatrace-metric-utils (see the docstring)
             jobs.append((("python", "Encoder", "slow"),
                          _corpus.encoder_loop(impls["python"].Encoder, tuples[:k]), k))
+    jobs.append(("loop", _corpus.encoder_loop(_LoopOnly, tuples), n))
     influx = None
     if "cython" in impls:
         jobs.append(("count", lambda: data.count(b"\n"), n))
@@ -272,7 +286,8 @@ def main(argv: Optional[List[str]] = None) -> int:
              ("python", "Encoder", "slow"):
                  "pure Python `Encoder` (first %s points)" % "{:,}".format(args.slow_lines),
              "count": "`bytes.count(b\"\\n\")`", "lpp": "line-protocol-parser (InfluxDB form)",
-             "questdb": "questdb `Buffer.row`"}
+             "questdb": "questdb `Buffer.row`",
+             "loop": "the loop feeding the `Encoder`s alone (nothing encoded)"}
     keys: List[Any] = [(i, op) for i in impls for op in ("validate", "decode", "Encoder")]
     keys += [k for k in names if any(k in rates[lv] for lv in levels)]
     for key in keys:

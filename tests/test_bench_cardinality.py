@@ -63,6 +63,7 @@ def test_new_processes_and_one_process_give_the_same_table(tmp_path: pathlib.Pat
     impl = "Cython" if dtproto.IMPLEMENTATION == "cython" else "pure Python"
     for op in ("validate", "decode", "Encoder"):   # ours, read back from the workers' files
         assert "%s `%s`" % (impl, op) in _rows(fresh, "| lines/s")
+    assert "the loop feeding the `Encoder`s alone (nothing encoded)" in _rows(fresh, "| lines/s")
     for ln in fresh:
         for rate in re.findall(r"\| ([\d,]+) ", ln):
             assert int(rate.replace(",", "")) > 0
