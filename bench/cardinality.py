@@ -23,12 +23,11 @@ millisecond timestamp on 90% of the lines.
 How it measures: each level runs in a new process of its own (this script
 again, reporting its rates through a file; ``--one-process`` runs them all
 here, one after the other).  In one process the last level pays for what
-the levels before it left in the heap: its data is allocated into the holes
-they freed rather than one object after the other, and the fastest
-contenders, whose time is mostly reading that data, lost the most: with
-every line unique the Cython ``Encoder`` ran at 1,714,313 lines/s last in
-one process against 2,263,307 in a process of its own, questdb at 619,649
-against 702,475 (Intel Xeon, 2 cores).  Per level, the corpus, its records
+the levels before it left behind: with every line unique, last in one
+process against a process of its own, every contender ran 3-28% slower
+(``bytes.count``, which reads no object, 9%), the Cython ``Encoder`` most
+(1,891,106 against 2,633,831 lines/s; Intel Xeon, 2 cores), so a level's
+figures depended on its place in the list.  Per level, the corpus, its records
 and its InfluxDB form are built first and held; then ``--repeat`` rounds time every contender once
 each (a slow spell of a shared host hits all of them, not the one whose
 repeats it covered), in an order shuffled for each round from ``--seed``
@@ -39,7 +38,7 @@ at 1,000 series; shuffled, 392,109 and 392,496), with the garbage collector enab
 (``gc.collect()`` before each run, outside the timing), and each
 contender's median counts.  Ratios are lines/s over lines/s of two
 contenders on the same data in the same process.  dynatrace-metric-utils
-(~100 us/line) encodes the first ``--slow-lines`` points, and so does the
+(~30 us a point) encodes the first ``--slow-lines`` points, and so does the
 pure-Python ``Encoder`` it is compared with: the whole level's points
 touch ten times the memory, which alone made the same ``Encoder`` ~20%
 slower a point (a ratio of 8.5x instead of 10.6x, measured side by side).  The reference
@@ -118,10 +117,12 @@ RATIOS = [
 
 class _LoopOnly:
     """An encoder that encodes nothing: its methods are ``"".format``, a C
-    function that takes any arguments and returns at once, so
+    function that takes any arguments and returns an empty string, so
     ``encoder_loop(_LoopOnly, ...)`` times the loop that feeds every
     ``Encoder`` row (unpacking each point, choosing the method, calling it),
-    the part of those rows that no encoder can make faster."""
+    the part of those rows that no encoder can make faster.  An upper bound:
+    ``str.format`` packs its arguments into a tuple and starts its parser,
+    which a vectorcall method (ours, Cython's) does not, ~40 ns a call."""
 
     gauge = count = summary = "".format
 
@@ -194,8 +195,9 @@ def measure_level(level: Any, args: argparse.Namespace, impls: Dict[str, Any],
 def _level_in_new_process(level: Any, args: argparse.Namespace) -> Dict[Any, float]:
     """measure_level in a new interpreter running this script, which reports
     its rates through a file: a level's figures then do not depend on what
-    the levels before it left in the heap (measured: a fifth slower for the
-    fastest contenders at the last level; the README's performance section)."""
+    the levels before it left behind (measured: up to 28% slower at the last
+    level; the README's performance section).  A failed worker raises
+    CalledProcessError."""
     cmd = [sys.executable, os.path.abspath(__file__), "--levels", str(level),
            "--lines", str(args.lines), "--repeat", str(args.repeat),
            "--slow-lines", str(args.slow_lines), "--seed", str(args.seed)]
@@ -225,6 +227,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--rates-out", metavar="FILE", help=argparse.SUPPRESS)  # a level's worker
     args = ap.parse_args(argv)
     argv = list(argv if argv is not None else sys.argv[1:])
+    if args.rates_out and len(args.levels) != 1:
+        ap.error("--rates-out reports one level")
 
     import dtproto
     from dtproto._impl import available_implementations
@@ -247,7 +251,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "round times every contender once, in an order shuffled per round); ratios are "
         "lines/s over lines/s. Command: `v/bin/python bench/cardinality.py %s`"
         % ("all levels in one process, one after the other, each"
-           if args.one_process or len(levels) == 1 else "each level in a new process",
+           if args.one_process else "each level in a process of its own",
            R, " ".join(argv)),
         "Peers: " + ", ".join("%s %s" % (dist, peer_version(dist)
                                         if not isinstance(peers[key], str) else "not installed")
@@ -257,11 +261,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\n".join(header), flush=True)
 
     rates: Dict[Any, Dict[Any, float]] = {}
+    failed = None
     for level in levels:
         if args.one_process or len(levels) == 1:
             rates[level] = measure_level(level, args, impls, peers)
-        else:
+            continue
+        try:
             rates[level] = _level_in_new_process(level, args)
+        except subprocess.CalledProcessError as e:
+            # the levels measured so far are still printed
+            failed = "%s: the worker failed (exit status %s)" % (
+                _corpus.cardinality_label(level), e.returncode)
+            print(failed, file=sys.stderr, flush=True)
+            break
+    levels = [lv for lv in levels if lv in rates]
     if args.rates_out:
         with open(args.rates_out, "w", encoding="utf-8") as f:
             json.dump([[list(k) if isinstance(k, tuple) else k, v]
@@ -287,7 +300,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                  "pure Python `Encoder` (first %s points)" % "{:,}".format(args.slow_lines),
              "count": "`bytes.count(b\"\\n\")`", "lpp": "line-protocol-parser (InfluxDB form)",
              "questdb": "questdb `Buffer.row`",
-             "loop": "the loop feeding the `Encoder`s alone (nothing encoded)"}
+             "loop": "the loop feeding the `Encoder`s alone (nothing encoded; an upper bound)"}
     keys: List[Any] = [(i, op) for i in impls for op in ("validate", "decode", "Encoder")]
     keys += [k for k in names if any(k in rates[lv] for lv in levels)]
     for key in keys:
@@ -301,7 +314,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write(table)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

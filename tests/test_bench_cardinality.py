@@ -13,7 +13,7 @@ import pathlib
 import re
 import subprocess
 import sys
-from typing import List
+from typing import List, Tuple
 
 import pytest
 
@@ -23,17 +23,21 @@ SCRIPT = ROOT / "bench" / "cardinality.py"
 pytestmark = pytest.mark.slow
 
 
-def _table(tmp_path: pathlib.Path, *extra: str) -> List[str]:
-    out = tmp_path / ("sweep%s.md" % "".join(extra).replace("-", "_"))
+def _table(tmp_path: pathlib.Path, *extra: str) -> Tuple[List[str], str]:
+    """The markdown table's lines and what the run printed."""
+    out = tmp_path / ("sweep%s.md" % "".join(extra).replace("-", "_").replace(" ", ""))
     p = subprocess.run(
         [sys.executable, str(SCRIPT), "--lines", "400", "--repeat", "1", "--slow-lines", "50",
-         "--levels", "20", "unique", "--markdown", str(out), *extra],
+         "--levels", "20", "unique", "--seed", "7", "--markdown", str(out), *extra],
         cwd=str(ROOT), capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr, p.stderr
     # the header is printed once, by the parent, not again by each worker
     assert p.stdout.count("Machine: ") == 2, p.stdout     # once on stdout, once in the table
-    return out.read_text(encoding="utf-8").splitlines()
+    # each level measured once, the one asked for
+    assert p.stdout.count("20 series: generating") == 1, p.stdout
+    assert p.stdout.count("every line unique: generating") == 1, p.stdout
+    return out.read_text(encoding="utf-8").splitlines(), p.stdout
 
 
 def _rows(lines: List[str], first: str) -> List[str]:
@@ -50,9 +54,9 @@ def _rows(lines: List[str], first: str) -> List[str]:
 
 
 def test_new_processes_and_one_process_give_the_same_table(tmp_path: pathlib.Path) -> None:
-    fresh = _table(tmp_path)
-    one = _table(tmp_path, "--one-process")
-    assert any("each level in a new process" in ln for ln in fresh)
+    fresh, fresh_out = _table(tmp_path)
+    one, one_out = _table(tmp_path, "--one-process")
+    assert any("each level in a process of its own" in ln for ln in fresh)
     assert any("all levels in one process" in ln for ln in one)
     for lines in (fresh, one):
         assert "| ratio (floor) | 20 series | every line unique |" in lines
@@ -63,7 +67,20 @@ def test_new_processes_and_one_process_give_the_same_table(tmp_path: pathlib.Pat
     impl = "Cython" if dtproto.IMPLEMENTATION == "cython" else "pure Python"
     for op in ("validate", "decode", "Encoder"):   # ours, read back from the workers' files
         assert "%s `%s`" % (impl, op) in _rows(fresh, "| lines/s")
-    assert "the loop feeding the `Encoder`s alone (nothing encoded)" in _rows(fresh, "| lines/s")
+    assert ("the loop feeding the `Encoder`s alone (nothing encoded; an upper bound)"
+            in _rows(fresh, "| lines/s"))
     for ln in fresh:
         for rate in re.findall(r"\| ([\d,]+) ", ln):
             assert int(rate.replace(",", "")) > 0
+    # the same corpus (--lines, --seed forwarded): the same warnings at each level
+    warned = re.compile(r"^  ([\d,]+) lines with a warning$", re.M)
+    assert warned.findall(fresh_out) == warned.findall(one_out)
+    assert len(warned.findall(fresh_out)) == 2 and warned.findall(fresh_out)[0] != "0"
+
+
+def test_only_is_forwarded_to_the_workers(tmp_path: pathlib.Path) -> None:
+    lines, _ = _table(tmp_path, "--only", "python")
+    rows = _rows(lines, "| lines/s") + _rows(lines, "| ratio")
+    assert "pure Python `decode`" in rows
+    # nothing measured for the Cython core, nor its peers
+    assert not any("Cython" in r or "bytes.count" in r for r in rows), rows
