@@ -12,13 +12,13 @@ import math
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import strategies as S
 from dtproto import DecodeError, EncodeError, Metadata, Metric, _impl
 from dtproto import _encode_py as enc_py
-from test_fastpath import _fresh_escapes, _fresh_memo  # the pure Encoder's memos, emptied
+from encoder_memos import fresh_escapes, fresh_memo
 
 if _impl.env_flag("DTPROTO_NO_EXTENSIONS"):
     pytest.skip("DTPROTO_NO_EXTENSIONS is set: only the pure-Python implementation",
@@ -582,7 +582,7 @@ def _memo_lines_alike(py, c, calls, memo, small):
     hits = [0]
     with pytest.MonkeyPatch.context() as mp:
         if memo == "escapes":
-            _fresh_escapes(mp, 52 if small else None)  # 52: again after two values
+            fresh_escapes(mp, 52 if small else None)  # 52: again after two values
             inner = enc_py._escaped_from_memo
 
             def counted(*args):
@@ -592,7 +592,9 @@ def _memo_lines_alike(py, c, calls, memo, small):
 
             mp.setattr(enc_py, "_escaped_from_memo", counted)
         else:
-            _fresh_memo(mp, 64 if small else None)
+            fresh_memo(mp, 4 if small else None)  # 4: texts evict each other
+            fresh_escapes(mp)   # emptied too (this also rests the memo of texts)
+            mp.setattr(enc_py, "_memo_rest", iter(()))   # consulted again
         encs = (py.Encoder(), c.Encoder())
         for op in calls:
             outs = [encode_outcome(lambda: _apply(e, op)) for e in encs]
@@ -608,6 +610,10 @@ def _memo_lines_alike(py, c, calls, memo, small):
                          min_size=1, max_size=4), min_size=1, max_size=12),
        st.sampled_from(["gauge", "count", "summary"]), st.sampled_from(["escapes", "texts"]),
        st.booleans())
+@example(pair_lists=[[("a", "x"), ("b.c", "x")], [("a", "x,b.c=x")]], method="gauge",
+         memo="texts", small=False)
+@example(pair_lists=[[("a", "x,b.c=x")], [("a", "x"), ("b.c", "x")]], method="count",
+         memo="texts", small=True)
 def test_encoder_memo_lines_are_the_c_cores(both, pair_lists, method, memo, small):
     _memo_lines_alike(*both, _memo_calls(pair_lists, method), memo, small)
 

@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import strategies as S
+from encoder_memos import fresh_escapes, fresh_memo
 from dtproto import Metric, _scan
 from dtproto import _encode_py as _enc
 from dtproto._corpus import UNIQUE, make_corpus
@@ -460,28 +461,11 @@ def _alike_call(dims: Any, ts: Optional[int], method: str) -> Tuple[str, tuple]:
     return method, ("a.b", 2.5, dims, ts)
 
 
-def _fresh_memo(mp: Any, small: Optional[int]) -> None:
-    """An empty memo, consulted whatever ran before; with ``small``, at most
-    ``small`` entries (it starts again empty beyond) and a first-sighting
-    table of ``small`` places, so texts also evict each other and collide."""
-    memo: dict = {}
-    mp.setattr(_enc, "_memo", memo)
-    mp.setattr(_enc, "_memo_get", memo.get)
-    mp.setattr(_enc, "_memo_stat", [0, 0, 0])
-    mp.setattr(_enc, "_memo_rest", iter(()))
-    if small is not None:
-        mp.setattr(_enc, "_MEMO_MAX", small)
-        mp.setattr(_enc, "_MEMO_SEEN_MASK", small - 1)
-        mp.setattr(_enc, "_memo_seen", bytearray(small))
-    else:
-        mp.setattr(_enc, "_memo_seen", bytearray(len(_enc._memo_seen)))
-
-
 @pytest.mark.parametrize("small", [None, 64])
 def test_encoder_memo_tells_apart_texts_that_read_alike(monkeypatch, small):
     """The alike dimensions in turn, each met three times, as a dict and as
     pairs; with the memo shrunk to 64 entries, texts also evict each other."""
-    _fresh_memo(monkeypatch, small)
+    fresh_memo(monkeypatch, small)
     calls = []
     for i, d in enumerate(_ALIKE + _ALIKE[::-1] + _ALIKE):
         dims = d if i % 2 else tuple(d.items())
@@ -498,7 +482,7 @@ def test_encoder_memo_rests_while_series_do_not_repeat(monkeypatch):
 
     monkeypatch.setattr(_enc, "_MEMO_WINDOW", 64)
     monkeypatch.setattr(_enc, "_MEMO_REST", 256)
-    _fresh_memo(monkeypatch, None)
+    fresh_memo(monkeypatch, None)
     unique = make_records(200, seed=5, cardinality=UNIQUE)
     repeated = make_records(600, seed=5, cardinality=10)
     for recs in (unique, repeated):
@@ -520,7 +504,7 @@ def test_encoder_memo_is_never_another_series(pair_lists, small):
     path writes (with 4 entries, evictions too)."""
     calls = [_alike_call(tuple(pairs), None, "gauge") for pairs in pair_lists]
     with pytest.MonkeyPatch.context() as mp:
-        _fresh_memo(mp, small)
+        fresh_memo(mp, small)
         _alike_lines(calls * 3)  # a text is let in the second time, hit the third
 
 
@@ -529,7 +513,7 @@ def test_encoder_memo_is_bounded_whatever_the_texts(monkeypatch):
     characters of them, and never a text longer than _MEMO_TEXT_MAX (texts
     of 1 to 15 valid pairs of up to 200 characters, 10 to 3,059 characters
     in all, each met three times); the lines stay the general path's."""
-    _fresh_memo(monkeypatch, None)
+    fresh_memo(monkeypatch, None)
     monkeypatch.setattr(_enc, "_MEMO_MAX", 50)
     monkeypatch.setattr(_enc, "_MEMO_CHARS", 2_000)
     longest = _enc._MEMO_TEXT_MAX
@@ -542,21 +526,6 @@ def test_encoder_memo_is_bounded_whatever_the_texts(monkeypatch):
             assert max(kept, default=0) <= longest
     assert _enc._memo_stat[0] > 0  # the third sightings of the short texts were hits
     assert max(map(len, _enc._memo), default=0) > 0
-
-
-def _fresh_escapes(mp: Any, most: Optional[int] = None) -> dict:
-    """An empty memo of escaped values (at most ``most`` - 50 before it
-    starts again), the memo of texts resting: every line with a value to
-    escape goes through _escaped_from_memo."""
-    from itertools import repeat
-
-    kept: dict = {}
-    mp.setattr(_enc, "_escapes", kept)
-    mp.setattr(_enc, "_escapes_get", kept.get)
-    mp.setattr(_enc, "_memo_rest", repeat(True))
-    if most is not None:
-        mp.setattr(_enc, "_ESCAPES_MAX", most)
-    return kept
 
 
 class _Alias(str):
@@ -594,7 +563,7 @@ def test_encoder_escape_memo_gives_the_general_line(pair_lists, most, method):
             dims = dict(pairs)
         calls.append(_alike_call(dims, NOW, method))
     with pytest.MonkeyPatch.context() as mp:
-        kept = _fresh_escapes(mp, most)
+        kept = fresh_escapes(mp, most)
         _alike_lines(calls * 3)
         assert len(kept) <= (most or _enc._ESCAPES_MAX)
         # only values that needed an escape, each with its own escape
@@ -607,7 +576,7 @@ def test_encoder_escape_memo_counts_every_mark_of_the_line(monkeypatch):
     """A kept value beside a value with a mark of its own (an escape, a
     control): the kept escape accounts for its own marks only, so the line
     goes to the exact helpers, which escape both or refuse the control."""
-    kept = _fresh_escapes(monkeypatch)
+    kept = fresh_escapes(monkeypatch)
     _alike_lines([_alike_call({"a": "G1 Old Gen"}, None, "gauge")])
     assert kept == {"G1 Old Gen": "G1\\ Old\\ Gen"}
     _alike_lines([_alike_call(d, None, "gauge") for d in (
@@ -620,7 +589,7 @@ def test_encoder_escape_memo_counts_every_mark_of_the_line(monkeypatch):
 def test_encoder_escape_memo_is_bounded(monkeypatch):
     """Values to escape that never repeat: the memo starts again before it
     holds more than _ESCAPES_MAX values; the lines stay the general path's."""
-    kept = _fresh_escapes(monkeypatch, 60)
+    kept = fresh_escapes(monkeypatch, 60)
     for i in range(200):
         _alike_lines([_alike_call({"a": "v%d x" % i, "b": "w%d y" % i}, None, "gauge")] * 2)
         assert len(kept) <= 60
@@ -630,7 +599,7 @@ def test_encoder_escape_memo_is_bounded(monkeypatch):
 def test_encoder_escape_memo_reads_a_str_subclass_as_its_text(monkeypatch):
     """A value of a str subclass that hashes and compares as a kept value is
     written as its own text: the memo is only asked about exact str."""
-    _fresh_escapes(monkeypatch)
+    fresh_escapes(monkeypatch)
     _alike_lines([_alike_call({"a": "G1 Old Gen"}, None, "gauge")] * 2)
     for dims in ({"a": _Alias("G2 Old Gen")}, (("a", _Alias("G2 Old Gen")),)):
         enc = _enc.Encoder()
@@ -643,7 +612,7 @@ def test_encoder_escape_memo_emptied_mid_line_changes_nothing(monkeypatch):
     line reads it: the line is written from the exact escape all the same."""
     import sys
 
-    kept = _fresh_escapes(monkeypatch)
+    kept = fresh_escapes(monkeypatch)
     dims = {"a": "G1 Old Gen", "b": "id-1", "c": 'say "hi"'}
     _alike_lines([_alike_call(dims, None, "gauge")])
     assert len(kept) == 2
@@ -735,7 +704,7 @@ def test_encoder_memo_keeps_only_what_it_checked(monkeypatch, small):
     and leave nothing that changes the lines of ordinary calls after them."""
     from dtproto.errors import EncodeError
 
-    _fresh_memo(monkeypatch, small)
+    fresh_memo(monkeypatch, small)
     for _ in range(3):
         enc = _enc.Encoder()
         enc.gauge("m.k", 1.5, (_Flip(),))
