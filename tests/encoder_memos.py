@@ -4,7 +4,7 @@ puts the module's own memos back afterwards."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 from dtproto import _encode_py as _enc
 
@@ -39,3 +39,17 @@ def fresh_escapes(mp: Any, most: Optional[int] = None) -> dict:
     if most is not None:
         mp.setattr(_enc, "_ESCAPES_MAX", most)
     return kept
+
+
+# Dimension values for the memo tests: values to escape, plain ones, invalid
+# ones (tab, DEL, lone surrogate, U+2028) and too long ones (256).
+ESCAPED_VALUES = ["G1 Old Gen", 'say "hi"', "a,b", "k=v", "C:\\x", "ü c", "x", "y", "",
+                  "v" * 255 + " ", "v" * 256, "tab\tx", "\x7f", "\ud800 ", "a\u2028 b", "😀 x"]
+
+
+def dims_of(pairs: List[Tuple[str, str]]) -> Any:
+    """The pairs as a tuple, or as a dict when its keys are distinct and
+    there is an odd number of them: both forms in one list of lines."""
+    if len(dict(pairs)) == len(pairs) and len(pairs) % 2:
+        return dict(pairs)
+    return tuple(pairs)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import strategies as S
 from dtproto import DecodeError, EncodeError, Metadata, Metric, _impl
 from dtproto import _encode_py as enc_py
-from encoder_memos import fresh_escapes, fresh_memo
+from encoder_memos import ESCAPED_VALUES, dims_of, fresh_escapes, fresh_memo
 
 if _impl.env_flag("DTPROTO_NO_EXTENSIONS"):
     pytest.skip("DTPROTO_NO_EXTENSIONS is set: only the pure-Python implementation",
@@ -556,18 +556,15 @@ def test_look_ahead_on_any_bytes(both, q):
 # met again and again, values to escape among plain, invalid and too long
 # ones, as pairs and as dicts: every line or error from a memo is the C core's.
 
-_MEMO_VALUES = ["G1 Old Gen", 'say "hi"', "a,b", "k=v", "C:\\x", "ü c", "x", "",
-                "v" * 255 + " ", "v" * 256, "tab\tx", "\ud800 ", "a\u2028 b", "😀 x",
-                # one pair that joins to the text of two: a=x,b.c=x
-                "x,b.c=x", "x,host=x"]
+_MEMO_VALUES = ESCAPED_VALUES + [
+    # one pair that joins to the text of two: a=x,b.c=x
+    "x,b.c=x", "x,host=x"]
 
 
 def _memo_calls(pair_lists, method):
     calls = []
     for pairs in pair_lists:
-        dims = tuple(pairs)
-        if len(dict(pairs)) == len(pairs) and len(pairs) % 2:
-            dims = dict(pairs)
+        dims = dims_of(pairs)
         if method == "summary":
             calls.append((method, ("a.b", 1.0, 2.0, 3.0, 2, dims, 1_700_000_000_000), {}))
         else:

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import strategies as S
-from encoder_memos import fresh_escapes, fresh_memo
+from encoder_memos import ESCAPED_VALUES, dims_of, fresh_escapes, fresh_memo
 from dtproto import Metric, _scan
 from dtproto import _encode_py as _enc
 from dtproto._corpus import UNIQUE, make_corpus
@@ -543,12 +543,8 @@ class _Alias(str):
         return False
 
 
-_ESCAPED_VALUES = ["G1 Old Gen", 'say "hi"', "a,b", "k=v", "C:\\x", "ü c", "x", "y", "",
-                   "v" * 255 + " ", "v" * 256, "tab\tx", "\x7f", "\ud800 ", "a\u2028 b", "😀 x"]
-
-
 @given(st.lists(st.lists(st.tuples(st.sampled_from(["host", "a", "b.c"]),
-                                   st.sampled_from(_ESCAPED_VALUES)),
+                                   st.sampled_from(ESCAPED_VALUES)),
                          min_size=1, max_size=4), min_size=1, max_size=20),
        st.sampled_from([None, 52]), st.sampled_from(["gauge", "count", "summary"]))
 def test_encoder_escape_memo_gives_the_general_line(pair_lists, most, method):
@@ -558,10 +554,7 @@ def test_encoder_escape_memo_gives_the_general_line(pair_lists, most, method):
     error, is the general path's."""
     calls = []
     for pairs in pair_lists:
-        dims: Any = tuple(pairs)
-        if len(dict(pairs)) == len(pairs) and len(pairs) % 2:
-            dims = dict(pairs)
-        calls.append(_alike_call(dims, NOW, method))
+        calls.append(_alike_call(dims_of(pairs), NOW, method))
     with pytest.MonkeyPatch.context() as mp:
         kept = fresh_escapes(mp, most)
         _alike_lines(calls * 3)
