@@ -1034,8 +1034,11 @@ def _brief(body: bytes) -> str:
 # "HTTP 502 without a ValidationResponse: <its body>", "HTTP 200 with an
 # unusable response (...): <its body>".  Kept here, beside the formats, so
 # that a reader that must not rewrite the server's words (the CLI) can tell.
-_QUOTES_SERVER = re.compile(r"HTTP \d+(?:: | without a ValidationResponse: "
-                            r"| with an unusable response \()")
+# A redirect is never followed (the Authorization header stays with its
+# host): "HTTP 307 (a redirect, ...): <its body>".
+_REDIRECT_NOTE = " (a redirect, not followed: give the final ingest URL)"
+_QUOTES_SERVER = re.compile(r"HTTP \d+(?:%s)?(?:: | without a ValidationResponse: "
+                            r"| with an unusable response \()" % re.escape(_REDIRECT_NOTE))
 
 
 def _quotes_server(reason: str) -> bool:
@@ -1350,7 +1353,8 @@ def _failure(s: Any, chunk: "_Chunk", status: Optional[int], body: bytes, reason
     if cls is not DeliveryError:
         msg = "%s (%s not delivered)" % (msg, lines)
     err = cls(msg, status, text, None, ambiguous)
-    err.reason = reason or msg   # type: ignore[attr-defined]
+    # (401/403/404/405/413: the explanation, not the bare status)
+    err.reason = reason if cls is DeliveryError and reason else msg   # type: ignore[attr-defined]
     if cause is not None:
         err.__cause__ = cause
         err.__suppress_context__ = True
@@ -1441,6 +1445,11 @@ class _Delivery:
         if status not in RETRY_STATUSES:
             if 200 <= status < 300 or status == 400:
                 self.window.success()
+            else:
+                # Not retried, and not a ValidationResponse: the status and
+                # the server's words are the reason.
+                self._reason = "HTTP %d%s%s" % (
+                    status, _REDIRECT_NOTE if 300 <= status < 400 else "", _brief(body or b""))
             self._finish(now)
             return
         if status == 429:

@@ -289,15 +289,15 @@ class AsyncSender(_UrlHelpers):
         except aiohttp.ClientConnectorError as exc:
             refused = isinstance(getattr(exc, "os_error", None), ConnectionRefusedError)
             raise _Attempt(_connect_failure(where, exc, refused, self._proxy is not None),
-                           ambiguous=False, cause=exc) from None
+                           ambiguous=False, cause=_without_credentials(exc)) from None
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             if state.sent_at is None:
                 raise _Attempt("connection failed while sending to %s: %s: %s"
                                % (where, type(exc).__name__, exc), ambiguous=False,
-                               cause=exc) from None
+                               cause=_without_credentials(exc)) from None
             raise _Attempt("connection to %s dropped after the request was sent (%s: %s)"
                            % (where, type(exc).__name__, exc), ambiguous=True,
-                           cause=exc) from None
+                           cause=_without_credentials(exc)) from None
         # The deadline passed: give the attempt up (its connection is closed).
         task.cancel()
         try:
@@ -487,26 +487,35 @@ class AsyncSender(_UrlHelpers):
             self._timer = asyncio.ensure_future(_flush_task(weakref.ref(self)))
 
     async def aclose(self) -> SendResult:
-        """Flush what is queued, then close the connections. Idempotent."""
+        """Flush what is queued, then close the connections. Idempotent.
+
+        Cancelled (a timeout around it) before its final flush began, it
+        changes nothing: a background flush under way goes on.  Cancelled
+        during it, the lines not sent stay queued and the sender open, so
+        that ``aclose()`` again sends them (and garbage collection warns).
+        """
         if self._closed:
             return SendResult()
-        try:
-            async with self._get_lock():
+        async with self._get_lock():
+            if self._closed:   # closed by another aclose() while this one waited
+                return SendResult()
+            try:
                 self._raise_background_error()
                 return await self._flush_locked()
-        finally:
-            # Lines still queued (a cancelled final flush): not closed, so
-            # that aclose() again sends them (and garbage collection warns).
-            self._closed = not self._batch.lines
-            if not self._closed:
-                log.warning("aclose() did not finish: %d lines still queued; aclose() "
-                            "again sends them", self._batch.lines)
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            if self._http is not None:
-                await self._http.close()
-                self._http = None
+            finally:
+                # Decided here, holding the lock: what a background flush has
+                # taken is not in the batch until it is done with it.
+                self._closed = not self._batch.lines
+                if self._closed:
+                    if self._timer is not None:
+                        self._timer.cancel()
+                        self._timer = None
+                    if self._http is not None:
+                        await self._http.close()
+                        self._http = None
+                else:
+                    log.warning("aclose() did not finish: %d lines still queued; aclose() "
+                                "again sends them", self._batch.lines)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -530,6 +539,31 @@ class AsyncSender(_UrlHelpers):
             warnings.warn("AsyncSender for %s dropped with %d queued lines never flushed "
                           "(await aclose() or use 'async with')" % (self.url, lines),
                           RuntimeWarning, stacklevel=2)
+
+
+# Request headers that hold credentials: the API token, a proxy's.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
+
+
+def _without_credentials(exc: BaseException) -> BaseException:
+    """``exc`` to chain to a SendError: an aiohttp error that carries the
+    request (``request_info``: a malformed answer, a proxy's refusal) holds
+    its headers, the token among them, so a copy without those headers
+    stands in for it; its traceback and context go (they reach the
+    original)."""
+    info = getattr(exc, "request_info", None)
+    if info is None or not isinstance(exc, aiohttp.ClientResponseError):
+        return exc
+    try:
+        from multidict import CIMultiDict, CIMultiDictProxy   # aiohttp's own dependency
+
+        headers = CIMultiDictProxy(CIMultiDict(
+            (k, v) for k, v in info.headers.items() if k.lower() not in _CREDENTIAL_HEADERS))
+        clean = aiohttp.RequestInfo(info.url, info.method, headers, info.real_url)
+        return type(exc)(clean, (), status=exc.status, message=exc.message,
+                         headers=exc.headers)
+    except Exception:   # another aiohttp's signature: the words only, no request
+        return aiohttp.ClientError("%s: %s" % (type(exc).__name__, exc))
 
 
 async def _flush_task(ref: "weakref.ReferenceType[AsyncSender]") -> None:

@@ -412,7 +412,15 @@ class _Connection:
 _LIVE: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
+# True once the exit flush runs: by then concurrent.futures has shut its
+# worker pools down (its own exit hook runs before atexit's), so a submit
+# raises RuntimeError and the exit flush sends one chunk at a time instead.
+_EXITING = False
+
+
 def _flush_at_exit() -> None:
+    global _EXITING
+    _EXITING = True
     for s in list(_LIVE):
         s._exit_flush()
 
@@ -668,7 +676,7 @@ class Sender(_UrlHelpers):
         leaves with the result so far attached (:meth:`_Session.interrupt`).
         """
         try:
-            if self.concurrency == 1:
+            if self.concurrency == 1 or _EXITING:
                 while True:
                     d = session.next_delivery()
                     if d is None:
@@ -940,10 +948,12 @@ class Sender(_UrlHelpers):
                 # background failure was raised first): the sender stays
                 # open, so that close() again, or the exit flush, sends them.
                 self._closed = not self._batch.lines
-                self._timer_stop.set()
                 if self._closed:
+                    self._timer_stop.set()
                     _LIVE.discard(self)
                 else:
+                    # still open: the background flush goes on honouring
+                    # flush_interval for what is queued, and what add() queues
                     log.warning("close() did not finish: %d lines still queued; close() "
                                 "again sends them (so does the exit flush)", self._batch.lines)
                 self._drop_connection()

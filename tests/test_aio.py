@@ -14,6 +14,7 @@ import pytest
 from conftest import NEUTRAL_DIR  # noqa: E402
 
 from dtproto.server import IngestServer
+from dtproto.errors import SendError
 
 TOKEN = "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX.TOPSECRETPARTOFTHETOKEN0123456789"
 
@@ -91,6 +92,75 @@ def test_dropped_with_queued_lines_warns_with_the_count() -> None:
     with pytest.warns(RuntimeWarning, match="2 queued lines"):
         s.__del__()
     s._closed = True
+
+
+def _everything_reachable(root: Any, depth: int = 6) -> List[Any]:
+    """root and what its exception chain, args and attributes reach (a few levels)."""
+    seen: dict = {}
+    todo = [(root, 0)]
+    while todo:
+        v, d = todo.pop()
+        if id(v) in seen or d > depth:
+            continue
+        seen[id(v)] = v
+        more: List[Any] = []
+        if isinstance(v, BaseException):
+            more += [v.__cause__, v.__context__, *v.args]
+        if isinstance(v, (list, tuple, set, frozenset)):
+            more += list(v)
+        elif isinstance(v, dict) or hasattr(v, "items"):
+            try:
+                more += [x for kv in v.items() for x in kv]
+            except Exception:
+                pass
+        if hasattr(v, "__dict__") and not isinstance(v, type):
+            more += list(vars(v).values())
+        for name in getattr(type(v), "__slots__", ()) or ():
+            more.append(getattr(v, name, None))
+        if not isinstance(v, type):   # attrs / namedtuple style objects
+            more += [getattr(v, a, None) for a in ("request_info", "headers", "history")]
+        todo += [(x, d + 1) for x in more if x is not None]
+    return list(seen.values())
+
+
+def test_token_is_not_in_the_chain_of_a_malformed_answer() -> None:
+    # aiohttp's ClientResponseError carries the request's headers (request_info)
+    import socket
+    import threading
+
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+
+    def serve() -> None:
+        c, _ = ls.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            piece = c.recv(65536)
+            if not piece:
+                break
+            data += piece
+        c.sendall(b"HTTP/1.1 2x2 Weird\r\nContent-Length: 0\r\n\r\n")
+        c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = "http://127.0.0.1:%d/api/v2/metrics/ingest" % ls.getsockname()[1]
+
+    async def main() -> BaseException:
+        async with AsyncSender(url, TOKEN, retries=0) as s:
+            with pytest.raises(SendError) as info:
+                await s.send(b"a.b 1\n")
+            return info.value
+
+    try:
+        exc = asyncio.run(main())
+    finally:
+        ls.close()
+    assert exc.__cause__ is not None   # the network error is still chained ...
+    reached = _everything_reachable(exc)
+    assert len(reached) > 5
+    for v in reached:                  # ... without the token anywhere in reach
+        assert "TOPSECRET" not in repr(v), (type(v), repr(v)[:300])
 
 
 def test_token_is_never_visible_in_the_async_sender() -> None:

@@ -379,6 +379,20 @@ def test_fatal_statuses_are_not_retried(srv, setup, exc, text):
     assert ei.value.result.undelivered[0].lines == 1
 
 
+@pytest.mark.parametrize("status", ["307", "408", "409", "415", "422"])
+def test_other_statuses_are_not_retried_and_say_why(srv, status):
+    srv.faults = [Fault(status, rate=1.0)]
+    with sender(srv) as s:
+        with pytest.raises(DeliveryError) as ei:
+            s.send(b"a.b 1\n")
+    assert len(srv.requests) == 1
+    (u,) = ei.value.result.undelivered
+    # the status and the server's words, never an empty reason
+    assert u.reason.startswith("HTTP %s" % status) and "Injected fault" in u.reason, u.reason
+    assert u.reason in str(ei.value)
+    assert ("not followed" in u.reason) == status.startswith("3")
+
+
 def test_real_404_on_a_wrong_path(srv):
     with sender(srv, url=srv.base_url + "/api/v1/metrics", check_url=False) as s:
         with pytest.raises(EndpointNotFoundError):

@@ -331,3 +331,61 @@ def test_a_second_cancel_cancels_what_is_still_in_flight():
             await s.aclose()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_the_exit_flush_sends_what_is_queued(concurrency):
+    # concurrent.futures shuts its pools down before atexit runs: the exit
+    # flush must not need one (it failed with the default concurrency=4)
+    with IngestServer() as srv:
+        code = ("from dtproto import Sender\n"
+                "s = Sender(%r, None, concurrency=%d, max_bytes=200, flush_bytes=10**6)\n"
+                "s.add(%r)\n" % (srv.url, concurrency, body().decode()))
+        p = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code],
+                           capture_output=True, text=True, timeout=60, cwd=HERE)
+        assert p.returncode == 0 and "could not be flushed" not in p.stderr, p.stderr
+        counts = stored_counts(srv)
+        assert len(counts) == N and set(counts.values()) == {1}
+
+
+def test_an_interrupted_close_keeps_the_background_flush():
+    with IngestServer() as srv:
+        hook = Interrupt(1)
+        s = Sender(srv.url, None, max_bytes=200, concurrency=1, flush_bytes=10**6,
+                   flush_interval=0.1, on_request=hook)
+        s.add(body())
+        with pytest.raises(KeyboardInterrupt):
+            s.close()
+        assert s.pending_lines > 0
+        hook.at = 0
+        s.add("late.line 1")   # queued after close() was interrupted
+        deadline = time.monotonic() + 10
+        while s.pending_lines and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert s.pending_lines == 0   # sent by the background flush, no close() needed
+        s.close()
+        # Ctrl-C came as the first request completed: its lines are counted,
+        # the rest were queued again, and every line was stored once
+        assert s.totals.lines_ok == N + 1 and not s.totals.undelivered
+        counts = stored_counts(srv)
+        assert len(counts) == N + 1 and set(counts.values()) == {1}
+
+
+def test_an_aclose_cancelled_while_a_background_flush_runs_changes_nothing():
+    async def main():
+        with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.1)]) as srv:
+            s = aio.AsyncSender(srv.url, None, concurrency=1, max_bytes=200,
+                                flush_interval=0.05, flush_bytes=10**6)
+            await s.add(body())
+            await asyncio.sleep(0.15)          # the background flush is under way
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(s.aclose(), 0.1)   # it waits for the lock
+            r = await s.aclose()               # the sender was left as it was
+            assert s.pending_lines == 0 and r.lines_not_delivered == 0
+            assert s.totals.lines_ok == N and not s.totals.undelivered
+            counts = stored_counts(srv)
+            assert len(counts) == N and set(counts.values()) == {1}
+            with pytest.raises(Exception, match="closed"):
+                await s.add("a.b 1")
+
+    asyncio.run(main())
