@@ -2144,7 +2144,7 @@ cdef int write_head(Out *o, object key, object dims) except -1:
             if not write_dimension(o, <object>ks[i], <object>vs[i]):
                 return 0
         return 1
-    if not dims:
+    if dims is None:   # not the truth of the caller's object (mirrors _head)
         return 1
     for pair in (dims if type(dims) is tuple or type(dims) is list
                  else dims.items() if hasattr(dims, "items") else dims):
@@ -2469,7 +2469,7 @@ A reusable buffer of encoded lines for hot loops.
 
     cdef int _point(self, int kind, object key, object a, object b, object c, object d,
                     object dimensions, object timestamp) except -1:
-        """One data point (mirrors Encoder._single and Encoder.summary).
+        """One data point (mirrors Encoder._point and Encoder.summary).
 
         The C path writes it when it can; otherwise the reference encoder does
         (with this encoder's options) or, for a plain encoder, names the error.

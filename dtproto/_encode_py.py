@@ -265,7 +265,10 @@ def _dimension_pairs(dimensions: Any, limit: Optional[int]) -> Iterator[Tuple[in
 
 def _head(key: Any, dimensions: Any) -> str:
     head = _check_metric_key(key)
-    if dimensions:
+    # "is not None", never the truth of the caller's object: a numpy array
+    # of pairs has none, and a container that says it is empty (its own
+    # __bool__ or __len__) is read by its pairs, as the Cython core reads it.
+    if dimensions is not None:
         head += "".join([_dimension_segment(k, v, i)
                          for i, k, v in _dimension_pairs(dimensions, MAX_DIMENSIONS)])
     return head
@@ -868,7 +871,7 @@ class _Options:
         if full is None:
             return None
         merged = dict(self.default)
-        if dimensions:
+        if dimensions is not None:   # (as in _head: read by its pairs)
             for i, k, v in _dimension_pairs(dimensions, None):
                 if i == MAX_DIMENSION_PAIRS_MERGED:
                     raise EncodeError("too many dimensions: more than %d pairs given"

@@ -8,6 +8,7 @@ byte-identical.  Runs against each implementation (``impl``).
 from __future__ import annotations
 
 import collections
+import collections.abc
 import contextlib
 import math
 import re
@@ -144,6 +145,71 @@ def test_dimensions_mapping_or_pairs(impl, dims):
     enc2 = impl.Encoder()
     enc2.gauge("abc", 1, iter(list(dims.items()) if hasattr(dims, "items") else dims))
     assert enc2.getvalue() == enc.getvalue()
+
+
+class _SaysEmptyPairs(list):
+    """Pairs whose container claims to be empty (its own __bool__ and __len__)."""
+
+    def __bool__(self):
+        return False
+
+    def __len__(self):
+        return 0
+
+
+class _NoTruthPairs(list):
+    """Pairs without a truth value, as a numpy array of pairs has none."""
+
+    def __bool__(self):
+        raise ValueError("the truth value is ambiguous")
+
+
+class _SaysEmptyMapping(collections.abc.Mapping):
+    def __init__(self, d):
+        self._d = d
+
+    def __getitem__(self, k):
+        return self._d[k]
+
+    def __iter__(self):
+        return iter(self._d)
+
+    def __len__(self):
+        return len(self._d)
+
+    def __bool__(self):
+        return False
+
+
+@pytest.mark.parametrize("options", [{}, {"prefix": "p"}, {"normalize": True},
+                                     {"static_dimensions": {"s": "1"}}])
+@pytest.mark.parametrize("wrap", [_SaysEmptyPairs, _NoTruthPairs, _SaysEmptyMapping],
+                         ids=["says-empty", "no-truth", "says-empty-mapping"])
+def test_dimensions_are_read_by_their_pairs_not_their_truth(impl, options, wrap):
+    # Found by a red-team pass: the reference asked the container's truth
+    # (dropping every dimension, or raising a bare ValueError for a numpy
+    # array of pairs) where the Cython core read its pairs.
+    pairs = [("k", "v"), ("a", "b")]
+    dims = wrap(dict(pairs)) if wrap is _SaysEmptyMapping else wrap(pairs)
+    enc, ref = impl.Encoder(**options), impl.Encoder(**options)
+    enc.gauge("abc.d", 1, dims)
+    ref.gauge("abc.d", 1, pairs)
+    assert enc.getvalue() == ref.getvalue()
+    assert b"k=v,a=b" in enc.getvalue()
+
+
+@pytest.mark.parametrize("options", [{}, {"prefix": "p"}])
+@pytest.mark.parametrize("dims,ok", [({}, True), ((), True), ([], True), ("", True),
+                                     (0, False), (False, False)])
+def test_empty_or_unusable_dimensions(impl, options, dims, ok):
+    enc = impl.Encoder(**options)
+    if ok:
+        enc.gauge("abc.d", 1, dims)
+        assert enc.getvalue().split(b" ")[0] in (b"abc.d", b"p.abc.d")   # no dimensions
+    else:   # not a mapping nor an iterable: refused, never taken for "none"
+        with pytest.raises(EncodeError, match="mapping or an iterable"):
+            enc.gauge("abc.d", 1, dims)
+        assert enc.getvalue() == b""
 
 
 def _pair_generator(k, v):
