@@ -333,6 +333,7 @@ def test_line_length_counts_trailing_blanks_and_applies_first(impl):
     check(impl, _meta_line(49_999) + "  ", E.LINE_TOO_LONG, 50_001)
     check(impl, "ab" + "!" * 60_000, E.LINE_TOO_LONG, 50_001)   # before any other rule
     check(impl, " " * 50_001, E.LINE_TOO_LONG, 50_001)          # all lines
+    assert impl.decode(" " * 50_000 + "\nabc 1") == [Metric.gauge("abc", 1)]   # blank
     check(impl, "abc 1\n" + _meta_line(50_001), E.LINE_TOO_LONG, 50_001, line=2)
     assert impl.decode(_meta_line(50_000) + "\n" + "abc 1")[1] == Metric.gauge("abc", 1)
 
