@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Iterator, Optional, Tuple, Union
 
 from ._constants import MAX_LINE_BYTES
 
-__all__ = ["READ_BLOCK", "NO_DATA_WAIT", "GZIP_MAGIC", "as_bytes", "open_path",
+__all__ = ["READ_BLOCK", "NO_DATA_WAIT", "GZIP_MAGIC", "as_bytes", "open_path", "sniff_gzip",
            "wait_for_data", "read_blocks", "byte_chunks", "TooLong", "line_blocks"]
 
 READ_BLOCK = 1 << 20      # bytes (or characters) asked of read() at a time
@@ -63,20 +63,107 @@ def as_bytes(data: Any) -> bytes:
     )
 
 
+class _HeadThenRest:
+    """A byte stream whose first bytes were read to look at them: ``head``,
+    then the rest of ``stream`` (which it closes)."""
+
+    def __init__(self, head: bytes, stream: Any) -> None:
+        self._head = head
+        self._stream = stream
+
+    def _take(self, n: Optional[int], read: Any) -> Any:
+        head = self._head
+        if not head:
+            return read(n)
+        if n is None or n < 0:
+            self._head = b""
+            rest = read(n)
+            return head if rest is None else head + rest
+        self._head = head[n:]
+        return head[:n]   # a short read: every reader here asks again
+
+    def read(self, n: Optional[int] = -1) -> Any:
+        return self._take(n, self._stream.read)
+
+    def read1(self, n: Optional[int] = -1) -> Any:
+        return self._take(n, getattr(self._stream, "read1", self._stream.read))
+
+    def fileno(self) -> int:
+        return int(self._stream.fileno())
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> "_HeadThenRest":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def sniff_gzip(stream: Any) -> Tuple[bool, Any]:
+    """Whether a binary ``stream`` (with ``peek``) starts with the gzip magic,
+    and the stream to read it from: ``stream`` itself, or one that gives the
+    bytes looked at back first.
+
+    ``peek(2)`` on a pipe gives what the writer sent so far, which may be one
+    byte: a body that starts with the first byte of the magic then waits
+    for the second (read, not peeked), so gzip is told by the bytes, not by
+    how they arrived.
+    """
+    head = bytes(stream.peek(2)[:2])
+    if head != GZIP_MAGIC[:1]:
+        return head == GZIP_MAGIC, stream
+    head = b""   # one byte so far, the magic's first: read (not peek) two
+    while len(head) < 2:
+        more = stream.read(2 - len(head))
+        if not more:   # the end (a read that would block waits in the caller's stream)
+            break
+        head += bytes(more)
+    return head == GZIP_MAGIC, _HeadThenRest(head, stream)
+
+
+class _GzipOfFile:
+    """The decompressed bytes of an opened gzip file, which it closes with itself."""
+
+    def __init__(self, file: Any, stream: Any) -> None:
+        import gzip  # only for gzip files: "import dtproto" stays light
+
+        self._file = file
+        self._gzip = gzip.GzipFile(fileobj=stream, mode="rb")
+
+    def read(self, n: int = -1) -> bytes:
+        return self._gzip.read(n)
+
+    def read1(self, n: int = -1) -> bytes:
+        return self._gzip.read1(n)
+
+    def close(self) -> None:
+        try:
+            self._gzip.close()
+        finally:
+            self._file.close()
+
+    def __enter__(self) -> "_GzipOfFile":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
 def open_path(path: "os.PathLike[Any]") -> BinaryIO:
-    """Open a file for reading as a byte stream; gzip files are decompressed."""
+    """Open a file for reading as a byte stream; gzip files are decompressed.
+
+    The file is opened once and read once (a FIFO or a process substitution
+    cannot be opened again): its first bytes tell gzip (:func:`sniff_gzip`).
+    """
     f: Any = open(path, "rb")
     try:
-        head = f.peek(2)[:2]
+        gz, stream = sniff_gzip(f)
+        return _GzipOfFile(f, stream) if gz else stream  # type: ignore[return-value]
     except BaseException:
         f.close()
         raise
-    if head == GZIP_MAGIC:
-        import gzip  # only for gzip files: "import dtproto" stays light
-
-        f.close()
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return f  # type: ignore[no-any-return]
 
 
 def wait_for_data(stream: Any, waited: float) -> float:

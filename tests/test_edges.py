@@ -283,6 +283,40 @@ def test_a_path_is_the_file_it_names(impl, tmp_path):
     assert list(impl.iter_decode(gz, errors="skip")) == list(impl.iter_decode(body, errors="skip"))
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])
+@pytest.mark.parametrize("split", [1, 2, 7])
+def test_a_fifo_is_read_once_and_gzip_told_by_its_bytes(impl, tmp_path, gz, split):
+    # Found by a red-team pass: peek(2) on a pipe gave the one byte the
+    # writer had sent, so a gzip body was read as text; and a gzip FIFO was
+    # closed and opened again, losing what the first open had buffered.
+    body = b"a.b 1\nbad line\nc.d count,delta=2\n" * 50
+    payload = gzip.compress(body) if gz else body
+    fifo = tmp_path / "m.fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb", buffering=0) as w:
+            w.write(payload[:split])
+            time.sleep(0.2)          # the reader peeks while only these bytes came
+            w.write(payload[split:])
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        got = impl.validate(fifo)
+    finally:
+        t.join(10)
+    assert got == impl.validate(body)
+    assert (got.lines_ok, got.lines_invalid) == (100, 50)
+
+
+def test_a_body_of_the_magic_s_first_byte_only(impl, tmp_path):
+    f = tmp_path / "one"
+    f.write_bytes(b"\x1f")
+    assert impl.validate(f) == impl.validate(b"\x1f")
+
+
 def test_a_str_is_never_a_path(impl, tmp_path):
     f = tmp_path / "m.txt"
     f.write_bytes(b"a.b 1\n")
