@@ -719,14 +719,15 @@ def _dimension_refs(table: Any, dimensions: Any) -> Tuple[List[Tuple[str, str]],
 
 
 def _text_column(arr: Any, field: str) -> Any:
-    """A dimension column as strings: strings, dictionaries (categoricals), integers."""
+    """A dimension column as strings: strings, dictionaries (categoricals), integers,
+    and nulls only (Arrow's type of a column without a value: left out, as a null is)."""
     t = arr.type
     if pa.types.is_dictionary(t):
         arr = arr.cast(t.value_type)
         t = arr.type
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return arr.cast(pa.string())
-    if pa.types.is_integer(t):
+    if pa.types.is_integer(t) or pa.types.is_null(t):
         return arr.cast(pa.string())
     raise EncodeError("a dimension value must be a str (strings, categoricals or integers), "
                       "not %s" % t, field, _E.INVALID_RECORD)
@@ -765,8 +766,19 @@ def _int63(arr: Any) -> Tuple[Any, Any]:
     return pc.less(arr, 0), arr   # no narrower type holds more than int64
 
 
+_MAX_SECONDS = MAX_INT64 // 1000   # the epoch seconds whose milliseconds fit int64 (+ or -)
+
+
 def _ts_column(arr: Any) -> Any:
-    """Timestamps as int64 epoch ms (nulls kept); naive datetimes are refused, as by Encoder."""
+    """Timestamps as int64 epoch ms (nulls kept); naive datetimes are refused, as by Encoder.
+
+    Seconds whose milliseconds do not fit int64 are out of the Encoder's
+    range (0..2**63-1) either way; they become -1000, which every path
+    refuses for its row like any negative timestamp (unless the row is
+    skipped for a null value).  Arrow's checked multiply raised its own
+    ArrowInvalid for the whole table (a red-team finding).  The row path
+    reads the exact values (:func:`_ts_values`), which its error names.
+    """
     t = arr.type
     if pa.types.is_timestamp(t):
         if t.tz is None:
@@ -776,7 +788,10 @@ def _ts_column(arr: Any) -> Any:
         raw = arr.cast(pa.int64())
         per = {"s": None, "ms": 1, "us": 1000, "ns": 1_000_000}[t.unit]
         if per is None:
-            return pc.multiply_checked(raw, 1000)
+            fits = pc.and_(pc.greater_equal(raw, -_MAX_SECONDS), pc.less_equal(raw, _MAX_SECONDS))
+            if not pc.all(fits).as_py():   # (nulls aside)
+                raw = pc.if_else(fits, raw, pa.scalar(-1, pa.int64()))
+            return pc.multiply(raw, 1000)
         if per == 1:
             return raw
         # floor division, as Encoder's (ts - epoch) // 1 ms: negative stays negative
@@ -789,6 +804,16 @@ def _ts_column(arr: Any) -> Any:
     if pa.types.is_integer(t) or pa.types.is_null(t):
         return arr
     raise EncodeError("an integer is required, not %s" % t, "timestamp", _E.INVALID_TIMESTAMP)
+
+
+def _ts_values(arr: Any) -> List[Optional[int]]:
+    """:func:`_ts_column` as Python ints for the row path, exact where int64 is not:
+    seconds are multiplied here, so that the Encoder's error names the
+    milliseconds of a timestamp past int64, not a stand-in."""
+    t = arr.type
+    if pa.types.is_timestamp(t) and t.unit == "s" and t.tz is not None:
+        return [None if v is None else v * 1000 for v in arr.cast(pa.int64()).to_pylist()]
+    return _ts_column(arr).to_pylist()  # type: ignore[no-any-return]
 
 
 from ._scan import E as _E  # noqa: E402
@@ -1068,14 +1093,17 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
             from ._scan import _metric_key_problem
 
             if len(kd) <= 100_000:
-                kbad = pa.array([_metric_key_problem(k) is not None for k in kd.to_pylist()],
-                                pa.bool_())
+                kbad = pa.array([None if k is None else _metric_key_problem(k) is not None
+                                 for k in kd.to_pylist()], pa.bool_())
             else:
                 ln = pc.utf8_length(kd)
                 kbad = pc.or_(pc.invert(pc.match_substring_regex(kd, _KEY_RE)),
                               pc.or_(pc.or_(pc.less(ln, MIN_METRIC_KEY),
                                             pc.greater(ln, MAX_METRIC_KEY)),
                                      pc.starts_with(kd, RESERVED_PREFIX)))
+            # a null in a categorical's dictionary is a null key (is_null below sees
+            # only null indices): bad, not a null mask that passes it
+            kbad = pc.fill_null(kbad, True)
             if pc.any(kbad).as_py():
                 bad.append(kbad.take(kidx))
             if kc.null_count:
@@ -1084,6 +1112,7 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
         head = [key_text, *dim_parts]
         kinds = [spec.kind[1]] if spec.kind[0] == "const" else None
         kind_col = None
+        is_kind: Dict[str, Any] = {}   # kind -> the rows of that kind
         if kinds is None:
             kind_col = _col(table, spec.kind[1])
             if pa.types.is_dictionary(kind_col.type):
@@ -1091,6 +1120,11 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
             kind_col = kind_col.cast(pa.string())
             bad.append(pc.invert(pc.fill_null(pc.is_in(kind_col, pa.array(list(KINDS))), False)))
             kinds = [k for k in pc.unique(kind_col).to_pylist() if k in KINDS]
+            # False, not null, where the kind is null (a bad row, flagged above): a
+            # null here went through the and/or of the skip masks into keep, and a
+            # row whose keep is null was neither written, nor skipped, nor refused
+            # (a red-team finding: it vanished when another row had a null value)
+            is_kind = {kd: pc.fill_null(pc.equal(kind_col, kd), False) for kd in kinds}
         payloads = {}
         nulls = {}
         if (KIND_GAUGE in kinds or KIND_COUNT in kinds) and spec.value is not None:
@@ -1134,7 +1168,7 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
                           pc.not_equal(sm, 0.0))
             sbad = pc.or_(pc.greater(mn, mx), pc.if_else(zero, zbad, incons))
             if kind_col is not None:
-                sbad = pc.and_(pc.equal(kind_col, KIND_SUMMARY), sbad)
+                sbad = pc.and_(is_kind[KIND_SUMMARY], sbad)
             bad.append(sbad)
             payloads[KIND_SUMMARY] = pc.binary_join_element_wise(
                 " gauge,min=", _format_floats(mn), ",max=", _format_floats(mx),
@@ -1153,7 +1187,7 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
             for kd in kinds:
                 if kd not in payloads:
                     raise _NeedRows(0)
-                sel = pc.equal(kind_col, kd)
+                sel = is_kind[kd]
                 pk = payloads[kd]
                 payload = pc.if_else(sel, pa.scalar(pk) if isinstance(pk, str) else pk, payload)
                 if nulls[kd] is not None:
@@ -1164,6 +1198,10 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
         if ts_text is not None:
             parts.extend(ts_text)
         line = pc.binary_join_element_wise(*parts, "\n", "")
+        if isinstance(line, (pa.Array, pa.ChunkedArray)) and line.null_count:
+            # a null part: the row's value (skipped below) or what a check flags;
+            # anything else is the row path's to judge, never a line left out
+            bad.append(pc.is_null(line))
         if isnull is not None and not pc.any(isnull).as_py():
             isnull = None
         if isnull is not None:
@@ -1227,7 +1265,8 @@ def _c_strings(arr: Any, role: str) -> Any:
         raise _Unsupported
     if any(f(t) for f in _STRINGS):
         return arr
-    if pa.types.is_string_view(t) or (role == "dim" and pa.types.is_integer(t)):
+    if pa.types.is_string_view(t) or \
+            (role == "dim" and (pa.types.is_integer(t) or pa.types.is_null(t))):
         return arr.cast(pa.string())
     raise _Unsupported
 
@@ -1438,7 +1477,7 @@ def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
                     bad = next(w for w in words if type(w) is _BadText)
                     raise _bad_text_error(bad, map_col, i) from None
             raise
-    ts_vals = column(ts_name, _ts_column) if ts_name is not None else None
+    ts_vals = _ts_values(_col(table, ts_name)) if ts_name is not None else None
     skipped = 0
     before = encoder.lines
     spec_cols = []
@@ -1557,10 +1596,14 @@ def encode_table(data: Any, *, key: Any = None, value: Any = None, dimensions: A
         # the Cython core's column encoder; pandas object columns read as they are
         objects: Dict[str, Any] = {}
         if frame is not None:
-            # columns of text only (an object column of numbers is pyarrow's to convert)
+            import numpy   # pandas' own dependency
+
+            # columns of text only (an object column of numbers is pyarrow's to convert),
+            # contiguous: the C loop reads the array's buffer, and a view's column
+            # (df.iloc[::-1]) is strided (it was refused: "ndarray is not C-contiguous")
             text = {s.key[1] for s in specs if s.key[0] == "col"} | {c for _, c in dims}
             text -= _number_columns(specs, timestamp)
-            objects = {c: frame[c].to_numpy() for c in used
+            objects = {c: numpy.ascontiguousarray(frame[c].to_numpy()) for c in used
                        if c in text and frame[c].dtype == object}
             table = _pandas_columns(frame, [c for c in used if c not in objects])
         try:

@@ -385,9 +385,10 @@ def send_files(paths: Union[PathArg, Iterable[PathArg]], url: str, token: Option
     Retries of Dask: when a worker dies, Dask runs its tasks again on another
     worker.  A send task records its progress on the scheduler after every
     segment of about ``8 * max_bytes`` (``4 * concurrency * max_bytes`` at
-    least) bytes, and a second run skips what was recorded.  Only the lines
-    of the segment that was in progress when the worker died can have been
-    stored twice: they are listed in the result's ``resent`` attribute
+    least) bytes, and a second run skips what was recorded (the records are
+    cleared when send_files returns).  Only the lines of the segment that
+    was in progress when the worker died can have been stored twice: they
+    are listed in the result's ``resent`` attribute
     (``[(first_line, last_line), ...]``, file line numbers; empty when no
     task ran twice).  The counts of the result are those of the last
     delivery of each line.
@@ -408,12 +409,13 @@ def send_files(paths: Union[PathArg, Iterable[PathArg]], url: str, token: Option
     with Sender(url, token, **sender_options) as probe:   # refuse bad options here
         max_bytes, concurrency = getattr(probe, "max_bytes"), getattr(probe, "concurrency")
     segment = max_bytes * max(8, 4 * concurrency)
-    name = _task_name("send")
+    # also the name of the ledgers on the scheduler (task metadata), cleared below
+    task_name = _task_name("send")
     jobs = _submit_blocks(client, names, size, _send_range,
-                          (url, token, sender_options, segment), name)
+                          (url, token, sender_options, segment), task_name)
     out: Dict[str, Any] = _ByPath()
     try:
-        for name, futures in zip(names, jobs):
+        for path, futures in zip(names, jobs):
             total = SendResult()
             total.resent = []  # type: ignore[attr-defined]
             offset = 0
@@ -422,12 +424,15 @@ def send_files(paths: Union[PathArg, Iterable[PathArg]], url: str, token: Option
                 total.resent.extend((a + offset, b + offset)  # type: ignore[attr-defined]
                                     for a, b in part["resent"])
                 offset += part["lines"]
-            out[name] = total
+            out[path] = total
     finally:
         for futures in jobs:
             client.cancel(futures)
         try:
-            client.set_metadata(name, None)   # the ledgers (the scheduler keeps a None)
+            # the ledgers (the scheduler keeps a None).  A loop variable that
+            # reused the task's name once made this clear a path's key instead,
+            # and every ledger stayed on the scheduler (a red-team finding).
+            client.set_metadata(task_name, None)
         except Exception:  # pragma: no cover - the scheduler went away
             pass
     return out

@@ -327,6 +327,49 @@ def test_categoricals_integers_nulls_and_constants(impl):
     assert A.encode_table(t, key="k.k", value=2.5, _codec=impl) == b"k.k gauge,2.5\n" * 4
 
 
+
+
+@pytest.mark.parametrize("distinct", [2, 100_002])   # (over 100,000: checked by Arrow kernels)
+def test_a_null_in_a_key_categoricals_dictionary_is_a_null_key(impl, distinct):
+    """A categorical key column whose dictionary holds a null: the rows pointing
+    at it have a null key, refused for the first written one as the Encoder
+    refuses None (the vector path raised a TypeError checking it, or passed
+    it on a null mask)."""
+    words = pa.array(["a.b", None] + ["k.k%d" % i for i in range(distinct - 2)])
+    keys = pa.DictionaryArray.from_arrays(pa.array([0, 1, 1, 0], pa.int32()), words)
+    t = pa.table({"k": keys, "v": [1.0, None, 2.0, 3.0]})   # row 1 is skipped
+    for extra in ({}, {"_rows": True}):
+        with pytest.raises(EncodeError, match="metric key must be a str") as e:
+            A.encode_table(t, key="k", value="v", _codec=impl, **extra)
+        assert e.value.record == 2
+        body = A.encode_table(t.filter(pa.array([True, True, False, True])), key="k",
+                              value="v", _codec=impl, **extra)
+        assert (bytes(body), body.lines, body.skipped_null) == \
+            (b"a.b gauge,1\na.b gauge,3\n", 2, 1)
+
+
+def test_a_dimension_column_of_nulls_only_is_left_out(impl):
+    """A dimension column that is all null (a pandas object column of None, a
+    Polars or Arrow null column) is left out, as a null is anywhere else:
+    Arrow gives it the null type, which used to be refused as not a string."""
+    pd = pytest.importorskip("pandas")
+    pl = pytest.importorskip("polars")
+    cols = {"key": ["a.b", "c.d"], "value": [1.0, 2.0], "host": ["x", "y"]}
+    frames = [
+        pd.DataFrame(cols).assign(none=pd.Series([None, None], dtype=object)),
+        pl.DataFrame(cols).with_columns(pl.lit(None).alias("none")),
+        pa.table(cols).append_column("none", pa.nulls(2)),
+        pa.table(cols).append_column("none", pa.nulls(2).dictionary_encode()),
+    ]
+    want = b"a.b,host=x gauge,1\nc.d,host=y gauge,2\n"
+    for frame in frames:
+        for extra in ({}, {"_rows": True}):
+            body = A.encode_table(frame, key="key", value="value",
+                                  dimensions=["none", "host"], _codec=impl, **extra)
+            assert bytes(body) == want, (type(frame), extra)
+            assert body.lines == 2
+
+
 def test_wide_frame_one_line_per_metric_row_major(impl):
     t = pa.table({"cpu": [1.0, None, 3.0], "mem": [10.0, 20.0, None], "host": ["a", "b", "c"]})
     body = A.encode_table(t, value={"host.cpu": "cpu", "host.mem": "mem"}, dimensions=["host"],
@@ -352,6 +395,34 @@ def test_summaries_and_kind_column(impl):
     assert e.value.record == 0
 
 
+
+@pytest.mark.parametrize("summary_columns", [False, True])
+def test_a_null_kind_is_its_rows_error_whatever_else_is_skipped(impl, summary_columns):
+    """A null in a kind column is refused for its row ("kind must be one of
+    ..., not None"), the first bad row named, by every path.  It used to
+    vanish when another row was skipped for a null value (its line not
+    written, yet counted in ``lines``), and a later bad row was named
+    instead: comparing a null kind gave null masks, which hid the row."""
+    cols = {"key": ["a.b", "a.b", "a.b", "1bad"], "value": [1.0, 2.0, None, 4.0],
+            "kind": ["gauge", None, "gauge", "count"]}
+    if summary_columns:   # the summary checks see the null kind too
+        cols.update({"min": [None, 1.0, 1.0, None], "max": [None, 1.0, 1.0, None],
+                     "sum": [None, 1.0, 1.0, None], "count": pa.array([None, 1, 1, None])})
+    t = pa.table(cols)
+    for table in (t, t.slice(0, 3)):   # with a later bad row, and without
+        for extra in ({}, {"_rows": True}):
+            with pytest.raises(EncodeError, match="kind must be one of .*not None") as e:
+                A.encode_table(table, key="key", value="value", kind="kind", _codec=impl,
+                               **extra)
+            assert e.value.record == 1
+    # a null kind whose value is null too is skipped, as the row path skips it
+    quiet = pa.table({"key": ["a.b"] * 2, "value": [1.0, None], "kind": ["gauge", None]})
+    for extra in ({}, {"_rows": True}):
+        got = A.encode_table(quiet, key="key", value="value", kind="kind", _codec=impl,
+                             **extra)
+        assert (bytes(got), got.lines, got.skipped_null) == (b"a.b gauge,1\n", 1, 1)
+
+
 def test_decoded_table_encodes_back_canonically(impl):
     buf = body_with_everything()
     table = A.decode_table(buf, _codec=impl)
@@ -369,6 +440,28 @@ def test_datetime_timestamps(impl):
     naive = pd.DataFrame({"v": [1.0], "ts": pd.to_datetime([1_700_000_000_123], unit="ms")})
     with pytest.raises(EncodeError, match="naive"):
         A.encode_table(naive, key="a.b", value="v", timestamp="ts", _codec=impl)
+
+
+
+def test_seconds_timestamps_past_int64_milliseconds(impl):
+    """A ``timestamp[s, tz]`` whose milliseconds do not fit int64: Arrow's
+    checked multiply raised its own ArrowInvalid for the whole table.  Now the
+    row is skipped when its value is null, else its EncodeError (the value
+    out of range, named exactly) by every path."""
+    big = pa.array([1_700_000_000, 2**62, -(2**62), 1_700_000_001], pa.int64())
+    t = pa.table({"v": [1.0, None, 3.0, 4.0], "ts": big.cast(pa.timestamp("s", tz="UTC"))})
+    opts = dict(key="a.b", value="v", timestamp="ts")
+    skipped = t.filter(pa.array([True, True, False, True]))
+    for extra in ({}, {"_rows": True}):
+        body = A.encode_table(skipped, **opts, _codec=impl, **extra)
+        assert bytes(body) == b"a.b gauge,1 1700000000000\na.b gauge,4 1700000001000\n"
+        assert (body.lines, body.skipped_null) == (2, 1)
+        for table, row, ms in ((t, 2, -(2**62) * 1000),
+                               (t.set_column(0, "v", pa.array([1.0] * 4)), 1, 2**62 * 1000)):
+            with pytest.raises(EncodeError) as e:
+                A.encode_table(table, **opts, _codec=impl, **extra)
+            assert (e.value.field, e.value.record) == ("timestamp", row)
+            assert str(ms) in str(e.value)
 
 
 @pytest.mark.parametrize("column,value,code", [

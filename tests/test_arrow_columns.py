@@ -348,10 +348,26 @@ def test_object_columns_with_other_objects_are_converted_by_pyarrow(c):
         b"a.b,h=a,n=1 gauge,1\na.b,n=2 gauge,2\na.b gauge,3\n"
     mixed = df.assign(h=pd.Series(["a", 5, "c"], dtype=object))
     assert _agree(c, mixed, dict(key="a.b", value="v", dimensions=["h"]))[0][0] == "other"
-    only_null = df.assign(h=pd.Series([None, None, None], dtype=object))
-    assert _agree(c, only_null, dict(key="a.b", value="v", dimensions=["h"]))[0][0] == "error"
+    only_null = df.assign(h=pd.Series([None, None, None], dtype=object))   # left out
+    assert _agree(c, only_null, dict(key="a.b", value="v", dimensions=["h"]))[0][1] == \
+        b"a.b gauge,1\na.b gauge,2\na.b gauge,3\n"
     unused = df.assign(junk=pd.Series([object(), 1, "x"], dtype=object))
     assert _agree(c, unused, dict(key="a.b", value="v"))[0][0] == "ok"
+
+
+
+def test_object_columns_of_a_view_are_read(c):
+    """The object columns of a frame that is a strided view (``df.iloc[::-1]``,
+    ``df.iloc[::2]``): the C loop reads a contiguous ndarray, and used to
+    refuse these with ValueError: ndarray is not C-contiguous."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"key": pd.Series(["a.b", "c.d", "e.f"], dtype=object),
+                       "value": [1.0, 2.0, 3.0],
+                       "host": pd.Series(["x", "y", "z"], dtype=object)})
+    opts = dict(key="key", value="value", dimensions=["host"])
+    assert _agree(c, df.iloc[::-1], opts)[0][1] == \
+        b"e.f,host=z gauge,3\nc.d,host=y gauge,2\na.b,host=x gauge,1\n"
+    assert _agree(c, df.iloc[::2], opts)[0][1] == b"a.b,host=x gauge,1\ne.f,host=z gauge,3\n"
 
 
 def test_a_malformed_string_array_is_refused_not_read_past(c):

@@ -259,6 +259,30 @@ def test_send_failure_is_accounted_per_line(client, tmp_path):
         len(r.undelivered) == 1
 
 
+
+def _send_ledgers(dask_scheduler) -> set:
+    """Run on the scheduler: the send ledgers it holds (task metadata not cleared)."""
+    return {k for k, v in dask_scheduler.task_metadata.items()
+            if str(k).startswith("dtproto-send-") and v is not None}
+
+
+def test_send_clears_its_ledgers(client, tmp_path):
+    """The progress records of a send (scheduler task metadata, pickled
+    results) are dropped when send_files returns; they used to stay on the
+    scheduler for good (the name to clear was overwritten by a loop variable)."""
+    from dtproto.server import IngestServer
+
+    files = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    for f in files:
+        f.write_bytes(b"a.b,host=h 1\n" * 500)
+    before = client.run_on_scheduler(_send_ledgers)
+    with IngestServer(tokens={TOKEN: ["metrics.ingest"]}, now_ms=NOW) as srv:
+        results = dtdask.send_files(files, srv.url, TOKEN, client=client, blocksize=2000,
+                                    max_bytes=1000)
+    assert [results[f].lines_ok for f in files] == [500, 500]
+    assert client.run_on_scheduler(_send_ledgers) <= before
+
+
 def test_a_second_run_skips_what_the_first_delivered(client, tmp_path):
     """What Dask does when a worker dies: the task runs again elsewhere.  The
     ledger (scheduler metadata) says which segments were delivered; only the
