@@ -1098,10 +1098,9 @@ def _configure(
     if parts.username or parts.password:
         raise ConfigurationError(
             "credentials in the URL are not supported; pass the API token as token=")
-    try:
-        parts.port
-    except ValueError as exc:
-        raise ConfigurationError("invalid port in url: %s" % exc) from None
+    if not _has_valid_port(parts):
+        raise ConfigurationError("url has an invalid port: %s (or none, for the scheme's "
+                                 "default)" % _PORT_RULE)
     path = parts.path.rstrip("/") or "/"
     s._oneagent = path == ONEAGENT_PATH
     s.url = _safe_url(parts._replace(path=path))
@@ -1200,28 +1199,87 @@ def _configure(
     s._proxy = _find_proxy(s._host, s._https, proxy)
 
 
-def _find_proxy(host: str, https: bool, proxy: Union[bool, str]) -> Optional[urllib.parse.SplitResult]:
-    if proxy is False or _is_loopback(host):
+_PORT_RULE = "a port is a number within 1..65535"
+
+
+def _has_valid_port(parts: urllib.parse.SplitResult) -> bool:
+    """Whether a URL names no port or one that can be connected to.
+
+    urllib takes port 0, which no server listens on, and a connection given
+    port 0 would go to the scheme's default port instead: refused, as a port
+    that is not a number or is above 65535 (urllib's ValueError) is.
+    """
+    try:
+        return parts.port != 0
+    except ValueError:
+        return False
+
+
+def _find_proxy(host: str, https: bool,
+                proxy: Union[bool, str]) -> Optional[urllib.parse.SplitResult]:
+    """The proxy to connect to ``host`` through (None: directly).
+
+    A proxy URL that cannot be used is a :class:`ConfigurationError` here,
+    before anything is sent: one given as ``proxy=`` always (even when the
+    destination is loopback, which never uses it), one from the environment
+    when it would be used.
+    """
+    if proxy is False:
         return None
     if proxy is True:
+        if _is_loopback(host):
+            return None
         scheme = "https" if https else "http"
         found = urllib.request.getproxies().get(scheme)
         if not found or urllib.request.proxy_bypass(host):
             return None
-        proxy = found
-    p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        return _proxy_url(found, _proxy_variable(scheme, found))
+    p = _proxy_url(proxy, "proxy=")
+    return None if _is_loopback(host) else p
+
+
+def _proxy_variable(scheme: str, found: str) -> str:
+    """Where ``urllib.request.getproxies()`` found the proxy ``found`` of
+    ``scheme``, for messages: the environment variable (urllib prefers the
+    lowercase one), else the system's settings (macOS, Windows)."""
+    for name in (scheme + "_proxy", scheme.upper() + "_PROXY"):
+        if os.environ.get(name) == found:
+            return name
+    return "the system's proxy settings"
+
+
+def _proxy_url(proxy: str, origin: str) -> urllib.parse.SplitResult:
+    """The proxy URL ``proxy`` parsed and checked; a ConfigurationError says
+    what is wrong and ``origin`` (``proxy=`` or where it was found), never
+    the URL itself: it may hold credentials."""
+    def invalid(why: str) -> ConfigurationError:
+        return ConfigurationError("invalid proxy URL in %s (not shown, it may hold "
+                                  "credentials): %s" % (origin, why))
+
+    try:
+        p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    except ValueError:      # ('http://[::1'); urllib's message may quote the credentials
+        raise invalid("it cannot be parsed as a URL") from None
     if not p.hostname:
-        raise ConfigurationError("invalid proxy URL (not shown, it may hold credentials)")
+        raise invalid("it names no host")
     if p.scheme.lower() != "http":
         # The request to the proxy is plain text: with an https:// proxy the
         # CONNECT request and its Proxy-Authorization credentials would cross
         # the link the user expects to be encrypted.  Refuse it.
         raise ConfigurationError(
-            "unsupported proxy scheme %r (proxy %s): only http:// proxies are supported "
+            "unsupported proxy scheme %r in %s (proxy %s): only http:// proxies are supported "
             "(the request to the proxy, with its credentials, is not encrypted; the "
             "connection to the ingest endpoint is TLS through the proxy's tunnel). Use an "
-            "http:// proxy URL, or proxy=False" % (p.scheme, _safe_proxy(p)))
+            "http:// proxy URL, or proxy=False" % (p.scheme, origin, _safe_proxy(p)))
+    if not _has_valid_port(p):
+        raise invalid("its port is not valid: %s" % _PORT_RULE)
     return p
+
+
+def _proxy_address(p: urllib.parse.SplitResult) -> Tuple[str, int]:
+    """The host and port to connect to for the proxy ``p`` (checked by
+    :func:`_proxy_url`: an http:// URL, port 80 unless it names one)."""
+    return p.hostname or "", p.port or 80
 
 
 def _proxy_headers(p: Optional[urllib.parse.SplitResult]) -> Dict[str, str]:

@@ -9,11 +9,18 @@ merge (``--jobs`` combines the states of byte ranges in input order).
 Counting is exact while it fits: every series is kept as a stable 64-bit
 hash (BLAKE2b, so the states of different processes merge; two series
 colliding has odds of about n²/2⁶⁵, negligible at 10⁷ series), every
-dimension value as itself.  Beyond :data:`EXACT_SERIES` series in a file
-(:data:`EXACT_VALUES` values of one dimension key), the largest counts switch
-to a HyperLogLog estimate (:class:`HyperLogLog`, 2¹⁴ registers, about 0.8%
-standard error) and are marked ``estimated``.  Memory stays bounded whatever
-the file's size.
+dimension value as itself.  Beyond that a count switches to a HyperLogLog
+estimate (:class:`HyperLogLog`, 2¹⁴ registers, about 0.8% standard error),
+marked ``estimated``.  Which counts are estimated depends only on the
+counts, never on the order of the lines or on how ``--jobs`` cut the file
+(:func:`_fit`): the series of a key are exact when the key has at most a
+threshold of them, the largest of :data:`EXACT_SERIES`, half that, a
+quarter... (not below :data:`EXACT_FLOOR`) at which the keys' series, each
+key's taken up to the threshold, total at most :data:`EXACT_SERIES`; the
+values of a dimension key likewise, from :data:`EXACT_VALUES` within
+:data:`EXACT_VALUES_TOTAL`.  Memory stays bounded whatever the file's size:
+the exact items fit those totals, or the threshold is down to EXACT_FLOOR
+items per key, and an estimate is 16 KB of registers.
 """
 
 from __future__ import annotations
@@ -26,11 +33,14 @@ from ._constants import LIMIT_METRIC_KEYS, LIMIT_SERIES_CUSTOM, LIMIT_SERIES_PER
 from .model import Metric
 
 __all__ = ["HyperLogLog", "Distinct", "FileStats", "EXACT_SERIES", "EXACT_VALUES",
-           "ESTIMATOR"]
+           "EXACT_FLOOR", "ESTIMATOR"]
 
 EXACT_SERIES = 2_000_000     # series counted exactly per file (then the largest keys estimate)
-EXACT_VALUES = 200_000       # values of one dimension key (of one metric) counted exactly
+EXACT_VALUES = 200_000       # values of one dimension key (of one metric) counted exactly, at most
 EXACT_VALUES_TOTAL = 2_000_000   # dimension values kept per file in all
+# A count this small is always exact: its estimate's registers (16 KB) would
+# take more memory than its items do.
+EXACT_FLOOR = 1_000
 HLL_P = 14
 ESTIMATOR = "HyperLogLog (2^14 registers, 64-bit BLAKE2b hashes, ~0.8% standard error)"
 
@@ -90,9 +100,6 @@ class Distinct:
     def estimated(self) -> bool:
         return self.hll is not None
 
-    def size(self) -> int:
-        return len(self.exact) if self.exact is not None else 0
-
     def count(self) -> int:
         if self.exact is not None:
             return len(self.exact)
@@ -128,6 +135,31 @@ class Distinct:
         self.hll.merge(other.hll)
 
 
+def _fit(counts: List[Distinct], limit: int, budget: int) -> int:
+    """The threshold of exact counts after items were added, from the one
+    before (``limit``): every count above it switched to an estimate.
+
+    While the counts, each taken up to the threshold, total more than
+    ``budget``, the threshold is halved (not below :data:`EXACT_FLOOR`).
+    That total only grows as items come (whatever they are, and an estimated
+    count is over the threshold: it adds the threshold), so the threshold
+    is lowered only past values that the whole input rules out too, and ends
+    at the largest one that fits the whole input: the same threshold, and so
+    the same exact counts, whatever the order of the items and however they
+    were split into states that :meth:`FileStats.merge` combined (starting
+    from the smaller of their thresholds, each at least the whole input's).
+    """
+    while True:
+        total = 0
+        for d in counts:
+            if d.exact is not None and len(d.exact) > limit:
+                d.to_estimate()
+            total += limit if d.exact is None else len(d.exact)
+        if total <= budget or limit <= EXACT_FLOOR:
+            return limit
+        limit = max(limit // 2, EXACT_FLOOR)
+
+
 class MetricStats:
     __slots__ = ("lines", "kinds", "series", "dims")
 
@@ -157,6 +189,9 @@ class FileStats:
         self.lines = 0            # every line read
         self.data_lines = 0
         self.metadata_lines = 0
+        # The thresholds of exact counts (_fit): only ever lowered.
+        self.series_limit = EXACT_SERIES
+        self.values_limit = EXACT_VALUES
 
     # -- counting
     def add_block(self, block: bytes, codec: Any) -> None:
@@ -209,33 +244,20 @@ class FileStats:
         self.lines += lines
 
     def _bound(self) -> None:
-        """Switch the largest exact counts to estimates until the sets fit."""
-        total = sum(m.series.size() for m in self.metrics.values())
-        if total > EXACT_SERIES:
-            for m in sorted(self.metrics.values(), key=lambda m: -m.series.size()):
-                if total <= EXACT_SERIES // 2:
-                    break
-                total -= m.series.size()
-                m.series.to_estimate()
-        total = 0
-        for m in self.metrics.values():
-            for d in m.dims.values():
-                if d.size() > EXACT_VALUES:
-                    d.to_estimate()
-                total += d.size()
-        if total > EXACT_VALUES_TOTAL:
-            every = [d for m in self.metrics.values() for d in m.dims.values()]
-            for d in sorted(every, key=lambda d: -d.size()):
-                if total <= EXACT_VALUES_TOTAL // 2:
-                    break
-                total -= d.size()
-                d.to_estimate()
+        """Switch the counts above the thresholds to estimates (:func:`_fit`)."""
+        metrics = self.metrics.values()
+        self.series_limit = _fit([m.series for m in metrics], self.series_limit, EXACT_SERIES)
+        self.values_limit = _fit([d for m in metrics for d in m.dims.values()],
+                                 self.values_limit, EXACT_VALUES_TOTAL)
 
     def merge(self, other: "FileStats") -> None:
         """Add the counts of ``other`` (another range of the same input)."""
         self.lines += other.lines
         self.data_lines += other.data_lines
         self.metadata_lines += other.metadata_lines
+        # Each threshold is at least the one of all the input (see _fit).
+        self.series_limit = min(self.series_limit, other.series_limit)
+        self.values_limit = min(self.values_limit, other.values_limit)
         for key, m in other.metrics.items():
             mine = self.metrics.get(key)
             if mine is None:
@@ -294,8 +316,10 @@ def warnings_of(metrics: List[Dict[str, Any]], total_series: int) -> List[str]:
                        % (e["key"], format(e["series"], ","),
                           " (estimated)" if e["series_estimated"] else "",
                           format(LIMIT_SERIES_PER_METRIC, ","),
-                          "; dimension %s has %s distinct values" % (
-                              worst[0], format(worst[1], ",")) if worst else ""))
+                          "; dimension %s has %s distinct values%s" % (
+                              worst[0], format(worst[1], ","),
+                              " (estimated)" if worst[0] in e.get("dimensions_estimated", ())
+                              else "") if worst else ""))
     if total_series > LIMIT_SERIES_CUSTOM:
         out.append("%s series in all, over the limit of %s for all custom metrics (30 days)"
                    % (format(total_series, ","), format(LIMIT_SERIES_CUSTOM, ",")))

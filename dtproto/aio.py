@@ -47,6 +47,7 @@ from ._send_core import (
     _items,
     _connect_failure,
     _connect_target,
+    _proxy_address,
     _proxy_headers,
     _sender_repr,
     _Session,
@@ -237,7 +238,8 @@ class AsyncSender(_UrlHelpers):
         proxy_headers = None
         if self._proxy is not None:
             p = self._proxy
-            proxy = "http://%s:%d" % (p.hostname, p.port or 80)
+            host, port = _proxy_address(p)
+            proxy = "http://%s:%d" % ("[%s]" % host if ":" in host else host, port)
             proxy_headers = _proxy_headers(p) or None
         state = _AttemptState()
 

@@ -97,6 +97,7 @@ from ._send_core import (  # noqa: F401  (re-exported: the names have always liv
     _is_loopback,
     _items,
     _next_line,
+    _proxy_address,
     _proxy_headers,
     _Reject,
     _Rejected,
@@ -275,7 +276,7 @@ class _Connection:
         self._conn = None
         p = s._proxy
         if p is not None:
-            host, port = p.hostname or "", p.port or (443 if p.scheme == "https" else 80)
+            host, port = _proxy_address(p)
         else:
             host, port = s._host, s._port
         if s._https:

@@ -185,6 +185,76 @@ def test_validate_now_applies_the_timestamp_window() -> None:
     assert "timestamp_out_of_range" not in json.loads(p.stdout)["files"][0]["error_counts"]
 
 
+def test_validate_now_to_the_millisecond(work: pathlib.Path) -> None:
+    """An ISO --now with milliseconds is that millisecond: the window's upper
+    end (now + 10 min, inclusive) lets a line in; one ms off would not."""
+    now_ms = 1079337347472                              # 2004-03-15T07:55:47.472Z
+    f = work / "edge.txt"
+    f.write_bytes(b"a.b 1 %d\n" % (now_ms + 600_000))
+    p = run("validate", "-q", "--now", "2004-03-15T07:55:47.472Z", f)
+    assert p.returncode == 0, p.stdout
+    p = run("validate", "-q", "--now", "2004-03-15T07:55:47.471Z", f)
+    assert p.returncode == 1 and b"timestamp_out_of_range" in p.stdout
+
+
+def test_now_parses_every_millisecond_exactly() -> None:
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from dtproto.cli._common import _now_arg
+
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    rng = random.Random(3)
+    for ms in [rng.randrange(0, 4_102_444_800_000) for _ in range(2_000)] + [0, 1, 999]:
+        when = epoch + timedelta(milliseconds=ms)
+        assert _now_arg(when.isoformat(timespec="milliseconds")) == ms
+        assert _now_arg(when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")) == ms
+        assert _now_arg(when.astimezone(timezone(timedelta(hours=5, minutes=30)))
+                        .isoformat(timespec="microseconds")) == ms
+        assert _now_arg(" %d " % ms) == ms
+    # A fraction of a millisecond is dropped, towards the past.
+    assert _now_arg("1970-01-01T00:00:00.0019Z") == 1
+    assert _now_arg("1969-12-31T23:59:59.9995Z") == -1
+
+
+def test_validate_a_timestamp_in_seconds_is_a_hint_under_its_own_heading(
+        work: pathlib.Path) -> None:
+    """Not counted among the Metrics Classic renames: a heading of its own in
+    the text; in --json, ``hints`` (the server's answer, ``response``, has
+    no such warning)."""
+    f = work / "w.txt"
+    f.write_bytes(b"a.b 1 1700000000\nx.y count,delta=1\nc.d 2 1700000001\n")
+    p = run("validate", "-q", f)
+    assert p.returncode == 0
+    assert p.stdout.decode().split("\n", 1)[1] == (
+        "warnings: Metrics Classic key renames (1 line):\n"
+        "  {f}:2: metric key 'x.y' changed to 'x.y.count'\n"
+        "warnings: timestamps that look like seconds, dtproto's hint the API does not give "
+        "(2 lines):\n"
+        "  {f}:1: timestamp 1700000000 is before 1973 as epoch milliseconds: it looks like "
+        "seconds (in milliseconds: 1700000000000)\n"
+        "  {f}:3: timestamp 1700000001 is before 1973 as epoch milliseconds: it looks like "
+        "seconds (in milliseconds: 1700000001000)\n").format(f=f)
+    doc = json.loads(run("validate", "-q", "--json", f).stdout)
+    (one,) = doc["files"]
+    assert one["warnings_total"] == doc["warnings_total"] == 3
+    assert [w["line"] for w in one["response"]["warnings"]["changedMetricKeys"]] == [2]
+    assert [(h["line"], h["code"]) for h in one["hints"]] == [(1, "timestamp_in_seconds"),
+                                                               (3, "timestamp_in_seconds")]
+    assert one["hints"][0]["message"].startswith("timestamp 1700000000 is before 1973")
+    # Past --max-warnings the counts per kind are those of the kept warnings.
+    p = run("validate", "-q", "--max-warnings", 2, "--examples", 1, f)
+    assert p.stdout.decode().split("\n", 1)[1] == (
+        "warnings: Metrics Classic key renames (1 line among the first 2 warnings kept):\n"
+        "  {f}:2: metric key 'x.y' changed to 'x.y.count'\n"
+        "warnings: timestamps that look like seconds, dtproto's hint the API does not give "
+        "(1 line among the first 2 warnings kept):\n"
+        "  {f}:1: timestamp 1700000000 is before 1973 as epoch milliseconds: it looks like "
+        "seconds (in milliseconds: 1700000000000)\n"
+        "warnings: 1 more warning not kept (--max-warnings N), not counted by kind\n"
+        ).format(f=f)
+
+
 def test_validate_stdin(work: pathlib.Path) -> None:
     data = SAMPLE.read_bytes()
     for args in (["-"], []):
@@ -247,6 +317,79 @@ def test_every_code_gets_examples_beyond_the_error_cap(work: pathlib.Path) -> No
     assert "count_requires_delta (2 lines):\n  %s:3001: " % f in text
     assert "  %s:60002: " % f in text
     assert "invalid_metric_key (60,000 lines, first 2 shown)" in text
+
+
+@pytest.fixture(scope="module")
+def giant_line_file(tmp_path_factory: pytest.TempPathFactory) -> Tuple[pathlib.Path, bytes]:
+    """A rare code after 1,500 errors, more errors than --max-errors, then a
+    line of 9 MB (no segment can hold it) and the rare code again: the file
+    and its one-process report."""
+    f = tmp_path_factory.mktemp("giant") / "f.txt"
+    f.write_bytes(b"x 1\n" * 1_500 + b"e.f count,4\n" + b"x 1\n" * 8_501 + b"k" * 9_000_000
+                  + b"\n" + b"a.b count,3\n" + b"c.d 1\n" * 50_000)
+    p = run("validate", "-q", f)
+    assert p.returncode == 1, p.stderr
+    return f, p.stdout
+
+
+def test_every_code_gets_its_examples_after_a_giant_line(
+        giant_line_file: Tuple[pathlib.Path, bytes]) -> None:
+    f, out = giant_line_file
+    text = out.decode()
+    assert ("count_requires_delta (2 lines):\n"
+            "  %s:1501: count payload requires delta=: '4'\n      e.f count,4\n"
+            "  %s:10004: count payload requires delta=: '3'\n      a.b count,3\n" % (f, f)) in text
+    assert ("line_too_long (1 line):\n  %s:10003: line too long: " % f) in text
+    assert "metric_key_length (10,001 lines, first 3 shown):\n  %s:1: " % f in text
+
+
+@pytest.mark.parametrize("how", [["-j", "2"], ["--max-errors", "0"], ["--max-errors", "1"],
+                                 ["--dask", "local:2", "--blocksize", "1MiB"]],
+                         ids=" ".join)
+def test_the_text_report_is_the_same_whatever_the_jobs_and_max_errors(
+        giant_line_file: Tuple[pathlib.Path, bytes], how: List[str]) -> None:
+    """--jobs and --dask give the report of one process; --max-errors caps
+    the list of --json only."""
+    if "--dask" in how:
+        pytest.importorskip("distributed")
+    f, out = giant_line_file
+    p = run("validate", "-q", *how, f, timeout=300)
+    assert p.returncode == 1, p.stderr
+    assert p.stdout == out
+
+
+def test_validate_segments_hold_small_runs_of_lines_and_stream_long_ones() -> None:
+    """_Segments: the input in order; a held segment is at most ``size``
+    bytes or one line, a streamed one is one line; every segment but the
+    last ends with a newline."""
+    import random
+
+    from dtproto.cli.validate import _Segments
+
+    rng = random.Random(11)
+    for _ in range(300):
+        size = rng.choice([8, 16, 64])
+        lines = [b"x" * rng.choice([0, 1, 5, size - 1, size, size + 1, 3 * size, 50 * size])
+                 for _ in range(rng.randrange(0, 12))]
+        data = b"\n".join(lines) + rng.choice([b"", b"\n"])
+        pos = [0]
+
+        def read() -> bytes:     # blocks of any size, as a pipe gives them
+            chunk = data[pos[0]:pos[0] + rng.randrange(1, 4 * size)]
+            pos[0] += len(chunk)
+            return chunk
+
+        got = []
+        for seg in _Segments(read, size):
+            if isinstance(seg, bytes):
+                assert len(seg) <= size or seg.count(b"\n") <= 1 and b"\n" not in seg[:-1]
+                got.append(seg)
+            else:
+                text = b"".join(seg)
+                assert len(text) > size and b"\n" not in text[:-1]
+                got.append(text)
+        assert b"".join(got) == data
+        assert all(g.endswith(b"\n") for g in got[:-1]) and all(got)
 
 
 def test_missing_file_exits_2_and_other_files_still_run(work: pathlib.Path) -> None:

@@ -313,6 +313,57 @@ def test_malformed_url_is_a_usage_error() -> None:
     assert_clean_failure(p, b"--url")
 
 
+@pytest.mark.parametrize("command", ["send", "load"])
+@pytest.mark.parametrize("port", ["0", "99999", "abc"])
+def test_a_bad_url_port_is_a_usage_error_naming_where_the_url_came_from(
+        tmp_path: pathlib.Path, command: str, port: str) -> None:
+    """Port 0 used to send the data and the token to port 80; the others
+    were blamed on 'url' (the Python parameter)."""
+    f = tmp_path / "m.txt"
+    f.write_bytes(b"a.b 1\n")
+    args = [f] if command == "send" else ["--rate", "10", "--duration", "1"]
+    url = "http://127.0.0.1:%s" % port
+    p = run(command, *args, "--url", url, env=TOKEN)
+    assert_clean_failure(p, b"dtproto: --url has an invalid port: a port is a number within "
+                            b"1..65535")
+    assert not p.stdout and b" url" not in p.stderr
+    p = run(command, *args, env=dict(TOKEN, DT_URL=url))
+    assert_clean_failure(p, b"dtproto: DT_URL has an invalid port")
+
+
+@pytest.mark.parametrize("command", ["send", "load"])
+@pytest.mark.parametrize("proxy, why", [("http://u:PROXYSECRET@127.0.0.1:99999", b"port"),
+                                        ("http://u:PROXYSECRET@127.0.0.1:abc", b"port"),
+                                        ("http://u:PROXYSECRET@[::1", b"cannot be parsed")])
+def test_a_bad_proxy_is_a_usage_error_naming_where_it_came_from(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, command: str, proxy: str,
+        why: bytes) -> None:
+    """Not a traceback at the first request (a ValueError of urllib), nor
+    blamed on --url; the proxy URL is not shown (it may hold credentials)."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
+                 "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)      # the child's environment is ours
+    f = tmp_path / "m.txt"
+    f.write_bytes(b"a.b 1\n")
+    args = [f] if command == "send" else ["--rate", "10", "--duration", "1"]
+    url = "https://abc12345.live.dynatrace.com"
+    p = run(command, *args, "--url", url, "--proxy", proxy, env=TOKEN)
+    assert_clean_failure(p, b"dtproto: invalid proxy URL in --proxy (not shown", why)
+    assert b"--url" not in p.stderr and b"PROXYSECRET" not in p.stderr + p.stdout
+    for name in ("HTTPS_PROXY", "https_proxy"):
+        p = run(command, *args, "--url", url, env=dict(TOKEN, **{name: proxy}))
+        assert_clean_failure(p, b"dtproto: invalid proxy URL in %s (not shown" % name.encode(),
+                             why)
+        assert b"PROXYSECRET" not in p.stderr + p.stdout
+
+
+def test_now_that_is_no_time_says_what_now_takes() -> None:
+    p = run("validate", "--now", "\u00b2", SAMPLE)     # "²": str.isdigit() says it is a digit
+    assert_clean_failure(p, "argument --now: invalid time '\u00b2': use epoch milliseconds, "
+                            "ISO 8601".encode())
+    assert b"_now_arg" not in p.stderr
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1"])
 def test_timeout_must_be_finite_and_positive(value: str) -> None:
     p = run("send", "--url", "http://127.0.0.1:9/api/v2/metrics/ingest", "--timeout", value,
@@ -361,6 +412,35 @@ def test_stdout_full(args: List[str]) -> None:
     with open("/dev/full", "w") as full:
         p = run(*args, stdout=full)
     assert_clean_failure(p, b"cannot write the output", b"No space left on device")
+
+
+# --help and --version exit from inside the parser: their output must be
+# flushed there, not at interpreter exit (buffered, as stdout is unless
+# PYTHONUNBUFFERED is set: "" unsets it for the child).
+BUFFERED = {"PYTHONUNBUFFERED": ""}
+PARSER_EXITS = [["--version"], ["--help"], ["validate", "--help"], ["send", "--help"]]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", PARSER_EXITS, ids=" ".join)
+def test_stdout_full_for_help_and_version(args: List[str]) -> None:
+    with open("/dev/full", "w") as full:
+        p = run(*args, stdout=full, env=BUFFERED)
+    assert_clean_failure(p, b"dtproto: cannot write the output: No space left on device\n")
+    assert b"Exception ignored" not in p.stderr and p.stderr.count(b"\n") == 1, p.stderr
+
+
+@posix_only
+@pytest.mark.parametrize("args", PARSER_EXITS, ids=" ".join)
+def test_stdout_reader_gone_for_help_and_version(args: List[str]) -> None:
+    r, w = os.pipe()
+    os.close(r)                         # nobody will read: a write fails with EPIPE
+    try:
+        p = run(*args, stdout=w, env=BUFFERED)
+    finally:
+        os.close(w)
+    assert_clean_failure(p, b"dtproto: cannot write the output: Broken pipe\n")
+    assert b"Exception ignored" not in p.stderr and p.stderr.count(b"\n") == 1, p.stderr
 
 
 @posix_only

@@ -309,6 +309,25 @@ def test_a_refusing_proxy_is_named_not_the_endpoint():
     assert "check the URL" in reason and "proxy" not in reason
 
 
+def test_a_refusing_ipv6_proxy_is_named_not_the_endpoint():
+    """An IPv6 proxy is connected to as [::1]:port by both transports (the
+    async one once made the URL http://::1:port, which aiohttp refused)."""
+    try:
+        with socket.socket(socket.AF_INET6) as sk:
+            sk.bind(("::1", 0))
+            port = sk.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    s = open_sender("https://ingest.example.invalid/api/v2/metrics/ingest", TOKEN, retries=0,
+                    proxy="http://[::1]:%d" % port)
+    with pytest.raises(DeliveryError) as ei:
+        s.send(b"a.b 1\n")
+    s.close()
+    (reason,) = ei.value.result.requests[0].history
+    assert reason.startswith("cannot connect to ingest.example.invalid:443 through the proxy "
+                             "http://[::1]:%d: connection refused" % port), reason
+
+
 def test_drop_before_processing_with_retry_ambiguous_stores_exactly_once(srv):
     srv.faults = [Fault("drop-before", requests={1, 2})]
     with sender(srv, retry_ambiguous=True) as s:
@@ -502,6 +521,65 @@ def test_proxy_from_environment(monkeypatch):
     assert Sender("https://abc.live.dynatrace.com/api/v2/metrics/ingest", TOKEN)._proxy is None
     # Loopback never goes through a proxy.
     assert Sender("http://127.0.0.1:1/api/v2/metrics/ingest", TOKEN)._proxy is None
+
+
+@pytest.mark.parametrize("port", ["0", "99999", "abc", "-1"])
+def test_a_url_port_that_cannot_be_connected_to_is_refused(port):
+    """Port 0 is no port: it used to send the data and the token to port 80
+    (or 443) while the URL said 0.  Out of range or not a number alike."""
+    for url in ("http://127.0.0.1:%s/api/v2/metrics/ingest" % port,
+                "https://abc.live.dynatrace.com:%s/api/v2/metrics/ingest" % port):
+        with pytest.raises(ConfigurationError, match=r"^url has an invalid port: a port is a "
+                                                     r"number within 1\.\.65535"):
+            sender_class()(url, TOKEN)
+    assert Sender("http://127.0.0.1:65535/api/v2/metrics/ingest", TOKEN).url.endswith(
+        ":65535/api/v2/metrics/ingest")
+
+
+def _no_proxy_env(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
+                 "no_proxy", "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("proxy, why", [
+    ("http://user:PROXYSECRET@127.0.0.1:99999", "its port is not valid"),
+    ("http://user:PROXYSECRET@127.0.0.1:abc", "its port is not valid"),
+    ("http://user:PROXYSECRET@127.0.0.1:0", "its port is not valid"),
+    ("http://user:PROXYSECRET@[::1", "it cannot be parsed as a URL"),
+    ("http://user:PROXYSECRET@", "it names no host"),
+])
+def test_a_proxy_url_that_cannot_be_used_is_refused_at_construction(monkeypatch, proxy, why):
+    """Not at the first request (a ValueError from urllib there), and never
+    with the URL in the message: it may hold credentials."""
+    _no_proxy_env(monkeypatch)
+    url = "https://abc.live.dynatrace.com/api/v2/metrics/ingest"
+    with pytest.raises(ConfigurationError) as ei:
+        sender_class()(url, TOKEN, proxy=proxy)
+    text = str(ei.value)
+    assert text.startswith("invalid proxy URL in proxy= (not shown") and why in text, text
+    assert "PROXYSECRET" not in text
+    # Given explicitly, it is refused even where no proxy is used (loopback).
+    with pytest.raises(ConfigurationError, match="in proxy="):
+        sender_class()("http://127.0.0.1:1/api/v2/metrics/ingest", TOKEN, proxy=proxy)
+    # From the environment, the message names the variable it came from.
+    for name in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, proxy)
+        with pytest.raises(ConfigurationError) as ei:
+            sender_class()(url, TOKEN)
+        assert str(ei.value).startswith("invalid proxy URL in %s (not shown" % name)
+        assert why in str(ei.value) and "PROXYSECRET" not in str(ei.value)
+    # ... when it would be used: loopback and NO_PROXY never look at it.
+    sender_class()("http://127.0.0.1:1/api/v2/metrics/ingest", TOKEN).close()
+    monkeypatch.setenv("NO_PROXY", "abc.live.dynatrace.com")
+    sender_class()(url, TOKEN).close()
+
+
+def test_a_usable_proxy_port_is_kept(monkeypatch):
+    _no_proxy_env(monkeypatch)
+    url = "https://abc.live.dynatrace.com/api/v2/metrics/ingest"
+    assert Sender(url, TOKEN, proxy="http://p.example.com:3128")._proxy.port == 3128
+    assert Sender(url, TOKEN, proxy="p.example.com")._proxy.port is None   # 80, http://
 
 
 # --------------------------------------------------------------------------- transport

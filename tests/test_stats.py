@@ -87,6 +87,7 @@ def test_jobs_and_gzip_give_the_same_counts(use_impl, tmp_path, capsys, monkeypa
 
 def test_estimates_beyond_the_exact_limit_are_marked(use_impl, monkeypatch):
     monkeypatch.setattr(_stats, "EXACT_SERIES", 1_000)
+    monkeypatch.setattr(_stats, "EXACT_FLOOR", 10)
     buf = _corpus.make_corpus(20_000, cardinality=_corpus.UNIQUE)
     st = _stats.FileStats()
     st.add_block(buf, use_impl)
@@ -99,6 +100,90 @@ def test_estimates_beyond_the_exact_limit_are_marked(use_impl, monkeypatch):
         else:
             assert m["series"] == series[m["key"]]
     assert sum(m["lines"] for m in doc["metrics"]) == 20_000
+
+
+def _small_limits(monkeypatch):
+    """The exact-count limits scaled down 1,000 times (EXACT_FLOOR 10)."""
+    monkeypatch.setattr(_stats, "EXACT_SERIES", 2_000)
+    monkeypatch.setattr(_stats, "EXACT_VALUES", 200)
+    monkeypatch.setattr(_stats, "EXACT_VALUES_TOTAL", 2_000)
+    monkeypatch.setattr(_stats, "EXACT_FLOOR", 10)
+
+
+def _blocks_stats(impl, blocks):
+    st = _stats.FileStats()
+    for block in blocks:
+        st.add_block(block, impl)
+    return st
+
+
+def _lines(key, ids, dim=b"id"):
+    return b"".join(b"%s,%s=%d 1\n" % (key, dim, i) for i in ids)
+
+
+def test_exact_or_estimated_does_not_depend_on_how_the_file_was_cut(use_impl, monkeypatch):
+    """1,500 series of m.a, then 1,500 of m.b (a 2,000 limit): read in one
+    pass, m.a used to become an estimate when m.b pushed the total over, and
+    m.b stayed exact; two ranges merged made both estimates.  Now the rule
+    is one of the counts: both are over the threshold that fits (1,000)."""
+    _small_limits(monkeypatch)
+    buf = _lines(b"m.a", range(1500)) + _lines(b"m.b", range(1500)) \
+        + _lines(b"small.key", range(50)) + _lines(b"v.w", range(300), b"host")
+    lines = buf.splitlines(keepends=True)
+    docs = []
+    for cuts in ([], [1500], [700, 2900], [1, 1499, 1500, 1501, 3000], list(range(97, 3350, 97))):
+        edges = [0, *cuts, len(lines)]
+        parts = [b"".join(lines[a:b]) for a, b in zip(edges, edges[1:])]
+        docs.append(_blocks_stats(use_impl, parts).to_dict("f"))          # one pass, blocks
+        merged = _blocks_stats(use_impl, parts[:1])
+        for part in parts[1:]:
+            merged.merge(_blocks_stats(use_impl, [part]))                  # ranges, merged
+        docs.append(merged.to_dict("f"))
+    docs.append(_blocks_stats(use_impl, [b"".join(reversed(lines))]).to_dict("f"))
+    assert all(d == docs[0] for d in docs)
+    by_key = {m["key"]: m for m in docs[0]["metrics"]}
+    assert by_key["m.a"]["series_estimated"] and by_key["m.b"]["series_estimated"]
+    assert not by_key["small.key"]["series_estimated"] and by_key["small.key"]["series"] == 50
+    assert by_key["v.w"]["series"] == 300 and not by_key["v.w"]["series_estimated"]
+    # dimension values: 200 at most per key, within 2,000 in all
+    assert by_key["m.a"]["dimensions_estimated"] == ["id"]
+    assert by_key["v.w"]["dimensions_estimated"] == ["host"]
+    assert "dimensions_estimated" not in by_key["small.key"]
+
+
+def test_jobs_give_the_same_estimates(use_impl, tmp_path, capsys, monkeypatch):
+    import multiprocessing
+
+    from dtproto.cli import stats as cli_stats
+
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("the workers must inherit the scaled-down limits (fork)")
+
+    _small_limits(monkeypatch)
+    monkeypatch.setattr(cli_stats, "_MIN_JOB_BYTES", 1)
+    monkeypatch.setattr(cli_stats, "_READ", 4096)          # blocks, as a large file is read
+    path = tmp_path / "m.txt"
+    path.write_bytes(_lines(b"m.a", range(1500)) + _lines(b"m.b", range(1500)))
+    one = run_json(capsys, str(path))["files"][0]
+    assert [m["series_estimated"] for m in one["metrics"]] == [True, True]
+    for jobs in ("2", "3"):
+        assert run_json(capsys, "--jobs", jobs, str(path))["files"][0] == one
+
+
+def test_the_text_output_marks_estimated_dimension_values(use_impl, tmp_path, capsys,
+                                                           monkeypatch):
+    _small_limits(monkeypatch)
+    monkeypatch.setattr(_stats, "LIMIT_SERIES_PER_METRIC", 100)
+    path = tmp_path / "m.txt"
+    path.write_bytes(_lines(b"v.w", range(300), b"host") + _lines(b"a.b", range(20)))
+    assert main(["stats", str(path)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("  v.w"))
+    assert row.endswith("host (~%s values)" % format(
+        run_json(capsys, str(path))["files"][0]["metrics"][0]["dimensions"]["host"], ","))
+    assert "dimension host has" in out and "distinct values (estimated)" in out
+    row = next(line for line in out.splitlines() if line.startswith("  a.b"))
+    assert row.endswith("id (20 values)")
 
 
 def test_hyperloglog_accuracy_and_merge():

@@ -131,7 +131,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.stdout = _Stdout(real_stdout)    # type: ignore[assignment]
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:
+            # --help and --version print, then exit from in here: flushed now,
+            # a failed write is said as every command says it (below), not
+            # by the interpreter at exit ("Exception ignored", status 120).
+            sys.stdout.flush()
+            raise
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE

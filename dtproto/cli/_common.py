@@ -371,16 +371,19 @@ def _input_names(args: argparse.Namespace) -> List[str]:
 # --------------------------------------------------------------------------- arguments
 
 
-def _parse_now(text: Optional[str]) -> Optional[int]:
-    """``--now``: epoch milliseconds, ISO 8601 (naive means UTC), or ``now``."""
-    if text is None:
-        return None
+def _now_arg(text: str) -> int:
+    """``--now TIME`` as epoch milliseconds: epoch milliseconds, ISO 8601
+    (naive means UTC; fractions of a millisecond are dropped), or ``now``.
+
+    Integer arithmetic throughout: a float of epoch seconds cannot hold every
+    millisecond of today exactly (``.472`` would come out as ``.471``).
+    """
     t = text.strip()
     if t.lower() == "now":
-        return int(time.time() * 1000)
-    if t.isdigit():
+        return time.time_ns() // 1_000_000
+    if t.isascii() and t.isdigit():    # not "²": str.isdigit() takes any digit character
         return int(t)
-    from datetime import datetime, timezone
+    from datetime import datetime, timedelta, timezone
 
     iso = t[:-1] + "+00:00" if t[-1:] in ("Z", "z") else t
     try:
@@ -391,7 +394,7 @@ def _parse_now(text: Optional[str]) -> Optional[int]:
             "(2024-06-01T12:00:00Z) or 'now'" % text) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return int(when.timestamp() * 1000)
+    return (when - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
 
 
 def _positive(text: str) -> int:
@@ -431,12 +434,6 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError("must be a number of seconds above 0 (and "
                                          "below 1,000,000), not %r" % text)
     return x
-
-
-def _now_arg(text: str) -> int:
-    value = _parse_now(text)
-    assert value is not None
-    return value
 
 
 def add_inputs(p: argparse.ArgumentParser) -> None:

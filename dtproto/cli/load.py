@@ -25,7 +25,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ._common import (EXIT_INVALID, EXIT_OK, UsageError, _count, _err, _log_to_stderr, _n,
-                      _plural, _positive, _printable, _seconds, _url_error, _write_json)
+                      _plural, _positive, _printable, _seconds, _write_json)
 
 MAX_SERIES = 1_000_000
 # The pool of lines cycled through holds at least this many (values repeat
@@ -298,14 +298,9 @@ def per_request_lines(rate: int, interval: float, max_bytes: int, pool: List[str
 
 def _cmd_load(args: argparse.Namespace) -> int:
     from .. import sender as _sender
-    from .send import _cli_text, _config_text, _read_token, connection_options
+    from .send import _cli_text, connection_options, new_sender, sender_url
 
-    url = args.url
-    if url is None:
-        try:
-            url = _sender.env_settings()[0]
-        except ValueError as exc:
-            raise UsageError("invalid %s: %s" % (_sender.URL_ENV, exc)) from None
+    url = sender_url(args)
     if url is None:
         raise UsageError("load needs --url or %s (e.g. the URL 'dtproto serve' prints)"
                          % _sender.URL_ENV)
@@ -331,18 +326,8 @@ def _cmd_load(args: argparse.Namespace) -> int:
         stats.on_request(info, attempt)
         live.update()
 
-    try:
-        sender = _sender.Sender(
-            _sender.ingest_url(url), _read_token(args), max_bytes=args.max_bytes,
-            max_lines=per_request, flush_interval=None, on_request=on_request,
-            **connection_options(args))
-    except _sender.ConfigurationError as exc:
-        raise UsageError(_config_text(exc, args.url is None)) from None
-    except ValueError as exc:
-        raise UsageError("invalid --url: %s" % _url_error(url, exc)) from None
-    except OSError as exc:      # --ca-file cannot be read or holds no certificate
-        raise UsageError("cannot use --ca-file %s: %s" % (
-            args.ca_file, getattr(exc, "strerror", None) or exc)) from None
+    sender = new_sender(args, url, max_bytes=args.max_bytes, max_lines=per_request,
+                        flush_interval=None, on_request=on_request, **connection_options(args))
     source = PacedSource(LineBlocks(pool, args.series), args.rate, args.duration, per_request,
                          stats, live)
     error = None

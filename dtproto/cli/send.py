@@ -31,9 +31,10 @@ def _read_token(args: argparse.Namespace) -> Optional[str]:
         if not token:
             raise UsageError("the token file %s is empty" % args.token_file)
         return token
-    from ..sender import env_settings
+    from .._send_core import TOKEN_ENV, env_settings
 
-    return env_settings()[1]
+    # Only the token variable: DT_URL is not this token's to parse (--url may be given).
+    return env_settings({TOKEN_ENV: os.environ.get(TOKEN_ENV, "")})[1]
 
 
 # Python parameters that sender messages name, and the flags that set them here.
@@ -52,6 +53,7 @@ _CLI_WORDS = (
     ("or proxy=False", "or --no-proxy"),
     ("(proxy=, or the proxy environment variables)",
      "(--proxy, or the proxy environment variables)"),
+    ("in proxy= (", "in --proxy ("),
     ("Sender(url, token, ...)", "--url"),
 )
 
@@ -112,6 +114,39 @@ def _config_text(exc: Exception, url_from_env: bool) -> str:
     if text.startswith("url "):
         return (URL_ENV if url_from_env else "--url") + text[3:]
     return _cli_text(text)
+
+
+def sender_url(args: argparse.Namespace) -> Optional[str]:
+    """The URL to send to: ``--url``, else ``DT_URL`` (completed with the API
+    path, as Sender.from_env() reads it), else None."""
+    from .._send_core import URL_ENV, env_settings
+
+    if args.url is not None:
+        return str(args.url)
+    try:
+        return env_settings()[0]
+    except ValueError as exc:   # urllib.parse on a malformed URL ('http://[::1')
+        raise UsageError("invalid %s: %s" % (URL_ENV, _url_error(os.environ.get(URL_ENV, ""),
+                                                                   exc))) from None
+
+
+def new_sender(args: argparse.Namespace, url: str, **options: Any) -> Any:
+    """A Sender for ``url`` (:func:`sender_url`) with the token of
+    ``--token-file`` or DT_API_TOKEN; what it refuses is a UsageError that
+    names the flag or variable behind it."""
+    from .. import sender as _sender
+
+    token = _read_token(args)
+    try:
+        return _sender.Sender(_sender.ingest_url(url), token, **options)
+    except _sender.ConfigurationError as exc:
+        raise UsageError(_config_text(exc, args.url is None)) from None
+    except ValueError as exc:   # urllib.parse on a malformed URL ('http://[::1')
+        raise UsageError("invalid %s: %s" % ("--url" if args.url is not None else
+                                             _sender.URL_ENV, _url_error(url, exc))) from None
+    except OSError as exc:      # --ca-file cannot be read or holds no certificate
+        raise UsageError("cannot use --ca-file %s: %s" % (
+            args.ca_file, getattr(exc, "strerror", None) or exc)) from None
 
 
 def _undelivered_text(reason: str) -> str:
@@ -374,12 +409,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
             raise UsageError("cannot open %s: Is a directory" % name)
     from .. import sender as _sender
 
-    url = args.url
-    if url is None:
-        try:
-            url = _sender.env_settings()[0]     # DT_URL, as Sender.from_env() reads it
-        except ValueError as exc:
-            raise UsageError("invalid %s: %s" % (_sender.URL_ENV, exc)) from None
+    url = sender_url(args)
     if url is None and not args.dry_run:
         raise UsageError("send needs --url or %s (or --dry-run)" % _sender.URL_ENV)
     _log_to_stderr(_cli_text)
@@ -388,16 +418,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
     max_bytes, max_lines = args.max_bytes, args.max_lines
     in_flight = _InFlight() if args.verbose and not args.json else None
     if url is not None:
-        try:
-            sender = _sender.Sender(_sender.ingest_url(url), _read_token(args),
-                                    on_request=in_flight, **sender_options(args))
-        except _sender.ConfigurationError as exc:
-            raise UsageError(_config_text(exc, args.url is None)) from None
-        except ValueError as exc:   # urllib.parse on a malformed URL ('http://[::1')
-            raise UsageError("invalid --url: %s" % _url_error(url, exc)) from None
-        except OSError as exc:      # --ca-file cannot be read or holds no certificate
-            raise UsageError("cannot use --ca-file %s: %s" % (
-                args.ca_file, getattr(exc, "strerror", None) or exc)) from None
+        sender = new_sender(args, url, on_request=in_flight, **sender_options(args))
         max_bytes, max_lines = sender.max_bytes, sender.max_lines
     if args.dry_run:
         return _dry_run(args, names, max_bytes, max_lines)

@@ -3,9 +3,11 @@
 Per metric key: data lines, distinct series (key + dimension set, in any
 order), distinct values per dimension key and the kinds seen; the top keys
 by series; warnings against Dynatrace's cardinality limits (docs/protocol.md
-§11).  Bounded memory, exact up to 2,000,000 series per file, then a
-HyperLogLog estimate, marked as such (``dtproto._stats``).  ``--jobs N``
-counts byte ranges of a regular file on N processes and merges their states.
+§11).  Bounded memory: exact up to 2,000,000 series per file, beyond that
+HyperLogLog estimates for the keys with the most series, marked as such
+(``dtproto._stats``: which ones depends only on the counts).  ``--jobs N``
+counts byte ranges of a regular file on N processes and merges their
+states: the same counts.
 Invalid lines are skipped (``dtproto validate`` says why).
 """
 
@@ -100,8 +102,9 @@ def _text(doc: Dict[str, Any], out: Any, top: int) -> None:
                 width, _printable(r["key"]), _n(r["lines"]),
                 ("~" if r["series_estimated"] else "") + _n(r["series"]),
                 ",".join(r["kinds"]),
-                "%s (%s)" % (_printable(worst[0]), _plural(worst[1], "value")) if worst
-                else "-"))
+                "%s (%s%s)" % (_printable(worst[0]),
+                               "~" if worst[0] in r.get("dimensions_estimated", ()) else "",
+                               _plural(worst[1], "value")) if worst else "-"))
         if len(doc["metrics"]) > top:
             out.write("  ... %s more (--top N, or --json for all)\n"
                       % _n(len(doc["metrics"]) - top))
@@ -153,7 +156,8 @@ def add_parser(sub: Any) -> None:
                        description="Count per metric key its lines, distinct series and "
                                    "distinct values per dimension key, and warn about "
                                    "Dynatrace's cardinality limits.  Exact up to 2,000,000 "
-                                   "series per file, then a HyperLogLog estimate (marked).")
+                                   "series per file, beyond that HyperLogLog estimates "
+                                   "(marked) for the keys with the most series.")
     add_inputs(p)
     p.add_argument("--json", action="store_true",
                    help='print {"files": [{"file", "lines", "series", "metrics": [{"key", '

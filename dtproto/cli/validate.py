@@ -12,27 +12,86 @@ import argparse
 import sys
 import time
 from typing import (IO, Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional,
-                    Sequence, Tuple)
+                    Sequence, Tuple, Union)
 
-from .._constants import RESPONSE_EMPTY_REQUEST
-from .._ranges import Segments, line_ranges
-from ..report import LineError, ValidationReport
+from .._constants import (RESPONSE_EMPTY_REQUEST, WARNING_CHANGED_KEY,
+                          WARNING_TIMESTAMP_SECONDS)
+from .._ranges import line_ranges
+from ..report import LineError, LineWarning, ValidationReport
 
 from ._common import (_BLOCK, EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, _count, _err,
                       _Input, _input_names, _n, _open_input, _plural, _positive, _printable,
                       _Progress,
                       _shown, _size, _write_json, add_inputs, add_window)
 
-_SEGMENT = 4 << 20          # bytes validated per validate() call (bounded memory)
+# Bytes of whole lines validated per validate() call, at most (a longer line
+# is a segment of its own).  Small enough that validating a segment again
+# with every error listed stays cheap and bounded (at most _SEGMENT // 2
+# invalid lines), large enough that the calls cost nothing measurable.
+_SEGMENT = 64 << 10
 _MIN_JOB_BYTES = 256 << 10  # a --jobs byte range is never smaller than this
-_SEGMENT_ERRORS = 1_000     # errors listed per segment at least (examples per code)
 
 
-def _Segments(read: Callable[[int], bytes], on_read: Callable[[], None],
-              block: Optional[int] = None) -> Segments:
-    """The input cut into segments of whole lines (:class:`dtproto._ranges.Segments`),
-    read ``block`` bytes at a time (default ``_BLOCK``)."""
-    return Segments(read, on_read, _BLOCK if block is None else block)
+class _Segments:
+    """The input cut into segments for :func:`dtproto.validate`, streaming, in
+    bounded memory; ``read()`` gives the next block of the input (b"" at its end).
+
+    A segment is either ``bytes``: whole lines, at most ``size`` bytes of them
+    or one longer line read whole (the last segment may lack its newline);
+    or, for a line longer than ``size`` whose end is not read yet, an iterator
+    over that one line's chunks, which is never held (an over-long line may
+    be of any length).  So every segment with more than one line is held and
+    can be validated again, and a streamed one has a single line (at most
+    one error).  Each streamed segment must be read to its end before the
+    next segment is asked for.
+    """
+
+    def __init__(self, read: Callable[[], bytes], size: int) -> None:
+        self._read = read
+        self._size = size
+        self._after = b""    # what follows a streamed line in its last chunk
+
+    def __iter__(self) -> Iterator[Union[bytes, Iterator[bytes]]]:
+        size = self._size
+        buf = b""
+        eof = False
+        while not eof:
+            chunk = self._read()
+            eof = not chunk
+            buf = buf + chunk if buf else chunk
+            pos = 0
+            while len(buf) - pos > size:
+                cut = buf.rfind(b"\n", pos, pos + size)
+                if cut < 0:     # the line at pos is longer than size: a segment of its own
+                    cut = buf.find(b"\n", pos + size)
+                    if cut < 0:
+                        break
+                yield buf[pos:cut + 1]
+                pos = cut + 1
+            buf = buf[pos:]
+            if len(buf) > size and not eof:
+                # A line longer than size whose end is still to come.
+                self._after = b""
+                line = self._line(buf)
+                yield line
+                for _ in line:      # (validate() reads it to its end; this makes sure)
+                    pass
+                buf = self._after
+        if buf:
+            yield buf
+
+    def _line(self, head: bytes) -> Iterator[bytes]:
+        yield head
+        while True:
+            chunk = self._read()
+            if not chunk:
+                return
+            nl = chunk.find(b"\n")
+            if nl >= 0:
+                self._after = chunk[nl + 1:]
+                yield chunk[:nl + 1]
+                return
+            yield chunk
 
 
 # --------------------------------------------------------------------------- validation
@@ -99,8 +158,9 @@ def _needs_all_errors(part: ValidationReport, examples: Dict[Any, List[LineError
     """True when ``part`` listed too few errors to give some code its examples.
 
     Validating with a cap keeps the cost and memory of error-heavy input
-    low; this rare case (a code first seen after the cap within one
-    segment) validates that segment again without a cap.
+    low; in this case (a code that still lacks examples first seen after the
+    cap within one segment) the segment is validated again without a cap:
+    at most once per example, and a segment is small (:data:`_SEGMENT`).
     """
     if len(part.errors) >= part.lines_invalid:
         return False
@@ -117,47 +177,42 @@ def _needs_all_errors(part: ValidationReport, examples: Dict[Any, List[LineError
 def _validate_stream(inp: _Input, now_ms: Optional[int], caps: _Caps,
                      on_read: Callable[[int], None], limit: Optional[int] = None,
                      block: Optional[int] = None) -> _Checked:
-    """Validate ``inp`` segment by segment (bounded memory), merging the
-    segments' reports in order.  With ``limit``, reads only that many bytes
-    (a ``--jobs`` range)."""
+    """Validate ``inp`` segment by segment (:class:`_Segments`, bounded
+    memory), merging the segments' reports in order.  Reads ``block`` bytes
+    at a time (default ``_BLOCK``); with ``limit``, only that many bytes (a
+    ``--jobs`` range).
+
+    Each segment is validated with the room left in the capped lists; a
+    segment whose errors were listed too few for the examples of some code
+    is validated again with all its errors listed (it is held, or it is one
+    line).  So every code gets its first ``caps.examples`` examples, and
+    ``--max-errors`` changes only the list it caps.
+    """
     from .. import validate
 
-    read = inp.read
-    if limit is not None:
-        left = [limit]
+    size = _BLOCK if block is None else block
+    nbytes = 0
 
-        def read(n: int) -> bytes:  # noqa: F811 (a bounded view of the same input)
-            data = inp.read(min(n, left[0])) if left[0] > 0 else b""
-            left[0] -= len(data)
-            return data
+    def read() -> bytes:
+        nonlocal nbytes
+        n = size if limit is None else min(size, limit - nbytes)
+        data = inp.read(n) if n > 0 else b""
+        nbytes += len(data)
+        on_read(inp.position())
+        return data
 
-    segs = _Segments(read, lambda: on_read(inp.position()), block)
     done = _Checked(ValidationReport(), {}, 0)
-    while not segs.eof:
-        kept: Optional[List[bytes]] = []
-
-        def chunks() -> Iterator[bytes]:
-            # Keeps the segment's chunks (up to 2 segments' worth) for a rare
-            # second pass; a giant line simply is not kept.
-            nonlocal kept
-            size = 0
-            for chunk in segs.segment(_SEGMENT):
-                if kept is not None:
-                    size += len(chunk)
-                    kept = kept + [chunk] if size <= 2 * _SEGMENT else None
-                yield chunk
-
-        # Enough errors for the capped list, and at least _SEGMENT_ERRORS for
-        # examples of every code.
-        room = _room(done.report.errors, caps.max_errors)
-        wanted = None if room is None else max(room, _SEGMENT_ERRORS)
+    for segment in _Segments(read, _SEGMENT):
+        held = isinstance(segment, bytes)
+        source = [segment] if held else segment
         warnings = _room(done.report.warnings, caps.max_warnings)
-        part = validate(chunks(), now_ms=now_ms, max_errors=wanted, max_warnings=warnings)
-        if kept and _needs_all_errors(part, done.examples, caps.examples):
-            part = validate(kept, now_ms=now_ms, max_errors=None, max_warnings=warnings)
-        kept = None
+        # A streamed segment is one line: its error, if any, is always listed.
+        errors = _room(done.report.errors, caps.max_errors) if held else None
+        part = validate(source, now_ms=now_ms, max_errors=errors, max_warnings=warnings)
+        if held and _needs_all_errors(part, done.examples, caps.examples):
+            part = validate(source, now_ms=now_ms, max_errors=None, max_warnings=warnings)
         done = _then(done, _checked(part, caps.examples), caps)
-    return done._replace(bytes=segs.bytes)
+    return done._replace(bytes=nbytes)
 
 
 # The --jobs workers.  Module-level functions so that every multiprocessing
@@ -266,8 +321,9 @@ def _code_order(r: ValidationReport) -> List[Any]:
 def _human_validation(name: str, checked: _Checked, k: int, out: IO[str],
                       not_sendable: int = 0) -> None:
     """The report of one input for people: counts, counts per reason code,
-    ``k`` examples per code and of warnings.  ``not_sendable``: lines of the
-    input outside the report that ``send --dry-run`` found too long to send."""
+    ``k`` examples per code and per kind of warning.  ``not_sendable``: lines
+    of the input outside the report that ``send --dry-run`` found too long to
+    send."""
     r = checked.report
     name = _printable(name)
     blank = r.lines_total - r.lines_ok - r.lines_invalid - not_sendable
@@ -292,12 +348,45 @@ def _human_validation(name: str, checked: _Checked, k: int, out: IO[str],
                 out.write("  %s:%d: %s\n      %s\n" % (name, e.line, _printable(e.message),
                                                     _printable(e.text)))
     if r.warnings_total:
-        warned = r.warnings[:k]
-        out.write("warnings: Metrics Classic key renames (%s%s)%s\n" % (
-            _plural(r.warnings_total, "line"), _shown(len(warned), r.warnings_total),
-            ":" if warned else ""))
-        for w in warned:
+        _human_warnings(name, r, k, out)
+
+
+# The text report's heading of each kind of warning (LineWarning.code), in
+# this order: what the server reports, then dtproto's own hints.
+_WARNING_HEADINGS = (
+    (WARNING_CHANGED_KEY, "Metrics Classic key renames"),
+    (WARNING_TIMESTAMP_SECONDS, "timestamps that look like seconds, dtproto's hint the API "
+                                "does not give"),
+)
+
+
+def _human_warnings(name: str, r: ValidationReport, k: int, out: IO[str]) -> None:
+    """The warnings of a report, under a heading per kind, ``k`` examples each.
+
+    A report keeps the first ``max_warnings`` warnings and counts them all,
+    but not per kind: the counts per kind are exact when every warning was
+    kept, else they are those of the kept ones, and the rest is said.
+    """
+    kept = r.warnings
+    complete = len(kept) >= r.warnings_total
+    by_code: Dict[str, List[LineWarning]] = {}
+    for w in kept:
+        by_code.setdefault(w.code, []).append(w)
+    titles = dict(_WARNING_HEADINGS)
+    for code in [c for c in titles if c in by_code] + sorted(set(by_code) - set(titles)):
+        found = by_code[code]
+        shown = found[:k]
+        count = _plural(len(found), "line")
+        if not complete:
+            count += " among the first %s kept" % _plural(len(kept), "warning")
+        out.write("warnings: %s (%s%s)%s\n" % (titles.get(code, code), count,
+                                              _shown(len(shown), len(found)),
+                                              ":" if shown else ""))
+        for w in shown:
             out.write("  %s:%d: %s\n" % (name, w.line, _printable(w.message)))
+    if not complete:
+        out.write("warnings: %s not kept (--max-warnings N), not counted by kind\n"
+                  % _plural(r.warnings_total - len(kept), "more warning"))
 
 
 def _json_validation(name: str, r: ValidationReport) -> Dict[str, Any]:
@@ -311,6 +400,10 @@ def _json_validation(name: str, r: ValidationReport) -> Dict[str, Any]:
         "warnings_total": r.warnings_total,
         "errors": [{"line": e.line, "column": e.column, "code": str(e.code),
                     "message": e.message, "text": e.text} for e in r.errors],
+        # dtproto's own hints (timestamp_in_seconds), which the response
+        # leaves out as the server does: among the first --max-warnings kept.
+        "hints": [{"line": w.line, "code": w.code, "message": w.message}
+                  for w in r.warnings if w.code != WARNING_CHANGED_KEY],
     }
 
 
@@ -424,9 +517,10 @@ def add_parser(sub: Any) -> None:
                    help="list at most N invalid lines per file in --json (counts stay "
                         "exact; default 10,000)")
     p.add_argument("--max-warnings", type=_count, default=10_000, metavar="N",
-                   help="keep at most N warnings per file (default 10,000)")
+                   help="keep at most N warnings per file, for the examples and counts per "
+                        "kind and the hints of --json (default 10,000)")
     p.add_argument("--examples", type=_count, default=3, metavar="N",
-                   help="examples shown per reason code and of warnings (default 3)")
+                   help="examples shown per reason code and per kind of warning (default 3)")
     p.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N",
                    help="validate each (uncompressed, regular) file on N processes, split "
                         "at line boundaries; the output is identical to --jobs 1")
