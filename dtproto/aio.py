@@ -424,6 +424,7 @@ class AsyncSender(_UrlHelpers):
         if not data:
             return None
         async with self._get_lock():
+            self._check_open()   # again: an aclose() may have finished while this waited
             batch = self._batch
             out: Optional[SendResult] = None
             try:

@@ -413,15 +413,7 @@ class _Connection:
 _LIVE: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
-# True once the exit flush runs: by then concurrent.futures has shut its
-# worker pools down (its own exit hook runs before atexit's), so a submit
-# raises RuntimeError and the exit flush sends one chunk at a time instead.
-_EXITING = False
-
-
 def _flush_at_exit() -> None:
-    global _EXITING
-    _EXITING = True
     for s in list(_LIVE):
         s._exit_flush()
 
@@ -677,7 +669,7 @@ class Sender(_UrlHelpers):
         leaves with the result so far attached (:meth:`_Session.interrupt`).
         """
         try:
-            if self.concurrency == 1 or _EXITING:
+            if self.concurrency == 1:
                 while True:
                     d = session.next_delivery()
                     if d is None:
@@ -705,7 +697,7 @@ class Sender(_UrlHelpers):
                         d = session.next_delivery()
                         if d is None:
                             break
-                        futures.add(self._pool.submit(self._deliver, d))  # type: ignore[arg-type]
+                        futures.add(self._submit(d))
                         log.debug("%d requests in flight (window %d of %d)", len(futures),
                                   session.window.size, session.window.limit)
                 finally:
@@ -725,6 +717,20 @@ class Sender(_UrlHelpers):
             session.interrupt(exc)
             raise
         return session.finish(stopped_at)  # type: ignore[arg-type]
+
+    def _submit(self, d: Any) -> "Future[_Delivery]":
+        """Start a delivery on the pool, or in this thread when the pool
+        refuses: the interpreter is shutting down (concurrent.futures stops
+        its pools before atexit runs, and before a background flush under way
+        submits its next chunk), and what is queued is still sent, one
+        chunk at a time."""
+        assert self._pool is not None
+        try:
+            return self._pool.submit(self._deliver, d)
+        except RuntimeError:
+            done: "Future[_Delivery]" = Future()
+            done.set_result(self._deliver(d))
+            return done
 
     def _session(self, blocks: Any, first_line: int) -> _Session:
         return _Session(self, blocks, first_line, self._rng, time.monotonic)
@@ -805,6 +811,7 @@ class Sender(_UrlHelpers):
         if not data:
             return None
         with self._lock:
+            self._check_open()   # again: a close() may have finished while this waited
             batch = self._batch
             out: Optional[SendResult] = None
             try:
@@ -918,10 +925,21 @@ class Sender(_UrlHelpers):
             self._lock.release()
 
     def _exit_flush(self) -> None:
-        """At interpreter exit: flush what is queued, or warn with the count."""
-        if self._closed or not self._batch.lines:
+        """At interpreter exit: flush what is queued, or warn with the count.
+
+        The queue is looked at under the lock: a background flush under way
+        holds it (all of it, maybe) and finishes first.  A failure of a
+        background flush has no caller left to raise it to: it is warned
+        of here, and what is queued is sent all the same.
+        """
+        if self._closed:
             return
-        lines = self._batch.lines
+        with self._lock:
+            failed, self._background_error = self._background_error, None
+            lines = self._batch.lines
+        if failed is not None:
+            unsent = getattr(failed, "unsent", None) or b""
+            _exit_warning("Sender (a background flush)", unsent.count(b"\n"), self.url, failed)
         try:
             self.close()
         except Exception as exc:

@@ -389,3 +389,50 @@ def test_an_aclose_cancelled_while_a_background_flush_runs_changes_nothing():
                 await s.add("a.b 1")
 
     asyncio.run(main())
+
+
+def test_the_exit_flush_waits_for_a_background_flush_under_way():
+    # Found in review: the exit flush saw an empty queue (the background
+    # flush had taken it all) and returned; the daemon thread then died
+    # mid-send, or failed to submit its next chunk to a pool already shut down.
+    with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.2)]) as srv:
+        code = ("import time\n"
+                "from dtproto import Sender\n"
+                "s = Sender(%r, None, max_bytes=200, flush_bytes=10**6, flush_lines=10**6,\n"
+                "           flush_interval=0.3)\n"
+                "s.add(%r)\n"
+                "time.sleep(0.6)\n"   # the background flush is under way at exit
+                % (srv.url, body().decode()))
+        p = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code],
+                           capture_output=True, text=True, timeout=120, cwd=HERE)
+        assert p.returncode == 0 and "could not be flushed" not in p.stderr, p.stderr
+        counts = stored_counts(srv)
+        assert len(counts) == N and set(counts.values()) == {1}
+
+
+def test_an_add_that_waited_for_close_is_refused_not_lost():
+    with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.3)]) as srv:
+        s = Sender(srv.url, None, concurrency=1, flush_bytes=10**6)
+        s.add("a.b 1\n")
+        t = threading.Thread(target=s.close)
+        t.start()
+        time.sleep(0.1)                      # close() holds the lock, sending
+        with pytest.raises(Exception, match="closed"):
+            s.add("late.line 1\n")          # it waited for the lock: refused
+        t.join()
+        assert s.pending_lines == 0 and srv.accepted_lines == [b"a.b 1"]
+
+
+def test_an_async_add_that_waited_for_aclose_is_refused_not_lost():
+    async def main():
+        with IngestServer(faults=[Fault("slow", rate=1.0, delay=0.3)]) as srv:
+            s = aio.AsyncSender(srv.url, None, concurrency=1, flush_bytes=10**6)
+            await s.add("a.b 1\n")
+            closing = asyncio.ensure_future(s.aclose())
+            await asyncio.sleep(0.1)
+            with pytest.raises(Exception, match="closed"):
+                await s.add("late.line 1\n")
+            await closing
+            assert s.pending_lines == 0 and srv.accepted_lines == [b"a.b 1"]
+
+    asyncio.run(main())
