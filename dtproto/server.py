@@ -64,6 +64,7 @@ from ._constants import (BLANK_CHARS, ENVIRONMENT_PREFIX, INGEST_PATH, INGEST_SC
                          ONEAGENT_MAX_LINES, ONEAGENT_PATH, RESPONSE_MAX_ERRORS,
                          RESPONSE_WARNINGS_KEY, RESPONSE_WARNINGS_KEY_SEEN, SERVER_MAX_BODY_BYTES,
                          TOKEN_SCHEME)
+from ._input import GZIP_MAGIC as _GZIP_MAGIC
 
 __all__ = ["IngestServer", "Fault", "RequestRecord", "parse_fault", "INGEST_SCOPE"]
 
@@ -79,7 +80,6 @@ _DRAIN_LIMIT = 16 * 1024 * 1024
 _DROP_KINDS = frozenset({"drop-before", "drop-after"})
 _MAX_DELAY = 86_400       # a fault delay above a day is a typo
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
-_GZIP_MAGIC = b"\x1f\x8b"
 _BLANK = BLANK_CHARS.encode("ascii")
 # Counters of :attr:`IngestServer.stats` that exist from the start (0 until counted).
 _STATS = ("requests", "faults", "bytes_received", "lines_ok", "lines_invalid", "lines_stored")

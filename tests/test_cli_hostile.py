@@ -162,6 +162,35 @@ def test_nonblocking_stdin_waits_for_data(gz: bool) -> None:
     assert doc["response"]["linesOk"] == 3000 and doc["lines_total"] == 3000
 
 
+@pytest.mark.parametrize("nonblocking", [False, True], ids=["blocking", "nonblocking"])
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_stdin_is_gzip_by_its_bytes_even_when_they_come_one_by_one(gz: bool,
+                                                                   nonblocking: bool) -> None:
+    # Found by a red-team pass: peek(2) gave the one byte written so far and a
+    # gzip body was read as text (or sent as compressed bytes by send).
+    data = _numbered_lines(300)
+    payload = gzip.compress(data) if gz else b"\x1f" + data
+    r, w = os.pipe()
+    os.set_blocking(r, not nonblocking)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "dtproto", "validate", "--json", "-q",
+                                 "-"], stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=_env(), cwd=str(HERE))
+    finally:
+        os.close(r)
+    with os.fdopen(w, "wb") as f:
+        f.write(payload[:1])
+        f.flush()
+        time.sleep(0.4)            # the child peeks while only the first byte came
+        f.write(payload[1:])
+    out, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err, err.decode()
+    doc = json.loads(out)["files"][0]
+    assert doc["lines_total"] == 300
+    # gzip: every line ok; plain: the first line holds the \x1f and is invalid
+    assert doc["response"]["linesOk"] == (300 if gz else 299), doc
+
+
 # --------------------------------------------------------------------------- item 10
 
 

@@ -16,12 +16,13 @@ import sys
 import time
 from typing import Dict, IO, Any, Callable, List, Optional, Tuple, Type
 
+from .._input import sniff_gzip
+
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 _BLOCK = 1 << 20            # bytes per read()
-_GZIP_MAGIC = b"\x1f\x8b"
 _STDIN = "<stdin>"
 
 
@@ -292,22 +293,24 @@ class _Input:
                 self.size = st.st_size   # else a pipe such as <(zcat ...): size unknown
         self._raw = raw
         try:
-            head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+            # gzip is told by the first two bytes however they arrive (a pipe
+            # may give one at a time); ``stream`` gives back what was read
+            gz, stream = sniff_gzip(raw) if hasattr(raw, "peek") else (False, raw)
         except (OSError, ValueError) as exc:
             self.close()
             raise UsageError("cannot read %s: %s" % (
                 self.name, getattr(exc, "strerror", None) or exc)) from None
-        if head == _GZIP_MAGIC:
+        if gz:
             import gzip
 
             import zlib
 
             self.gzip = True
-            self._file = gzip.GzipFile(fileobj=raw, mode="rb")
+            self._file = gzip.GzipFile(fileobj=stream, mode="rb")
             # Damaged deflate data raises zlib.error (not an OSError).
             self._errors = self._errors + (zlib.error,)
         else:
-            self._file = raw
+            self._file = stream
 
     def read(self, n: int = _BLOCK) -> bytes:
         try:
