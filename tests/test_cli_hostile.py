@@ -137,18 +137,24 @@ def test_damaged_gzip_on_stdin(damaged_gz: pathlib.Path) -> None:
 
 
 @posix_only
-@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
-def test_nonblocking_stdin_waits_for_data(gz: bool) -> None:
-    data = _numbered_lines(3000)
-    payload = gzip.compress(data) if gz else data
+def _validate_json_of_a_pipe(nonblocking: bool) -> Any:
+    """``dtproto validate --json -q -`` reading a pipe, and the pipe's write end."""
     r, w = os.pipe()
-    os.set_blocking(r, False)     # shared with the child: its stdin is non-blocking
+    os.set_blocking(r, not nonblocking)   # shared with the child: its stdin's mode
     try:
         proc = subprocess.Popen([sys.executable, "-m", "dtproto", "validate", "--json", "-q",
                                  "-"], stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=_env(), cwd=str(HERE))
     finally:
         os.close(r)
+    return proc, w
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_nonblocking_stdin_waits_for_data(gz: bool) -> None:
+    data = _numbered_lines(3000)
+    payload = gzip.compress(data) if gz else data
+    proc, w = _validate_json_of_a_pipe(nonblocking=True)
     with os.fdopen(w, "wb") as f:
         time.sleep(0.4)            # the child finds no data yet (read() -> None)
         f.write(payload[:100])
@@ -170,14 +176,7 @@ def test_stdin_is_gzip_by_its_bytes_even_when_they_come_one_by_one(gz: bool,
     # gzip body was read as text (or sent as compressed bytes by send).
     data = _numbered_lines(300)
     payload = gzip.compress(data) if gz else b"\x1f" + data
-    r, w = os.pipe()
-    os.set_blocking(r, not nonblocking)
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "dtproto", "validate", "--json", "-q",
-                                 "-"], stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=_env(), cwd=str(HERE))
-    finally:
-        os.close(r)
+    proc, w = _validate_json_of_a_pipe(nonblocking)
     with os.fdopen(w, "wb") as f:
         f.write(payload[:1])
         f.flush()

@@ -288,17 +288,33 @@ def test_connection_refused_is_retried_then_raised():
     assert ei.value.status is None and not ei.value.ambiguous
 
 
-def test_a_refusing_proxy_is_named_not_the_endpoint():
-    port = _free_port()
+def _free_ipv6_port() -> int:
+    try:
+        with socket.socket(socket.AF_INET6) as sk:
+            sk.bind(("::1", 0))
+            return int(sk.getsockname()[1])
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+
+
+@pytest.mark.parametrize("host,free_port", [("127.0.0.1", lambda: _free_port()),
+                                            ("[::1]", lambda: _free_ipv6_port())],
+                         ids=["ipv4", "ipv6"])
+def test_a_refusing_proxy_is_named_not_the_endpoint(host, free_port):
+    # An IPv6 proxy is connected to as [::1]:port by both transports (the
+    # async one once made the URL http://::1:port, which aiohttp refused).
+    port = free_port()
     s = open_sender("https://ingest.example.invalid/api/v2/metrics/ingest", TOKEN, retries=0,
-                    proxy="http://127.0.0.1:%d" % port)
+                    proxy="http://%s:%d" % (host, port))
     with pytest.raises(DeliveryError) as ei:
         s.send(b"a.b 1\n")
     s.close()
     (reason,) = ei.value.result.requests[0].history
     assert reason.startswith("cannot connect to ingest.example.invalid:443 through the proxy "
-                             "http://127.0.0.1:%d: connection refused" % port), reason
+                             "http://%s:%d: connection refused" % (host, port)), reason
     assert "check the proxy" in reason and "check the URL" not in reason
+    if host != "127.0.0.1":
+        return
     # without a proxy the endpoint is named, and the URL is what to check
     s = open_sender("http://127.0.0.1:%d/api/v2/metrics/ingest" % port, TOKEN, retries=0)
     with pytest.raises(DeliveryError) as ei:
@@ -307,25 +323,6 @@ def test_a_refusing_proxy_is_named_not_the_endpoint():
     (reason,) = ei.value.result.requests[0].history
     assert reason.startswith("cannot connect to 127.0.0.1:%d: connection refused" % port)
     assert "check the URL" in reason and "proxy" not in reason
-
-
-def test_a_refusing_ipv6_proxy_is_named_not_the_endpoint():
-    """An IPv6 proxy is connected to as [::1]:port by both transports (the
-    async one once made the URL http://::1:port, which aiohttp refused)."""
-    try:
-        with socket.socket(socket.AF_INET6) as sk:
-            sk.bind(("::1", 0))
-            port = sk.getsockname()[1]
-    except OSError:
-        pytest.skip("no IPv6 loopback here")
-    s = open_sender("https://ingest.example.invalid/api/v2/metrics/ingest", TOKEN, retries=0,
-                    proxy="http://[::1]:%d" % port)
-    with pytest.raises(DeliveryError) as ei:
-        s.send(b"a.b 1\n")
-    s.close()
-    (reason,) = ei.value.result.requests[0].history
-    assert reason.startswith("cannot connect to ingest.example.invalid:443 through the proxy "
-                             "http://[::1]:%d: connection refused" % port), reason
 
 
 def test_drop_before_processing_with_retry_ambiguous_stores_exactly_once(srv):

@@ -333,6 +333,15 @@ def test_a_second_cancel_cancels_what_is_still_in_flight():
     asyncio.run(main())
 
 
+def assert_exit_flush_stores_every_line(srv: IngestServer, code: str) -> None:
+    """Run ``code`` (it queues body() and returns): the exit flush stores each line once."""
+    p = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code],
+                       capture_output=True, text=True, timeout=120, cwd=HERE)
+    assert p.returncode == 0 and "could not be flushed" not in p.stderr, p.stderr
+    counts = stored_counts(srv)
+    assert len(counts) == N and set(counts.values()) == {1}
+
+
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_the_exit_flush_sends_what_is_queued(concurrency):
     # concurrent.futures shuts its pools down before atexit runs: the exit
@@ -341,11 +350,7 @@ def test_the_exit_flush_sends_what_is_queued(concurrency):
         code = ("from dtproto import Sender\n"
                 "s = Sender(%r, None, concurrency=%d, max_bytes=200, flush_bytes=10**6)\n"
                 "s.add(%r)\n" % (srv.url, concurrency, body().decode()))
-        p = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code],
-                           capture_output=True, text=True, timeout=60, cwd=HERE)
-        assert p.returncode == 0 and "could not be flushed" not in p.stderr, p.stderr
-        counts = stored_counts(srv)
-        assert len(counts) == N and set(counts.values()) == {1}
+        assert_exit_flush_stores_every_line(srv, code)
 
 
 def test_an_interrupted_close_keeps_the_background_flush():
@@ -403,11 +408,7 @@ def test_the_exit_flush_waits_for_a_background_flush_under_way():
                 "s.add(%r)\n"
                 "time.sleep(0.6)\n"   # the background flush is under way at exit
                 % (srv.url, body().decode()))
-        p = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code],
-                           capture_output=True, text=True, timeout=120, cwd=HERE)
-        assert p.returncode == 0 and "could not be flushed" not in p.stderr, p.stderr
-        counts = stored_counts(srv)
-        assert len(counts) == N and set(counts.values()) == {1}
+        assert_exit_flush_stores_every_line(srv, code)
 
 
 def test_an_add_that_waited_for_close_is_refused_not_lost():
