@@ -18,9 +18,10 @@ threshold of them, the largest of :data:`EXACT_SERIES`, half that, a
 quarter... (not below :data:`EXACT_FLOOR`) at which the keys' series, each
 key's taken up to the threshold, total at most :data:`EXACT_SERIES`; the
 values of a dimension key likewise, from :data:`EXACT_VALUES` within
-:data:`EXACT_VALUES_TOTAL`.  Memory stays bounded whatever the file's size:
-the exact items fit those totals, or the threshold is down to EXACT_FLOOR
-items per key, and an estimate is 16 KB of registers.
+:data:`EXACT_VALUES_TOTAL`.  Memory does not grow with the file's size: the
+exact items fit those totals, or the threshold is down to EXACT_FLOOR items
+per key, and an estimate is 16 KB of registers; it grows with the number of
+distinct keys and (key, dimension) pairs (up to EXACT_FLOOR items each).
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ __all__ = ["HyperLogLog", "Distinct", "FileStats", "EXACT_SERIES", "EXACT_VALUES
 EXACT_SERIES = 2_000_000     # series counted exactly per file (then the largest keys estimate)
 EXACT_VALUES = 200_000       # values of one dimension key (of one metric) counted exactly, at most
 EXACT_VALUES_TOTAL = 2_000_000   # dimension values kept per file in all
-# A count this small is always exact: its estimate's registers (16 KB) would
-# take more memory than its items do.
+# A count this small always stays exact, so that the threshold cannot fall to
+# nothing.  (Its items take more memory than an estimate's 16 KB of
+# registers: 1,000 hashes in a set ~69 KB.  With many keys at the floor,
+# memory grows with the number of keys and (key, dimension) pairs.)
 EXACT_FLOOR = 1_000
 HLL_P = 14
 ESTIMATOR = "HyperLogLog (2^14 registers, 64-bit BLAKE2b hashes, ~0.8% standard error)"
