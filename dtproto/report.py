@@ -44,16 +44,21 @@ class LineWarning(NamedTuple):
 _Entry = TypeVar("_Entry", LineError, LineWarning)
 
 
-def _shifted(first: Sequence[_Entry], then: Sequence[_Entry], offset: int,
-             cap: Optional[int]) -> List[_Entry]:
-    """``first`` followed by ``then`` moved down ``offset`` lines, at most ``cap`` in all."""
+def _extended(kept: List[_Entry], then: Sequence[_Entry], offset: int,
+              cap: Optional[int]) -> None:
+    """Append ``then``, moved down ``offset`` lines, to ``kept``; at most ``cap`` in all.
+
+    In place: combining the reports of many blocks copies each entry once,
+    where a new list per merge copied the kept ones again at every block
+    (quadratic in the entries kept when the cap is large or None).
+    """
     if cap is not None and cap < 0:
         raise ValueError("a cap must be None or >= 0, not %r" % (cap,))
-    out = list(first if cap is None else first[:cap])
-    room = len(then) if cap is None else min(cap - len(out), len(then))
+    if cap is not None and len(kept) > cap:
+        del kept[cap:]
+    room = len(then) if cap is None else min(cap - len(kept), len(then))
     if room > 0:
-        out.extend(x._replace(line=x.line + offset) for x in then[:room])
-    return out
+        kept.extend(x._replace(line=x.line + offset) for x in then[:room])
 
 
 # Warnings kept in compact form until someone looks (see ValidationReport.warnings):
@@ -168,6 +173,25 @@ class ValidationReport:
             max_errors, max_warnings: caps of the combined lists (``None``: no
                 cap); the defaults are :func:`dtproto.validate`'s.
         """
+        out = ValidationReport()
+        out.lines_ok = self.lines_ok
+        out.lines_invalid = self.lines_invalid
+        out.warnings_total = self.warnings_total
+        out.lines_total = self.lines_total
+        out.error_counts = dict(self.error_counts)
+        out.errors = list(self.errors)
+        out._warnings = list(self.warnings)
+        out._extend(other, line_offset, max_errors, max_warnings)
+        return out
+
+    def _extend(self, other: "ValidationReport", line_offset: Optional[int],
+                max_errors: Optional[int], max_warnings: Optional[int]) -> None:
+        """:meth:`merge` in place: append ``other`` to this report.
+
+        For a caller that owns this report and combines many blocks into it
+        (:meth:`combine`, the CLI's segments): each entry is copied once.
+        Checks everything before changing anything.
+        """
         if not isinstance(other, ValidationReport):
             raise TypeError("merge() takes a ValidationReport, not %s" % type(other).__name__)
         offset = self.lines_total if line_offset is None else line_offset
@@ -177,18 +201,20 @@ class ValidationReport:
             raise ValueError("line_offset %d falls inside this report's %d lines: merge the "
                              "reports of consecutive blocks, in input order"
                              % (offset, self.lines_total))
-        out = ValidationReport()
-        out.lines_ok = self.lines_ok + other.lines_ok
-        out.lines_invalid = self.lines_invalid + other.lines_invalid
-        out.warnings_total = self.warnings_total + other.warnings_total
-        out.lines_total = offset + other.lines_total if other.lines_total else self.lines_total
-        counts = dict(self.error_counts)
+        for cap in (max_errors, max_warnings):
+            if cap is not None and cap < 0:
+                raise ValueError("a cap must be None or >= 0, not %r" % (cap,))
+        warnings = self.warnings   # the compact ones made entries, in order
+        self.lines_ok += other.lines_ok
+        self.lines_invalid += other.lines_invalid
+        self.warnings_total += other.warnings_total
+        if other.lines_total:
+            self.lines_total = offset + other.lines_total
+        counts = self.error_counts
         for code, n in other.error_counts.items():
             counts[code] = counts.get(code, 0) + n
-        out.error_counts = counts
-        out.errors = _shifted(self.errors, other.errors, offset, max_errors)
-        out.warnings = _shifted(self.warnings, other.warnings, offset, max_warnings)
-        return out
+        _extended(self.errors, other.errors, offset, max_errors)
+        _extended(warnings, other.warnings, offset, max_warnings)
 
     @classmethod
     def combine(cls, reports: Iterable["ValidationReport"], *,
@@ -198,7 +224,7 @@ class ValidationReport:
         :meth:`merge` applied left to right (an empty iterable gives an empty report)."""
         total = cls()
         for report in reports:
-            total = total.merge(report, max_errors=max_errors, max_warnings=max_warnings)
+            total._extend(report, None, max_errors, max_warnings)
         return total
 
     def to_response(self, *, max_reported_errors: Optional[int] = RESPONSE_MAX_ERRORS,

@@ -590,6 +590,24 @@ def test_dry_run_lists_lines_it_cannot_send_up_to_max_errors(work: pathlib.Path)
     assert doc["rejected_by_client_total"] == 5
 
 
+def test_dry_run_keeps_the_first_max_errors_warnings_and_counts_them_all(
+        work: pathlib.Path) -> None:
+    """--dry-run keeps warnings as it keeps errors (a file of warnings held
+    every one of them in memory), across chunks, and still counts them all."""
+    f = work / "warned.txt"
+    f.write_bytes(b"".join(b"requests.total,n=%d count,delta=1\n" % i for i in range(500)))
+    (doc,) = json.loads(run("send", f, "--dry-run", "--max-bytes", "1000", "--max-errors", "7",
+                            "--json").stdout)["files"]
+    assert len(doc["chunks"]) > 10
+    assert doc["warnings_total"] == 500
+    assert doc["response"]["linesOk"] == 500
+    kept = doc["response"]["warnings"]["changedMetricKeys"]
+    assert [w["line"] for w in kept] == list(range(1, 8)), kept
+    p = run("send", f, "--dry-run", "--max-bytes", "1000", "--max-errors", "7")
+    assert p.returncode == 0, p.stdout
+    assert b"warnings: 493 more warnings not kept (--max-errors N)" in p.stdout, p.stdout
+
+
 @pytest.mark.parametrize("tail", [b"c.d 2\n", b""])
 def test_dry_run_counts_lines_it_cannot_send_as_such_never_as_blank(work: pathlib.Path,
                                                                    tail: bytes) -> None:
@@ -795,27 +813,32 @@ def test_validate_combines_its_segments_with_report_merge(
         monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path,
         capsys: pytest.CaptureFixture) -> None:
     """One way to combine per-block reports: the CLI's segments go through
-    ValidationReport.merge (no tally of its own), and the result is the
-    report of the whole file."""
+    ValidationReport's merge (its in-place form, no tally of its own), and
+    the result is the report of the whole file."""
     from dtproto import cli
     from dtproto.cli import validate as cli_validate
     from dtproto.report import ValidationReport
 
     assert not hasattr(cli_validate, "_Tally")
     merged: List[int] = []
-    original = ValidationReport.merge
+    into: List[ValidationReport] = []
+    original = ValidationReport._extend
 
     def spy(self: ValidationReport, other: ValidationReport, *args: Any, **kw: Any) -> Any:
         merged.append(other.lines_total)
+        into.append(self)
         return original(self, other, *args, **kw)
 
-    monkeypatch.setattr(ValidationReport, "merge", spy)
+    monkeypatch.setattr(ValidationReport, "_extend", spy)
     monkeypatch.setattr(cli_validate, "_BLOCK", 512)      # many small segments
     monkeypatch.setattr(cli_validate, "_SEGMENT", 1024)
     f = tmp_path / "x.txt"
     f.write_bytes(make_corpus(300, seed=3, invalid_ratio=0.1))
     assert cli.main(["validate", "-q", "--json", "--max-errors", "7", str(f)]) == 1
     assert len(merged) > 10 and sum(merged) == 300
+    # one running report, extended in place: each kept error is copied once
+    # (a new report per segment copied the kept ones again every time)
+    assert all(r is into[0] for r in into)
     (doc,) = json.loads(capsys.readouterr().out)["files"]
     whole = dtproto.validate(f.read_bytes(), max_errors=7)
     assert doc["response"] == whole.to_response()

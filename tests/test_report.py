@@ -162,6 +162,37 @@ def test_merge_caps_the_lists_but_not_the_counts():
     assert [e.line for e in a.merge(b, max_errors=2).errors] == [1, 2]
 
 
+def test_combine_extends_one_report_in_place():
+    """combine() copies each entry once: it appends every block to one
+    report (merge() building a new report per block copied the kept entries
+    again at each one, quadratic with no cap), and gives what merge gives."""
+    blocks = [dtproto.validate(b"a.b 1\n1ab 1\nx.count 1\n", max_errors=None)
+              for _ in range(50)]
+    total = ValidationReport()
+    errors, warnings = total.errors, total.warnings
+    for block in blocks:
+        total._extend(block, None, None, None)
+        assert total.errors is errors and total.warnings is warnings
+    chained = ValidationReport()
+    for block in blocks:
+        chained = chained.merge(block, max_errors=None, max_warnings=None)
+    assert total == chained == ValidationReport.combine(blocks, max_errors=None,
+                                                        max_warnings=None)
+    assert [e.line for e in total.errors] == list(range(2, 150, 3))
+    assert [w.line for w in total.warnings] == list(range(3, 151, 3))
+    assert all(len(b.errors) == 1 and b.errors[0].line == 2 for b in blocks)
+
+
+def test_a_refused_extend_changes_nothing():
+    r = dtproto.validate(b"a.b 1\n1ab 1\n")
+    before = pickle.dumps(r)
+    for args in ((r, 1, None, None), (r, None, -1, None), (r, None, None, -2),
+                 ({"lines_ok": 1}, None, None, None), (r, 2.0, None, None)):
+        with pytest.raises((TypeError, ValueError)):
+            r._extend(*args)  # type: ignore[arg-type]
+        assert pickle.dumps(r) == before
+
+
 def test_merging_empty_reports():
     empty = ValidationReport()
     r = dtproto.validate(b"a.b 1\n1ab 1\n")

@@ -17,7 +17,8 @@ from ._common import (_BLOCK, _STDIN, EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageEr
                       add_window)
 from .._constants import INGEST_SCOPE
 from ..report import ValidationReport
-from .validate import _Caps, _checked, _Checked, _human_validation, _json_validation, _then
+from .validate import (_Caps, _checked, _Checked, _human_validation, _json_validation, _room,
+                       _then)
 
 
 def _read_token(args: argparse.Namespace) -> Optional[str]:
@@ -240,7 +241,9 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
             rc = EXIT_USAGE
             continue
         progress = _Progress(inp.size, inp.name)
-        caps = _Caps(args.max_errors, None, args.examples)
+        # Warnings are kept as errors are, the first --max-errors (their
+        # total exact): a file of warnings held them all in memory.
+        caps = _Caps(args.max_errors, args.max_errors, args.examples)
         checked = _Checked(ValidationReport(), {}, 0)
         chunks: List[Dict[str, Any]] = []
         rejected: List[Dict[str, Any]] = []   # the first --max-errors of them
@@ -255,7 +258,9 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                     blank = only_blank_lines(body)
                     chunks.append({"first_line": item.first_line, "lines": item.lines,
                                    "bytes": len(body), "sent": not blank})
-                    part = validate(body, now_ms=args.now, max_errors=None, max_warnings=None)
+                    part = validate(body, now_ms=args.now, max_errors=None,
+                                    max_warnings=_room(checked.report.warnings,
+                                                       caps.max_warnings))
                     checked = _then(checked, _checked(part, caps.examples), caps,
                                     item.first_line - 1)
                 else:
@@ -301,7 +306,8 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                       % _n(rejected_total - len(rejected)))
         if feed.error is not None:
             out.write("  %s\n" % _printable(feed.failure()))
-        _human_validation(inp.name, checked, args.examples, out, rejected_total)
+        _human_validation(inp.name, checked, args.examples, out, rejected_total,
+                          "--max-errors")
     if args.json:
         _write_json({"dry_run": True, "files": docs}, out)
     return rc

@@ -138,15 +138,20 @@ def _checked(report: ValidationReport, k: int, nbytes: int = 0) -> _Checked:
 def _then(done: _Checked, part: _Checked, caps: _Caps,
           line_offset: Optional[int] = None) -> _Checked:
     """``done`` followed by ``part``, the next block of the same input: the
-    reports merged (ValidationReport.merge, its default ``line_offset`` being
-    the lines ``done`` covers), the examples shifted alike."""
+    reports merged (ValidationReport.merge's rules, its default
+    ``line_offset`` being the lines ``done`` covers), the examples shifted
+    alike.
+
+    ``done`` is the caller's running result and is extended in place: a
+    file of many segments then copies each kept error once (a new report
+    per segment copied every kept one again, quadratic under a large
+    ``--max-errors``).
+    """
     offset = done.report.lines_total if line_offset is None else line_offset
-    examples = {code: list(errs) for code, errs in done.examples.items()}
     for errs in part.examples.values():
-        _add_examples(examples, errs, offset, caps.examples)
-    report = done.report.merge(part.report, offset, max_errors=caps.max_errors,
-                               max_warnings=caps.max_warnings)
-    return _Checked(report, examples, done.bytes + part.bytes)
+        _add_examples(done.examples, errs, offset, caps.examples)
+    done.report._extend(part.report, offset, caps.max_errors, caps.max_warnings)
+    return _Checked(done.report, done.examples, done.bytes + part.bytes)
 
 
 def _room(kept: Sequence[Any], cap: Optional[int]) -> Optional[int]:
@@ -319,11 +324,11 @@ def _code_order(r: ValidationReport) -> List[Any]:
 
 
 def _human_validation(name: str, checked: _Checked, k: int, out: IO[str],
-                      not_sendable: int = 0) -> None:
+                      not_sendable: int = 0, warnings_cap: str = "--max-warnings") -> None:
     """The report of one input for people: counts, counts per reason code,
     ``k`` examples per code and per kind of warning.  ``not_sendable``: lines
     of the input outside the report that ``send --dry-run`` found too long to
-    send."""
+    send; ``warnings_cap``: the flag that capped the warnings kept."""
     r = checked.report
     name = _printable(name)
     blank = r.lines_total - r.lines_ok - r.lines_invalid - not_sendable
@@ -348,7 +353,7 @@ def _human_validation(name: str, checked: _Checked, k: int, out: IO[str],
                 out.write("  %s:%d: %s\n      %s\n" % (name, e.line, _printable(e.message),
                                                     _printable(e.text)))
     if r.warnings_total:
-        _human_warnings(name, r, k, out)
+        _human_warnings(name, r, k, out, warnings_cap)
 
 
 # The text report's heading of each kind of warning (LineWarning.code), in
@@ -360,7 +365,8 @@ _WARNING_HEADINGS = (
 )
 
 
-def _human_warnings(name: str, r: ValidationReport, k: int, out: IO[str]) -> None:
+def _human_warnings(name: str, r: ValidationReport, k: int, out: IO[str],
+                    cap_flag: str) -> None:
     """The warnings of a report, under a heading per kind, ``k`` examples each.
 
     A report keeps the first ``max_warnings`` warnings and counts them all,
@@ -385,8 +391,8 @@ def _human_warnings(name: str, r: ValidationReport, k: int, out: IO[str]) -> Non
         for w in shown:
             out.write("  %s:%d: %s\n" % (name, w.line, _printable(w.message)))
     if not complete:
-        out.write("warnings: %s not kept (--max-warnings N), not counted by kind\n"
-                  % _plural(r.warnings_total - len(kept), "more warning"))
+        out.write("warnings: %s not kept (%s N), not counted by kind\n"
+                  % (_plural(r.warnings_total - len(kept), "more warning"), cap_flag))
 
 
 def _json_validation(name: str, r: ValidationReport) -> Dict[str, Any]:
