@@ -1040,10 +1040,10 @@ class Encoder:
         :func:`_joined_dims` (None: not taken here).
         While the memo (:data:`_memo`) is consulted, a text of dimensions
         found there with the same n is written unchecked, and a text checked
-        here is kept the second time it is seen.  A line checked here: one
-        ``translate`` counts its _MARKS bytes, and more than its fields hold
-        means a value needs an escape (:data:`_escapes`,
-        :func:`_escaped_dims`) or is invalid.
+        here is kept the second time it is seen.  A line with dimensions
+        checked here: one ``translate`` counts its _MARKS bytes, and more than
+        its fields hold means a value needs an escape (:data:`_escapes`,
+        :func:`_escaped_dims`) or is invalid.  A line without holds none.
         """
         if text is None:
             if not (self._opts is None and type(value) is float and value - value == 0.0
@@ -1118,7 +1118,10 @@ class Encoder:
             marks += 2 * n
             line = f"{key},{dims}{end}"
         else:
-            line = f"{key}{end}"
+            # A valid key, the payload, a formatted number and an int hold
+            # no mark and no non-ASCII character: nothing to count.
+            self._buf += f"{key}{end}".encode()
+            return True
         try:
             data = line.encode()
         except UnicodeEncodeError:  # a lone surrogate
