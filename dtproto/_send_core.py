@@ -1242,7 +1242,11 @@ def _proxy_variable(scheme: str, found: str) -> str:
     """Where ``urllib.request.getproxies()`` found the proxy ``found`` of
     ``scheme``, for messages: the environment variable (urllib prefers the
     lowercase one), else the system's settings (macOS, Windows)."""
-    for name in (scheme + "_proxy", scheme.upper() + "_PROXY"):
+    wanted = scheme + "_proxy"
+    # urllib reads the variable in any case (Https_Proxy too), the
+    # lowercase one first
+    names = sorted((n for n in os.environ if n.lower() == wanted), key=lambda n: n != wanted)
+    for name in names:
         if os.environ.get(name) == found:
             return name
     return "the system's proxy settings"

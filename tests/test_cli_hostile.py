@@ -385,6 +385,20 @@ def test_a_bad_proxy_is_a_usage_error_naming_where_it_came_from(
         assert b"PROXYSECRET" not in p.stderr + p.stdout
 
 
+@pytest.mark.parametrize("command", ["send", "load"])
+def test_an_empty_proxy_is_refused_not_taken_from_the_environment(
+        tmp_path: pathlib.Path, command: str) -> None:
+    """``--proxy ''`` used to mean "the environment's proxy": the one thing
+    it cannot mean.  (--no-proxy connects directly.)"""
+    f = tmp_path / "m.txt"
+    f.write_bytes(b"a.b 1\n")
+    args = [f] if command == "send" else ["--rate", "10", "--duration", "1"]
+    p = run(command, *args, "--url", "https://abc12345.live.dynatrace.com", "--proxy", "",
+            env=dict(TOKEN, HTTPS_PROXY="http://127.0.0.1:9"))
+    assert_clean_failure(p, b"dtproto: invalid proxy URL in --proxy (not shown",
+                         b"it names no host")
+
+
 def test_now_that_is_no_time_says_what_now_takes() -> None:
     p = run("validate", "--now", "\u00b2", SAMPLE)     # "²": str.isdigit() says it is a digit
     assert_clean_failure(p, "argument --now: invalid time '\u00b2': use epoch milliseconds, "

@@ -572,6 +572,17 @@ def test_a_proxy_url_that_cannot_be_used_is_refused_at_construction(monkeypatch,
     sender_class()(url, TOKEN).close()
 
 
+def test_a_proxy_variable_in_mixed_case_is_named_as_spelled(monkeypatch):
+    """urllib reads a proxy variable whatever its case: a message names it as
+    it is spelled, not "the system's proxy settings"."""
+    _no_proxy_env(monkeypatch)
+    monkeypatch.setenv("Https_Proxy", "http://user:PROXYSECRET@")
+    with pytest.raises(ConfigurationError) as ei:
+        sender_class()("https://abc.live.dynatrace.com/api/v2/metrics/ingest", TOKEN)
+    assert str(ei.value).startswith("invalid proxy URL in Https_Proxy (not shown"), ei.value
+    assert "PROXYSECRET" not in str(ei.value)
+
+
 def test_a_usable_proxy_port_is_kept(monkeypatch):
     _no_proxy_env(monkeypatch)
     url = "https://abc.live.dynatrace.com/api/v2/metrics/ingest"

@@ -92,8 +92,8 @@ def connection_options(args: argparse.Namespace) -> Dict[str, Any]:
     proxy: Any = True
     if args.no_proxy:
         proxy = False
-    elif args.proxy:
-        proxy = args.proxy
+    elif args.proxy is not None:
+        proxy = args.proxy   # '' too: the Sender refuses it (not the environment's proxy)
     return dict(retry_ambiguous=args.retry_ambiguous, allow_insecure=args.allow_insecure,
                 verify=args.ca_file or True, proxy=proxy, retries=args.retries,
                 read_timeout=args.timeout, gzip=args.gzip, concurrency=args.concurrency)
