@@ -1698,13 +1698,15 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
     cdef int64_t lo, hi
     cdef LineScan L
     cdef HeadEntry *hit
-    cdef Py_ssize_t keylen, kept
+    cdef Py_ssize_t keylen, renames, hints
     cdef Py_ssize_t next_end = -1, next_fs = -1, cur_fs
     cdef uint64_t next_h = 0, cur_h
     cdef bytearray pending = bytearray()
-    cdef Py_ssize_t pending_count = 0
+    cdef Py_ssize_t pending_count = 0, pending_hints = 0
     cap_w = -1 if max_warnings is None else max_warnings
-    kept = report.warnings_kept
+    # max_warnings caps each kind (mirrors _validate_text)
+    hints = report._kept_hints
+    renames = report.warnings_kept - hints
     window(now_ms, &lo, &hi)
     while pos < size:
         if next_end >= 0:
@@ -1730,15 +1732,16 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
             suffix = keylen >= 6 and memcmp(p + keylen - 6, b".count", 6) == 0
             if suffix != (L.kind == K_COUNT):
                 warned += 1
-                if cap_w < 0 or kept + pending_count < cap_w:
+                if cap_w < 0 or renames + (pending_count - pending_hints) < cap_w:
                     # K_GAUGE, K_COUNT, K_SUMMARY index _constants.KINDS
                     pend_warning(pending, PENDING_CHANGED_KEY, L.kind, p, keylen, lineno, 0)
                     pending_count += 1
             if L.has_ts and L.ts < SECONDS_TIMESTAMP_BELOW:
                 warned += 1
-                if cap_w < 0 or kept + pending_count < cap_w:
+                if cap_w < 0 or hints + pending_hints < cap_w:
                     pend_warning(pending, PENDING_SECONDS, 0, NULL, 0, lineno, L.ts)
                     pending_count += 1
+                    pending_hints += 1
         elif r == R_INVALID or r == R_META:
             fault, rec = diagnose(buf, pos, end, now_ms, lineno)
             if fault is None:
@@ -1755,6 +1758,7 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
     if pending_count:
         report._pending += pending
         report._pending_count += pending_count
+        report._kept_hints += pending_hints
     return lineno
 
 

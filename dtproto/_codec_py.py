@@ -230,6 +230,10 @@ def _validate_text(report: ValidationReport, text: str, end: int, first_lineno: 
     ok = 0
     warned = 0
     warnings = report.warnings
+    # max_warnings caps each kind: renames (what the server reports) and
+    # dtproto's hints, so that hints never crowd out a rename.
+    hints = report._kept_hints
+    renames = len(warnings) - hints
     rx = _CHECK_RE if now_ms is None else _CHECK_WINDOW_RE
     lineno = first_lineno - 1
     for pos, stop in _ranges(text, 0, end):
@@ -272,16 +276,19 @@ def _validate_text(report: ValidationReport, text: str, end: int, first_lineno: 
             # gauge/summary with it, gets a warning.
             if key.endswith(COUNT_SUFFIX) != is_count:
                 warned += 1
-                if max_warnings is None or len(warnings) < max_warnings:
+                if max_warnings is None or renames < max_warnings:
+                    renames += 1
                     warnings.append(LineWarning(lineno, CHANGED_KEY_WARNING % (
                         key, classic_key(key, KIND_COUNT if is_count else KIND_GAUGE))))
             if t is not None and t < SECONDS_TIMESTAMP_BELOW:
                 warned += 1
-                if max_warnings is None or len(warnings) < max_warnings:
+                if max_warnings is None or hints < max_warnings:
+                    hints += 1
                     warnings.append(LineWarning(lineno, SECONDS_TIMESTAMP_WARNING % (t, t),
                                                 WARNING_TIMESTAMP_SECONDS))
     report.lines_ok += ok
     report.warnings_total += warned
+    report._kept_hints = hints
     return lineno - first_lineno + 1
 
 
@@ -309,7 +316,8 @@ def validate(
         now_ms: see :func:`decode`.
         max_errors: keep at most this many :class:`~dtproto.report.LineError`
             entries (``None``: all).  Counts stay exact either way.
-        max_warnings: the same for warnings.
+        max_warnings: the same for the warnings of each kind (renames, and
+            dtproto's timestamp-in-seconds hints: one never crowds out the other).
 
     Returns:
         A :class:`~dtproto.ValidationReport`; ``to_response()`` gives the

@@ -61,6 +61,48 @@ def _extended(kept: List[_Entry], then: Sequence[_Entry], offset: int,
         kept.extend(x._replace(line=x.line + offset) for x in then[:room])
 
 
+def _is_hint(w: LineWarning) -> bool:
+    """Whether a warning is one of dtproto's hints, not a rename the server reports."""
+    return w.code != WARNING_CHANGED_KEY
+
+
+def _hints_in(warnings: Iterable[LineWarning]) -> int:
+    return sum(1 for w in warnings if _is_hint(w))
+
+
+def _extended_by_kind(kept: List[LineWarning], hints: int, then: Sequence[LineWarning],
+                      offset: int, cap: Optional[int]) -> int:
+    """Append ``then``, moved down ``offset`` lines, to ``kept``, which holds
+    ``hints`` hints: at most ``cap`` warnings of each kind.  Returns the hints
+    ``kept`` then holds.  In place, as :func:`_extended`."""
+    if cap is not None and cap < 0:
+        raise ValueError("a cap must be None or >= 0, not %r" % (cap,))
+    if cap is None:
+        added = [w._replace(line=w.line + offset) for w in then]
+        kept.extend(added)
+        return hints + _hints_in(added)
+    if hints > cap or len(kept) - hints > cap:
+        # kept with a larger cap: keep the first ``cap`` of each kind
+        counts = [0, 0]
+        within = []
+        for w in kept:
+            k = _is_hint(w)
+            if counts[k] < cap:
+                counts[k] += 1
+                within.append(w)
+        kept[:] = within
+        hints = counts[1]
+    counts = [len(kept) - hints, hints]
+    for w in then:
+        if counts[0] >= cap and counts[1] >= cap:
+            break
+        k = _is_hint(w)
+        if counts[k] < cap:
+            counts[k] += 1
+            kept.append(w._replace(line=w.line + offset))
+    return counts[1]
+
+
 # Warnings kept in compact form until someone looks (see ValidationReport.warnings):
 # a header of type, kind index, key length and line number, then the key's
 # bytes (a renamed key) or the timestamp (one in seconds).  The Cython core
@@ -81,7 +123,10 @@ class ValidationReport:
         lines_ok: valid data and metadata lines.
         lines_invalid: invalid lines (exact, even when ``errors`` is capped).
         errors: the first ``max_errors`` :class:`LineError` entries, in input order.
-        warnings: the first ``max_warnings`` :class:`LineWarning` entries.
+        warnings: :class:`LineWarning` entries in input order: the first
+            ``max_warnings`` of each kind (the server's ``changed_metric_key``
+            and dtproto's own ``timestamp_in_seconds`` hint), so that hints
+            never crowd out a warning the server reports.
         error_counts: invalid lines per :class:`~dtproto.errors.ErrorCode` (exact).
         warnings_total: number of warnings (exact, even when ``warnings`` is capped).
         lines_total: every line seen, blank lines included.
@@ -89,7 +134,7 @@ class ValidationReport:
 
     __slots__ = (
         "lines_ok", "lines_invalid", "errors", "_warnings", "error_counts",
-        "warnings_total", "lines_total", "_pending", "_pending_count",
+        "warnings_total", "lines_total", "_pending", "_pending_count", "_kept_hints",
     )
 
     def __init__(self) -> None:
@@ -105,10 +150,14 @@ class ValidationReport:
         # warning nor the garbage-collector passes such objects trigger.
         self._pending = bytearray()
         self._pending_count = 0
+        # How many of the kept warnings (built and pending) are hints, not
+        # renames: each kind has its own cap.  Kept by every path that adds
+        # warnings (both validates, _extend, the setter).
+        self._kept_hints = 0
 
     @property
     def warnings(self) -> List[LineWarning]:
-        """The first ``max_warnings`` :class:`LineWarning` entries, in input order."""
+        """The first ``max_warnings`` :class:`LineWarning` entries of each kind, in input order."""
         if self._pending_count:
             self._materialize()
         return self._warnings
@@ -118,6 +167,7 @@ class ValidationReport:
         self._pending = bytearray()
         self._pending_count = 0
         self._warnings = value
+        self._kept_hints = _hints_in(value)
 
     def _materialize(self) -> None:
         data = bytes(self._pending)
@@ -181,6 +231,7 @@ class ValidationReport:
         out.error_counts = dict(self.error_counts)
         out.errors = list(self.errors)
         out._warnings = list(self.warnings)
+        out._kept_hints = self._kept_hints
         out._extend(other, line_offset, max_errors, max_warnings)
         return out
 
@@ -214,7 +265,17 @@ class ValidationReport:
         for code, n in other.error_counts.items():
             counts[code] = counts.get(code, 0) + n
         _extended(self.errors, other.errors, offset, max_errors)
-        _extended(warnings, other.warnings, offset, max_warnings)
+        self._kept_hints = _extended_by_kind(warnings, self._kept_hints, other.warnings,
+                                             offset, max_warnings)
+
+    def _warning_room(self, cap: Optional[int]) -> Optional[int]:
+        """The ``max_warnings`` to validate the next block with, for a report
+        capped at ``cap`` of each kind: the larger room of the two kinds
+        (:meth:`_extend` then keeps each kind's first ``cap``)."""
+        if cap is None:
+            return None
+        hints = self._kept_hints
+        return max(cap - (self.warnings_kept - hints), cap - hints, 0)
 
     @classmethod
     def combine(cls, reports: Iterable["ValidationReport"], *,
@@ -235,6 +296,11 @@ class ValidationReport:
         The ValidationResponse: ``invalidLines`` is capped at 10 entries as
         the server does ("First 10 errors reported"); an empty body answers
         ``empty request``.
+
+        The message is the server's for this report's ``lines_invalid``;
+        ``invalidLines`` holds this report's first errors, so a report
+        validated with ``max_errors`` below the cap lists fewer than the
+        server would ("First 10 errors reported" over 3 entries).
 
         Args:
             max_reported_errors: entries in ``invalidLines`` (``None``: every
@@ -297,6 +363,7 @@ class ValidationReport:
         self._warnings = list(warnings)
         self._pending = bytearray()
         self._pending_count = 0
+        self._kept_hints = _hints_in(self._warnings)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):

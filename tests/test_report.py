@@ -183,6 +183,26 @@ def test_combine_extends_one_report_in_place():
     assert all(len(b.errors) == 1 and b.errors[0].line == 2 for b in blocks)
 
 
+def test_merge_caps_each_kind_of_warning(impl):
+    """merge() keeps the first N warnings of each kind, as validate() does,
+    also when a report kept more (validated with a larger cap), after a
+    pickle round trip and after ``warnings`` was set."""
+    hint, rename = b"a.b 1 5\n", b"x.y count,delta=1\n"
+    a = impl.validate(hint * 3 + rename, max_warnings=None)
+    b = impl.validate(rename * 3 + hint, max_warnings=None)
+    for left in (a, pickle.loads(pickle.dumps(a))):
+        m = left.merge(b, max_warnings=2)
+        assert [(w.line, w.code[0]) for w in m.warnings] == [(1, "t"), (2, "t"), (4, "c"),
+                                                             (5, "c")]
+        assert m == impl.validate(hint * 3 + rename * 4 + hint, max_warnings=2)
+    c = ValidationReport()
+    c.warnings = list(a.warnings)             # 3 hints, 1 rename
+    c.lines_total = 4
+    m = c.merge(b, max_warnings=3)
+    assert [w.line for w in m.warnings] == [1, 2, 3, 4, 5, 6]
+    assert m._warning_room(3) == 0 and m._warning_room(None) is None
+
+
 def test_a_refused_extend_changes_nothing():
     r = dtproto.validate(b"a.b 1\n1ab 1\n")
     before = pickle.dumps(r)

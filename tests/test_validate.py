@@ -199,6 +199,29 @@ def test_max_errors_and_max_warnings(impl):
     assert r.lines_invalid == 20_000 and len(r.errors) == 10_000     # default cap
 
 
+def test_max_warnings_caps_each_kind_so_hints_never_crowd_out_renames(impl):
+    """dtproto's timestamp-in-seconds hints and the renames the server reports
+    are capped apart: 10,000 hints (the default cap) used to leave no room
+    for a rename after them, and the response said "warnings": null where
+    the server reports it."""
+    body = b"a.b 1 1700000000\n" * 10_000 + b"x.y count,delta=1\n"
+    r = impl.validate(body)
+    assert r.warnings_total == len(r.warnings) == 10_001
+    assert r.to_response()["warnings"]["changedMetricKeys"] == [
+        {"line": 10_001, "warning": "metric key 'x.y' changed to 'x.y.count'"}]
+    # each kind its first N, in input order, across the blocks of a stream
+    lines = [b"a.b 1 5\n", b"x.y count,delta=1\n"] * 3 + [b"c.d count,delta=1 7\n"] * 2
+    for source in (b"".join(lines), lines, iter([b"".join(lines[:3]), b"".join(lines[3:])])):
+        r = impl.validate(source, max_warnings=2)
+        assert [(w.line, w.code) for w in r.warnings] == [
+            (1, "timestamp_in_seconds"), (2, "changed_metric_key"),
+            (3, "timestamp_in_seconds"), (4, "changed_metric_key")]
+        assert r.warnings_total == 10
+        assert len(r.to_response()["warnings"]["changedMetricKeys"]) == 2
+    r = impl.validate(b"".join(lines), max_warnings=0)
+    assert r.warnings == [] and r.warnings_total == 10 and r.to_response()["warnings"] is None
+
+
 def test_now_ms_window(impl):
     body = b"abc 1 %d\nabc 1 %d\n" % (NOW, NOW - 3_600_001)
     assert impl.validate(body).ok

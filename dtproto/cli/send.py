@@ -17,8 +17,7 @@ from ._common import (_BLOCK, _STDIN, EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageEr
                       add_window)
 from .._constants import INGEST_SCOPE
 from ..report import ValidationReport
-from .validate import (_Caps, _checked, _Checked, _human_validation, _json_validation, _room,
-                       _then)
+from .validate import _Caps, _checked, _Checked, _human_validation, _json_validation, _then
 
 
 def _read_token(args: argparse.Namespace) -> Optional[str]:
@@ -259,8 +258,8 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                     chunks.append({"first_line": item.first_line, "lines": item.lines,
                                    "bytes": len(body), "sent": not blank})
                     part = validate(body, now_ms=args.now, max_errors=None,
-                                    max_warnings=_room(checked.report.warnings,
-                                                       caps.max_warnings))
+                                    max_warnings=checked.report._warning_room(
+                                        caps.max_warnings))
                     checked = _then(checked, _checked(part, caps.examples), caps,
                                     item.first_line - 1)
                 else:
@@ -306,8 +305,8 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                       % _n(rejected_total - len(rejected)))
         if feed.error is not None:
             out.write("  %s\n" % _printable(feed.failure()))
-        _human_validation(inp.name, checked, args.examples, out, rejected_total,
-                          "--max-errors")
+        _human_validation(inp.name, checked, args.examples, out, caps.max_warnings,
+                          rejected_total, "--max-errors")
     if args.json:
         _write_json({"dry_run": True, "files": docs}, out)
     return rc

@@ -210,7 +210,7 @@ def _validate_stream(inp: _Input, now_ms: Optional[int], caps: _Caps,
     for segment in _Segments(read, _SEGMENT):
         held = isinstance(segment, bytes)
         source = [segment] if held else segment
-        warnings = _room(done.report.warnings, caps.max_warnings)
+        warnings = done.report._warning_room(caps.max_warnings)
         # A streamed segment is one line: its error, if any, is always listed.
         errors = _room(done.report.errors, caps.max_errors) if held else None
         part = validate(source, now_ms=now_ms, max_errors=errors, max_warnings=warnings)
@@ -324,11 +324,13 @@ def _code_order(r: ValidationReport) -> List[Any]:
 
 
 def _human_validation(name: str, checked: _Checked, k: int, out: IO[str],
-                      not_sendable: int = 0, warnings_cap: str = "--max-warnings") -> None:
+                      warnings_cap: Optional[int], not_sendable: int = 0,
+                      cap_flag: str = "--max-warnings") -> None:
     """The report of one input for people: counts, counts per reason code,
-    ``k`` examples per code and per kind of warning.  ``not_sendable``: lines
-    of the input outside the report that ``send --dry-run`` found too long to
-    send; ``warnings_cap``: the flag that capped the warnings kept."""
+    ``k`` examples per code and per kind of warning.  ``warnings_cap``: the
+    warnings kept of each kind, set by the flag ``cap_flag``;
+    ``not_sendable``: lines of the input outside the report that ``send
+    --dry-run`` found too long to send."""
     r = checked.report
     name = _printable(name)
     blank = r.lines_total - r.lines_ok - r.lines_invalid - not_sendable
@@ -353,7 +355,7 @@ def _human_validation(name: str, checked: _Checked, k: int, out: IO[str],
                 out.write("  %s:%d: %s\n      %s\n" % (name, e.line, _printable(e.message),
                                                     _printable(e.text)))
     if r.warnings_total:
-        _human_warnings(name, r, k, out, warnings_cap)
+        _human_warnings(name, r, k, out, warnings_cap, cap_flag)
 
 
 # The text report's heading of each kind of warning (LineWarning.code), in
@@ -366,12 +368,13 @@ _WARNING_HEADINGS = (
 
 
 def _human_warnings(name: str, r: ValidationReport, k: int, out: IO[str],
-                    cap_flag: str) -> None:
+                    cap: Optional[int], cap_flag: str) -> None:
     """The warnings of a report, under a heading per kind, ``k`` examples each.
 
-    A report keeps the first ``max_warnings`` warnings and counts them all,
-    but not per kind: the counts per kind are exact when every warning was
-    kept, else they are those of the kept ones, and the rest is said.
+    A report keeps the first ``cap`` warnings of each kind and counts them
+    all, but not per kind: a kind with fewer than ``cap`` kept lost none,
+    its count is exact; one with ``cap`` kept may have lost some, its count
+    is that of the kept ones, and the rest is said.
     """
     kept = r.warnings
     complete = len(kept) >= r.warnings_total
@@ -383,8 +386,8 @@ def _human_warnings(name: str, r: ValidationReport, k: int, out: IO[str],
         found = by_code[code]
         shown = found[:k]
         count = _plural(len(found), "line")
-        if not complete:
-            count += " among the first %s kept" % _plural(len(kept), "warning")
+        if not complete and cap is not None and len(found) >= cap:
+            count = "the first %s kept" % count
         out.write("warnings: %s (%s%s)%s\n" % (titles.get(code, code), count,
                                               _shown(len(shown), len(found)),
                                               ":" if shown else ""))
@@ -407,7 +410,7 @@ def _json_validation(name: str, r: ValidationReport) -> Dict[str, Any]:
         "errors": [{"line": e.line, "column": e.column, "code": str(e.code),
                     "message": e.message, "text": e.text} for e in r.errors],
         # dtproto's own hints (timestamp_in_seconds), which the response
-        # leaves out as the server does: among the first --max-warnings kept.
+        # leaves out as the server does: the first --max-warnings of them.
         "hints": [{"line": w.line, "code": w.code, "message": w.message}
                   for w in r.warnings if w.code != WARNING_CHANGED_KEY],
     }
@@ -489,7 +492,7 @@ def _validate_inputs(args: argparse.Namespace, names: List[str], cluster: Any) -
         else:
             if i:
                 out.write("\n")
-            _human_validation(inp.name, checked, args.examples, out)
+            _human_validation(inp.name, checked, args.examples, out, caps.max_warnings)
             out.flush()
     seconds = time.perf_counter() - t0
     if args.json:
@@ -523,8 +526,9 @@ def add_parser(sub: Any) -> None:
                    help="list at most N invalid lines per file in --json (counts stay "
                         "exact; default 10,000)")
     p.add_argument("--max-warnings", type=_count, default=10_000, metavar="N",
-                   help="keep at most N warnings per file, for the examples and counts per "
-                        "kind and the hints of --json (default 10,000)")
+                   help="keep at most N warnings of each kind per file (renames, hints), for "
+                        "the examples and counts per kind, the response and the hints of "
+                        "--json (default 10,000)")
     p.add_argument("--examples", type=_count, default=3, metavar="N",
                    help="examples shown per reason code and per kind of warning (default 3)")
     p.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N",
