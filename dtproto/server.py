@@ -188,8 +188,20 @@ _QUERY_VALUE = re.compile(r"([?&][^=&\s\"]*=)[^&\s\"]*")
 def _logged_path(raw: str) -> str:
     """A request path, or a log line holding one, as records and logs keep
     it: the query's values masked (``?api-token=...``), since a client may
-    put a token there."""
-    return _QUERY_VALUE.sub(r"\1...", raw)
+    put a token there; clipped as :func:`_clipped`."""
+    return _clipped(_QUERY_VALUE.sub(r"\1...", raw))
+
+
+# What a RequestRecord keeps of a client's path and headers: enough to read
+# in a log.  A header line may hold 64 KB, and the server keeps the last
+# 10,000 records: whole fields let clients grow its memory by gigabytes.
+_LOGGED_CHARS = 256
+
+
+def _clipped(text: str) -> str:
+    if len(text) <= _LOGGED_CHARS:
+        return text
+    return "%s... (%d characters)" % (text[:_LOGGED_CHARS], len(text))
 
 
 @dataclass
@@ -210,7 +222,8 @@ class RequestRecord:
         lines_ok, lines_invalid: the validation counts.
         stored: lines appended to the store.
         duration: seconds spent handling the request.
-        user_agent, content_type, content_encoding: request headers.
+        user_agent, content_type, content_encoding: request headers (path and
+            headers clipped to 256 characters and their length).
         client: ``"host:port"`` of the client (one per connection: shows keep-alive).
         body: the decoded body, only with ``keep_bodies=True``.
     """
@@ -608,9 +621,10 @@ class IngestServer:
             self._active += 1
             self._count("requests")
         rec = RequestRecord(
-            number, "POST", _logged_path(h.path), user_agent=h.headers.get("User-Agent", ""),
-            content_type=h.headers.get("Content-Type", ""),
-            content_encoding=h.headers.get("Content-Encoding", ""),
+            number, "POST", _logged_path(h.path),
+            user_agent=_clipped(h.headers.get("User-Agent", "")),
+            content_type=_clipped(h.headers.get("Content-Type", "")),
+            content_encoding=_clipped(h.headers.get("Content-Encoding", "")),
             client="%s:%d" % h.client_address[:2])
         rec.duration = t0  # start time until _log() turns it into a duration
         try:
@@ -649,8 +663,12 @@ class IngestServer:
         h.respond(status, body, headers)
 
     def _process(self, h: _Handler, rec: RequestRecord, oneagent: bool) -> None:
-        if h.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
-            # The real API wants Content-Length too; chunked uploads are not supported.
+        codings = [c.strip(" \t").lower() for f in h.headers.get_all("Transfer-Encoding") or ()
+                   for c in f.split(",")]
+        if any(c not in ("", "identity") for c in codings):
+            # The real API wants Content-Length too; chunked uploads are not
+            # supported.  Every field counts: a second one saying chunked
+            # was read as a body of 0 bytes, and its chunks as a request.
             h.close_connection = True
             self._answer(h, rec, 411, _doc(411, "Content-Length required"))
             return
@@ -662,8 +680,8 @@ class IngestServer:
         rec.wire_bytes = length
         if length > self.max_body:
             self._discard_body(h)
-            self._answer(h, rec, 413, _doc(413, "Payload too large: %d bytes > %d"
-                                           % (length, self.max_body)))
+            self._answer(h, rec, 413, _doc(413, "Payload too large: %s bytes > %d"
+                                           % (_declared_length(h), self.max_body)))
             return
         raw = _read_body(h, length, self.request_timeout) if length else b""
         if raw is None:
@@ -906,6 +924,14 @@ def _content_length(h: _Handler) -> Optional[int]:
         return None
     # Far beyond any limit either way; int() refuses more than 4,300 digits.
     return int(value) if len(value) <= 18 else 10 ** 18
+
+
+def _declared_length(h: _Handler) -> str:
+    """The Content-Length a request declared (checked by :func:`_content_length`),
+    as digits for a message: not the clamp of 10^18 that stands for a huge one."""
+    (field,) = {v.strip(" \t") for f in h.headers.get_all("Content-Length") or ()
+                for v in f.split(",")}
+    return _clipped(field.lstrip("0") or "0")
 
 
 def _doc(code: int, message: str) -> Dict[str, Any]:

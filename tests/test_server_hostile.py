@@ -106,10 +106,10 @@ def test_multi_member_gzip_keeps_the_size_bound() -> None:
 # --------------------------------------------------------------------------- item 15
 
 
-def raw_exchange(s: IngestServer, request: bytes) -> List[bytes]:
-    """Send raw bytes on one connection; return the status lines of every answer."""
+def raw_answers(s: IngestServer, req: bytes) -> bytes:
+    """Send raw bytes on one connection; return all that comes back."""
     with socket.create_connection((s.host, s.port), timeout=10) as sock:
-        sock.sendall(request)
+        sock.sendall(req)
         sock.shutdown(socket.SHUT_WR)
         data = b""
         while True:
@@ -117,7 +117,13 @@ def raw_exchange(s: IngestServer, request: bytes) -> List[bytes]:
             if not chunk:
                 break
             data += chunk
-    return [line for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    return data
+
+
+def raw_exchange(s: IngestServer, req: bytes) -> List[bytes]:
+    """Send raw bytes on one connection; return the status lines of every answer."""
+    return [line for line in raw_answers(s, req).split(b"\r\n")
+            if line.startswith(b"HTTP/1.1 ")]
 
 
 def request(headers: bytes, body: bytes) -> bytes:
@@ -170,6 +176,42 @@ def test_bad_content_length_on_other_paths_closes_the_connection(srv: IngestServ
 def test_huge_content_length_is_413_not_a_crash(srv: IngestServer) -> None:
     status = raw_exchange(srv, request(b"Content-Length: " + b"9" * 5000 + b"\r\n", b"a.b 1\n"))
     assert len(status) == 1 and status[0].startswith(b"HTTP/1.1 413 "), status
+
+
+def test_huge_content_length_is_named_as_declared(srv: IngestServer) -> None:
+    """Not as the clamp of 10^18 that stands for it inside the server."""
+    data = raw_answers(srv, request(b"Content-Length: 99999999999999999999999\r\n", b"a.b 1\n"))
+    assert b"Payload too large: 99999999999999999999999 bytes > 1048576" in data, data
+    data = raw_answers(srv, request(b"Content-Length: " + b"9" * 5000 + b"\r\n", b"a.b 1\n"))
+    assert b"Payload too large: " + b"9" * 256 + b"... (5000 characters) bytes" in data
+
+
+@pytest.mark.parametrize("fields", [
+    b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+    b"Transfer-Encoding: identity, chunked\r\n",
+    b"Transfer-Encoding: chunked\r\n"])
+def test_every_transfer_encoding_field_counts(srv: IngestServer, fields: bytes) -> None:
+    """A second Transfer-Encoding field saying chunked was not seen: the body
+    read as empty ("empty request") and its chunks as the next request, so
+    the line was neither stored nor reported.  Answered 411, as chunked is."""
+    status = raw_exchange(srv, request(fields, b"6\r\na.b 1\n\r\n0\r\n\r\n"))
+    assert status == [b"HTTP/1.1 411 Length Required"], status
+    assert srv.accepted_lines == [] and [r.status for r in srv.requests] == [411]
+
+
+def test_logged_paths_and_headers_are_clipped() -> None:
+    """The last 10,000 records kept whole 64 KB paths and headers: gigabytes."""
+    with IngestServer() as s:
+        big = "x" * 60_000
+        raw_exchange(s, b"POST /api/v2/metrics/ingest?" + big.encode()
+                     + b" HTTP/1.1\r\nHost: x\r\nUser-Agent: " + big.encode()
+                     + b"\r\nContent-Encoding: " + big.encode() + b"\r\nContent-Length: 6\r\n"
+                     + b"Content-Type: " + big.encode() + b"\r\n\r\na.b 1\n")
+        (rec,) = s.requests
+        for field in (rec.path, rec.user_agent, rec.content_type, rec.content_encoding):
+            assert len(field) < 300 and field.endswith(" characters)"), field[:300]
+        assert rec.user_agent == "x" * 256 + "... (60000 characters)"
 
 
 # --------------------------------------------------------------------------- item 16
