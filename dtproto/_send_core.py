@@ -967,6 +967,17 @@ class _Secret:
     def __bool__(self) -> bool:
         return self._reveal() is not None
 
+    def masked(self, data: bytes) -> bytes:
+        """``data`` (a server's answer) with the token, wherever it appears,
+        replaced by ``<token>``: an endpoint or proxy that echoes the request's
+        Authorization header in its error text would otherwise put the token
+        into reasons, exceptions and the CLI's output.  (Tokens shorter than
+        4 characters are left: masking them would garble any answer.)"""
+        value = self._reveal()
+        if not value or len(value) < 4:
+            return data
+        return data.replace(value.encode("utf-8", "surrogateescape"), b"<token>")
+
     def __repr__(self) -> str:
         return "<token set>" if self else "<no token>"
 
@@ -1502,6 +1513,8 @@ class _Delivery:
                     now: float) -> Optional[float]:
         """An HTTP answer (``headers`` with lowercase names; ``body`` None when
         it was over ``MAX_RESPONSE_BYTES``)."""
+        if body:
+            body = self.s._token.masked(body)
         self.info.history.append(status)
         self._status, self._body, self._ambiguous, self._cause = status, body, False, None
         if status not in RETRY_STATUSES:

@@ -512,6 +512,45 @@ def test_lines_ok_is_clamped_to_the_chunk():
     assert_within_input(r, 2)
 
 
+ECHOED = "dt0c01.ECHOEDSECRETVALUE"
+
+
+def echoing(status: int) -> Callable[[bytes], bytes]:
+    """An endpoint that quotes the request's Authorization header in its answer."""
+    auth = "Api-Token " + ECHOED
+    if status == 400:
+        doc = {"linesOk": 1, "linesInvalid": 1, "error": {
+            "code": 400, "message": "1 invalid lines",
+            "invalidLines": [{"line": 2, "error": "bad " + auth}]}, "warnings": None}
+    elif status == 202:
+        doc = {"linesOk": 2, "linesInvalid": 0, "error": None, "warnings": {
+            "message": "x", "changedMetricKeys": [{"line": 1, "warning": auth}]}}
+    else:
+        doc = {"error": {"code": status, "message": "echo: " + auth}}
+    return lambda body: json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("status, phrase", [(400, "Bad Request"), (202, "Accepted"),
+                                            (503, "Service Unavailable"), (500, "Oops")])
+def test_a_token_the_server_echoes_is_masked(status, phrase):
+    """Never the token in a reason, a warning, an exception or its body,
+    whatever the server writes into its answer."""
+    with RawEndpoint(answer_json("%d %s" % (status, phrase), echoing(status))) as ep:
+        s = open_sender(ep.url, ECHOED, backoff_base=0.001, backoff_cap=0.01, retries=0,
+                        read_timeout=5.0, flush_interval=None)
+        try:
+            r = s.send(b"a.b 1\nc.d 2\n")
+            exc = None
+        except SendError as e:
+            exc, r = e, e.result
+        finally:
+            s.close()
+    seen = repr(r) + str(r) + repr(exc) + str(exc) + str(getattr(exc, "body", ""))
+    seen += "".join(str(getattr(exc, a, "")) for a in ("reason", "args"))
+    assert ECHOED not in seen, seen
+    assert "Api-Token <token>" in seen, seen     # what was there is still said
+
+
 # --------------------------------------------------------------------------- 14: https proxies
 
 
