@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from typing import Any, List
 
 import pytest
 
@@ -149,6 +150,32 @@ def test_exact_or_estimated_does_not_depend_on_how_the_file_was_cut(use_impl, mo
     assert by_key["m.a"]["dimensions_estimated"] == ["id"]
     assert by_key["v.w"]["dimensions_estimated"] == ["host"]
     assert "dimensions_estimated" not in by_key["small.key"]
+
+
+def test_a_block_walks_only_the_counts_it_touched(use_impl, monkeypatch):
+    """Every key's counts were walked after every block: time quadratic in
+    the input when most lines bring a new key.  A full walk (_fit) now runs
+    only while a total is over its budget and its threshold can come down:
+    a few times per file, not once per block."""
+    walks: List[int] = []
+    real_fit = _stats._fit
+
+    def fit(counts: Any, limit: int, budget: int) -> int:
+        walks.append(len(counts))
+        return real_fit(counts, limit, budget)
+
+    monkeypatch.setattr(_stats, "_fit", fit)
+    st = _blocks_stats(use_impl, [_lines(b"k%d.m" % b, range(20)) for b in range(300)])
+    assert walks == [] and len(st.metrics) == 300
+    _small_limits(monkeypatch)
+    blocks = [b"".join(b"k%d.m,id=%d 1\n" % (b * 40 + i, i) for i in range(40)) + _lines(
+        b"big.m", range(b * 30, b * 30 + 30)) for b in range(300)]
+    st = _blocks_stats(use_impl, blocks)
+    # the thresholds came down 2,000 -> 10 (values 200 -> 10): 8 + 5 halvings
+    assert 0 < len(walks) <= 2 * 14, len(walks)
+    assert (st.series_limit, st.values_limit) == (10, 10)
+    whole = _blocks_stats(use_impl, [b"".join(blocks)])
+    assert st.to_dict("f") == whole.to_dict("f")
 
 
 def test_jobs_give_the_same_estimates(use_impl, tmp_path, capsys, monkeypatch):

@@ -26,16 +26,27 @@ _READ = 1 << 20
 
 
 def _count_source(chunks: Any) -> Any:
+    import gc
+
     from .. import _impl
     from .._input import TooLong, line_blocks
     from .._stats import FileStats
 
     stats = FileStats()
-    for _, block in line_blocks(chunks):
-        if isinstance(block, TooLong):
-            stats.add_invalid()
-        else:
-            stats.add_block(block, _impl.codec)
+    try:
+        for _, block in line_blocks(chunks):
+            if isinstance(block, TooLong):
+                stats.add_invalid()
+            else:
+                stats.add_block(block, _impl.codec)
+                # The counts are sets and dicts that live to the end and hold
+                # no cycles: the collector need not look at them again while
+                # counting.  Its passes over them were most of the time of a
+                # file whose keys are all distinct (1M keys: 35 s; 22 s with
+                # this, 14 s with the collector off).
+                gc.freeze()
+    finally:
+        gc.unfreeze()   # collected as usual again (this may run in a test's process)
     return stats
 
 
