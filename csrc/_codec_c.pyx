@@ -1682,7 +1682,8 @@ cdef int pend_warning(bytearray out, int typ, int kind, const uint8_t *key, Py_s
 
 
 cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, object now_ms,
-                               object max_errors, object max_warnings) except -1:
+                               object max_errors, object max_renames,
+                               object max_hints) except -1:
     """Mirrors _validate_lines: counts only, no Python object per valid line.
 
     Warnings are appended in compact form (``report._pending``) and only made
@@ -1690,7 +1691,7 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
     """
     cdef const uint8_t *base = <const uint8_t *>PyBytes_AS_STRING(buf)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(buf)
-    cdef Py_ssize_t pos = 0, end, n, ok = 0, warned = 0, cap_w
+    cdef Py_ssize_t pos = 0, end, n, ok = 0, warned = 0, cap_w, cap_h
     cdef const uint8_t *p
     cdef const void *nl
     cdef int r
@@ -1703,8 +1704,9 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
     cdef uint64_t next_h = 0, cur_h
     cdef bytearray pending = bytearray()
     cdef Py_ssize_t pending_count = 0, pending_hints = 0
-    cap_w = -1 if max_warnings is None else max_warnings
-    # max_warnings caps each kind (mirrors _validate_text)
+    # each kind of warning has its cap (mirrors _validate_text)
+    cap_w = -1 if max_renames is None else max_renames
+    cap_h = -1 if max_hints is None else max_hints
     hints = report._kept_hints
     renames = report.warnings_kept - hints
     window(now_ms, &lo, &hi)
@@ -1738,7 +1740,7 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
                     pending_count += 1
             if L.has_ts and L.ts < SECONDS_TIMESTAMP_BELOW:
                 warned += 1
-                if cap_w < 0 or hints + pending_hints < cap_w:
+                if cap_h < 0 or hints + pending_hints < cap_h:
                     pend_warning(pending, PENDING_SECONDS, 0, NULL, 0, lineno, L.ts)
                     pending_count += 1
                     pending_hints += 1
@@ -1762,15 +1764,23 @@ cdef Py_ssize_t validate_block(object report, bytes buf, Py_ssize_t lineno, obje
     return lineno
 
 
-def _validate_block(report, bytes block, Py_ssize_t lineno, now_ms, max_errors, max_warnings):
+def _validate_block(report, bytes block, Py_ssize_t lineno, now_ms, max_errors, max_renames,
+                    max_hints):
     """Count a block of whole lines into ``report``; the number of its last line."""
-    return validate_block(report, block, lineno, now_ms, max_errors, max_warnings) - 1
+    return validate_block(report, block, lineno, now_ms, max_errors, max_renames,
+                          max_hints) - 1
 
 
 def validate(source, *, now_ms=None, max_errors=_k.VALIDATE_MAX_LISTED,
              max_warnings=_k.VALIDATE_MAX_LISTED):
     # The stream loop is the reference's; only the blocks are validated in C.
     return R.validate_source(source, now_ms, max_errors, max_warnings, _validate_block)
+
+
+def _validate_kinds(source, now_ms, max_errors, max_renames, max_hints):
+    """validate() with a cap for each kind of warning (mirrors the reference's)."""
+    return R.validate_source(source, now_ms, max_errors, max_renames, _validate_block,
+                             max_hints)
 
 
 # --- encoding (mirrors the encoder half of _codec_py) ------------------------

@@ -218,7 +218,7 @@ def _records_of_source(source: Any, now_ms: Optional[int], skip: bool,
 
 def _validate_text(report: ValidationReport, text: str, end: int, first_lineno: int,
                    now_ms: Optional[int], max_errors: Optional[int],
-                   max_warnings: Optional[int]) -> int:
+                   max_renames: Optional[int], max_hints: Optional[int]) -> int:
     """Validate the lines of ``text[:end]`` into ``report``; the number of lines.
 
     Rows the block pattern takes need no per-line work but the warnings (and a
@@ -230,8 +230,8 @@ def _validate_text(report: ValidationReport, text: str, end: int, first_lineno: 
     ok = 0
     warned = 0
     warnings = report.warnings
-    # max_warnings caps each kind: renames (what the server reports) and
-    # dtproto's hints, so that hints never crowd out a rename.
+    # Each kind has its cap: renames (what the server reports) and dtproto's
+    # hints, so that hints never crowd out a rename.
     hints = report._kept_hints
     renames = len(warnings) - hints
     rx = _CHECK_RE if now_ms is None else _CHECK_WINDOW_RE
@@ -276,13 +276,13 @@ def _validate_text(report: ValidationReport, text: str, end: int, first_lineno: 
             # gauge/summary with it, gets a warning.
             if key.endswith(COUNT_SUFFIX) != is_count:
                 warned += 1
-                if max_warnings is None or renames < max_warnings:
+                if max_renames is None or renames < max_renames:
                     renames += 1
                     warnings.append(LineWarning(lineno, CHANGED_KEY_WARNING % (
                         key, classic_key(key, KIND_COUNT if is_count else KIND_GAUGE))))
             if t is not None and t < SECONDS_TIMESTAMP_BELOW:
                 warned += 1
-                if max_warnings is None or hints < max_warnings:
+                if max_hints is None or hints < max_hints:
                     hints += 1
                     warnings.append(LineWarning(lineno, SECONDS_TIMESTAMP_WARNING % (t, t),
                                                 WARNING_TIMESTAMP_SECONDS))
@@ -326,27 +326,43 @@ def validate(
     return _validate_source(source, now_ms, max_errors, max_warnings, _validate_block)
 
 
+def _validate_kinds(source: Any, now_ms: Optional[int], max_errors: Optional[int],
+                    max_renames: Optional[int], max_hints: Optional[int]) -> ValidationReport:
+    """:func:`validate` with a cap of its own for each kind of warning: for a
+    caller that continues a report whose kinds have different rooms left
+    (the CLI's segments), so that nothing is built for a kind already full."""
+    return _validate_source(source, now_ms, max_errors, max_renames, _validate_block,
+                            max_hints)
+
+
 def _validate_block(report: ValidationReport, buf: bytes, first_lineno: int,
                     now_ms: Optional[int], max_errors: Optional[int],
-                    max_warnings: Optional[int]) -> int:
+                    max_renames: Optional[int], max_hints: Optional[int]) -> int:
     """Validate a block of whole lines into ``report``; the number of its last line."""
     lineno = first_lineno
     for text, end in _text_slices(buf):
-        lineno += _validate_text(report, text, end, lineno, now_ms, max_errors, max_warnings)
+        lineno += _validate_text(report, text, end, lineno, now_ms, max_errors, max_renames,
+                                 max_hints)
     return lineno - 1
 
 
+_SAME: Any = object()   # max_hints: the cap of the renames
+
+
 def _validate_source(source: Any, now_ms: Any, max_errors: Any, max_warnings: Any,
-                     validate_block: Any) -> ValidationReport:
+                     validate_block: Any, max_hints: Any = _SAME) -> ValidationReport:
     """The stream loop of ``validate``, shared by both implementations.
 
     ``validate_block(report, block, first_lineno, now_ms, max_errors,
-    max_warnings)`` counts a block of whole lines into the report and returns
-    the number of its last line: the reference's or the Cython core's.
+    max_renames, max_hints)`` counts a block of whole lines into the report
+    and returns the number of its last line: the reference's or the Cython
+    core's.  ``max_warnings`` caps the renames, and the hints too unless
+    ``max_hints`` is given.
     """
     now_ms = _now(now_ms)
     max_errors = _limit(max_errors, "max_errors")
     max_warnings = _limit(max_warnings, "max_warnings")
+    max_hints = max_warnings if max_hints is _SAME else _limit(max_hints, "max_warnings")
     report = ValidationReport()
     total = 0
     for lineno, block in _stream_blocks(source):
@@ -355,6 +371,7 @@ def _validate_source(source: Any, now_ms: Any, max_errors: Any, max_warnings: An
             _add_error(report, f, raw, lineno, max_errors)
             total = lineno
             continue
-        total = validate_block(report, block, lineno, now_ms, max_errors, max_warnings)
+        total = validate_block(report, block, lineno, now_ms, max_errors, max_warnings,
+                               max_hints)
     report.lines_total = total
     return report

@@ -971,12 +971,21 @@ class _Secret:
         """``data`` (a server's answer) with the token, wherever it appears,
         replaced by ``<token>``: an endpoint or proxy that echoes the request's
         Authorization header in its error text would otherwise put the token
-        into reasons, exceptions and the CLI's output.  (Tokens shorter than
-        4 characters are left: masking them would garble any answer.)"""
+        into reasons, exceptions and the CLI's output.  Only for what is
+        shown: the answer is parsed as it came (a token such as ``1000`` or
+        ``null`` is also JSON).  Tokens shorter than 4 characters are left:
+        masking them would garble any text."""
         value = self._reveal()
         if not value or len(value) < 4:
             return data
         return data.replace(value.encode("utf-8", "surrogateescape"), b"<token>")
+
+    def masked_text(self, text: str) -> str:
+        """:meth:`masked` for a text taken from a parsed answer."""
+        value = self._reveal()
+        if not value or len(value) < 4:
+            return text
+        return text.replace(value, "<token>")
 
     def __repr__(self) -> str:
         return "<token set>" if self else "<no token>"
@@ -1025,10 +1034,11 @@ def _is_count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
-def _text_field(value: Any) -> str:
+def _text_field(value: Any, shown: Callable[[str], str] = str) -> str:
     # Only scalars: str() of a deeply nested list would recurse without bound.
+    # ``shown`` runs before the cut, so no part of a token is left at its end.
     if isinstance(value, str):
-        return value[:1000]
+        return shown(value)[:1000]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return ""
@@ -1328,9 +1338,11 @@ class _Verdict:
         self.warned = warned    # (chunk line, message)
 
 
-def _parse_response(chunk: "_Chunk", index: int, status: int, body: bytes) -> Optional[_Verdict]:
+def _parse_response(chunk: "_Chunk", index: int, status: int, body: bytes,
+                    shown: Callable[[str], str] = str) -> Optional[_Verdict]:
     """The 2xx/400 answer ``body`` as a :class:`_Verdict`, or None when it is
-    not a usable ValidationResponse.
+    not a usable ValidationResponse; ``shown`` makes each text of it fit to
+    show (masks the token).
 
     The answer is not trusted: line numbers outside the chunk are ignored,
     counts are clamped to the chunk's lines (a warning is logged for both),
@@ -1362,7 +1374,7 @@ def _parse_response(chunk: "_Chunk", index: int, status: int, body: bytes) -> Op
                 anomalies += 1
                 continue
             if k not in listed:
-                listed[k] = _text_field(item.get("error"))
+                listed[k] = _text_field(item.get("error"), shown)
         if status == 400 and not listed and ok == 0 and bad == 0:
             # "empty request" for a non-blank chunk, or a 400 we do not understand.
             if err.get("message") != RESPONSE_EMPTY_REQUEST:
@@ -1380,7 +1392,7 @@ def _parse_response(chunk: "_Chunk", index: int, status: int, body: bytes) -> Op
             if not (_is_count(k) and 1 <= k <= n):
                 anomalies += 1
                 continue
-            warned.append((k, _text_field(item.get("warning"))))
+            warned.append((k, _text_field(item.get("warning"), shown)))
     # Trust the count over the list, but never report fewer than listed,
     # nor more lines than the chunk has.
     bad = max(bad, len(listed))
@@ -1513,8 +1525,6 @@ class _Delivery:
                     now: float) -> Optional[float]:
         """An HTTP answer (``headers`` with lowercase names; ``body`` None when
         it was over ``MAX_RESPONSE_BYTES``)."""
-        if body:
-            body = self.s._token.masked(body)
         self.info.history.append(status)
         self._status, self._body, self._ambiguous, self._cause = status, body, False, None
         if status not in RETRY_STATUSES:
@@ -1524,13 +1534,17 @@ class _Delivery:
                 # Not retried, and not a ValidationResponse: the status and
                 # the server's words are the reason.
                 self._reason = "HTTP %d%s%s" % (
-                    status, _REDIRECT_NOTE if 300 <= status < 400 else "", _brief(body or b""))
+                    status, _REDIRECT_NOTE if 300 <= status < 400 else "", self._brief(body))
             self._finish(now)
             return
         if status == 429:
             self.window.throttled()
-        self._reason = "HTTP %d%s" % (status, _brief(body or b""))
+        self._reason = "HTTP %d%s" % (status, self._brief(body))
         return self._next(now, _parse_retry_after(headers.get("retry-after")))
+
+    def _brief(self, body: Optional[bytes]) -> str:
+        """The start of an answer for a reason, the token masked (before it is cut)."""
+        return _brief(self.s._token.masked(body or b""))
 
     def on_failure(self, exc: "_Attempt", now: float) -> Optional[float]:
         """An attempt that got no usable HTTP answer."""
@@ -1607,19 +1621,22 @@ class _Delivery:
                           "(protocol error)" % (status, MAX_RESPONSE_BYTES))
             else:
                 try:
-                    verdict = _parse_response(self.chunk, info.index, status, body)
+                    verdict = _parse_response(self.chunk, info.index, status, body,
+                                              self.s._token.masked_text)
                     if verdict is not None:
                         info.lines_ok, info.lines_invalid = verdict.ok, verdict.bad
                         self.outcome = _Outcome(verdict, None, None)
                         return None
-                    reason = "HTTP %d without a ValidationResponse%s" % (status, _brief(body))
+                    reason = "HTTP %d without a ValidationResponse%s" % (status,
+                                                                         self._brief(body))
                 except Exception as exc:   # whatever a hostile answer provokes
                     reason = "HTTP %d with an unusable response (%s)%s" % (
-                        status, type(exc).__name__, _brief(body))
+                        status, type(exc).__name__, self._brief(body))
             # The server took the request, so it may have stored the lines; but
             # what it did with each of them is unknown: never count them as ok.
             ambiguous = True
-        err = _failure(self.s, self.chunk, status, body or b"", reason, ambiguous, self._cause)
+        err = _failure(self.s, self.chunk, status, self.s._token.masked(body or b""), reason,
+                       ambiguous, self._cause)
         self.outcome = _Outcome(None, err, self._range(err.reason, status,  # type: ignore[attr-defined]
                                                        ambiguous))
         return None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, TypeVar
+import sys
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 from ._constants import (RESPONSE_EMPTY_REQUEST, RESPONSE_FIRST_ERRORS, RESPONSE_FIRST_WARNINGS,
                          RESPONSE_INVALID_LINES, RESPONSE_MAX_ERRORS, RESPONSE_WARNINGS_KEY,
@@ -70,37 +71,39 @@ def _hints_in(warnings: Iterable[LineWarning]) -> int:
     return sum(1 for w in warnings if _is_hint(w))
 
 
-def _extended_by_kind(kept: List[LineWarning], hints: int, then: Sequence[LineWarning],
+def _extended_by_kind(kept: List[LineWarning], hints: int, other: "ValidationReport",
                       offset: int, cap: Optional[int]) -> int:
-    """Append ``then``, moved down ``offset`` lines, to ``kept``, which holds
-    ``hints`` hints: at most ``cap`` warnings of each kind.  Returns the hints
-    ``kept`` then holds.  In place, as :func:`_extended`."""
+    """Append ``other``'s warnings, moved down ``offset`` lines, to ``kept``,
+    which holds ``hints`` hints: at most ``cap`` warnings of each kind.
+    Returns the hints ``kept`` then holds.  In place, as :func:`_extended`.
+
+    Only the warnings taken are built from ``other``'s compact records (see
+    :data:`PENDING_HEADER`), and the reading stops when no more is wanted: a
+    file whose renames filled their cap long ago costs nothing per block.
+    """
     if cap is not None and cap < 0:
         raise ValueError("a cap must be None or >= 0, not %r" % (cap,))
     if cap is None:
-        added = [w._replace(line=w.line + offset) for w in then]
-        kept.extend(added)
-        return hints + _hints_in(added)
-    if hints > cap or len(kept) - hints > cap:
-        # kept with a larger cap: keep the first ``cap`` of each kind
-        counts = [0, 0]
-        within = []
-        for w in kept:
-            k = _is_hint(w)
-            if counts[k] < cap:
-                counts[k] += 1
-                within.append(w)
-        kept[:] = within
-        hints = counts[1]
-    counts = [len(kept) - hints, hints]
-    for w in then:
-        if counts[0] >= cap and counts[1] >= cap:
-            break
-        k = _is_hint(w)
-        if counts[k] < cap:
-            counts[k] += 1
-            kept.append(w._replace(line=w.line + offset))
-    return counts[1]
+        want = [_ALL, _ALL]
+    else:
+        if hints > cap or len(kept) - hints > cap:
+            # kept with a larger cap: keep the first ``cap`` of each kind
+            counts = [0, 0]
+            within = []
+            for w in kept:
+                k = _is_hint(w)
+                if counts[k] < cap:
+                    counts[k] += 1
+                    within.append(w)
+            kept[:] = within
+            hints = counts[1]
+        want = [cap - (len(kept) - hints), cap - hints]
+    taken = other._taken(want, offset)
+    kept.extend(taken)
+    return hints + _hints_in(taken)
+
+
+_ALL = sys.maxsize   # "every one" in a count of warnings wanted
 
 
 # Warnings kept in compact form until someone looks (see ValidationReport.warnings):
@@ -111,6 +114,34 @@ PENDING_HEADER = struct.Struct("<BBHq")
 PENDING_TIMESTAMP = struct.Struct("<q")
 PENDING_CHANGED_KEY = 0
 PENDING_SECONDS = 1
+
+
+def _decoded(data: bytes, offset: int, want: List[int]) -> List[LineWarning]:
+    """The compact warnings of ``data`` as LineWarning entries moved down
+    ``offset`` lines: of each kind, the first ``want[0]`` renames and
+    ``want[1]`` hints (``want`` is counted down); the others are skipped
+    unbuilt, and the reading stops when none is wanted any more."""
+    out: List[LineWarning] = []
+    pos = 0
+    size = len(data)
+    while pos < size and (want[0] > 0 or want[1] > 0):
+        kind_type, kind, keylen, line = PENDING_HEADER.unpack_from(data, pos)
+        pos += PENDING_HEADER.size
+        if kind_type == PENDING_CHANGED_KEY:
+            if want[0] > 0:
+                want[0] -= 1
+                key = data[pos:pos + keylen].decode("ascii")
+                out.append(LineWarning(line + offset, CHANGED_KEY_WARNING % (
+                    key, classic_key(key, KINDS[kind]))))
+            pos += keylen
+        else:
+            if want[1] > 0:
+                want[1] -= 1
+                (ts,) = PENDING_TIMESTAMP.unpack_from(data, pos)
+                out.append(LineWarning(line + offset, SECONDS_TIMESTAMP_WARNING % (ts, ts),
+                                       WARNING_TIMESTAMP_SECONDS))
+            pos += PENDING_TIMESTAMP.size
+    return out
 
 
 class ValidationReport:
@@ -170,23 +201,31 @@ class ValidationReport:
         self._kept_hints = _hints_in(value)
 
     def _materialize(self) -> None:
-        data = bytes(self._pending)
-        out = self._warnings
-        pos = 0
-        while pos < len(data):
-            kind_type, kind, keylen, line = PENDING_HEADER.unpack_from(data, pos)
-            pos += PENDING_HEADER.size
-            if kind_type == PENDING_CHANGED_KEY:
-                key = data[pos:pos + keylen].decode("ascii")
-                pos += keylen
-                out.append(LineWarning(line, CHANGED_KEY_WARNING % (key, classic_key(key, KINDS[kind]))))
-            else:
-                (ts,) = PENDING_TIMESTAMP.unpack_from(data, pos)
-                pos += PENDING_TIMESTAMP.size
-                out.append(LineWarning(line, SECONDS_TIMESTAMP_WARNING % (ts, ts),
-                                       WARNING_TIMESTAMP_SECONDS))
+        self._warnings.extend(_decoded(bytes(self._pending), 0, [_ALL, _ALL]))
         self._pending = bytearray()
         self._pending_count = 0
+
+    def _taken(self, want: List[int], offset: int) -> List[LineWarning]:
+        """This report's warnings, moved down ``offset`` lines: the first
+        ``want[0]`` renames and ``want[1]`` hints, in input order (``want``
+        is counted down).  The report is not changed: its compact warnings
+        stay compact, and only the ones taken are built."""
+        out: List[LineWarning] = []
+        for w in self._warnings:
+            if want[0] <= 0 and want[1] <= 0:
+                return out
+            k = _is_hint(w)
+            if want[k] > 0:
+                want[k] -= 1
+                out.append(w._replace(line=w.line + offset))
+        if self._pending_count:
+            # What the compact records hold of each kind is known (a list
+            # handed out was built first, so these counts are this report's
+            # own): no more is read than can be taken.
+            hints = max(self._kept_hints - _hints_in(self._warnings), 0)
+            want = [min(want[0], self._pending_count - hints), min(want[1], hints)]
+            out += _decoded(bytes(self._pending), offset, want)
+        return out
 
     @property
     def warnings_kept(self) -> int:
@@ -231,7 +270,8 @@ class ValidationReport:
         out.error_counts = dict(self.error_counts)
         out.errors = list(self.errors)
         out._warnings = list(self.warnings)
-        out._kept_hints = self._kept_hints
+        # counted again: the list is the caller's, who may have changed it
+        out._kept_hints = _hints_in(out._warnings)
         out._extend(other, line_offset, max_errors, max_warnings)
         return out
 
@@ -265,17 +305,17 @@ class ValidationReport:
         for code, n in other.error_counts.items():
             counts[code] = counts.get(code, 0) + n
         _extended(self.errors, other.errors, offset, max_errors)
-        self._kept_hints = _extended_by_kind(warnings, self._kept_hints, other.warnings,
-                                             offset, max_warnings)
+        self._kept_hints = _extended_by_kind(warnings, self._kept_hints, other, offset,
+                                             max_warnings)
 
-    def _warning_room(self, cap: Optional[int]) -> Optional[int]:
-        """The ``max_warnings`` to validate the next block with, for a report
-        capped at ``cap`` of each kind: the larger room of the two kinds
-        (:meth:`_extend` then keeps each kind's first ``cap``)."""
+    def _warning_room(self, cap: Optional[int]) -> Tuple[Optional[int], Optional[int]]:
+        """The caps of renames and of hints to validate the next block with
+        (``_validate_kinds``), for a report capped at ``cap`` of each kind:
+        the room each kind has left."""
         if cap is None:
-            return None
+            return None, None
         hints = self._kept_hints
-        return max(cap - (self.warnings_kept - hints), cap - hints, 0)
+        return max(cap - (self.warnings_kept - hints), 0), max(cap - hints, 0)
 
     @classmethod
     def combine(cls, reports: Iterable["ValidationReport"], *,

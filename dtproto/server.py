@@ -271,9 +271,11 @@ class _Handler(BaseHTTPRequestHandler):
         if log.isEnabledFor(logging.DEBUG):
             from .cli import _printable   # the request line is the client's text
 
-            # the request line's query values masked, as in the records
+            # the request line's query values masked, as in the records;
+            # each argument clipped alone, so the status after a long path stays
             log.debug("%s %s", self.address_string(),
-                      _printable(_logged_path(format % args)))
+                      _printable(format % tuple(_logged_path(a) if isinstance(a, str) else a
+                                                for a in args)))
 
     def do_POST(self) -> None:
         self.server.app._handle(self)
@@ -923,7 +925,9 @@ def _content_length(h: _Handler) -> Optional[int]:
     if not _DIGITS.fullmatch(value):
         return None
     # Far beyond any limit either way; int() refuses more than 4,300 digits.
-    return int(value) if len(value) <= 18 else 10 ** 18
+    # (Leading zeros first: 0000000000000000000006 is 6.)
+    digits = value.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10 ** 18
 
 
 def _declared_length(h: _Handler) -> str:

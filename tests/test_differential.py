@@ -314,6 +314,15 @@ def test_validate_reports(both, body, now, cap):
     assert a == b
 
 
+@given(st.one_of(S.bodies().map(lambda t: t[0]), S.mutated_bodies(), st.binary(max_size=80)),
+       st.sampled_from(NOWS), st.sampled_from([None, 0, 1, 3]), st.sampled_from([None, 0, 1, 3]))
+def test_validate_with_a_cap_for_each_kind_of_warning(both, body, now, renames, hints):
+    """The CLI's segments: a cap of renames and one of hints (_validate_kinds)."""
+    py, c = both
+    a = report_state(py._validate_kinds(body, now, None, renames, hints))
+    assert a == report_state(c._validate_kinds(body, now, None, renames, hints))
+
+
 @given(st.one_of(S.bodies().map(lambda t: t[0]), S.mutated_bodies()), st.data())
 def test_validate_chunked(both, body, data):
     py, c = both

@@ -200,7 +200,8 @@ def test_merge_caps_each_kind_of_warning(impl):
     c.lines_total = 4
     m = c.merge(b, max_warnings=3)
     assert [w.line for w in m.warnings] == [1, 2, 3, 4, 5, 6]
-    assert m._warning_room(3) == 0 and m._warning_room(None) is None
+    assert m._warning_room(3) == (0, 0) and m._warning_room(None) == (None, None)
+    assert c._warning_room(5) == (4, 2)          # 1 rename and 3 hints kept
 
 
 def test_a_refused_extend_changes_nothing():

@@ -135,6 +135,7 @@ class _Opts:
     gzip = False
     url = "http://x/api/v2/metrics/ingest"
     max_bytes = 1000
+    _token = core._Secret(None)
 
 
 def _delivery(window=None, now=0.0):

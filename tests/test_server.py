@@ -390,3 +390,28 @@ def test_a_token_in_the_query_is_not_kept_in_the_request_log(caplog):
             sock.recv(65536)
     assert paths == ["/api/v2/metrics/ingest?api-token=...", "/other?Api-Token=...&x=..."]
     assert "api-token=..." in caplog.text and "QSECRET" not in caplog.text
+
+
+def test_a_long_request_line_is_clipped_in_the_log_but_the_status_stays(caplog):
+    """Each part of a log line is clipped alone (clipping the whole line could
+    cut what follows a long request line); the record is clipped too."""
+    import logging
+    import socket as _socket
+
+    caplog.set_level(logging.DEBUG, logger="dtproto")
+    with IngestServer() as srv:
+        parts = http.client.urlsplit(srv.url)  # type: ignore[attr-defined]
+        with _socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(b"POST /api/v2/metrics/ingest?" + b"x" * 5000 + b" x HTTP/1.1\r\n\r\n")
+            sock.recv(65536)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        try:
+            conn.request("POST", "/api/v2/metrics/ingest?" + "x" * 5000, body=b"a.b 1\n")
+            assert conn.getresponse().read()
+        finally:
+            conn.close()
+        (rec,) = srv.requests
+    assert rec.path.endswith("... (5023 characters)") and len(rec.path) < 300
+    lines = [r.getMessage() for r in caplog.records if "characters)" in r.getMessage()]
+    assert lines and all(len(line) < 600 for line in lines), lines
+    assert any(" code 400, message Bad request syntax " in line for line in lines), lines

@@ -159,7 +159,8 @@ def test_conflicting_content_lengths_are_refused(srv: IngestServer) -> None:
 
 def test_identical_duplicate_content_lengths_are_accepted(srv: IngestServer) -> None:
     for headers in (b"Content-Length: 6\r\nContent-Length: 6\r\n", b"Content-Length: 6, 6\r\n",
-                    b"Content-Length:   6  \r\n", b"Content-Length: 006\r\n"):
+                    b"Content-Length:   6  \r\n", b"Content-Length: 006\r\n",
+                    b"Content-Length: " + b"0" * 30 + b"6\r\n"):
         srv.reset()
         status = raw_exchange(srv, request(headers, b"a.b 1\n"))
         assert status == [b"HTTP/1.1 202 Accepted"], (headers, status)

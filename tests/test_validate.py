@@ -220,6 +220,12 @@ def test_max_warnings_caps_each_kind_so_hints_never_crowd_out_renames(impl):
         assert len(r.to_response()["warnings"]["changedMetricKeys"]) == 2
     r = impl.validate(b"".join(lines), max_warnings=0)
     assert r.warnings == [] and r.warnings_total == 10 and r.to_response()["warnings"] is None
+    # a cap for each kind (the CLI's segments continue a report): none built past it
+    r = impl._validate_kinds(lines, None, None, 0, 1)
+    assert [(w.line, w.code) for w in r.warnings] == [(1, "timestamp_in_seconds")]
+    r = impl._validate_kinds(lines, None, None, 1, None)
+    assert [w.line for w in r.warnings] == [1, 2, 3, 5, 7, 8]
+    assert r.warnings_total == 10 and r._kept_hints == 5
 
 
 def test_now_ms_window(impl):

@@ -226,7 +226,7 @@ class _Feed:
 
 def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
              max_lines: Optional[int]) -> int:
-    from .. import validate
+    from .._impl import codec
     # The sender's own chunker: a dry run must show exactly the chunks that
     # ``send`` would make, and a second implementation here could drift.
     from ..sender import _Chunk, _chunk_stream, only_blank_lines
@@ -257,9 +257,8 @@ def _dry_run(args: argparse.Namespace, names: List[str], max_bytes: int,
                     blank = only_blank_lines(body)
                     chunks.append({"first_line": item.first_line, "lines": item.lines,
                                    "bytes": len(body), "sent": not blank})
-                    part = validate(body, now_ms=args.now, max_errors=None,
-                                    max_warnings=checked.report._warning_room(
-                                        caps.max_warnings))
+                    renames, hints = checked.report._warning_room(caps.max_warnings)
+                    part = codec._validate_kinds(body, args.now, None, renames, hints)
                     checked = _then(checked, _checked(part, caps.examples), caps,
                                     item.first_line - 1)
                 else:

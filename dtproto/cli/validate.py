@@ -193,7 +193,7 @@ def _validate_stream(inp: _Input, now_ms: Optional[int], caps: _Caps,
     line).  So every code gets its first ``caps.examples`` examples, and
     ``--max-errors`` changes only the list it caps.
     """
-    from .. import validate
+    from .._impl import codec
 
     size = _BLOCK if block is None else block
     nbytes = 0
@@ -210,12 +210,13 @@ def _validate_stream(inp: _Input, now_ms: Optional[int], caps: _Caps,
     for segment in _Segments(read, _SEGMENT):
         held = isinstance(segment, bytes)
         source = [segment] if held else segment
-        warnings = done.report._warning_room(caps.max_warnings)
+        # the room each kind of warning has left: none is built for a full one
+        renames, hints = done.report._warning_room(caps.max_warnings)
         # A streamed segment is one line: its error, if any, is always listed.
         errors = _room(done.report.errors, caps.max_errors) if held else None
-        part = validate(source, now_ms=now_ms, max_errors=errors, max_warnings=warnings)
+        part = codec._validate_kinds(source, now_ms, errors, renames, hints)
         if held and _needs_all_errors(part, done.examples, caps.examples):
-            part = validate(source, now_ms=now_ms, max_errors=None, max_warnings=warnings)
+            part = codec._validate_kinds(source, now_ms, None, renames, hints)
         done = _then(done, _checked(part, caps.examples), caps)
     return done._replace(bytes=nbytes)
 
