@@ -981,10 +981,17 @@ class _Secret:
         return data.replace(value.encode("utf-8", "surrogateescape"), b"<token>")
 
     def masked_text(self, text: str) -> str:
-        """:meth:`masked` for a text taken from a parsed answer."""
+        """:meth:`masked` for a text taken from a parsed answer.  A token that
+        is also a JSON number (``1e10``) may come back as that number, written
+        another way (``10000000000.0``): that text is ``<token>`` too."""
         value = self._reveal()
         if not value or len(value) < 4:
             return text
+        try:
+            if float(text) == float(json.loads(value)):
+                return "<token>"
+        except (ValueError, TypeError, OverflowError):  # not both numbers
+            pass
         return text.replace(value, "<token>")
 
     def __repr__(self) -> str:
@@ -1040,7 +1047,7 @@ def _text_field(value: Any, shown: Callable[[str], str] = str) -> str:
     if isinstance(value, str):
         return shown(value)[:1000]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
+        return shown(str(value))  # a token such as 123456789 comes back as a number
     return ""
 
 

@@ -580,3 +580,21 @@ def test_proxy_that_would_get_credentials_in_clear_is_refused(monkeypatch, proxy
     # An http:// proxy (the documented kind) is still accepted.
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.com:3128")
     assert Sender(url, "dt0c01.TOKEN")._proxy is not None
+
+
+@pytest.mark.parametrize("token, echoed", [("123456789", 123456789), ("-1234.5", -1234.5),
+                                           ("1e10", 1e10), ("Infinity", float("inf"))])
+def test_a_token_echoed_as_a_json_number_is_masked(token, echoed):
+    """A token that is also a JSON number can come back as that number, in
+    another spelling (``1e10`` as ``10000000000.0``): never shown either way."""
+    doc = json.dumps({"linesOk": 1, "linesInvalid": 1,
+                      "error": {"code": 400, "message": "x",
+                                "invalidLines": [{"line": 1, "error": echoed}]},
+                      "warnings": {"message": "w",
+                                   "changedMetricKeys": [{"line": 2, "warning": echoed}]}})
+    with RawEndpoint(answer_json("400 Bad Request", lambda body: doc.encode())) as ep:
+        with open_sender(ep.url, token, retries=0, flush_interval=None) as s:
+            r = s.send(b"a.b 1\na.c 2\n")
+    assert [i.reason for i in r.invalid_lines] == ["<token>"]
+    assert [w.message for w in r.warnings] == ["<token>"]
+    assert str(echoed) not in repr(r) + str(r)
