@@ -978,7 +978,14 @@ class _Secret:
         value = self._reveal()
         if not value or len(value) < 4:
             return data
-        return data.replace(value.encode("utf-8", "surrogateescape"), b"<token>")
+        data = data.replace(value.encode("utf-8", "surrogateescape"), b"<token>")
+        # The raw answer may hold it as a JSON string: '"' and '\\' escaped,
+        # '/' perhaps too (the token is printable ASCII, nothing else is).
+        quoted = json.dumps(value)[1:-1]
+        for form in (quoted, quoted.replace("/", "\\/")):
+            if form != value:
+                data = data.replace(form.encode("ascii"), b"<token>")
+        return data
 
     def masked_text(self, text: str) -> str:
         """:meth:`masked` for a text taken from a parsed answer.  A token that

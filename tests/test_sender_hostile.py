@@ -598,3 +598,25 @@ def test_a_token_echoed_as_a_json_number_is_masked(token, echoed):
     assert [i.reason for i in r.invalid_lines] == ["<token>"]
     assert [w.message for w in r.warnings] == ["<token>"]
     assert str(echoed) not in repr(r) + str(r)
+
+
+@pytest.mark.parametrize("slashes", [False, True])
+def test_a_token_echoed_as_a_json_string_in_a_raw_answer_is_masked(slashes):
+    """An answer that is not a ValidationResponse is quoted raw: the token may
+    be there JSON-escaped ('"' and '\\' always, '/' by some servers)."""
+    token = 'dt0c01.QZX/QZY"QZW\\QZV'
+    text = json.dumps({"error": {"code": 503, "message": "echo: " + token}})
+    if slashes:
+        text = text.replace("/", "\\/")
+    assert token not in text
+    with RawEndpoint(answer_json("503 Service Unavailable", lambda body: text.encode())) as ep:
+        s = open_sender(ep.url, token, retries=0, backoff_base=0.001, flush_interval=None)
+        try:
+            r = s.send(b"a.b 1\n")
+            exc = None
+        except SendError as e:
+            exc, r = e, e.result
+        finally:
+            s.close()
+    seen = repr(r) + str(r) + repr(exc) + str(exc) + str(getattr(exc, "body", ""))
+    assert "echo: <token>" in seen and "QZ" not in seen, seen
