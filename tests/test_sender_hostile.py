@@ -530,23 +530,29 @@ def echoing(status: int) -> Callable[[bytes], bytes]:
     return lambda body: json.dumps(doc).encode()
 
 
+def shown_by_send(url: str, token: str, data: bytes) -> str:
+    """Everything a send of ``data`` shows: its result, or the SendError (reason,
+    args, body) and the result it carries."""
+    s = open_sender(url, token, backoff_base=0.001, backoff_cap=0.01, retries=0,
+                    read_timeout=5.0, flush_interval=None)
+    try:
+        r = s.send(data)
+        exc = None
+    except SendError as e:
+        exc, r = e, e.result
+    finally:
+        s.close()
+    seen = repr(r) + str(r) + repr(exc) + str(exc) + str(getattr(exc, "body", ""))
+    return seen + "".join(str(getattr(exc, a, "")) for a in ("reason", "args"))
+
+
 @pytest.mark.parametrize("status, phrase", [(400, "Bad Request"), (202, "Accepted"),
                                             (503, "Service Unavailable"), (500, "Oops")])
 def test_a_token_the_server_echoes_is_masked(status, phrase):
     """Never the token in a reason, a warning, an exception or its body,
     whatever the server writes into its answer."""
     with RawEndpoint(answer_json("%d %s" % (status, phrase), echoing(status))) as ep:
-        s = open_sender(ep.url, ECHOED, backoff_base=0.001, backoff_cap=0.01, retries=0,
-                        read_timeout=5.0, flush_interval=None)
-        try:
-            r = s.send(b"a.b 1\nc.d 2\n")
-            exc = None
-        except SendError as e:
-            exc, r = e, e.result
-        finally:
-            s.close()
-    seen = repr(r) + str(r) + repr(exc) + str(exc) + str(getattr(exc, "body", ""))
-    seen += "".join(str(getattr(exc, a, "")) for a in ("reason", "args"))
+        seen = shown_by_send(ep.url, ECHOED, b"a.b 1\nc.d 2\n")
     assert ECHOED not in seen, seen
     assert "Api-Token <token>" in seen, seen     # what was there is still said
 
@@ -610,13 +616,5 @@ def test_a_token_echoed_as_a_json_string_in_a_raw_answer_is_masked(slashes):
         text = text.replace("/", "\\/")
     assert token not in text
     with RawEndpoint(answer_json("503 Service Unavailable", lambda body: text.encode())) as ep:
-        s = open_sender(ep.url, token, retries=0, backoff_base=0.001, flush_interval=None)
-        try:
-            r = s.send(b"a.b 1\n")
-            exc = None
-        except SendError as e:
-            exc, r = e, e.result
-        finally:
-            s.close()
-    seen = repr(r) + str(r) + repr(exc) + str(exc) + str(getattr(exc, "body", ""))
+        seen = shown_by_send(ep.url, token, b"a.b 1\n")
     assert "echo: <token>" in seen and "QZ" not in seen, seen
