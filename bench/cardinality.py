@@ -6,6 +6,7 @@ Usage (from the repository root)::
     v/bin/python bench/cardinality.py                       # 300,000 lines, every level
     v/bin/python bench/cardinality.py --lines 100000 --repeat 3 --markdown sweep.md
     v/bin/python bench/cardinality.py --levels 1000 unique --only python
+    v/bin/python bench/cardinality.py --levels unique --kind gauge   # an Encoder.gauge loop
 
 Caches make repeated series cheap; real pipelines (pod names, container ids,
 request attributes) carry 10^5..10^6 distinct series, where every cache
@@ -130,6 +131,18 @@ class _LoopOnly:
         return b""
 
 
+def encoder_rows(tuples: List[tuple], kind: Optional[str]) -> List[tuple]:
+    """The points the ``Encoder`` rows encode: all of them, or those of one ``kind``.
+
+    Picked out of the level's list, as a loop over one kind of metric sees
+    its points: the other rows skipped, these the same objects where they lie
+    (copies would be fresh and contiguous in memory, which flatters).
+    """
+    if kind is None:
+        return tuples
+    return [t for t in tuples if t[0] == kind]
+
+
 def measure_level(level: Any, args: argparse.Namespace, impls: Dict[str, Any],
                   peers: Dict[str, Any]) -> Dict[Any, float]:
     """lines/s of every contender at one level, in this process: the level's
@@ -139,6 +152,8 @@ def measure_level(level: Any, args: argparse.Namespace, impls: Dict[str, Any],
     print("%s: generating ..." % label, flush=True)
     data = _corpus.make_corpus(n, seed=args.seed, cardinality=level)
     tuples = _corpus.make_records(n, seed=args.seed, cardinality=level).tuples
+    tuples = encoder_rows(tuples, args.kind)
+    m = len(tuples)  # the Encoder rows' lines
     r: Dict[Any, float] = {}
 
     # Every contender first, then the rounds: each round times each contender
@@ -152,19 +167,19 @@ def measure_level(level: Any, args: argparse.Namespace, impls: Dict[str, Any],
         assert report.lines_ok == n and report.lines_invalid == 0, report
         jobs.append(((impl, "validate"), (lambda c=codec: c.validate(data)), n))
         jobs.append(((impl, "decode"), (lambda c=codec: c.decode(data)), n))
-        jobs.append(((impl, "Encoder"), _corpus.encoder_loop(codec.Encoder, tuples), n))
+        jobs.append(((impl, "Encoder"), _corpus.encoder_loop(codec.Encoder, tuples), m))
     if "python" in impls:
         jobs.append(("naive", lambda: naive_split_parse(data), n))
         jobs.append(("regex", lambda: regex_parse(data), n))
         if not isinstance(peers["sdk"], str):
-            jobs.append(("sdk", sdk_encoder(peers["sdk"], tuples), n))
+            jobs.append(("sdk", sdk_encoder(peers["sdk"], tuples), m))
         if not isinstance(peers["dmu"], str):
-            k = min(args.slow_lines, n)
+            k = min(args.slow_lines, m)
             jobs.append(("dmu", dmu_encoder(peers["dmu"], tuples[:k]), k))
             # the same points as dynatrace-metric-utils (see the docstring)
             jobs.append((("python", "Encoder", "slow"),
                          _corpus.encoder_loop(impls["python"].Encoder, tuples[:k]), k))
-    jobs.append(("loop", _corpus.encoder_loop(_LoopOnly, tuples), n))
+    jobs.append(("loop", _corpus.encoder_loop(_LoopOnly, tuples), m))
     influx = None
     if "cython" in impls:
         jobs.append(("count", lambda: data.count(b"\n"), n))
@@ -172,7 +187,7 @@ def measure_level(level: Any, args: argparse.Namespace, impls: Dict[str, Any],
             influx = _corpus.to_influx(data)
             jobs.append(("lpp", lpp_decoder(peers["lpp"], influx), n))
         if not isinstance(peers["questdb"], str):
-            jobs.append(("questdb", questdb_encoder(peers["questdb"], tuples), n))
+            jobs.append(("questdb", questdb_encoder(peers["questdb"], tuples), m))
     times: Dict[Any, List[float]] = {name: [] for name, _, _ in jobs}
     order = random.Random(args.seed)
     for _ in range(R):
@@ -203,6 +218,8 @@ def _level_in_new_process(level: Any, args: argparse.Namespace) -> Dict[Any, flo
            "--slow-lines", str(args.slow_lines), "--seed", str(args.seed)]
     if args.only:
         cmd += ["--only", args.only]
+    if args.kind:
+        cmd += ["--kind", args.kind]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rates.json")
         subprocess.run(cmd + ["--rates-out", out], check=True)
@@ -219,6 +236,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--slow-lines", type=int, default=30_000,
                     help="points given to dynatrace-metric-utils (default 30,000)")
     ap.add_argument("--only", choices=["python", "cython"], help="one implementation only")
+    ap.add_argument("--kind", choices=["gauge", "count", "summary"],
+                    help="the Encoder rows encode only the points of this kind, picked out of "
+                         "the level's records where they lie (validate and decode: every line)")
     ap.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
     ap.add_argument("--seed", type=int, default=_corpus.DEFAULT_SEED)
     ap.add_argument("--one-process", action="store_true",
@@ -245,8 +265,10 @@ def main(argv: Optional[List[str]] = None) -> int:
            dtproto.__version__, _git_commit(), ", ".join(impls)),
         "Corpus: dtproto._corpus with cardinality=, seed %d, %s lines per level: ~60%% gauge, "
         "~25%% count (half without `.count`: warned), ~15%% summary; 3-4 dimensions, one an id "
-        "per series; 10%% of series with a quoted value, 5%% with escapes; timestamps on 90%%."
-        % (args.seed, "{:,}".format(n)),
+        "per series; 10%% of series with a quoted value, 5%% with escapes; timestamps on 90%%.%s"
+        % (args.seed, "{:,}".format(n),
+           " Encoder rows: the %s points only, picked out of each level's records." % args.kind
+           if args.kind else ""),
         "Timing: %s holding the level's data, GC on, median of %d rounds (each "
         "round times every contender once, in an order shuffled per round); ratios are "
         "lines/s over lines/s. Command: `v/bin/python bench/cardinality.py %s`"

@@ -84,3 +84,25 @@ def test_only_is_forwarded_to_the_workers(tmp_path: pathlib.Path) -> None:
     assert "pure Python `decode`" in rows
     # nothing measured for the Cython core, nor its peers
     assert not any("Cython" in r or "bytes.count" in r for r in rows), rows
+
+
+def test_kind_encodes_the_points_of_one_kind_where_they_lie(tmp_path: pathlib.Path) -> None:
+    import importlib.util
+
+    from dtproto import _corpus
+
+    spec = importlib.util.spec_from_file_location("cardinality_bench", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    tuples = _corpus.make_records(2000, seed=7, cardinality="unique").tuples
+    assert bench.encoder_rows(tuples, None) is tuples
+    for kind in ("gauge", "count", "summary"):
+        rows = bench.encoder_rows(tuples, kind)
+        # every point of that kind, in order, the same objects (not copies)
+        expected = [t for t in tuples if t[0] == kind]
+        assert 0 < len(rows) < len(tuples) and len(rows) == len(expected)
+        assert all(a is b for a, b in zip(rows, expected))
+    # forwarded to the workers, and said in the header
+    lines, out = _table(tmp_path, "--kind", "gauge")
+    assert any("Encoder rows: the gauge points only" in ln for ln in lines), lines
+    assert _rows(lines, "| ratio")
