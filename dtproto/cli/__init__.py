@@ -30,12 +30,13 @@ import sys
 from typing import Any, List, Optional, Sequence
 
 from . import bench, load, send, serve, stats, validate
-from ._common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, _err
+from ._common import EXIT_INVALID, EXIT_OK, EXIT_READER_GONE, EXIT_USAGE, UsageError, _err
 # Shared helpers other modules (and tests) use as dtproto.cli.<name>:
 from ._common import _printable as _printable  # escaping for terminals (dtproto.server too)
 from .send import _cli_text as _cli_text        # library wording -> CLI flags
 
-__all__ = ["main", "build_parser", "UsageError", "EXIT_OK", "EXIT_INVALID", "EXIT_USAGE"]
+__all__ = ["main", "build_parser", "UsageError", "EXIT_OK", "EXIT_INVALID", "EXIT_USAGE",
+           "EXIT_READER_GONE"]
 
 
 # --------------------------------------------------------------------------- parser
@@ -69,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dtproto", allow_abbrev=False,
         description="Validate, send and serve Dynatrace metric ingestion lines; benchmark "
                     "the codec.",
-        epilog="Exit codes: 0 all good, 1 invalid lines or rejected data, 2 usage or I/O error.",
+        epilog="Exit codes: 0 all good, 1 invalid lines or rejected data, 2 usage or I/O error, "
+               "141 the reader of the output went away (| head) before a command that "
+               "sends nothing was done.",
     )
     parser.add_argument("--version", action=_VersionAction,
                         help="print the version and the loaded implementation, then exit")
@@ -81,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _OutputError(Exception):
     """Standard output cannot be written (full disk, closed, reader gone)."""
+
+    def __init__(self, text: str, reader_gone: bool = False) -> None:
+        super().__init__(text)
+        self.reader_gone = reader_gone   # EPIPE: the reader closed its end
 
 
 class _Stdout:
@@ -97,7 +104,8 @@ class _Stdout:
         try:
             return getattr(self._stream, name)(*args)
         except (OSError, ValueError) as exc:   # ValueError: closed under us
-            raise _OutputError(getattr(exc, "strerror", None) or str(exc)) from None
+            raise _OutputError(getattr(exc, "strerror", None) or str(exc),
+                               isinstance(exc, BrokenPipeError)) from None
 
     def write(self, text: str) -> int:
         return int(self._call("write", text) or 0)
@@ -125,10 +133,17 @@ def _drop_stdout(stream: Any) -> None:
         pass
 
 
+def _sends(args: Optional[argparse.Namespace]) -> bool:
+    """Whether the command sends data (``send`` without ``--dry-run``, ``load``)."""
+    command = getattr(args, "command", None)
+    return command == "load" or (command == "send" and not getattr(args, "dry_run", False))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``dtproto`` console script; returns the exit code."""
     real_stdout = sys.stdout
     sys.stdout = _Stdout(real_stdout)    # type: ignore[assignment]
+    args = None
     try:
         parser = build_parser()
         try:
@@ -152,10 +167,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _err("interrupted")
         return 130
     except _OutputError as exc:
-        # Also a reader that went away (dtproto validate big.txt | head): the
-        # output is incomplete, which is an I/O error.
-        _err("cannot write the output: %s" % exc)
         _drop_stdout(real_stdout)
+        if exc.reader_gone and not _sends(args):
+            # The reader stopped reading (dtproto validate big.txt | head):
+            # it has what it wanted, so no message, as a filter that SIGPIPE
+            # ends says none.  A command that sends says it (below): the
+            # report of what was delivered is lost.
+            return EXIT_READER_GONE
+        _err("cannot write the output: %s" % exc)
         return EXIT_USAGE
     finally:
         sys.stdout = real_stdout

@@ -21,6 +21,9 @@ from .._input import sniff_gzip
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+# The reader of the output went away (dtproto validate big.txt | head): what a
+# shell reports for a filter that SIGPIPE ended, 128 + 13.
+EXIT_READER_GONE = 141
 
 _BLOCK = 1 << 20            # bytes per read()
 _STDIN = "<stdin>"
