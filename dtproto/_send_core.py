@@ -1016,6 +1016,20 @@ def _version() -> str:
         return "0"
 
 
+def _host_name(host: str, what: str) -> str:
+    """``host`` checked as the host part of a URL the helpers build (``domain``,
+    ``host``): a URL, a path or credentials there would make another URL
+    (``https://https//m.example.com/e/...``) instead of an error."""
+    if not isinstance(host, str) or not host or any(
+            c in host for c in "/?#@\\") or not host.isprintable() or " " in host:
+        shown = host[:100] if isinstance(host, str) else type(host).__name__
+        hint = "" if not isinstance(host, str) or "://" not in host else \
+            "; pass the host name alone (such as 'm.example.com'), or use Sender(url, " \
+            "token, ...) for a full URL"
+        raise ConfigurationError("%s %r is not a host name%s" % (what, shown, hint))
+    return host
+
+
 def _env_id(environment_id: str) -> str:
     if isinstance(environment_id, str) and ("://" in environment_id or "." in environment_id):
         raise ConfigurationError(
@@ -1289,7 +1303,8 @@ def _proxy_variable(scheme: str, found: str) -> str:
 
 def _proxy_url(proxy: str, origin: str) -> urllib.parse.SplitResult:
     """The proxy URL ``proxy`` parsed and checked; a ConfigurationError says
-    what is wrong and ``origin`` (``proxy=`` or where it was found), never
+    what is wrong and ``origin`` (``proxy=`` or where it was found), and at
+    most the scheme, host and port of the URL (:func:`_safe_proxy`), never
     the URL itself: it may hold credentials."""
     def invalid(why: str) -> ConfigurationError:
         return ConfigurationError("invalid proxy URL in %s (not shown, it may hold "
@@ -2118,15 +2133,16 @@ class _UrlHelpers:
     @classmethod
     def managed(cls: Type[_S], domain: str, environment_id: str, token: str, **kwargs: Any) -> _S:
         """Sender for Dynatrace Managed: ``https://{domain}/e/{environment_id}/api/v2/metrics/ingest``."""
-        return cls("https://%s%s%s%s" % (domain, ENVIRONMENT_PREFIX, _env_id(environment_id),
-                                          INGEST_PATH), token, **kwargs)
+        return cls("https://%s%s%s%s" % (_host_name(domain, "domain"), ENVIRONMENT_PREFIX,
+                                          _env_id(environment_id), INGEST_PATH),
+                   token, **kwargs)
 
     @classmethod
     def activegate(cls: Type[_S], host: str, environment_id: str, token: str, port: int = 9999,
                    **kwargs: Any) -> _S:
         """Sender for an Environment ActiveGate:
         ``https://{host}:{port}/e/{environment_id}/api/v2/metrics/ingest`` (port 9999)."""
-        return cls("https://%s:%d%s%s%s" % (host, port, ENVIRONMENT_PREFIX,
+        return cls("https://%s:%d%s%s%s" % (_host_name(host, "host"), port, ENVIRONMENT_PREFIX,
                                              _env_id(environment_id), INGEST_PATH),
                    token, **kwargs)
 
@@ -2135,5 +2151,6 @@ class _UrlHelpers:
                  **kwargs: Any) -> _S:
         """Sender for the OneAgent local API ``http://localhost:14499/metrics/ingest``:
         no token, at most 1,000 lines per request."""
-        return cls("http://%s:%d%s" % (host, port, ONEAGENT_PATH), None, **kwargs)
+        return cls("http://%s:%d%s" % (_host_name(host, "host"), port, ONEAGENT_PATH), None,
+                   **kwargs)
 

@@ -722,3 +722,20 @@ def test_failed_flush_raises_with_unsent_bytes(srv):
     srv.faults = []
     s.close()   # nothing left pending: the failed lines are the caller's (exc.unsent)
     assert srv.accepted_lines == []
+
+
+@pytest.mark.parametrize("bad", ["https://m.example.com", "m.example.com/path", "u:pw@m.example.com",
+                                 "m.example.com?x=1", "", "m example.com", "m.example.com\n"])
+def test_url_helpers_refuse_what_is_not_a_host_name(bad: str) -> None:
+    # a scheme there once built https://https//m.example.com/e/env1/... silently
+    with pytest.raises(ConfigurationError, match="is not a host name"):
+        Sender.managed(bad, "env1", TOKEN)
+    with pytest.raises(ConfigurationError, match="is not a host name"):
+        Sender.activegate(bad, "env1", TOKEN)
+    with pytest.raises(ConfigurationError, match="is not a host name"):
+        Sender.oneagent(bad)
+    if "://" in bad:
+        with pytest.raises(ConfigurationError, match="pass the host name alone"):
+            Sender.managed(bad, "env1", TOKEN)
+    assert Sender.managed("m.example.com:8443", "env1", TOKEN).url == \
+        "https://m.example.com:8443/e/env1/api/v2/metrics/ingest"
