@@ -525,6 +525,12 @@ def test_stdout_reader_gone_is_said_by_send(srv: IngestServer) -> None:
     assert srv.accepted_lines                      # the send itself went through
 
 
+@posix_only
+def test_stdout_reader_gone_is_said_by_serve() -> None:
+    p = _with_reader_gone("serve", "--port", "0", "-q")
+    assert_clean_failure(p, b"dtproto: cannot write the output: Broken pipe\n")
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds workers in /proc")
 def test_ctrl_c_during_jobs_prints_no_worker_tracebacks(tmp_path: pathlib.Path) -> None:
     f = tmp_path / "big.txt"

@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate, send and serve Dynatrace metric ingestion lines; benchmark "
                     "the codec.",
         epilog="Exit codes: 0 all good, 1 invalid lines or rejected data, 2 usage or I/O error, "
-               "141 the reader of the output went away (| head) before a command that "
-               "sends nothing was done.",
+               "141 the reader of the output went away (| head) before validate, stats, "
+               "bench or send --dry-run was done.",
     )
     parser.add_argument("--version", action=_VersionAction,
                         help="print the version and the loaded implementation, then exit")
@@ -133,10 +133,12 @@ def _drop_stdout(stream: Any) -> None:
         pass
 
 
-def _sends(args: Optional[argparse.Namespace]) -> bool:
-    """Whether the command sends data (``send`` without ``--dry-run``, ``load``)."""
+def _moves_data(args: Optional[argparse.Namespace]) -> bool:
+    """Whether the command sends or receives data (``send`` without
+    ``--dry-run``, ``load``, ``serve``): its output is the report of that."""
     command = getattr(args, "command", None)
-    return command == "load" or (command == "send" and not getattr(args, "dry_run", False))
+    return command in ("load", "serve") or (command == "send"
+                                           and not getattr(args, "dry_run", False))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -168,11 +170,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except _OutputError as exc:
         _drop_stdout(real_stdout)
-        if exc.reader_gone and not _sends(args):
+        if exc.reader_gone and not _moves_data(args):
             # The reader stopped reading (dtproto validate big.txt | head):
             # it has what it wanted, so no message, as a filter that SIGPIPE
-            # ends says none.  A command that sends says it (below): the
-            # report of what was delivered is lost.
+            # ends says none.  A command that moves data says it (below):
+            # the report of what it delivered or received is lost.
             return EXIT_READER_GONE
         _err("cannot write the output: %s" % exc)
         return EXIT_USAGE
