@@ -1827,7 +1827,10 @@ class _Session:
             item = next(self._items)
         except StopIteration:
             return None
-        except (_ReadFailed, *_READ_ERRORS):
+        except _ReadFailed as exc:
+            self._read_failed = exc   # finish() says it, as when it came first
+            return self._next_line
+        except _READ_ERRORS:
             return self._next_line
         if item is _STARVE:
             return _STARVE
@@ -1869,6 +1872,12 @@ class _Session:
         result = self.result
         if self.error is not None:
             result.stopped_at = stopped_at
+            if self._read_failed is not None:
+                # The input failed too, after the lines of the failed chunk
+                # were read: the lines read but never sent and the read error
+                # are said as well (found by a red-team pass: with chunks in
+                # flight they were counted nowhere and the error was lost).
+                _note_read_failure(result, self._read_failed)
             err = self.error
             err.result = result
             log.info("send stopped: %s; %s", err, result.summary())
@@ -1902,6 +1911,18 @@ def _validate_chunk(chunk: "_Chunk", now_ms: Optional[int]) -> Tuple["_Chunk", L
 def _input_failed(result: SendResult, exc: _ReadFailed) -> None:
     """Stop a send whose input failed: raise :class:`InputReadError` with
     the partial result (never a raw ``OSError`` that hides what was stored)."""
+    text, where = _note_read_failure(result, exc)
+    msg = "cannot read the input (%s); %s and after not delivered" % (text, where)
+    log.info("send stopped: %s; %s", msg, result.summary())
+    err = InputReadError(msg, None, "", result, False)
+    err.unsent = exc.pending
+    raise err from exc.cause
+
+
+def _note_read_failure(result: SendResult, exc: _ReadFailed) -> Tuple[str, str]:
+    """Put a read failure in ``result``: the lines read but not sent as
+    undelivered, ``input_error``, and ``stopped_at`` after them.  Returns
+    the error's text and which lines it names."""
     cause = exc.cause
     text = "%s: %s" % (type(cause).__name__, cause)
     pending = exc.pending
@@ -1919,11 +1940,7 @@ def _input_failed(result: SendResult, exc: _ReadFailed) -> None:
     result.input_error = text
     # The lines after those read were never attempted (nor read).
     result.stopped_at = exc.line + lines
-    msg = "cannot read the input (%s); %s and after not delivered" % (text, where)
-    log.info("send stopped: %s; %s", msg, result.summary())
-    err = InputReadError(msg, None, "", result, False)
-    err.unsent = pending
-    raise err from cause
+    return text, where
 
 
 # --------------------------------------------------------------------------- batching

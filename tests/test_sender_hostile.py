@@ -425,6 +425,40 @@ def test_input_failing_on_the_first_read_raises_a_send_error_with_a_result():
     assert ei.value.result.lines_ok == 0 and ei.value.result.input_error
 
 
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_input_failing_after_a_chunk_failed_still_accounts_for_every_line(concurrency):
+    # Found by a red-team pass: with a chunk in flight when the read failed,
+    # the chunk's failure was raised alone: the line read but not sent was
+    # counted nowhere (stopped_at None) and the read error was lost.
+    class Flaky(io.RawIOBase):
+        reads = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:
+            Flaky.reads += 1
+            if Flaky.reads > 1:
+                raise OSError(5, "Input/output error")
+            data = b"a.b 1\na.b 2"       # line 2 not ended: the next read decides it
+            b[:len(data)] = data
+            return len(data)
+
+    with IngestServer(faults=[Fault("503", requests={1})]) as srv:
+        with open_sender(srv.url, None, max_lines=1, concurrency=concurrency,
+                         retries=0) as s:
+            with pytest.raises(DeliveryError) as ei:
+                s.send(Flaky())
+        assert srv.accepted_lines == []
+    r = ei.value.result
+    # every line read is exactly one of: delivered, undelivered, at/after stopped_at
+    assert [(u.first_line, u.last_line) for u in r.undelivered] == [(1, 1), (2, 2)]
+    assert r.undelivered[0].status == 503
+    assert "failed to read" in r.undelivered[1].reason
+    assert r.stopped_at == 3 and r.lines_ok == 0
+    assert r.input_error == "OSError: [Errno 5] Input/output error"
+
+
 # --------------------------------------------------------------------------- 11: lone surrogates
 
 
