@@ -297,8 +297,16 @@ def _send_range(path: str, start: int, end: int, gz: bool, url: str, token: Opti
     good (the Sender raises), the rest of the range is not sent: one
     :class:`~dtproto.sender.Undelivered` range says so.
 
+    When the range fails to read (a damaged gzip file, a file cut short),
+    what was read is accounted as one process accounts it (the lines read but
+    not sent undelivered, ``input_error``, ``stopped_at`` the first line not
+    read) and ``"lines"`` is None: how many lines the range holds is unknown.
+    The error travels as text: an exception whose cause chain loops back (the
+    InputReadError and its cause) does not survive Dask's pickling.
+
     Returns ``{"result": SendResult (line numbers of the range), "lines":
-    lines in the range, "resent": [(first, last), ...], "error": text or None}``.
+    lines in the range or None, "resent": [(first, last), ...], "error": text
+    or None, "read_error": text or None}``.
     """
     from .errors import InputReadError, SendError
     from .sender import SendResult, Sender, Undelivered
@@ -313,9 +321,10 @@ def _send_range(path: str, start: int, end: int, gz: bool, url: str, token: Opti
     segs = Segments(feed.read, lambda: None, _READ)
     index = 0
     error: Optional[str] = None
+    read_error: Optional[str] = None
     stop_line: Optional[int] = None
     with Sender(url, token, **options) as sender:
-        while not segs.eof:
+        while not segs.eof and read_error is None:
             first = segs.newlines + 1
             chunks = segs.segment(segment)
             if index < done or error is not None:
@@ -336,7 +345,12 @@ def _send_range(path: str, start: int, end: int, gz: bool, url: str, token: Opti
             try:
                 part = sender.send(chunks)
             except InputReadError as exc:
-                raise (exc.__cause__ or exc) from None
+                # Its result says what was read and not sent, and stopped_at;
+                # nothing more of the range can be read.
+                part = exc.result
+                read_error = part.input_error or str(exc)
+                total.merge(_shift(part, first - 1))
+                break
             except SendError as exc:
                 part = getattr(exc, "result", None) or SendResult()
                 error = str(exc) or type(exc).__name__
@@ -351,6 +365,11 @@ def _send_range(path: str, start: int, end: int, gz: bool, url: str, token: Opti
             if error is None:
                 state.update(done=index, result=total)
                 ledger.set(state)
+    if read_error is not None:
+        state.update(done=index, result=total)
+        ledger.set(state)
+        return {"result": total, "lines": None, "resent": list(state["resent"]),
+                "error": error, "read_error": read_error}
     lines = segs.newlines + (0 if feed.last == b"\n" else 1)
     if stop_line is not None and stop_line <= lines:
         total.undelivered.append(Undelivered(
@@ -359,7 +378,34 @@ def _send_range(path: str, start: int, end: int, gz: bool, url: str, token: Opti
             % (error or "")[:300]))
     state.update(done=index, result=total)
     ledger.set(state)
-    return {"result": total, "lines": lines, "resent": list(state["resent"]), "error": error}
+    return {"result": total, "lines": lines, "resent": list(state["resent"]), "error": error,
+            "read_error": None}
+
+
+def _merge_ranges(path: str, parts: List[Dict[str, Any]]) -> Any:
+    """One file's result from its ranges' (:func:`_send_range`), in input
+    order, with file line numbers; ``resent`` holds the file's resent lines.
+
+    A range that failed to read is accounted exactly when it is the file's
+    last (always so for gzip, which is one range): its ``input_error`` and
+    ``stopped_at`` are the file's.  Before the last, the ranges after it
+    cannot be numbered (how many lines it holds is unknown): OSError.
+    """
+    from .sender import SendResult
+
+    total = SendResult()
+    total.resent = []  # type: ignore[attr-defined]
+    offset = 0
+    for i, part in enumerate(parts):
+        if part.get("read_error") is not None and i < len(parts) - 1:
+            raise OSError("cannot read %s: %s (the lines after it cannot be numbered)"
+                          % (path, part["read_error"]))
+        total.merge(_shift(part["result"], offset))
+        total.resent.extend((a + offset, b + offset)  # type: ignore[attr-defined]
+                            for a, b in part["resent"])
+        if part["lines"] is not None:
+            offset += part["lines"]
+    return total
 
 
 def send_files(paths: Union[PathArg, Iterable[PathArg]], url: str, token: Optional[str] = None,
@@ -397,9 +443,15 @@ def send_files(paths: Union[PathArg, Iterable[PathArg]], url: str, token: Option
         ConfigurationError: the url, token or options are refused (checked
             on the client, by building a Sender, before anything is sent).
         ValueError: no client and no default one.
-        OSError: a file cannot be opened or read (raised by the worker).
+        OSError: a file cannot be opened, or a range before a file's last
+            fails to read (the lines after it cannot be numbered).  A
+            file's last range that fails to read (a damaged gzip file, which
+            is one range) is accounted as one process accounts it: what was
+            read and sent counts, the lines read but not sent are
+            ``undelivered``, ``input_error`` names the error and
+            ``stopped_at`` is the first line not read.
     """
-    from .sender import SendResult, Sender
+    from .sender import Sender
 
     client = get_client(client)
     names = _names(paths)
@@ -416,15 +468,7 @@ def send_files(paths: Union[PathArg, Iterable[PathArg]], url: str, token: Option
     out: Dict[str, Any] = _ByPath()
     try:
         for path, futures in zip(names, jobs):
-            total = SendResult()
-            total.resent = []  # type: ignore[attr-defined]
-            offset = 0
-            for part in client.gather(futures):
-                total.merge(_shift(part["result"], offset))
-                total.resent.extend((a + offset, b + offset)  # type: ignore[attr-defined]
-                                    for a, b in part["resent"])
-                offset += part["lines"]
-            out[path] = total
+            out[path] = _merge_ranges(path, client.gather(futures))
     finally:
         for futures in jobs:
             client.cancel(futures)

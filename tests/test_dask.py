@@ -260,6 +260,52 @@ def test_send_failure_is_accounted_per_line(client, tmp_path):
 
 
 
+def _damaged_gzip(tmp_path: pathlib.Path, n: int = 200_000) -> pathlib.Path:
+    bad = tmp_path / "damaged.gz"
+    gz = gzip.compress(b"".join(b"a.b,i=%d 1\n" % i for i in range(n)))
+    bad.write_bytes(gz[: len(gz) * 2 // 3])
+    return bad
+
+
+def test_send_a_damaged_gzip_accounts_for_every_line_read(client, tmp_path):
+    """Found by a red-team pass: the worker re-raised the read error inside
+    its handler, a cause chain that looped back, which Dask could not pickle:
+    a bare Exception came back, and the other file's result was lost."""
+    from dtproto.server import IngestServer
+
+    bad = _damaged_gzip(tmp_path)
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"c.d 1\n" * 50)
+    with IngestServer(tokens={TOKEN: ["metrics.ingest"]}, now_ms=NOW) as srv:
+        results = dtdask.send_files([bad, good], srv.url, TOKEN, client=client,
+                                    max_bytes=100_000)
+        stored = [int(line[6:line.index(b" ")]) + 1 for line in srv.accepted_lines
+                  if line.startswith(b"a.b,")]
+        assert srv.accepted_lines.count(b"c.d 1") == 50
+    r = results[str(bad)]
+    assert r.input_error and "EOFError" in r.input_error and r.stopped_at is not None
+    assert results[str(good)].ok and results[str(good)].lines_ok == 50
+    # every line before stopped_at exactly once: stored, or in an undelivered range
+    undelivered = [n for u in r.undelivered for n in range(u.first_line, u.last_line + 1)]
+    assert sorted(stored + undelivered) == list(range(1, r.stopped_at))
+    assert r.lines_ok == len(stored) > 0, (r.stopped_at, r.undelivered)
+    assert sum(u.lines for u in r.undelivered) == len(undelivered)
+
+
+def test_cli_send_dask_a_damaged_gzip_is_an_io_error_with_its_report(tmp_path):
+    from dtproto.server import IngestServer
+
+    bad = _damaged_gzip(tmp_path)
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    with IngestServer(tokens={TOKEN: ["metrics.ingest"]}, now_ms=NOW) as srv:
+        p = _run("send", "--url", srv.url, "--token-file", token, "--dask", "local:1", bad)
+        stored = len(srv.accepted_lines)
+    assert p.returncode == 2, p.stderr
+    assert b"Traceback" not in p.stderr and b"cannot read " in p.stderr, p.stderr
+    assert b"%d ok" % stored in p.stdout.replace(b",", b""), p.stdout
+
+
 def _send_ledgers(dask_scheduler) -> set:
     """Run on the scheduler: the send ledgers it holds (task metadata not cleared)."""
     return {k for k, v in dask_scheduler.task_metadata.items()

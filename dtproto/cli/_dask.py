@@ -13,7 +13,7 @@ import os
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ._common import UsageError, _err, _plural
+from ._common import UsageError, _err, _plural, _printable
 
 DEFAULT_BLOCKSIZE = "64 MiB"
 
@@ -146,8 +146,6 @@ def send_dask(args: argparse.Namespace, names: List[str], url: str) -> int:
     with Cluster(args.dask) as cluster:
         cluster.blocksize = getattr(args, "blocksize", None) or DEFAULT_BLOCKSIZE  # type: ignore[attr-defined]
         dtdask = cluster.dtdask
-        from ..sender import SendResult
-
         segment = options["max_bytes"] * max(8, 4 * options["concurrency"])
         for name in names:
             inp = _open_input(name, docs if args.json else None)
@@ -168,15 +166,24 @@ def send_dask(args: argparse.Namespace, names: List[str], url: str) -> int:
                     docs.append({"file": name, "io_error": str(exc)})
                 continue
             progress.close()
-            result = SendResult()
-            resent: List[Tuple[int, int]] = []
-            offset = 0
-            for part in parts:
-                result.merge(dtdask._shift(part["result"], offset))
-                resent.extend((a + offset, b + offset) for a, b in part["resent"])
-                offset += part["lines"]
+            try:
+                result = dtdask._merge_ranges(name, parts)
+            except OSError as exc:   # a range before the last failed to read
+                _err(str(exc))
+                rc = EXIT_USAGE
+                if args.json:
+                    docs.append({"file": name, "io_error": str(exc)})
+                continue
+            resent: List[Tuple[int, int]] = result.resent
             if not result.ok and rc == EXIT_OK:
                 rc = EXIT_INVALID
+            read_error = None
+            if result.input_error is not None:
+                # The file broke part-way (a damaged gzip file): what was read
+                # has been sent and is reported below, as one process says it.
+                read_error = _printable("cannot read %s: %s" % (name, result.input_error))
+                _err(read_error)
+                rc = EXIT_USAGE
             if resent:
                 _err("%s: a Dask worker died while sending: lines %s may have been stored "
                      "twice" % (name, ", ".join("%d-%d" % r for r in resent)))
@@ -184,11 +191,14 @@ def send_dask(args: argparse.Namespace, names: List[str], url: str) -> int:
                 doc = _result_doc(inp.name, result)
                 doc["error"] = None
                 doc["lines_never_sent"] = None
+                if read_error is not None:
+                    doc["io_error"] = result.input_error
                 if resent:
                     doc["resent"] = [list(r) for r in resent]
                 docs.append(doc)
             else:
-                _human_send(inp.name, url, result, None, args.max_errors, args.verbose)
+                _human_send(inp.name, url, result, None, args.max_errors, args.verbose,
+                            read_error)
     if args.json:
         _write_json({"url": url, "files": docs, "skipped_files": []}, sys.stdout)
     return rc
