@@ -158,6 +158,32 @@ def test_oversized_line_is_rejected_with_its_number_and_never_sent(srv):
     assert r2.lines_ok == 2
 
 
+@pytest.mark.parametrize("body", [
+    b" " * 100 + b"\na.b 1\n",                   # blank, longer than a request
+    b" \t" * 60 + b"\r\na.b 1\n",                # SP and HTAB, CR before LF
+    b"a.b 1\n" + b" " * 100,                     # last, no newline
+    b"a.b 1\n" + b" " * 100 + b"\na.b 2\n",
+    b" " * 100 + b"x\na.b 1\n",                  # not blank: rejected
+    b" " * 50 + b"\r" + b" " * 50 + b"\na.b 1\n",  # a CR inside: not blank
+    b"\x0b" + b" " * 100 + b"\na.b 1\n",          # VT is not blank
+    b" " * 60_000 + b"\na.b 1\n",                # blank but longer than a line may be
+], ids=range(8))
+@pytest.mark.parametrize("pieces", [0, 7], ids=["whole", "7-byte pieces"])
+def test_a_line_too_long_for_a_request_that_is_blank_is_skipped_as_validate_skips_it(
+        srv, body, pieces):
+    # Found by a red-team pass: it was reported invalid ("line too long for
+    # one request") where validate() and the server skip it as blank.
+    data = [body[i:i + pieces] for i in range(0, len(body), pieces)] if pieces else body
+    before = len(srv.requests)
+    with sender(srv, max_bytes=50) as s:
+        r = s.send(data)
+    v = dtproto.validate(body)
+    assert (r.lines_ok, r.lines_invalid) == (v.lines_ok, v.lines_invalid)
+    total = body.count(b"\n") + (not body.endswith(b"\n"))
+    assert r.lines_ok + r.lines_invalid + r.lines_skipped == total
+    assert all(len(q.body) <= 50 for q in list(srv.requests)[before:])
+
+
 def test_chunker_memory_stays_bounded():
     block = numbered(2000)                    # ~60 KB, repeated lazily: ~60 MB in total
 
