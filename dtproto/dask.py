@@ -308,11 +308,14 @@ def _send_range(path: str, start: int, end: int, gz: bool, url: str, token: Opti
     lines in the range or None, "resent": [(first, last), ...], "error": text
     or None, "read_error": text or None}``.
     """
-    from .errors import InputReadError, SendError
+    from ._send_core import _READ_ERRORS
+    from .errors import SendError
     from .sender import SendResult, Sender, Undelivered
 
     ledger = _Ledger(ledger_name)
     state = ledger.get() or {"done": 0, "result": SendResult(), "resent": [], "runs": 0}
+    if state.get("final") is not None:
+        return state["final"]         # an earlier run finished; its worker died after
     state["runs"] += 1
     ledger.set(state)
     total = state["result"]
@@ -320,66 +323,82 @@ def _send_range(path: str, start: int, end: int, gz: bool, url: str, token: Opti
     feed = _Tracked(_range_chunks(path, start, end, gz))
     segs = Segments(feed.read, lambda: None, _READ)
     index = 0
+    first = 1
     error: Optional[str] = None
     read_error: Optional[str] = None
     stop_line: Optional[int] = None
     with Sender(url, token, **options) as sender:
-        while not segs.eof and read_error is None:
-            first = segs.newlines + 1
-            chunks = segs.segment(segment)
-            if index < done or error is not None:
-                for _ in chunks:      # delivered by an earlier run, or not to be sent
-                    pass
-                index += 1
-                continue
-            if index == done and state["runs"] > 1:
-                # In progress when the earlier run's worker died: it may be
-                # stored already, and is sent again.
-                body = list(chunks)
-                lines = sum(c.count(b"\n") for c in body)
-                if body and not body[-1].endswith(b"\n"):
-                    lines += 1
-                if lines:
-                    state["resent"].append((first, first + lines - 1))
-                chunks = iter(body)
-            try:
-                part = sender.send(chunks)
-            except InputReadError as exc:
-                # Its result says what was read and not sent, and stopped_at;
-                # nothing more of the range can be read.
-                part = exc.result
-                read_error = part.input_error or str(exc)
+        try:
+            while not segs.eof:
+                first = segs.newlines + 1
+                chunks = segs.segment(segment)
+                if index < done or error is not None:
+                    for _ in chunks:      # delivered by an earlier run, or not to be sent
+                        pass
+                    index += 1
+                    continue
+                if index == done and state["runs"] > 1:
+                    # In progress when the earlier run's worker died: it may be
+                    # stored already, and is sent again.
+                    body = list(chunks)
+                    lines = sum(c.count(b"\n") for c in body)
+                    if body and not body[-1].endswith(b"\n"):
+                        lines += 1
+                    if lines:
+                        state["resent"].append((first, first + lines - 1))
+                    chunks = iter(body)
+                try:
+                    part = sender.send(chunks)
+                except SendError as exc:   # InputReadError too
+                    part = getattr(exc, "result", None) or SendResult()
+                    if part.input_error is not None:
+                        # The range failed to read (a chunk may have failed
+                        # too): its result says what was read and not sent,
+                        # and stopped_at; nothing more of the range can be read.
+                        read_error = part.input_error
+                        error = error or str(exc)
+                        total.merge(_shift(part, first - 1))
+                        break
+                    error = str(exc) or type(exc).__name__
+                    if part.stopped_at is not None:   # the first line never attempted
+                        stop_line = first - 1 + part.stopped_at
+                    part.stopped_at = None
                 total.merge(_shift(part, first - 1))
-                break
-            except SendError as exc:
-                part = getattr(exc, "result", None) or SendResult()
-                error = str(exc) or type(exc).__name__
-            for _ in chunks:          # a send that stopped did not read to the end
-                pass
-            if error is not None:
-                stop_line = (first - 1 + part.stopped_at if part.stopped_at is not None
-                             else segs.newlines + 1)
-                part.stopped_at = None
-            total.merge(_shift(part, first - 1))
-            index += 1
-            if error is None:
-                state.update(done=index, result=total)
-                ledger.set(state)
+                index += 1
+                for _ in chunks:          # a send that stopped did not read to the end
+                    pass
+                if error is not None and stop_line is None:
+                    stop_line = segs.newlines + 1
+                if error is None:
+                    state.update(done=index, result=total)
+                    ledger.set(state)
+        except _READ_ERRORS as exc:
+            # A segment that is not sent (after a failure) or is read whole
+            # before it is sent again failed to read.
+            if index < done:
+                raise OSError("cannot read %s again (a second run of its range): %s: %s"
+                              % (path, type(exc).__name__, exc)) from None
+            read_error = "%s: %s" % (type(exc).__name__, exc)
+            if total.input_error is None:
+                total.input_error = read_error
+            total.stopped_at = stop_line if stop_line is not None else first
     if read_error is not None:
-        state.update(done=index, result=total)
+        out = {"result": total, "lines": None, "resent": list(state["resent"]),
+               "error": error, "read_error": read_error}
+        state.update(done=index, result=total, final=out)
         ledger.set(state)
-        return {"result": total, "lines": None, "resent": list(state["resent"]),
-                "error": error, "read_error": read_error}
+        return out
     lines = segs.newlines + (0 if feed.last == b"\n" else 1)
     if stop_line is not None and stop_line <= lines:
         total.undelivered.append(Undelivered(
             stop_line, lines, lines - stop_line + 1,
             "not sent: the send of this block stopped at the failure before (%s)"
             % (error or "")[:300]))
-    state.update(done=index, result=total)
+    out = {"result": total, "lines": lines, "resent": list(state["resent"]), "error": error,
+           "read_error": None}
+    state.update(done=index, result=total, final=out)
     ledger.set(state)
-    return {"result": total, "lines": lines, "resent": list(state["resent"]), "error": error,
-            "read_error": None}
+    return out
 
 
 def _merge_ranges(path: str, parts: List[Dict[str, Any]]) -> Any:

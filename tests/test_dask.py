@@ -267,29 +267,53 @@ def _damaged_gzip(tmp_path: pathlib.Path, n: int = 200_000) -> pathlib.Path:
     return bad
 
 
-def test_send_a_damaged_gzip_accounts_for_every_line_read(client, tmp_path):
+@pytest.mark.parametrize("faults", [[], ["400:requests=1"]], ids=["no fault", "400 first"])
+def test_send_a_damaged_gzip_accounts_for_every_line_read(client, tmp_path, faults):
     """Found by a red-team pass: the worker re-raised the read error inside
     its handler, a cause chain that looped back, which Dask could not pickle:
-    a bare Exception came back, and the other file's result was lost."""
+    a bare Exception came back, and the other file's result was lost.  Then
+    by a review: with a chunk failed first, the read error met while reading
+    past it escaped raw, and one met by the send lost stopped_at."""
     from dtproto.server import IngestServer
 
     bad = _damaged_gzip(tmp_path)
     good = tmp_path / "good.txt"
     good.write_bytes(b"c.d 1\n" * 50)
-    with IngestServer(tokens={TOKEN: ["metrics.ingest"]}, now_ms=NOW) as srv:
+    with IngestServer(tokens={TOKEN: ["metrics.ingest"]}, now_ms=NOW, faults=faults) as srv:
         results = dtdask.send_files([bad, good], srv.url, TOKEN, client=client,
-                                    max_bytes=100_000)
+                                    max_bytes=100_000, retries=0)
         stored = [int(line[6:line.index(b" ")]) + 1 for line in srv.accepted_lines
                   if line.startswith(b"a.b,")]
-        assert srv.accepted_lines.count(b"c.d 1") == 50
     r = results[str(bad)]
     assert r.input_error and "EOFError" in r.input_error and r.stopped_at is not None
-    assert results[str(good)].ok and results[str(good)].lines_ok == 50
+    assert results[str(good)].lines_ok == srv.accepted_lines.count(b"c.d 1")
+    assert results[str(good)].lines_ok + results[str(good)].lines_not_delivered == 50
     # every line before stopped_at exactly once: stored, or in an undelivered range
     undelivered = [n for u in r.undelivered for n in range(u.first_line, u.last_line + 1)]
     assert sorted(stored + undelivered) == list(range(1, r.stopped_at))
-    assert r.lines_ok == len(stored) > 0, (r.stopped_at, r.undelivered)
+    assert r.lines_ok == len(stored), (r.stopped_at, r.undelivered)
+    assert stored or faults     # (the 400 may hit this file's first request)
     assert sum(u.lines for u in r.undelivered) == len(undelivered)
+
+
+@pytest.mark.parametrize("n", [30_000, 200_000])
+def test_send_a_damaged_gzip_after_a_failed_chunk_accounts_for_every_line(client, tmp_path, n):
+    """From a review: with the first chunk refused, a read error met by the
+    send lost stopped_at (30,000 lines: it fails in the first segment), and
+    one met reading past the failure escaped as a bare EOFError (200,000)."""
+    from dtproto.server import IngestServer
+
+    bad = _damaged_gzip(tmp_path, n)
+    with IngestServer(tokens={TOKEN: ["metrics.ingest"]}, now_ms=NOW,
+                      faults=["400:requests=1"]) as srv:
+        r = dtdask.send_files([bad], srv.url, TOKEN, client=client, max_bytes=100_000,
+                              retries=0)[str(bad)]
+        stored = [int(line[6:line.index(b" ")]) + 1 for line in srv.accepted_lines]
+    assert r.input_error and r.stopped_at is not None
+    undelivered = [k for u in r.undelivered for k in range(u.first_line, u.last_line + 1)]
+    assert r.undelivered[0].status == 400
+    assert sorted(stored + undelivered) == list(range(1, r.stopped_at))
+    assert r.lines_ok == len(stored)
 
 
 def test_cli_send_dask_a_damaged_gzip_is_an_io_error_with_its_report(tmp_path):
