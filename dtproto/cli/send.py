@@ -173,7 +173,8 @@ class _Feed:
     :attr:`error`, the partial last line is dropped, and the input ends there,
     so the sender delivers exactly the ``lines`` complete lines read and its
     result says what happened to them.  A held-back piece longer than
-    ``max_bytes`` is passed on: that line is rejected as too long anyway.
+    ``max_bytes`` is passed on: that line is rejected as too long anyway
+    (or skipped, when it is blank).
     """
 
     def __init__(self, inp: _Input, progress: _Progress, max_bytes: int) -> None:
