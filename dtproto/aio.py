@@ -49,6 +49,7 @@ from ._send_core import (
     _connect_target,
     _proxy_address,
     _proxy_headers,
+    _READ_ERRORS,
     _sender_repr,
     _Session,
     _STARVE,
@@ -76,6 +77,7 @@ class _AsyncInput:
         self._queue: list = []
         self._pos = 0
         self.ended = False
+        self._error: Optional[BaseException] = None
 
     def items(self) -> Any:
         while True:
@@ -84,6 +86,10 @@ class _AsyncInput:
                 self._pos += 1
                 yield item
             elif self.ended:
+                if self._error is not None:
+                    # Raised where a sync input's read error is (the session's
+                    # _guarded makes it a read failure): after what came before.
+                    raise self._error
                 return
             else:
                 yield _STARVE
@@ -97,6 +103,12 @@ class _AsyncInput:
                 if isinstance(self._queue[-1], (bytes, bytearray)) and len(self._queue) > 16:
                     break
         except StopAsyncIteration:
+            self.ended = True
+        except _READ_ERRORS as exc:
+            # A read error of the input (an OSError from a file or socket it
+            # reads): accounted as a sync input's is (found by a review: it
+            # escaped raw, and a chunk's failure before it was lost).
+            self._error = exc
             self.ended = True
 
 

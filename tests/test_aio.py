@@ -181,3 +181,30 @@ def test_token_is_never_visible_in_the_async_sender() -> None:
     with pytest.raises(TypeError):
         import pickle
         pickle.dumps(AsyncSender("https://abc.live.dynatrace.com/api/v2/metrics/ingest", TOKEN))
+
+
+def test_an_async_input_that_fails_to_read_after_a_failed_chunk_is_accounted():
+    # From a review: the OSError of an async iterable escaped raw, and the
+    # DeliveryError of the chunk that failed before it was lost; a sync
+    # input's read error is a read failure of the send (input_error).
+    from dtproto.errors import DeliveryError
+    from dtproto.server import Fault
+
+    async def pieces():
+        # 17 pieces: the error comes with a later batch of the input, after
+        # the first chunk left; line 2 never ends (the read would decide it)
+        for b in b"a.b 1\na.b 2" + b" " * 6:
+            yield bytes([b])
+        raise OSError(5, "Input/output error")
+
+    async def main() -> Any:
+        async with AsyncSender(srv.url, None, max_lines=1, retries=0, concurrency=1) as s:
+            with pytest.raises(DeliveryError) as ei:
+                await s.send(pieces())
+        return ei.value.result
+
+    with IngestServer(faults=[Fault("503", requests={1})]) as srv:
+        r = asyncio.run(main())
+    assert [(u.first_line, u.last_line, u.status) for u in r.undelivered] == \
+        [(1, 1, 503), (2, 2, None)]
+    assert r.stopped_at == 3 and r.input_error == "OSError: [Errno 5] Input/output error"
