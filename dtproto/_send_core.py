@@ -474,7 +474,9 @@ def _chunk_stream(
     skip_cr = False        # its last byte so far is CR
 
     def skip_seen(piece: Any) -> None:
-        """Count a piece of the line being skipped (for _skipped_blank)."""
+        """Count a piece of the line being skipped (for _skipped_blank);
+        with :func:`skipped`, the one way a line too long is judged, whole
+        in the buffer or met piece by piece."""
         nonlocal skip_other, skip_cr
         if piece:
             if skip_other < 2:
@@ -522,11 +524,8 @@ def _chunk_stream(
                             buf = bytearray()
                             nl = 0
                             return
-                        blank = bytes(buf[: j + 1])
-                        if only_blank_lines(blank):
-                            yield _Chunk(blank, line, 1)   # never sent: skipped as blank
-                        else:
-                            yield _Rejected(line, _too_long(j + 1, max_bytes))
+                        skip_seen(buf[:j])
+                        yield skipped(j)
                         del buf[: j + 1]
                         nl -= 1
                         line += 1

@@ -356,7 +356,7 @@ def _send_range(path: str, start: int, end: int, gz: bool, url: str, token: Opti
                         # too): its result says what was read and not sent,
                         # and stopped_at; nothing more of the range can be read.
                         read_error = part.input_error
-                        error = error or str(exc)
+                        error = str(exc)
                         total.merge(_shift(part, first - 1))
                         break
                     error = str(exc) or type(exc).__name__
@@ -382,20 +382,16 @@ def _send_range(path: str, start: int, end: int, gz: bool, url: str, token: Opti
             if total.input_error is None:
                 total.input_error = read_error
             total.stopped_at = stop_line if stop_line is not None else first
-    if read_error is not None:
-        out = {"result": total, "lines": None, "resent": list(state["resent"]),
-               "error": error, "read_error": read_error}
-        state.update(done=index, result=total, final=out)
-        ledger.set(state)
-        return out
-    lines = segs.newlines + (0 if feed.last == b"\n" else 1)
-    if stop_line is not None and stop_line <= lines:
-        total.undelivered.append(Undelivered(
-            stop_line, lines, lines - stop_line + 1,
-            "not sent: the send of this block stopped at the failure before (%s)"
-            % (error or "")[:300]))
+    lines: Optional[int] = None       # unknown when the range failed to read
+    if read_error is None:
+        lines = segs.newlines + (0 if feed.last == b"\n" else 1)
+        if stop_line is not None and stop_line <= lines:
+            total.undelivered.append(Undelivered(
+                stop_line, lines, lines - stop_line + 1,
+                "not sent: the send of this block stopped at the failure before (%s)"
+                % (error or "")[:300]))
     out = {"result": total, "lines": lines, "resent": list(state["resent"]), "error": error,
-           "read_error": None}
+           "read_error": read_error}
     state.update(done=index, result=total, final=out)
     ledger.set(state)
     return out
