@@ -751,8 +751,9 @@ def _blocks(data: Any) -> Iterator[Any]:
             yield from text.encode(data[i: i + _READ_BLOCK])
         return
     if hasattr(data, "__arrow_c_stream__"):   # a pyarrow Table, a pandas or Polars frame
-        from .arrow import table_chunks        # (pip install dtproto[arrow]), a slice at a time
-        yield from table_chunks(data)
+        from .arrow import _row_stream         # (pip install dtproto[arrow]), a slice at a time
+        for item in _row_stream(data):         # line n is row n - 1, then the metadata
+            yield _Reject(item) if isinstance(item, str) else item
         return
     if isinstance(data, (Metric, Metadata)):
         data = (data,)

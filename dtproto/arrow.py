@@ -1712,6 +1712,20 @@ def _used_columns(specs: List[_Spec], dims: List[Tuple[str, str]], map_col: Opti
     return list(dict.fromkeys(used))
 
 
+def _decoded_mapping(table: Any, options: Dict[str, Any]) -> Dict[str, Any]:
+    """``options`` with :func:`decode_table`'s columns as the mapping when
+    neither ``key`` nor ``value`` is given (ValueError if the table lacks them)."""
+    if "key" in options or "value" in options:
+        return options
+    if not {"key", "kind", "value", "timestamp", "dimensions"} <= set(table.column_names):
+        raise ValueError(
+            "a table without decode_table's columns (key, kind, value, timestamp, "
+            "dimensions) needs its mapping: table_chunks(table, key=..., value=..., "
+            "dimensions=[...], timestamp=...) (send that to a Sender)")
+    return dict(key="key", value="value", kind="kind", dimensions="dimensions",
+                timestamp="timestamp", **options)
+
+
 def table_chunks(data: Any, *, rows: int = 100_000, **options: Any) -> Iterator[bytes]:
     """:func:`encode_table` a slice of ``rows`` rows at a time: bodies of whole lines.
 
@@ -1720,18 +1734,128 @@ def table_chunks(data: Any, *, rows: int = 100_000, **options: Any) -> Iterator[
     memory.  Without ``key`` and ``value``, the table must have
     :func:`decode_table`'s columns (``key``, ``kind``, ``value``,
     ``min``/``max``/``sum``/``count``, ``timestamp``, ``dimensions``).
+
+    The chunks hold only the lines written: a sender numbers them, not the
+    rows, and an :class:`~dtproto.EncodeError` stops the iteration.  A table
+    with :func:`decode_table`'s columns is better given to the sender
+    itself (``sender.send(table)``), which accounts for every row.
     """
     table = _as_table(data)
-    if "key" not in options and "value" not in options:
-        names = set(table.column_names)
-        if not {"key", "kind", "value", "timestamp", "dimensions"} <= names:
-            raise ValueError(
-                "a table without decode_table's columns (key, kind, value, timestamp, "
-                "dimensions) needs its mapping: table_chunks(table, key=..., value=..., "
-                "dimensions=[...], timestamp=...) (send that to a Sender)")
-        options = dict(key="key", value="value", kind="kind", dimensions="dimensions",
-                       timestamp="timestamp", **options)
+    options = _decoded_mapping(table, options)
     for start in range(0, max(table.num_rows, 1), rows):
         body = encode_table(table.slice(start, rows), **options)
         if body:
             yield bytes(body)
+
+
+# Why a row of a table sent to a Sender gave no line (its client-side
+# rejection, at the row's own line number).
+NULL_VALUE_REASON = "no line for this row: its value is null"
+NULL_SUMMARY_REASON = ("no line for this row: a summary field (min, max, sum or count) "
+                       "is null")
+ROW_ERROR_REASON = "cannot encode row: %s"
+METADATA_ERROR_REASON = "cannot encode metadata line %d: %s"
+
+
+def _null_rows(table: Any) -> List[int]:
+    """The rows :func:`encode_table` (decode_table's mapping) skips for a null:
+    a summary row with a null min, max, sum or count; any other row (a null
+    or unknown kind included) with a null value.  Mirrors :func:`_row_lines`;
+    the stream below checks every range of rows against its count."""
+    kind = table.column("kind")
+    if pa.types.is_dictionary(kind.type):
+        kind = kind.cast(kind.type.value_type)
+    is_summary = pc.fill_null(pc.equal(kind, KIND_SUMMARY), False)
+    fields = [pc.is_null(table.column(c)) for c in ("min", "max", "sum", "count")
+              if c in table.column_names]
+    if fields:
+        summary_null = fields[0]
+        for f in fields[1:]:
+            summary_null = pc.or_(summary_null, f)
+    else:   # encode_table's error, not a skip: a summary needs the four columns
+        summary_null = pa.array([False] * table.num_rows, pa.bool_())
+    null = pc.if_else(is_summary, summary_null, pc.is_null(table.column("value")))
+    return [i for i in pc.indices_nonzero(null).to_pylist()]
+
+
+def _is_summary_row(table: Any, row: int) -> bool:
+    return table.column("kind")[row].as_py() == KIND_SUMMARY
+
+
+def _encoded_rows(table: Any, start: int, stop: int, options: Dict[str, Any],
+                  most: int) -> Iterator[Any]:
+    """Rows ``start``..``stop - 1`` of ``table``, none of them null-skipped, as
+    bodies (bytes, one line per row) and, for a row that cannot be encoded,
+    the reason (a ``str``) in its place.
+
+    Encoded a window at a time: the window doubles after a success (up to
+    ``most`` rows) and shrinks to the rows before the error after a failure,
+    so that a table of bad rows is encoded row by row (linear, never the
+    rest of the slice again for every error).
+    """
+    window = most
+    while start < stop:
+        size = min(window, stop - start)
+        try:
+            body = encode_table(table.slice(start, size), **options)
+        except EncodeError as exc:
+            bad = exc.record if isinstance(exc.record, int) and 0 <= exc.record < size else 0
+            if bad:   # the rows before it are good
+                yield from _encoded_rows(table, start, start + bad, options, most)
+            elif size > 1 and not isinstance(exc.record, int):
+                window = 1   # the row is not named: find it row by row
+                continue
+            exc.record = None   # its row is the line the reason is reported at
+            yield ROW_ERROR_REASON % (exc,)
+            start += bad + 1
+            window = max(bad, 1)
+            continue
+        if body.lines != size:
+            # a row gave no line that _null_rows did not foresee: said row by row
+            if size > 1:
+                window = 1
+                continue
+            yield (NULL_SUMMARY_REASON if _is_summary_row(table, start)
+                   else NULL_VALUE_REASON) if body.skipped_null else \
+                ROW_ERROR_REASON % "it gives no line"
+            start += 1
+            continue
+        yield bytes(body)
+        start += size
+        window = min(window * 2, most)
+
+
+def _row_stream(data: Any, rows: int = 100_000, _codec: Any = None) -> Iterator[Any]:
+    """What a :class:`~dtproto.Sender` reads from a table: one line per row,
+    in row order, then the metadata lines :func:`decode_table` kept in its
+    schema, in their order.
+
+    Items are bodies of whole lines (bytes) and, for a row (or metadata
+    line) that gives no line, the reason (a ``str``) in its place, so that
+    line ``n`` of the send is row ``n - 1`` of the table (its ``line``
+    column, when it has one, says where that row was decoded from) and
+    every row is accounted for: stored, rejected by the server, rejected
+    by the client for this reason, or not delivered.
+    """
+    table = _as_table(data)
+    options = _decoded_mapping(table, {} if _codec is None else {"_codec": _codec})
+    codec = _impl.codec if _codec is None else _codec
+    nulls = _null_rows(table)
+    null_at = 0
+    for start in range(0, table.num_rows, rows):
+        stop = min(start + rows, table.num_rows)
+        at = start
+        while null_at < len(nulls) and nulls[null_at] < stop:
+            row = nulls[null_at]
+            null_at += 1
+            if row > at:
+                yield from _encoded_rows(table, at, row, options, rows)
+            yield NULL_SUMMARY_REASON if _is_summary_row(table, row) else NULL_VALUE_REASON
+            at = row + 1
+        if stop > at:
+            yield from _encoded_rows(table, at, stop, options, rows)
+    for line, record in metadata_of(table):
+        try:
+            yield codec.encode([record])
+        except (EncodeError, TypeError, ValueError) as exc:
+            yield METADATA_ERROR_REASON % (line, exc)

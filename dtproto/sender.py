@@ -748,7 +748,12 @@ class Sender(_UrlHelpers):
         bytes-like (pieces of a byte stream, concatenated as they are, like
         file reads) or records (encoded in batches; a record that cannot be
         encoded is reported as a client-side invalid line at its position and
-        the others still go).
+        the others still go); or a table with :func:`dtproto.arrow.decode_table`'s
+        columns (a pyarrow Table, a pandas or Polars frame; ``pip install
+        dtproto[arrow]``): one line per row, in row order, then the metadata
+        lines ``decode_table`` kept in its schema.  A row that gives no line
+        (a null value, a row that cannot be encoded) is a client-side invalid
+        line at its own position, so line ``n`` is row ``n - 1``.
 
         Line numbers in the result are 1-based positions in ``data``, blank
         lines included.  Blank lines are forwarded unchanged (the server

@@ -640,9 +640,11 @@ def test_senders_take_a_decoded_table_directly(impl):
             result = s.send(table)
             with pytest.raises(ValueError, match="needs its mapping"):
                 s.send(pa.table({"v": [1.0]}))
-    assert result.lines_ok == table.num_rows
+    # the rows in order, then the metadata line decode_table kept in the schema
+    assert result.lines_ok == table.num_rows + 1
     assert b"\n".join(srv.accepted_lines) + b"\n" == impl.encode(
-        [r for r in impl.decode(buf) if type(r) is Metric])
+        [r for r in impl.decode(buf) if type(r) is Metric]
+        + [r for r in impl.decode(buf) if type(r) is Metadata])
 
 
 def test_async_sender_takes_a_table(impl):
@@ -652,7 +654,9 @@ def test_async_sender_takes_a_table(impl):
     from dtproto.aio import AsyncSender
     from dtproto.server import IngestServer
 
-    table = A.decode_table(b"a.b,h=x 1\nc.d count,delta=2\n", _codec=impl)
+    table = A.decode_table(b"a.b,h=x 1\ne.f 3\nc.d count,delta=2\n#c.d count dt.meta.unit=Byte\n",
+                           _codec=impl)
+    table = _with_column(table, "value", [1.0, None, 2.0], pa.float64())   # row 1: no line
 
     async def go(url):
         async with AsyncSender(url, "secret") as s:
@@ -660,8 +664,11 @@ def test_async_sender_takes_a_table(impl):
 
     with IngestServer(tokens={"secret": ["metrics.ingest"]}) as srv:
         result = asyncio.run(go(srv.url))
-    assert result.lines_ok == 2
-    assert srv.accepted_lines == [b"a.b,h=x gauge,1", b"c.d count,delta=2"]
+    assert (result.lines_ok, result.lines_invalid) == (3, 1)
+    assert [(i.line, i.reason, i.source) for i in result.invalid_lines] == [
+        (2, A.NULL_VALUE_REASON, "client")]
+    assert srv.accepted_lines == [b"a.b,h=x gauge,1", b"c.d count,delta=2",
+                                  b"#c.d count dt.meta.unit=Byte"]
 
 
 @pytest.mark.hypothesis
@@ -684,3 +691,166 @@ def test_decode_columns_of_the_cython_core_equal_the_contract_on_generated_bodie
             assert (info.value.line, info.value.code, str(info.value)) == (e.line, e.code, str(e))
             continue
         _assert_same_columns(fn(buf, first, None, skip), want)
+
+
+# --------------------------------------------------------------------------- sending a table
+
+def _with_column(table, name, values, typ):
+    return table.set_column(table.schema.get_field_index(name), name, pa.array(values, typ))
+
+
+def _damaged_table(impl, n=600, seed=5):
+    """decode_table of a body with metadata and blank lines, then rows made
+    null-valued (gauge, count, summary field), given a bad key or an unknown
+    kind, at random places."""
+    import random
+
+    rng = random.Random(seed)
+    lines = _corpus.make_corpus(n, cardinality=_corpus.UNIQUE).splitlines(keepends=True)
+    lines.insert(n // 3, b"#app.meta.key gauge dt.meta.unit=Byte\n")
+    lines.insert(n // 2, b"\n")
+    lines.insert(2 * n // 3, b"#app.other count dt.meta.displayName=\"Other\"\n")
+    table = A.decode_table(b"".join(lines), _codec=impl)
+    keys = table.column("key").cast(pa.string()).to_pylist()
+    kinds = table.column("kind").cast(pa.string()).to_pylist()
+    cols = {c: table.column(c).to_pylist() for c in ("value", "min", "max", "sum", "count")}
+    for i in range(table.num_rows):
+        r = rng.random()
+        if r < 0.05:
+            if kinds[i] == "summary":
+                cols[rng.choice(["min", "max", "sum", "count"])][i] = None
+            else:
+                cols["value"][i] = None
+        elif r < 0.08:
+            keys[i] = "bad key %d" % i
+        elif r < 0.10:
+            kinds[i] = rng.choice(["histogram", None])
+    table = _with_column(table, "key", keys, pa.string())
+    table = _with_column(table, "kind", kinds, pa.string())
+    for c in ("value", "min", "max", "sum"):
+        table = _with_column(table, c, cols[c], pa.float64())
+    return _with_column(table, "count", cols["count"], pa.int64())
+
+
+def _row_by_row(impl, table):
+    """The oracle: each row encoded alone, its line or why it gives none."""
+    opts = dict(key="key", value="value", kind="kind", dimensions="dimensions",
+                timestamp="timestamp", _codec=impl)
+    out = []
+    for i in range(table.num_rows):
+        try:
+            body = A.encode_table(table.slice(i, 1), **opts)
+        except EncodeError as e:
+            e.record = None
+            out.append(A.ROW_ERROR_REASON % (e,))
+            continue
+        if body.lines:
+            out.append(bytes(body))
+        else:
+            assert body.skipped_null == 1
+            kind = table.column("kind")[i].as_py()
+            out.append(A.NULL_SUMMARY_REASON if kind == "summary" else A.NULL_VALUE_REASON)
+    return out
+
+
+def _stream_lines(items):
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        else:
+            out.extend(line + b"\n" for line in bytes(item).split(b"\n")[:-1])
+    return out
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64, 100_000])
+def test_a_table_for_a_sender_is_one_line_or_one_reason_per_row(impl, rows):
+    """What a Sender reads from a table: row n is line n + 1 (its line, or the
+    reason it has none), whatever the slice and the windows after errors;
+    then the metadata lines."""
+    import warnings
+
+    table = _damaged_table(impl)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = _stream_lines(A._row_stream(table, rows=rows, _codec=impl))
+        want = _row_by_row(impl, table)
+    meta = [impl.encode([m]) for _, m in A.metadata_of(table)]
+    assert len(meta) == 2
+    assert got == want + meta
+    reasons = [x for x in want if isinstance(x, str)]
+    assert {A.NULL_VALUE_REASON, A.NULL_SUMMARY_REASON} <= set(reasons)
+    assert any(r.startswith("cannot encode row: invalid metric key") for r in reasons)
+    assert any("kind must be one of" in r for r in reasons)
+
+
+def test_null_rows_are_those_encode_table_skips(impl):
+    kinds = ["gauge", "count", "summary", None, "histogram"] * 6
+    rng = __import__("random").Random(3)
+    n = len(kinds)
+    t = pa.table({
+        "key": ["a.b"] * n, "kind": kinds,
+        "value": [None if rng.random() < 0.5 else 1.0 for _ in range(n)],
+        "min": [None if rng.random() < 0.2 else 1.0 for _ in range(n)],
+        "max": [None if rng.random() < 0.2 else 2.0 for _ in range(n)],
+        "sum": [None if rng.random() < 0.2 else 3.0 for _ in range(n)],
+        "count": pa.array([None if rng.random() < 0.2 else 2 for _ in range(n)], pa.int64()),
+        "timestamp": pa.array([None] * n, pa.int64()),
+        "dimensions": pa.array([[]] * n, pa.map_(pa.string(), pa.string())),
+    })
+    want = [i for i, x in enumerate(_row_by_row(impl, t))
+            if x in (A.NULL_VALUE_REASON, A.NULL_SUMMARY_REASON)]
+    assert want and A._null_rows(t) == want
+
+
+def test_an_all_bad_table_is_rejected_row_by_row_in_linear_time(impl):
+    n = 3_000
+    t = pa.table({"key": ["bad key"] * n, "kind": ["gauge"] * n, "value": [1.0] * n,
+                  "timestamp": pa.array([None] * n, pa.int64()),
+                  "dimensions": pa.array([[]] * n, pa.map_(pa.string(), pa.string()))})
+    calls = []
+    real = A.encode_table
+
+    def counting(*a, **k):
+        calls.append(a[0].num_rows)
+        return real(*a, **k)
+
+    A.encode_table = counting
+    try:
+        got = list(A._row_stream(t, rows=1_000, _codec=impl))
+    finally:
+        A.encode_table = real
+    assert len(got) == n and all(x.startswith("cannot encode row: ") for x in got)
+    assert sum(calls) < 3 * n   # not the rest of the slice again for every bad row
+
+
+def test_sending_a_table_accounts_for_every_row(impl):
+    """Each row is exactly one of: stored (as the server's log says), rejected
+    by the server, rejected by the client (null, cannot encode), at its own
+    line number; the metadata lines are sent after the rows."""
+    import warnings
+
+    from dtproto import Sender
+    from dtproto.server import IngestServer
+
+    table = _damaged_table(impl, n=1_500, seed=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = _row_by_row(impl, table)
+    meta = [impl.encode([m]) for _, m in A.metadata_of(table)]
+    with IngestServer(tokens={"secret": ["metrics.ingest"]}, now_ms=_corpus.BASE_TS_MS) as srv:
+        with Sender(srv.url, "secret", max_bytes=20_000) as s, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = s.send(table)
+    n = table.num_rows + len(meta)
+    assert len(result.requests) > 3
+    assert result.lines_ok + result.lines_invalid == n
+    assert result.lines_ok == len(srv.accepted_lines)
+    client = {i.line: i.reason for i in result.invalid_lines if i.source == "client"}
+    assert client == {k + 1: x for k, x in enumerate(want) if isinstance(x, str)}
+    server = {i.line for i in result.invalid_lines if i.source == "server"}
+    assert not server & set(client) and result.unreported_invalid == 0
+    sent = [x for k, x in enumerate(want + meta) if not isinstance(x, str) and k + 1 not in server]
+    # requests in flight at once may be stored in any order
+    assert sorted(x.rstrip(b"\n") for x in sent) == sorted(srv.accepted_lines)
+    assert result.requests[-1].first_line + result.requests[-1].lines - 1 == n
