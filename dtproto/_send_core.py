@@ -40,8 +40,9 @@ import urllib.request
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional,
-                    Tuple, Type, TypeVar, Union)
+                    Sequence, Tuple, Type, TypeVar, Union)
 
 from . import _input
 from ._constants import (
@@ -347,6 +348,23 @@ class _Reject:
         self.reason = reason
 
 
+class _Blanked:
+    """Marker in the block stream: one line here is rejected by the client,
+    and goes as an empty line in its chunk.
+
+    Unlike :class:`_Reject` it does not end the chunk: rejections spread
+    through the input (a table's rows with a null value) would otherwise
+    cut it into requests of a few lines each.  The server skips the empty
+    line, so its line numbers still map back by the plain offset, as for
+    the lines ``validate=True`` rejects.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 class _BadLine:
     """Marker in the block stream: the line in progress is invalid.
 
@@ -404,14 +422,18 @@ def _guarded(blocks: Iterable[Any]) -> Iterator[Any]:
 
 
 class _Chunk:
-    """One request body: ``lines`` complete lines starting at input line ``first_line``."""
+    """One request body: ``lines`` complete lines starting at input line
+    ``first_line``; ``rejects``: (line, reason) of its lines the client
+    rejected (:class:`_Blanked`), which are empty lines in ``body``."""
 
-    __slots__ = ("body", "first_line", "lines")
+    __slots__ = ("body", "first_line", "lines", "rejects")
 
-    def __init__(self, body: bytes, first_line: int, lines: int) -> None:
+    def __init__(self, body: bytes, first_line: int, lines: int,
+                 rejects: Sequence[Tuple[int, str]] = ()) -> None:
         self.body = body
         self.first_line = first_line
         self.lines = lines
+        self.rejects = rejects
 
 
 class _Rejected:
@@ -468,6 +490,7 @@ def _chunk_stream(
     buf = bytearray()
     nl = 0                 # newlines in buf
     line = first_line      # input line number of buf[0]
+    blanked: Deque[Tuple[int, str]] = deque()   # _Blanked lines in buf: (line, reason)
     skip_size = -1         # >= 0 while discarding a line: bytes seen so far
     skip_reason: Optional[str] = None   # why, when not "too long" (a _BadLine)
     skip_other = 0         # bytes of it that are neither SP nor HTAB (counted up to 2)
@@ -541,7 +564,10 @@ def _chunk_stream(
                 n = body.count(b"\n")
                 del buf[:end]   # bytearray deletes from the front in O(1) amortized
             nl -= n
-            yield _Chunk(body, line, n)
+            rejects: List[Tuple[int, str]] = []
+            while blanked and blanked[0][0] < line + n:
+                rejects.append(blanked.popleft())
+            yield _Chunk(body, line, n, rejects)
             line += n
 
     try:
@@ -562,6 +588,20 @@ def _chunk_stream(
                     yield from cut(True)
                 yield _Rejected(line, block.reason)
                 line += 1
+                continue
+            if kind is _Blanked:
+                if skip_size >= 0:   # markers come at line boundaries: end the skipped line
+                    yield skipped(skip_size)
+                    line += 1
+                    skip_size, skip_reason = -1, None
+                if buf and buf[-1] != 10:
+                    buf += b"\n"
+                    nl += 1
+                blanked.append((line + nl, block.reason))
+                buf += b"\n"
+                nl += 1
+                if max_lines and nl >= max_lines:
+                    yield from cut(False)
                 continue
             if kind is _BadLine:
                 if skip_size < 0:
@@ -753,7 +793,7 @@ def _blocks(data: Any) -> Iterator[Any]:
     if hasattr(data, "__arrow_c_stream__"):   # a pyarrow Table, a pandas or Polars frame
         from .arrow import _row_stream         # (pip install dtproto[arrow]), a slice at a time
         for item in _row_stream(data):         # line n is row n - 1, then the metadata
-            yield _Reject(item) if isinstance(item, str) else item
+            yield _Blanked(item) if isinstance(item, str) else item
         return
     if isinstance(data, (Metric, Metadata)):
         data = (data,)
@@ -788,7 +828,8 @@ def _items(items: Iterable[Any]) -> Iterator[Any]:
 
     def encode_records() -> Iterator[Any]:
         # One encode() per batch; a record that cannot be encoded becomes a
-        # client-side rejection at its own line number, the rest still go.
+        # client-side rejection at its own line number (an empty line of its
+        # request: _Blanked), the rest still go.
         batch = records[:]
         records.clear()
         while batch:
@@ -807,7 +848,7 @@ def _items(items: Iterable[Any]) -> Iterator[Any]:
                         exc = exc1
                 if k:
                     yield encode(batch[:k])
-                yield _Reject("cannot encode record: %s" % (exc,))
+                yield _Blanked("cannot encode record: %s" % (exc,))
                 batch = batch[k + 1:]
             except (TypeError, ValueError) as exc:
                 k = 0
@@ -819,7 +860,7 @@ def _items(items: Iterable[Any]) -> Iterator[Any]:
                             break
                 if k:
                     yield encode(batch[:k])
-                yield _Reject("cannot encode record: %s: %s" % (type(exc).__name__, exc))
+                yield _Blanked("cannot encode record: %s: %s" % (type(exc).__name__, exc))
                 batch = batch[k + 1:]
 
     for item in items:
@@ -1783,9 +1824,11 @@ class _Session:
             # does not move past the chunk, until it is queued: the checks and
             # gzip below take time, and an interrupt there leaves the chunk
             # "not started" (at stopped_at), not lost.
-            client: List[InvalidLine] = []
+            client = [InvalidLine(k, reason, "client") for k, reason in chunk.rejects]
             if self.s.validate:
-                chunk, client = _validate_chunk(chunk, self.s.now_ms)
+                chunk, checked = _validate_chunk(chunk, self.s.now_ms)
+                if checked:   # the blanked lines are blank: none of them is here
+                    client = sorted(client + checked, key=_line_of)
             if only_blank_lines(chunk.body):
                 # Only blank lines (after the client's rejections): nothing to send.
                 result.lines_invalid += len(client)
@@ -1939,6 +1982,9 @@ class _Session:
         return result
 
 
+_line_of = attrgetter("line")
+
+
 def _validate_chunk(chunk: "_Chunk", now_ms: Optional[int]) -> Tuple["_Chunk", List[InvalidLine]]:
     """Check every line of ``chunk`` with the codec; invalid lines become blank
     lines in the body (never sent, and the server's line numbers still map
@@ -1954,7 +2000,7 @@ def _validate_chunk(chunk: "_Chunk", now_ms: Optional[int]) -> Tuple["_Chunk", L
     for k in bad:
         parts[k - 1] = b""
     base = chunk.first_line - 1
-    return (_Chunk(b"\n".join(parts), chunk.first_line, chunk.lines),
+    return (_Chunk(b"\n".join(parts), chunk.first_line, chunk.lines, chunk.rejects),
             [InvalidLine(base + k, r, "client") for k, r in sorted(bad.items())])
 
 

@@ -1726,7 +1726,7 @@ def _decoded_mapping(table: Any, options: Dict[str, Any]) -> Dict[str, Any]:
                 timestamp="timestamp", **options)
 
 
-def table_chunks(data: Any, *, rows: int = 100_000, **options: Any) -> Iterator[bytes]:
+def table_chunks(data: Any, *, rows: int = 100_000, **options: Any) -> Iterator[EncodedTable]:
     """:func:`encode_table` a slice of ``rows`` rows at a time: bodies of whole lines.
 
     What a sender takes as an iterable of byte chunks
@@ -1735,17 +1735,19 @@ def table_chunks(data: Any, *, rows: int = 100_000, **options: Any) -> Iterator[
     :func:`decode_table`'s columns (``key``, ``kind``, ``value``,
     ``min``/``max``/``sum``/``count``, ``timestamp``, ``dimensions``).
 
-    The chunks hold only the lines written: a sender numbers them, not the
-    rows, and an :class:`~dtproto.EncodeError` stops the iteration.  A table
-    with :func:`decode_table`'s columns is better given to the sender
-    itself (``sender.send(table)``), which accounts for every row.
+    Each chunk is the :class:`EncodedTable` of its slice: its
+    ``skipped_null`` and ``dropped`` say which values gave no line.  A
+    sender numbers the lines written, not the rows, and an
+    :class:`~dtproto.EncodeError` stops the iteration.  A table with
+    :func:`decode_table`'s columns is better given to the sender itself
+    (``sender.send(table)``), which accounts for every row.
     """
     table = _as_table(data)
     options = _decoded_mapping(table, options)
     for start in range(0, max(table.num_rows, 1), rows):
         body = encode_table(table.slice(start, rows), **options)
         if body:
-            yield bytes(body)
+            yield body
 
 
 # Why a row of a table sent to a Sender gave no line (its client-side

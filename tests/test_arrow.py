@@ -568,10 +568,14 @@ def test_encode_table_is_the_encoder_for_the_same_rows(impl, rows, kind):
 
 
 def test_table_chunks_for_a_sender(impl):
-    t = pa.table({"v": [float(i) for i in range(2_500)]})
+    t = pa.table({"v": [None if i % 7 == 3 else float(i) for i in range(2_500)]})
     chunks = list(A.table_chunks(t, rows=1_000, key="a.b", value="v", _codec=impl))
     assert len(chunks) == 3
-    assert b"".join(chunks).count(b"\n") == 2_500
+    nulls = sum(1 for i in range(2_500) if i % 7 == 3)
+    # each chunk says what its slice left out: every row is a line or a counted null
+    assert [c.rows for c in chunks] == [1_000, 1_000, 500]
+    assert sum(c.skipped_null for c in chunks) == nulls
+    assert b"".join(chunks).count(b"\n") == sum(c.lines for c in chunks) == 2_500 - nulls
     assert A.is_table(t) and not A.is_table(b"a.b 1\n")
 
 
@@ -824,10 +828,12 @@ def test_an_all_bad_table_is_rejected_row_by_row_in_linear_time(impl):
     assert sum(calls) < 3 * n   # not the rest of the slice again for every bad row
 
 
-def test_sending_a_table_accounts_for_every_row(impl):
+@pytest.mark.parametrize("validate", [False, True])
+def test_sending_a_table_accounts_for_every_row(impl, validate):
     """Each row is exactly one of: stored (as the server's log says), rejected
     by the server, rejected by the client (null, cannot encode), at its own
-    line number; the metadata lines are sent after the rows."""
+    line number; the metadata lines are sent after the rows.  A rejected row
+    goes as an empty line in its request: it does not cut the requests."""
     import warnings
 
     from dtproto import Sender
@@ -839,11 +845,14 @@ def test_sending_a_table_accounts_for_every_row(impl):
         want = _row_by_row(impl, table)
     meta = [impl.encode([m]) for _, m in A.metadata_of(table)]
     with IngestServer(tokens={"secret": ["metrics.ingest"]}, now_ms=_corpus.BASE_TS_MS) as srv:
-        with Sender(srv.url, "secret", max_bytes=20_000) as s, warnings.catch_warnings():
+        with Sender(srv.url, "secret", max_bytes=20_000, validate=validate) as s, \
+                warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = s.send(table)
     n = table.num_rows + len(meta)
-    assert len(result.requests) > 3
+    assert sum(1 for x in want if isinstance(x, str)) > 100
+    # full requests: the rejections did not cut them (one each would be > 100 requests)
+    assert 3 < len(result.requests) <= result.bytes_sent // 15_000 + 1
     assert result.lines_ok + result.lines_invalid == n
     assert result.lines_ok == len(srv.accepted_lines)
     client = {i.line: i.reason for i in result.invalid_lines if i.source == "client"}
@@ -854,3 +863,31 @@ def test_sending_a_table_accounts_for_every_row(impl):
     # requests in flight at once may be stored in any order
     assert sorted(x.rstrip(b"\n") for x in sent) == sorted(srv.accepted_lines)
     assert result.requests[-1].first_line + result.requests[-1].lines - 1 == n
+
+
+def test_a_table_whose_request_fails_still_accounts_for_every_row(impl):
+    """A request that fails for good: its rows are undelivered, except those
+    the client rejected (counted once, as invalid); the rest of the table is
+    at or after stopped_at."""
+    import warnings
+
+    from dtproto import DeliveryError, Sender
+    from dtproto.server import IngestServer
+
+    table = _damaged_table(impl, n=1_500, seed=12)
+    with IngestServer(tokens={"secret": ["metrics.ingest"]}, now_ms=_corpus.BASE_TS_MS,
+                      faults=["503:requests=2"]) as srv:
+        with Sender(srv.url, "secret", max_bytes=20_000, retries=0, concurrency=1) as s, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(DeliveryError) as ei:
+                s.send(table)
+    r = ei.value.result
+    [u] = r.undelivered
+    assert u.first_line == r.requests[1].first_line and u.status == 503
+    in_failed = [i for i in r.invalid_lines if u.first_line <= i.line <= u.last_line]
+    assert in_failed and all(i.source == "client" for i in in_failed)
+    assert u.lines == u.last_line - u.first_line + 1 - len(in_failed)
+    assert r.stopped_at == u.last_line + 1
+    assert r.lines_ok + r.lines_invalid + r.lines_not_delivered == r.stopped_at - 1
+    assert r.lines_ok == len(srv.accepted_lines)

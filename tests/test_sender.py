@@ -10,6 +10,8 @@ import time
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dtproto
 from dtproto.errors import SendError
@@ -211,6 +213,50 @@ def test_chunker_last_line_without_newline_and_rejects_at_boundaries():
     assert len(out) == 1 and isinstance(out[0], _Rejected) and out[0].line == 1
 
 
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(st.one_of(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")),
+                                st.just(None)), max_size=40),
+       cuts=st.lists(st.integers(1, 9), min_size=1, max_size=5),
+       max_bytes=st.integers(4, 40), max_lines=st.one_of(st.none(), st.integers(1, 6)))
+def test_chunker_blanked_lines_stay_in_their_chunk(items, cuts, max_bytes, max_lines):
+    """A _Blanked line (None here) is an empty line of the chunk holding its
+    number, listed in its rejects; every line is in exactly one chunk or
+    rejection, in order; no chunk is cut for it and none exceeds max_bytes."""
+    from dtproto._send_core import _Blanked
+
+    def blocks():
+        k = 0
+        for n, item in enumerate(items):
+            if item is None:
+                yield _Blanked("bad %d" % (n + 1))
+                continue
+            data = item + b"\n"
+            while data:   # in pieces, as reads come
+                step = cuts[k % len(cuts)]
+                k += 1
+                yield data[:step]
+                data = data[step:]
+
+    seen = []
+    for out in _chunk_stream(blocks(), 1, max_bytes, max_lines):
+        if isinstance(out, _Rejected):
+            seen.append((out.line, "rejected"))
+            assert items[out.line - 1] is not None and len(items[out.line - 1]) + 1 > max_bytes
+            continue
+        assert len(out.body) <= max_bytes and (max_lines is None or out.lines <= max_lines)
+        lines = out.body.split(b"\n")[:-1]
+        assert len(lines) == out.lines
+        rejects = dict(out.rejects)
+        for k, line in enumerate(lines, out.first_line):
+            if k in rejects:
+                assert items[k - 1] is None and line == b"" and rejects.pop(k) == "bad %d" % k
+            else:
+                assert items[k - 1] is not None and line == items[k - 1]
+            seen.append((k, "chunk"))
+        assert not rejects
+    assert [k for k, _ in seen] == list(range(1, len(items) + 1))
+
+
 # --------------------------------------------------------------------------- inputs
 
 
@@ -232,10 +278,13 @@ def test_accepts_every_input_kind(srv):
             assert r.ok and r.lines_ok == ok, data
         assert enc.lines == 1                         # send() leaves an Encoder alone
         r = s.send(records)
-    # The record that cannot be encoded is a client-side rejection at its position.
+    # The record that cannot be encoded is a client-side rejection at its
+    # position: an empty line of the one request, which it does not cut.
     assert r.lines_ok == 2
     assert [(i.line, i.source) for i in r.invalid_lines] == [(2, "client")]
     assert "cannot encode record" in r.invalid_lines[0].reason
+    assert [(q.first_line, q.lines) for q in r.requests] == [(1, 3)]
+    assert srv.requests[-1].body == b"g.h gauge,4\n\ni.j gauge,5\n"
 
 
 def test_blank_only_input_sends_nothing(srv):
