@@ -1229,7 +1229,13 @@ def _configure(
     """Check the options of a sender and set them on ``s`` (both senders take the same)."""
     if not isinstance(url, str):
         raise ConfigurationError("url must be a str")
-    parts = urllib.parse.urlsplit(url.strip())
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        parts.hostname   # noqa: B018  (a bracket without its pair raises only here, or above)
+    except ValueError as exc:   # "Invalid IPv6 URL": urllib's own words, with what to fix
+        raise ConfigurationError(
+            "url is not a valid URL (%s); an IPv6 address goes in brackets, e.g. "
+            "https://[::1]:9999%s" % (exc, INGEST_PATH)) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
             "url must be an http:// or https:// URL with a host, e.g. "

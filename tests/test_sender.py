@@ -608,6 +608,22 @@ def test_a_url_port_that_cannot_be_connected_to_is_refused(port):
         ":65535/api/v2/metrics/ingest")
 
 
+def test_an_unpaired_ipv6_bracket_is_a_configuration_error():
+    """urllib's bare ValueError("Invalid IPv6 URL") escaped the constructor
+    and the URL helpers."""
+    pytest.importorskip("aiohttp")
+    from dtproto.aio import AsyncSender
+
+    for cls in (Sender, AsyncSender):
+        for build in (lambda: cls("https://[::1/api/v2/metrics/ingest", TOKEN),
+                      lambda: cls("http://::1]:9/api/v2/metrics/ingest", TOKEN),
+                      lambda: cls.managed("[::1", "env1", TOKEN),
+                      lambda: cls.activegate("[fe80::1", "env1", TOKEN)):
+            with pytest.raises(ConfigurationError, match=r"^url is not a valid URL \(Invalid "
+                                                         r"IPv6 URL\); an IPv6 address goes in"):
+                build()
+
+
 def _no_proxy_env(monkeypatch):
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
                  "no_proxy", "REQUEST_METHOD"):
