@@ -976,7 +976,7 @@ def ingest_url(base_url: str) -> str:
     return url + INGEST_PATH
 
 
-def _connect_target(host: str, port: int, proxy: Optional[urllib.parse.SplitResult]) -> str:
+def _connect_target(host: str, port: int, proxy: Optional["_Proxy"]) -> str:
     """Where a connection goes, for messages: ``host:port``, and the proxy it
     goes through (a refusal or an unknown name is then the proxy's)."""
     where = "%s:%d" % (host, port)
@@ -993,7 +993,7 @@ def _connect_failure(where: str, exc: BaseException, refused: bool, proxy: bool)
     return "cannot connect to %s: %s: %s" % (where, type(exc).__name__, exc)
 
 
-def _safe_proxy(p: urllib.parse.SplitResult) -> str:
+def _safe_proxy(p: Any) -> str:
     """A proxy URL without its credentials."""
     host = p.hostname or ""
     if ":" in host:
@@ -1361,8 +1361,36 @@ def _has_valid_port(parts: urllib.parse.SplitResult) -> bool:
         return False
 
 
-def _find_proxy(host: str, https: bool,
-                proxy: Union[bool, str]) -> Optional[urllib.parse.SplitResult]:
+class _Proxy:
+    """The proxy a sender connects through: scheme, host and port in sight,
+    its credentials (the ``Proxy-Authorization`` header they make) held as
+    the token is (:class:`_Secret`), so that ``vars(sender)``, a ``repr`` or
+    a pickle never shows them (a red-team pass found the parsed URL, with
+    its password, in ``vars(sender)['_proxy']``)."""
+
+    __slots__ = ("scheme", "hostname", "port", "_auth")
+
+    def __init__(self, p: urllib.parse.SplitResult) -> None:
+        import base64
+
+        self.scheme = p.scheme
+        self.hostname = p.hostname
+        self.port = p.port
+        header = None
+        if p.username:
+            cred = "%s:%s" % (urllib.parse.unquote(p.username),
+                              urllib.parse.unquote(p.password or ""))
+            header = "Basic " + base64.b64encode(cred.encode()).decode()
+        self._auth = _Secret(header)
+
+    def __repr__(self) -> str:
+        return "<proxy %s%s>" % (_safe_proxy(self), " with credentials" if self._auth else "")
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a proxy with its credentials cannot be pickled or copied")
+
+
+def _find_proxy(host: str, https: bool, proxy: Union[bool, str]) -> Optional[_Proxy]:
     """The proxy to connect to ``host`` through (None: directly).
 
     A proxy URL that cannot be used is a :class:`ConfigurationError` here,
@@ -1379,9 +1407,9 @@ def _find_proxy(host: str, https: bool,
         found = urllib.request.getproxies().get(scheme)
         if not found or urllib.request.proxy_bypass(host):
             return None
-        return _proxy_url(found, _proxy_variable(scheme, found))
+        return _Proxy(_proxy_url(found, _proxy_variable(scheme, found)))
     p = _proxy_url(proxy, "proxy=")
-    return None if _is_loopback(host) else p
+    return None if _is_loopback(host) else _Proxy(p)
 
 
 def _proxy_variable(scheme: str, found: str) -> str:
@@ -1427,18 +1455,15 @@ def _proxy_url(proxy: str, origin: str) -> urllib.parse.SplitResult:
     return p
 
 
-def _proxy_address(p: urllib.parse.SplitResult) -> Tuple[str, int]:
+def _proxy_address(p: _Proxy) -> Tuple[str, int]:
     """The host and port to connect to for the proxy ``p`` (checked by
     :func:`_proxy_url`: an http:// URL, port 80 unless it names one)."""
     return p.hostname or "", p.port or 80
 
 
-def _proxy_headers(p: Optional[urllib.parse.SplitResult]) -> Dict[str, str]:
-    if p is None or not p.username:
-        return {}
-    import base64
-    cred = "%s:%s" % (urllib.parse.unquote(p.username), urllib.parse.unquote(p.password or ""))
-    return {"Proxy-Authorization": "Basic " + base64.b64encode(cred.encode()).decode()}
+def _proxy_headers(p: Optional[_Proxy]) -> Dict[str, str]:
+    header = None if p is None else p._auth.reveal()
+    return {} if header is None else {"Proxy-Authorization": header}
 
 
 def _sender_repr(s: Any) -> str:
@@ -2227,7 +2252,7 @@ class _UrlHelpers:
     _path: str
     _token: "_Secret"
     _ssl: ssl.SSLContext
-    _proxy: Optional[urllib.parse.SplitResult]
+    _proxy: Optional[_Proxy]
 
     if TYPE_CHECKING:  # each sender has its own; the helpers below call it
         def __init__(self, url: str, token: Optional[str] = None, **kwargs: Any) -> None: ...

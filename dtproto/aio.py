@@ -255,8 +255,15 @@ class AsyncSender(_UrlHelpers):
             proxy_headers = _proxy_headers(p) or None
         state = _AttemptState()
 
+        request_headers = self._headers(len(payload))
+        if proxy_headers and not self._https:
+            # A plain-HTTP request goes to the proxy itself, which wants its
+            # credentials on it (as the sync sender sends them); aiohttp puts
+            # proxy_headers only on the CONNECT of a tunnel, and sent none here.
+            request_headers.update(proxy_headers)
+
         async def exchange() -> Tuple[int, Dict[str, str], Optional[bytes]]:
-            async with http.post(self._target, data=payload, headers=self._headers(len(payload)),
+            async with http.post(self._target, data=payload, headers=request_headers,
                                  proxy=proxy, proxy_headers=proxy_headers,
                                  allow_redirects=False, trace_request_ctx=state) as resp:
                 state.status = resp.status

@@ -663,6 +663,87 @@ def test_a_proxy_url_that_cannot_be_used_is_refused_at_construction(monkeypatch,
     sender_class()(url, TOKEN).close()
 
 
+def test_proxy_credentials_go_in_the_header_and_nowhere_else(monkeypatch):
+    """The credentials of proxy= reach the proxy as Proxy-Authorization (both
+    transports) and are not in vars(sender), its repr, or a pickle: they
+    used to sit in vars(sender)['_proxy'], the parsed URL with its password."""
+    import base64
+    import threading
+
+    _no_proxy_env(monkeypatch)
+    heads: list = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(10)
+
+    def serve() -> None:   # one request, answered as the API would
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(next(v for n, _, v in (h.partition(b":") for h in head.split(b"\r\n"))
+                              if n.lower() == b"content-length"))
+            while len(body) < length:
+                body += conn.recv(65536)
+            heads.append(head.decode("latin-1"))
+            answer = b'{"linesOk":1,"linesInvalid":0,"error":null,"warnings":null}'
+            conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (len(answer), answer))
+
+    url = "http://metrics.example.com:8080/api/v2/metrics/ingest"
+    proxy = "http://us%%40er:p%%3Ass-word@127.0.0.1:%d" % listener.getsockname()[1]
+    try:
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        with open_sender(url, TOKEN, proxy=proxy, allow_insecure=True, retries=0) as s:
+            assert s.send(b"a.b 1\n").lines_ok == 1
+        thread.join(10)
+    finally:
+        listener.close()
+    [head] = heads
+    assert head.startswith("POST http://metrics.example.com:8080/api/v2/metrics/ingest ")
+    want = "Basic " + base64.b64encode(b"us@er:p:ss-word").decode()
+    assert "\r\nproxy-authorization: %s" % want.lower() in head.lower()
+    # an https:// endpoint: the credentials go on the CONNECT of the tunnel
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(10)
+
+    def refuse_tunnel() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            heads.append(data.decode("latin-1"))
+            conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    tls_proxy = "http://us%%40er:p%%3Ass-word@127.0.0.1:%d" % listener.getsockname()[1]
+    try:
+        thread = threading.Thread(target=refuse_tunnel, daemon=True)
+        thread.start()
+        with open_sender("https://metrics.example.com/api/v2/metrics/ingest", TOKEN,
+                         proxy=tls_proxy, retries=0) as s:
+            with pytest.raises(dtproto.DeliveryError):
+                s.send(b"a.b 1\n")
+        thread.join(10)
+    finally:
+        listener.close()
+    assert heads[1].startswith("CONNECT metrics.example.com:443 ")
+    assert "\r\nproxy-authorization: %s" % want.lower() in heads[1].lower()
+    s = Sender(url, TOKEN, proxy=proxy, allow_insecure=True)
+    shown = repr(vars(s)) + repr(s)
+    assert "ss-word" not in shown and "us%40er" not in shown and want not in shown
+    assert repr(s._proxy).startswith("<proxy http://127.0.0.1:") and "credentials" in shown
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(s._proxy)
+
+
 def test_a_proxy_variable_in_mixed_case_is_named_as_spelled(monkeypatch):
     """urllib reads a proxy variable whatever its case: a message names it as
     it is spelled, not "the system's proxy settings"."""
