@@ -406,6 +406,7 @@ class _ReadFailed(Exception):
         self.pending = b""     # bytes read and not yet cut into a chunk
         self.line = 0          # input line number of pending[0]
         self.skipping = False  # a line being discarded (too long or invalid) was cut short
+        self.blanked: List[Tuple[int, str]] = []   # client rejections among pending's lines
 
 
 def _guarded(blocks: Iterable[Any]) -> Iterator[Any]:
@@ -600,7 +601,7 @@ def _chunk_stream(
                 blanked.append((line + nl, block.reason))
                 buf += b"\n"
                 nl += 1
-                if max_lines and nl >= max_lines:
+                if len(buf) > max_bytes or (max_lines and nl >= max_lines):
                     yield from cut(False)
                 continue
             if kind is _BadLine:
@@ -637,6 +638,7 @@ def _chunk_stream(
     except _ReadFailed as exc:
         exc.pending = bytes(buf)
         exc.line = line
+        exc.blanked = list(blanked)
         exc.skipping = skip_size >= 0
         raise
     if skip_size >= 0:
@@ -2059,11 +2061,19 @@ def _note_read_failure(result: SendResult, exc: _ReadFailed) -> Tuple[str, str]:
     if exc.skipping:
         lines += 1
     where = "line %d" % exc.line
+    # The client's rejections among them are said as such (found by a
+    # review: they were counted as undelivered, and their reasons lost).
+    for k, reason in exc.blanked:
+        result.lines_invalid += 1
+        if len(result.invalid_lines) < _MAX_KEPT:
+            result.invalid_lines.append(InvalidLine(k, reason, "client"))
     if lines:
         last = exc.line + lines - 1
         where = "lines %d..%d" % (exc.line, last)
-        result.undelivered.append(Undelivered(
-            exc.line, last, lines, "not sent: the input failed to read (%s)" % text))
+        if lines > len(exc.blanked):
+            result.undelivered.append(Undelivered(
+                exc.line, last, lines - len(exc.blanked),
+                "not sent: the input failed to read (%s)" % text))
     result.input_error = text
     # The lines after those read were never attempted (nor read).
     result.stopped_at = exc.line + lines

@@ -257,6 +257,48 @@ def test_chunker_blanked_lines_stay_in_their_chunk(items, cuts, max_bytes, max_l
     assert [k for k, _ in seen] == list(range(1, len(items) + 1))
 
 
+def test_chunker_cuts_a_run_of_blanked_lines_at_max_bytes():
+    """Each _Blanked line is a byte of the buffer: a run of them is cut at
+    max_bytes like any bytes (it grew without bound until a data block)."""
+    from dtproto._send_core import _Blanked
+
+    read = []
+
+    def blocks():
+        for i in range(5_000):
+            read.append(i)
+            yield _Blanked("null")
+        yield b"a.b 1\n"
+
+    out = _chunk_stream(blocks(), 1, 1_000, None)
+    first = next(out)
+    assert (first.first_line, first.lines, len(first.rejects)) == (1, 1_000, 1_000)
+    assert len(read) <= 1_001
+
+
+def test_a_read_failure_keeps_the_client_rejections_read_before_it():
+    """Lines the client rejected, still in the chunker when the input fails,
+    are invalid (with their reasons), not undelivered (found by a review)."""
+    def gen():
+        yield dtproto.Metric.gauge("a.b", 1.0)
+        yield dtproto.Metric.gauge("bad key", 2.0)
+        yield dtproto.Metric.gauge("c.d", 3.0)
+        yield "x.y 4"
+        raise OSError("disk gone")
+
+    with IngestServer(tokens={"t": ["metrics.ingest"]}) as srv:
+        with open_sender(srv.url, "t") as s:
+            with pytest.raises(dtproto.InputReadError) as ei:
+                s.send(gen())
+    r = ei.value.result
+    assert [(i.line, i.source) for i in r.invalid_lines] == [(2, "client")]
+    assert "cannot encode record" in r.invalid_lines[0].reason and r.lines_invalid == 1
+    # line 4 (the str) was still being joined when the input failed: never
+    # attempted, at stopped_at
+    assert [(u.first_line, u.last_line, u.lines) for u in r.undelivered] == [(1, 3, 2)]
+    assert r.stopped_at == 4 and r.input_error == "OSError: disk gone"
+
+
 # --------------------------------------------------------------------------- inputs
 
 
