@@ -807,11 +807,15 @@ def test_null_rows_are_those_encode_table_skips(impl):
     assert want and A._null_rows(t) == want
 
 
-def test_an_all_bad_table_is_rejected_row_by_row_in_linear_time(impl):
-    n = 3_000
-    t = pa.table({"key": ["bad key"] * n, "kind": ["gauge"] * n, "value": [1.0] * n,
-                  "timestamp": pa.array([None] * n, pa.int64()),
-                  "dimensions": pa.array([[]] * n, pa.map_(pa.string(), pa.string()))})
+def _gauge_table(keys, values):
+    n = len(keys)
+    return pa.table({"key": keys, "kind": ["gauge"] * n, "value": pa.array(values, pa.float64()),
+                     "timestamp": pa.array([None] * n, pa.int64()),
+                     "dimensions": pa.array([[]] * n, pa.map_(pa.string(), pa.string()))})
+
+
+def _row_stream_calls(monkeypatch, impl, table, rows):
+    """_row_stream's items, and the rows of each encode_table call it made."""
     calls = []
     real = A.encode_table
 
@@ -819,11 +823,14 @@ def test_an_all_bad_table_is_rejected_row_by_row_in_linear_time(impl):
         calls.append(a[0].num_rows)
         return real(*a, **k)
 
-    A.encode_table = counting
-    try:
-        got = list(A._row_stream(t, rows=1_000, _codec=impl))
-    finally:
-        A.encode_table = real
+    monkeypatch.setattr(A, "encode_table", counting)
+    return list(A._row_stream(table, rows=rows, _codec=impl)), calls
+
+
+def test_an_all_bad_table_is_rejected_row_by_row_in_linear_time(impl, monkeypatch):
+    n = 3_000
+    got, calls = _row_stream_calls(monkeypatch, impl, _gauge_table(["bad key"] * n, [1.0] * n),
+                                   1_000)
     assert len(got) == n and all(x.startswith("cannot encode row: ") for x in got)
     assert sum(calls) < 3 * n   # not the rest of the slice again for every bad row
 
@@ -914,28 +921,14 @@ def test_a_table_for_a_sender_reads_every_kind_column_type(impl, kind_type):
             impl.encode([m]) for _, m in A.metadata_of(table)]
 
 
-def test_null_rows_cost_no_call_each(impl):
+def test_null_rows_cost_no_call_each(impl, monkeypatch):
     """A window with null rows is encoded in one call and its lines cut around
     them (a call per run between nulls made 5% of nulls 40x slower)."""
     n = 20_000
-    t = pa.table({"key": ["a.b"] * n, "kind": ["gauge"] * n,
-                  "value": [None if i % 20 == 7 else float(i) for i in range(n)],
-                  "timestamp": pa.array([None] * n, pa.int64()),
-                  "dimensions": pa.array([[]] * n, pa.map_(pa.string(), pa.string()))})
-    calls = []
-    real = A.encode_table
-
-    def counting(*a, **k):
-        calls.append(a[0].num_rows)
-        return real(*a, **k)
-
-    A.encode_table = counting
-    try:
-        got = _stream_lines(A._row_stream(t, rows=5_000, _codec=impl))
-    finally:
-        A.encode_table = real
+    t = _gauge_table(["a.b"] * n, [None if i % 20 == 7 else float(i) for i in range(n)])
+    items, calls = _row_stream_calls(monkeypatch, impl, t, 5_000)
     assert calls == [5_000] * 4
-    assert got == [A.NULL_VALUE_REASON if i % 20 == 7 else b"a.b gauge,%d\n" % i
+    assert _stream_lines(items) == [A.NULL_VALUE_REASON if i % 20 == 7 else b"a.b gauge,%d\n" % i
                    for i in range(n)]
 
 
