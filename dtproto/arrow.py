@@ -1805,7 +1805,7 @@ def _null_rows(table: Any) -> List[int]:
         for f in fields[1:]:
             summary_null = pc.or_(summary_null, f)
     else:   # encode_table's error, not a skip: a summary needs the four columns
-        summary_null = pa.array([False] * table.num_rows, pa.bool_())
+        summary_null = pa.repeat(pa.scalar(False), table.num_rows)
     null = pc.if_else(is_summary, summary_null, pc.is_null(table.column("value")))
     return pc.indices_nonzero(null).to_pylist()
 
@@ -1824,12 +1824,14 @@ def _encoded_rows(table: Any, start: int, stop: int, options: Dict[str, Any], mo
     Encoded a window at a time, null rows included (encode_table skips them
     and counts them: its lines are then cut around them, at C speed; cutting
     the windows at every null row instead cost a call each, 40x slower with
-    5% of them).  The window doubles after a success (up to ``most`` rows)
-    and shrinks to the rows before an error after one, so that a table of
-    bad rows is encoded row by row (linear, never the rest of the slice
-    again for every error).  An :class:`~dtproto.EncodeError` that names no
-    row is the table's (a column of the wrong type): it is raised, not
-    reported once for every row.
+    5% of them).  After a row's error the rows before it are encoded again
+    on the fast path and the rest of the window goes through the row path
+    once, which reports each bad row and goes on (linear: never a call per
+    bad row, nor the rest of the slice again for every error).  The window
+    doubles after a success (up to ``most`` rows) and halves after an
+    error.  An :class:`~dtproto.EncodeError` that names no row is the
+    table's (a column of the wrong type): it is raised, not reported once
+    for every row.
     """
     window = most
     while start < stop:
