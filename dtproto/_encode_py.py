@@ -359,12 +359,20 @@ def _memo_judge() -> None:
 _VALUES = slice(1, None, 2)
 _first = itemgetter(0)
 _second = itemgetter(1)
-# Bytes the encoder's hot path counts in a finished line: every byte that
-# separates fields (SP "," "="), ends the line (LF) or may never appear in a
-# value unescaped ("\\" '"', the controls).  UTF-8 gives them no other
+# Bytes the encoder's hot path looks for in the values of a line: every byte
+# that separates fields (SP "," "="), ends the line (LF) or may never appear
+# in a value unescaped ("\\" '"', the controls).  UTF-8 gives them no other
 # meaning: every byte of a multi-byte sequence is >= 0x80.
 _CONTROLS = bytes(range(0x20)) + b"\x7f"
 _MARKS = _CONTROLS + b' ,="\\'
+# A translation that turns every _MARKS byte into 0xFF (which never occurs in
+# UTF-8) and every other byte into 0x00: ``255 in values.translate(_MARKED)``
+# is one pass and a memchr.  Looking at the values alone costs a join and an
+# encode; counting the marks of the whole line against the separators it
+# should hold (``len(line) - len(line.translate(None, _MARKS))``) cost 2,457
+# instructions a unique-series line (10% of it): bytes.translate's loop with
+# deletions is ~4 times that of a plain table, and the line is twice as long.
+_MARKED = bytes(0xFF if b in _MARKS else 0 for b in range(256))
 
 
 def _fast_head(key: Any, dimensions: Any) -> Optional[str]:
@@ -545,7 +553,7 @@ def _escaped_from_memo(keys: str, values: tuple, dims: str, extra: int) -> Optio
     """``dims`` with its values escaped from :data:`_escapes`, or None.
 
     ``dims`` was joined from the valid keys ``keys`` (joined by NUL) and
-    ``values``; its line holds ``extra`` more _MARKS bytes than its fields.
+    ``values``, which hold ``extra`` _MARKS bytes.
     A kept value holds no control, so its marks are the characters its
     escape doubles: ``len(escaped) - len(value)``.  When the kept values
     account for all ``extra`` marks, every other value holds none, so it
@@ -1020,7 +1028,7 @@ class Encoder:
             return hit[0]
         return self._opts.head(key, pairs, ck)  # records the changes, if any
 
-    def _point(self, payload: str, marks: int, key: Any, value: Any, dimensions: Any,
+    def _point(self, payload: str, key: Any, value: Any, dimensions: Any,
                timestamp: Any, text: Optional[str] = None) -> bool:
         """Append ``key[,dims]payload text[ timestamp]`` and LF when the line
         is of the common case; False (nothing appended) if not: the exact
@@ -1031,8 +1039,7 @@ class Encoder:
         None, a dict or a tuple of pairs of ``str``, no timestamp or an int
         one from 1973 on, and for gauge and count (``text`` None) a finite
         float ``value``, written here; :meth:`summary` checks its numbers
-        and key and passes their ``text``.  ``marks``: the _MARKS bytes of
-        ``payload``, ``text`` and the LF.  No line of the common case can
+        and key and passes their ``text``.  No line of the common case can
         exceed MAX_LINE_CHARS: 50 dimensions of keys <= 100 and escaped
         values <= 510 characters and a key <= 255 are about 31,000.
 
@@ -1040,20 +1047,24 @@ class Encoder:
         :func:`_joined_dims` (None: not taken here).
         While the memo (:data:`_memo`) is consulted, a text of dimensions
         found there with the same n is written unchecked, and a text checked
-        here is kept the second time it is seen.  A line with dimensions
-        checked here: one ``translate`` counts its _MARKS bytes, and more than
-        its fields hold means a value needs an escape (:data:`_escapes`,
-        :func:`_escaped_dims`) or is invalid.  A line without holds none.
+        here is kept the second time it is seen.  Dimensions checked here:
+        one ``translate`` of their values (the keys are valid) finds any
+        _MARKS byte, which means a value needs an escape (the values' own
+        text, :data:`_escapes`, :func:`_escaped_dims`) or is invalid.  A
+        line without dimensions holds no mark that is not a separator.
         """
         if text is None:
-            if not (self._opts is None and type(value) is float and value - value == 0.0
+            if not (self._opts is None and type(value) is float
                     and type(key) is str and (key in _metric_keys or _fast_metric_key(key))):
                 return False
             if value.is_integer() and -1e16 < value < 1e16 and value:
                 # repr() of these is their digits and ".0" (from 1e16 on it
                 # has an exponent; zero keeps its sign): most counters and
                 # gauges, and "%d" is a third cheaper than repr() and a slice
+                # (is_integer() is False for inf and nan: these are finite)
                 text = "%d" % value
+            elif value - value != 0.0:
+                return False  # inf or nan: the exact helpers name the error
             else:
                 text = repr(value)
                 if text[-2:] == ".0":
@@ -1061,8 +1072,8 @@ class Encoder:
                 elif "e" in text:
                     text = _format_number(value, "value")
         if type(dimensions) is dict:
-            if len(dimensions) > MAX_DIMENSIONS:
-                return False
+            # (More than MAX_DIMENSIONS pairs have no _template: the join
+            # below fails and the exact helpers name the error.)
             # Everything below reads one private copy (_snapshot, called
             # inline: a call is 1% of a line): another thread can change the
             # caller's dict between any two bytecodes, and a count of pairs
@@ -1080,68 +1091,82 @@ class Encoder:
                 vs = tuple(dimensions.values())
                 parts[_VALUES] = vs
                 dims = "".join(parts)
-                n = len(vs)  # not the copy's len(): it is what was joined
             except Exception:  # see _joined_dims: the exact helpers decide
                 return False
         elif dimensions is None:
-            dims = ""  # (n and kt are only read when there are dimensions)
+            dims = ""  # (n, kt and vs are only read when there are dimensions)
         else:
             kt = None
             dims = _joined_dims(dimensions)
             if dims is None:
                 return False
-            n = len(dimensions)  # a tuple of exact 2-tuples: it reads as it was joined
+            # a tuple of exact 2-tuples of str: the values as they were joined
+            vs = tuple(map(_second, dimensions))
+        # The line's end, " <timestamp>" or none, is written by the one
+        # f-string that writes the line (a text of it alone is one more
+        # allocation a line): ``sep`` and ``ts`` are "" without one.
         if timestamp is None:
-            end = f"{payload}{text}\n"
+            sep = ts = ""
         elif type(timestamp) is int and SECONDS_TIMESTAMP_BELOW <= timestamp <= MAX_INT64:
-            end = f"{payload}{text} {timestamp}\n"
-            marks += 1
+            sep = " "
+            ts = timestamp
         else:
             return False
-        consulted = False
-        if dims:
-            # for/else: FOR_ITER is the cheapest way to ask an iterator
-            for _ in _memo_rest:
-                break  # resting: one of its _MEMO_REST lines
-            else:
-                consulted = True
-                stat = _memo_stat
-                hit = _memo_get(dims)
-                if hit is not None and hit[0] == n:
-                    stat[0] += 1
-                    # a checked text and a valid (ASCII) key: it encodes
-                    self._buf += f"{key},{hit[1]}{end}".encode()
-                    return True
-                stat[1] += 1
-                if stat[1] >= _MEMO_WINDOW:
-                    _memo_judge()
-            marks += 2 * n
-            line = f"{key},{dims}{end}"
-        else:
+        if not dims:
             # A valid key, the payload, a formatted number and an int hold
-            # no mark and no non-ASCII character: nothing to count.
-            self._buf += f"{key}{end}".encode()
+            # no mark and no non-ASCII character: nothing to check.
+            self._buf += f"{key}{payload}{text}{sep}{ts}\n".encode()
             return True
+        n = len(vs)  # not the copy's len(): it is what was joined
+        consulted = False
+        # for/else: FOR_ITER is the cheapest way to ask an iterator
+        for _ in _memo_rest:
+            break  # resting: one of its _MEMO_REST lines
+        else:
+            consulted = True
+            stat = _memo_stat
+            hit = _memo_get(dims)
+            if hit is not None and hit[0] == n:
+                stat[0] += 1
+                # a checked text and a valid (ASCII) key: it encodes
+                self._buf += f"{key},{hit[1]}{payload}{text}{sep}{ts}\n".encode()
+                return True
+            stat[1] += 1
+            if stat[1] >= _MEMO_WINDOW:
+                _memo_judge()
+        # The values, as bytes with each _MARKS byte turned into 0xFF: the
+        # keys are valid and the rest of the line is ours, so a mark in the
+        # values is all there is to find.
         try:
-            data = line.encode()
+            marked = "".join(vs).encode().translate(_MARKED)
         except UnicodeEncodeError:  # a lone surrogate
             return False
         out = dims
-        extra = len(data) - len(data.translate(None, _MARKS)) - marks
-        if extra or len(dims) > MAX_DIMENSION_VALUE:
+        if 255 in marked or len(dims) > MAX_DIMENSION_VALUE:
             # a value needs an escape, holds a control or may be too long.
-            if not dims:
-                return False
-            if kt is None:  # a tuple of exact 2-tuples: it reads as it was joined
-                kt, vs = _texts_of(dimensions)
-            out = _escaped_from_memo(kt, vs, dims, extra)  # type: ignore[assignment]
+            extra = marked.count(255)
+            out = None
+            if len(dims) <= MAX_DIMENSION_VALUE:  # no value can be too long
+                # The values' spaces, quotes and backslashes escaped in the
+                # text: when that adds exactly ``extra`` characters, the
+                # values' marks are those characters and nothing else (a
+                # control, a "," or "=" is a mark that is not escaped here),
+                # so the text reads one way and this is its escaped form
+                # (_escaped_dims writes the same).
+                out = dims.replace("\\", "\\\\").replace('"', '\\"').replace(" ", "\\ ")
+                if len(out) - len(dims) != extra:
+                    out = None
+            if out is None:
+                if kt is None:  # a tuple of exact 2-tuples: it reads as it was joined
+                    kt = "\0".join(map(_first, dimensions))
+                out = _escaped_from_memo(kt, vs, dims, extra)  # type: ignore[assignment]
             if out is None:
                 # isprintable() is False for every control, and for many other
                 # characters a value may hold (private-use, unassigned, format,
                 # separators other than the space): the exact helpers take those.
                 # (A line the kept escapes account for may hold such characters
                 # too: they are valid in a value, and the only invalid ones,
-                # the controls and lone surrogates, count as marks or fail to
+                # the controls and lone surrogates, are marks or fail to
                 # encode above.)
                 if not dims.isprintable():
                     return False
@@ -1150,8 +1175,8 @@ class Encoder:
                     return False
                 if out is not dims:
                     _learn_escapes(vs)
-            if out is not dims:
-                data = f"{key},{out}{end}".encode()
+        # a valid (ASCII) key and values that encode: the line encodes
+        data = f"{key},{out}{payload}{text}{sep}{ts}\n".encode()
         if consulted and len(dims) <= _MEMO_TEXT_MAX:
             # The str keeps the hash the lookup computed.  Cut to 22 bits
             # once: each operation on the full 64-bit hash allocates.
@@ -1174,13 +1199,13 @@ class Encoder:
     def gauge(self, key: str, value: float, dimensions: Any = None,
               timestamp: Optional[int] = None) -> None:
         """Append ``key,dims gauge,<value> [timestamp]``."""
-        if not self._point(" gauge,", 3, key, value, dimensions, timestamp):
+        if not self._point(" gauge,", key, value, dimensions, timestamp):
             self._exact_point("gauge,", key, value, dimensions, timestamp)
 
     def count(self, key: str, delta: float, dimensions: Any = None,
               timestamp: Optional[int] = None) -> None:
         """Append ``key,dims count,delta=<delta> [timestamp]``."""
-        if not self._point(" count,delta=", 4, key, delta, dimensions, timestamp):
+        if not self._point(" count,delta=", key, delta, dimensions, timestamp):
             self._exact_point("count,delta=", key, delta, dimensions, timestamp)
 
     def _exact_point(self, payload: str, key: Any, value: Any, dimensions: Any,
@@ -1204,14 +1229,13 @@ class Encoder:
                 and -_INF < min <= max < _INF
                 and type(key) is str and (key in _metric_keys or _fast_metric_key(key))):
             avg = sum / count
-            # One text for the three numbers: each is followed by ",", so
-            # ".0," can only be the end of a number.
-            nums = f"{min!r},max={max!r},sum={sum!r},".replace(".0,", ",")
+            # One text for the four numbers: each float is followed by ",",
+            # so ".0," can only be the end of one, and the count (an int)
+            # holds neither "." nor "e".
+            nums = f"{min!r},max={max!r},sum={sum!r},count={count}".replace(".0,", ",")
             if ("e" not in nums and min - avg <= SUMMARY_TOLERANCE
                     and avg - max <= SUMMARY_TOLERANCE):
-                # " gauge,min=..,max=..,sum=..,count=..\n": 10 separator bytes
-                if self._point(" gauge,min=", 10, key, None, dimensions, timestamp,
-                               f"{nums}count={count}"):
+                if self._point(" gauge,min=", key, None, dimensions, timestamp, nums):
                     return
         head = self._head_of(key, dimensions)
         if head is not None:

@@ -529,12 +529,12 @@ def test_encoder_memo_is_bounded_whatever_the_texts(monkeypatch):
 
 
 class _Alias(str):
-    """A value that hashes and compares as "G1 Old Gen": a memo looking it
-    up by equality would write that text's escape (for "G2 Old Gen", with as
+    """A value that hashes and compares as "G1,Old Gen": a memo looking it
+    up by equality would write that text's escape (for "G2,Old Gen", with as
     many marks, even the count of marks would agree)."""
 
     def __hash__(self) -> int:
-        return hash("G1 Old Gen")
+        return hash("G1,Old Gen")
 
     def __eq__(self, other: Any) -> bool:
         return True
@@ -565,17 +565,45 @@ def test_encoder_escape_memo_gives_the_general_line(pair_lists, most, method):
             assert escaped == _enc._escape_value(value, "v", _enc.MAX_DIMENSION_VALUE)
 
 
+# Characters around the one-pass escape of a line's values: the three it
+# escapes, the two that make a text read more than one way, controls, a
+# valid character that is not printable, a non-ASCII one, a lone surrogate.
+_ESCAPE_ALPHABET = st.sampled_from(list(' "\\,=\t\x7f\x1fab\u2028\u00e9\ud800'))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["host", "a", "b.c", "k:d"]),
+                          st.one_of(st.text(_ESCAPE_ALPHABET, max_size=6),
+                                    st.builds(lambda c, n: c * n, _ESCAPE_ALPHABET,
+                                              st.integers(250, 258)))),
+                min_size=1, max_size=4),
+       st.booleans(), st.sampled_from([None, NOW]),
+       st.sampled_from(["gauge", "count", "summary"]))
+def test_encoder_escapes_a_lines_values_in_one_pass_only_when_exact(pairs, as_dict, ts, method):
+    """With both memos resting or empty, a line whose values' marks are only
+    spaces, quotes and backslashes is escaped from its own text in one pass
+    (the count of marks must equal the escapes added); any other mark (a
+    control, a "," or "=", a value of 256 characters) leaves it to the
+    general path.  Every line or error is the general path's."""
+    dims = dict(pairs) if as_dict else tuple(pairs)
+    with pytest.MonkeyPatch.context() as mp:
+        fresh_escapes(mp)
+        _alike_lines([_alike_call(dims, ts, method)] * 2)
+
+
 def test_encoder_escape_memo_counts_every_mark_of_the_line(monkeypatch):
     """A kept value beside a value with a mark of its own (an escape, a
     control): the kept escape accounts for its own marks only, so the line
-    goes to the exact helpers, which escape both or refuse the control."""
+    goes to the exact helpers, which escape both or refuse the control.
+    (The kept values hold a ",": a line whose values' marks are only
+    spaces, quotes and backslashes is escaped from its own text and never
+    asks the memo.)"""
     kept = fresh_escapes(monkeypatch)
-    _alike_lines([_alike_call({"a": "G1 Old Gen"}, None, "gauge")])
-    assert kept == {"G1 Old Gen": "G1\\ Old\\ Gen"}
+    _alike_lines([_alike_call({"a": "G1,Old Gen"}, None, "gauge")])
+    assert kept == {"G1,Old Gen": "G1\\,Old\\ Gen"}
     _alike_lines([_alike_call(d, None, "gauge") for d in (
-        {"a": "G1 Old Gen", "b": "x y"}, {"a": "G1 Old Gen", "b": "x\ty"},
-        {"a": "G1 Old Gen", "b": "x,b=y"}, {"a": "G1 Old Gen", "b": "G1 Old Gen"},
-        {"a": "G1 Old Gen", "b": "v" * 256}, {"a": "x y", "b": "G1 Old Gen"})])
+        {"a": "G1,Old Gen", "b": "x y"}, {"a": "G1,Old Gen", "b": "x\ty"},
+        {"a": "G1,Old Gen", "b": "x,b=y"}, {"a": "G1,Old Gen", "b": "G1,Old Gen"},
+        {"a": "G1,Old Gen", "b": "v" * 256}, {"a": "x y", "b": "G1,Old Gen"})])
     assert "x y" in kept and "x\ty" not in kept and "v" * 256 not in kept
 
 
@@ -584,7 +612,7 @@ def test_encoder_escape_memo_is_bounded(monkeypatch):
     holds more than _ESCAPES_MAX values; the lines stay the general path's."""
     kept = fresh_escapes(monkeypatch, 60)
     for i in range(200):
-        _alike_lines([_alike_call({"a": "v%d x" % i, "b": "w%d y" % i}, None, "gauge")] * 2)
+        _alike_lines([_alike_call({"a": "v%d,x" % i, "b": "w%d y" % i}, None, "gauge")] * 2)
         assert len(kept) <= 60
     assert kept
 
@@ -592,12 +620,13 @@ def test_encoder_escape_memo_is_bounded(monkeypatch):
 def test_encoder_escape_memo_reads_a_str_subclass_as_its_text(monkeypatch):
     """A value of a str subclass that hashes and compares as a kept value is
     written as its own text: the memo is only asked about exact str."""
-    fresh_escapes(monkeypatch)
-    _alike_lines([_alike_call({"a": "G1 Old Gen"}, None, "gauge")] * 2)
-    for dims in ({"a": _Alias("G2 Old Gen")}, (("a", _Alias("G2 Old Gen")),)):
+    kept = fresh_escapes(monkeypatch)
+    _alike_lines([_alike_call({"a": "G1,Old Gen"}, None, "gauge")] * 2)
+    assert "G1,Old Gen" in kept
+    for dims in ({"a": _Alias("G2,Old Gen")}, (("a", _Alias("G2,Old Gen")),)):
         enc = _enc.Encoder()
         enc.gauge("a.b", 2.5, dims)
-        assert enc.getvalue() == b"a.b,a=G2\\ Old\\ Gen gauge,2.5\n"
+        assert enc.getvalue() == b"a.b,a=G2\\,Old\\ Gen gauge,2.5\n"
 
 
 def test_encoder_escape_memo_emptied_mid_line_changes_nothing(monkeypatch):
@@ -606,7 +635,7 @@ def test_encoder_escape_memo_emptied_mid_line_changes_nothing(monkeypatch):
     import sys
 
     kept = fresh_escapes(monkeypatch)
-    dims = {"a": "G1 Old Gen", "b": "id-1", "c": 'say "hi"'}
+    dims = {"a": "G1,Old Gen", "b": "id-1", "c": 'say "hi"'}
     _alike_lines([_alike_call(dims, None, "gauge")])
     assert len(kept) == 2
     code = _enc._escaped_from_memo.__code__
