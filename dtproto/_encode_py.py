@@ -510,6 +510,7 @@ def _texts_of(pairs: tuple) -> Tuple[str, tuple]:
 
 _STR_ONLY = {str}
 _TUPLE_ONLY = {tuple}
+_NO_PAIRS = ((), ())  # the keys and values of no pairs
 _from_iterable = chain.from_iterable
 
 
@@ -1043,8 +1044,8 @@ class Encoder:
         exceed MAX_LINE_CHARS: 50 dimensions of keys <= 100 and escaped
         values <= 510 characters and a key <= 255 are about 31,000.
 
-        A dict is copied and joined here, a tuple of pairs by
-        :func:`_joined_dims` (None: not taken here).
+        A dict is copied and joined here, and so is a tuple of exact
+        2-tuples (anything else: not taken here).
         While the memo (:data:`_memo`) is consulted, a text of dimensions
         found there with the same n is written unchecked, and a text checked
         here is kept the second time it is seen.  Dimensions checked here:
@@ -1071,37 +1072,43 @@ class Encoder:
                     text = text[:-2]
                 elif "e" in text:
                     text = _format_number(value, "value")
+        # The keys and the values, each as a tuple read once: everything
+        # below reads these (and only these), so nothing another thread or a
+        # collection's callback does to the caller's pairs meanwhile can make
+        # the text written differ from the text checked.
         if type(dimensions) is dict:
+            # One private copy (_snapshot, called inline: a call is 1% of a
+            # line): another thread can change the caller's dict between any
+            # two bytecodes, and a count of pairs read after the text was
+            # joined let a value holding "," and "=" through unescaped.
             # (More than MAX_DIMENSIONS pairs have no _template: the join
             # below fails and the exact helpers name the error.)
-            # Everything below reads one private copy (_snapshot, called
-            # inline: a call is 1% of a line): another thread can change the
-            # caller's dict between any two bytecodes, and a count of pairs
-            # read after the text was joined let a value holding "," and "="
-            # through unescaped.
             dimensions = dimensions.copy()
-            # Joined here, as _joined_dims joins a tuple of pairs (a call is
-            # 4% of a line).  Joining a tuple of the keys is ~400 instructions
-            # cheaper than joining the dict itself, which str.join first
-            # copies into a list.
-            try:
-                kt = "\0".join(tuple(dimensions))
-                parts = (_templates.get(kt) or _template(kt, len(dimensions)))[:]
-                # a tuple: what is joined is what _escaped_dims escapes
-                vs = tuple(dimensions.values())
-                parts[_VALUES] = vs
-                dims = "".join(parts)
-            except Exception:  # see _joined_dims: the exact helpers decide
-                return False
+            ks = tuple(dimensions)
+            vs = tuple(dimensions.values())
         elif dimensions is None:
-            dims = ""  # (n, kt and vs are only read when there are dimensions)
+            ks = vs = ()
+        elif type(dimensions) is tuple and len(dimensions) <= MAX_DIMENSIONS \
+                and _pairs_of_two(dimensions):
+            # exact 2-tuples in an exact tuple: nothing in them can change,
+            # and zip asks none of them anything
+            ks, vs = zip(*dimensions) if dimensions else _NO_PAIRS
         else:
-            kt = None
-            dims = _joined_dims(dimensions)
-            if dims is None:
+            return False
+        if vs:
+            try:
+                # Joined into the template of their keys (as _joined_dims
+                # joins): joining a tuple of the keys is ~400 instructions
+                # cheaper than joining the dict itself, which str.join first
+                # copies into a list.
+                kt = "\0".join(ks)  # TypeError: a key that is not a str
+                parts = (_templates.get(kt) or _template(kt, len(ks)))[:]
+                parts[_VALUES] = vs  # ValueError: another number of keys (see _joined_dims)
+                dims = "".join(parts)  # TypeError: a value that is not a str
+            except Exception:  # the exact helpers decide and name the error
                 return False
-            # a tuple of exact 2-tuples of str: the values as they were joined
-            vs = tuple(map(_second, dimensions))
+        else:
+            dims = ""  # (n and kt are only read when there are dimensions)
         # The line's end, " <timestamp>" or none, is written by the one
         # f-string that writes the line (a text of it alone is one more
         # allocation a line): ``sep`` and ``ts`` are "" without one.
@@ -1157,8 +1164,6 @@ class Encoder:
                 if len(out) - len(dims) != extra:
                     out = None
             if out is None:
-                if kt is None:  # a tuple of exact 2-tuples: it reads as it was joined
-                    kt = "\0".join(map(_first, dimensions))
                 out = _escaped_from_memo(kt, vs, dims, extra)  # type: ignore[assignment]
             if out is None:
                 # isprintable() is False for every control, and for many other

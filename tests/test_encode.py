@@ -802,7 +802,13 @@ class _TupleByIndex(tuple):
     ((_TupleByIndex(("k", "v")),), b"my.metric,k=v gauge,1\n"),
     (({0: "k", 1: "v"},), E.INVALID_DIMENSION_KEY),
     ((["k", "v"],), b"my.metric,k=v gauge,1\n"),
-], ids=["str-by-index", "str-len-two", "tuple-by-index", "dict-pair", "list-pair"])
+    ((("k", "v"), ("j", "w", "x")), E.INVALID_RECORD),
+    ((("k", "v", "x"), ("j", "w")), E.INVALID_RECORD),
+    ((("k",), ("j", "w")), E.INVALID_RECORD),
+    ((("k", "v"), _TupleByIndex(("j", "w"))), b"my.metric,k=v,j=w gauge,1\n"),
+], ids=["str-by-index", "str-len-two", "tuple-by-index", "dict-pair", "list-pair",
+        "a-pair-of-three-after", "a-pair-of-three-before", "a-pair-of-one",
+        "tuple-subclass-after"])
 def test_a_dimension_pair_is_read_by_unpacking(impl, dims, expected):
     """A pair is ``k, v = pair`` on every path: the pure fast path read
     pairs with len() and [0]/[1], so a dict {0: "k", 1: "v"} was written as
