@@ -719,6 +719,111 @@ def _dimension_refs(table: Any, dimensions: Any) -> Tuple[List[Tuple[str, str]],
     return pairs, None
 
 
+def _pair_lists_as_map(arr: Any, field: str, row_errors: Dict[int, Any]) -> Any:
+    """A column of lists of (key, value) pairs as the map column it stands
+    for; None when ``arr`` is not such a column.
+
+    pandas gives :func:`decode_table`'s ``map<string, string>`` column back
+    as lists of tuples, which pyarrow reads as ``list<list<string>>``; a
+    list of 2-field structs (``list<struct<key, value>>``) is the other
+    common spelling.  Each entry must be a pair: a row with anything else
+    (an entry of one or three items, a null entry, a null key) gets no
+    dimensions here and its error in ``row_errors`` (row -> the
+    EncodeError's arguments), for the row path to report at that row.  A
+    null row has no dimensions, as in a map column.  Keys that are not text
+    are the column's error, raised.
+    """
+    t = arr.type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
+        return None
+    vt = t.value_type
+    structs = pa.types.is_struct(vt) and vt.num_fields == 2
+    if not (structs or pa.types.is_list(vt) or pa.types.is_large_list(vt)
+            or pa.types.is_fixed_size_list(vt)):
+        return None
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], t)
+    if arr.null_count:   # a null row: no pairs (and offsets that start at 0)
+        arr = pc.if_else(pc.is_valid(arr), arr, pa.scalar([], t))
+    entries = arr.flatten()   # every row's entries, in row order
+    if structs:
+        bad = entries.is_null()
+    else:   # an entry of one or three items, or a null one
+        bad = pc.invert(pc.fill_null(pc.equal(pc.list_value_length(entries), 2), False))
+    if not pc.any(bad).as_py():
+        if structs:
+            keys, items = entries.field(0), entries.field(1)
+        else:
+            flat = entries.flatten()
+            keys = flat.take(pa.array(range(0, len(flat), 2), pa.int64()))
+            items = flat.take(pa.array(range(1, len(flat), 2), pa.int64()))
+        bad = keys.is_null() if keys.null_count else None
+    if bad is not None:
+        parents = pc.list_parent_indices(arr)
+        for at in pc.indices_nonzero(pc.fill_null(bad, False)).to_pylist():
+            row = parents[at].as_py()
+            if row not in row_errors:   # the first bad entry of its row
+                row_errors[row] = ("a dimension must be a (key, value) pair with a key, "
+                                   "not %r" % (entries[at].as_py(),), field, _E.INVALID_RECORD)
+        rows = pa.array(sorted(row_errors), pa.int64())
+        arr = pc.if_else(pc.is_in(pa.array(range(len(arr)), pa.int64()), value_set=rows),
+                         pa.scalar([], arr.type), arr)
+        return _pair_lists_as_map(arr, field, row_errors)
+    kt = keys.type
+    if pa.types.is_dictionary(kt):
+        keys = keys.cast(kt.value_type)
+        kt = keys.type
+    if not (pa.types.is_string(kt) or pa.types.is_large_string(kt)
+            or pa.types.is_string_view(kt)):
+        raise EncodeError("a dimension key must be a str, not %s" % kt, field,
+                          _E.INVALID_DIMENSION_KEY)
+    offsets = arr.offsets
+    if offsets.type != pa.int32():
+        offsets = offsets.cast(pa.int32())   # map offsets are int32
+    offsets = pc.subtract(offsets, offsets[0])
+    return pa.MapArray.from_arrays(offsets, keys.cast(pa.string()),
+                                   _text_column(items, field))
+
+
+def _whole_floats_as_ints(arr: Any) -> Any:
+    """A float column whose values are all whole numbers in 0..2**63-1 as
+    int64 (pandas keeps an integer column with a missing value as float64,
+    its NaN a null); None for any other column, whose values the Encoder
+    judges as they are."""
+    if not pa.types.is_floating(arr.type):
+        return None
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], arr.type)
+    valid = arr.drop_null()
+    if len(valid) and not pc.all(pc.and_(
+            pc.equal(valid, pc.floor(valid)),
+            pc.and_(pc.greater_equal(valid, 0.0), pc.less(valid, 2.0 ** 63)))).as_py():
+        return None
+    return arr.cast(pa.int64())
+
+
+def _from_pandas_spellings(table: Any, dimensions: Any, specs: List[_Spec],
+                           row_errors: Dict[int, Any]) -> Any:
+    """``table`` with the columns pandas changes read as what they were:
+    a ``dimensions`` column of lists of pairs as a map, a summary's count
+    column of whole floats as int64 (see :func:`_pair_lists_as_map`,
+    :func:`_whole_floats_as_ints`).  What ``decode_table(...).to_pandas()``
+    gives then encodes as the table itself does."""
+    fixes = {}
+    if isinstance(dimensions, str) and dimensions in table.column_names:
+        m = _pair_lists_as_map(_col(table, dimensions), dimensions, row_errors)
+        if m is not None:
+            fixes[dimensions] = m
+    for spec in specs:
+        if spec.summary:
+            c = _whole_floats_as_ints(_col(table, spec.summary[3]))
+            if c is not None:
+                fixes[spec.summary[3]] = c
+    for name, arr in fixes.items():
+        table = table.set_column(table.column_names.index(name), name, arr)
+    return table
+
+
 def _text_column(arr: Any, field: str) -> Any:
     """A dimension column as strings: strings, dictionaries (categoricals), integers,
     and nulls only (Arrow's type of a column without a value: left out, as a null is)."""
@@ -1435,13 +1540,16 @@ def _body_of(lines: Any) -> bytes:
 
 def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
                map_col: Optional[str], ts_name: Any, encoder: Any,
-               outcomes: Optional[List[Optional[str]]] = None) -> Tuple[int, int]:
+               outcomes: Optional[List[Optional[str]]] = None,
+               row_errors: Optional[Dict[int, Any]] = None) -> Tuple[int, int]:
     """Encode row by row with ``encoder`` (exact: the Encoder's own checks and options).
 
     Returns (lines written, values skipped for a null).  An EncodeError gets
     ``record`` = the row index; with ``outcomes`` (a list) it is not raised:
     each (row, metric) appends None (its line written) or why it has none
-    (a null, the error), and the rows after it still go.
+    (a null, the error), and the rows after it still go.  ``row_errors``:
+    row -> the arguments of an EncodeError found before (a dimension that
+    is not a pair), that row's error where it has a value.
     """
     n = table.num_rows
     pylist = {}
@@ -1507,6 +1615,7 @@ def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
                 if v is not None:
                     d[k] = v
         ts = ts_vals[i] if ts_vals is not None else None
+        row_err = row_errors.get(i) if row_errors else None
         for spec, keys, kinds, vals, summ in spec_cols:
             key = keys[i] if keys is not None else spec.key[1]
             kind = kinds[i] if kinds is not None else spec.kind[1]
@@ -1526,6 +1635,8 @@ def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
                         continue
                     if row_bad is not None:
                         raise _bad_text_error(row_bad[1], row_bad[0], i)
+                    if row_err is not None:
+                        raise EncodeError(*row_err)
                     encoder.summary(key, *fields, d, ts)
                 else:
                     v = vals[i] if vals is not None else (
@@ -1537,6 +1648,8 @@ def _row_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
                         continue
                     if row_bad is not None:
                         raise _bad_text_error(row_bad[1], row_bad[0], i)
+                    if row_err is not None:
+                        raise EncodeError(*row_err)
                     if kind == KIND_GAUGE:
                         encoder.gauge(key, v, d, ts)
                     elif kind == KIND_COUNT:
@@ -1603,10 +1716,18 @@ def encode_table(data: Any, *, key: Any = None, value: Any = None, dimensions: A
     options = _has_options(prefix, default_dimensions, static_dimensions, normalize,
                            oneagent_enrichment)
     used = _used_columns(specs, dims, map_col, timestamp)
+    if frame is not None and _pandas_spelled(frame, dimensions, specs):
+        # read through pyarrow whole, then as the columns pandas was given
+        table, frame = _pandas_table(frame, used), None
+    row_errors: Dict[int, Any] = {}   # row -> its EncodeError's arguments
+    if frame is None and map_col is None:
+        table = _from_pandas_spellings(table, dimensions, specs, row_errors)
+        dims, map_col = _dimension_refs(table, dimensions)
     nrows = table.num_rows if frame is None else len(frame)
     out: Optional[EncodedTable] = None
     need: Optional[int] = None   # the first row only the Encoder can judge
-    plain = not options and not _rows and _outcomes is None
+    # (a row with an error of its own: the row path reports each in row order)
+    plain = not options and not _rows and _outcomes is None and not row_errors
     if plain and hasattr(codec, "encode_columns") and map_col is None:
         # the Cython core's column encoder; pandas object columns read as they are
         objects: Dict[str, Any] = {}
@@ -1664,7 +1785,8 @@ def encode_table(data: Any, *, key: Any = None, value: Any = None, dimensions: A
         enc = codec.Encoder(prefix=prefix, default_dimensions=default_dimensions,
                             static_dimensions=static_dimensions, normalize=normalize,
                             oneagent_enrichment=oneagent_enrichment)
-        written, skipped = _row_lines(table, specs, dims, map_col, timestamp, enc, _outcomes)
+        written, skipped = _row_lines(table, specs, dims, map_col, timestamp, enc, _outcomes,
+                                      row_errors)
         out = EncodedTable(enc.getvalue())
         out.lines = written
         out.skipped_null = skipped
@@ -1689,6 +1811,19 @@ def _pandas_table(frame: Any, columns: List[str]) -> Any:
     if not columns:
         return pa.table({"": pa.nulls(len(frame))}).drop_columns([""])
     return pa.Table.from_pandas(frame[columns], preserve_index=False)
+
+
+def _pandas_spelled(frame: Any, dimensions: Any, specs: List[_Spec]) -> bool:
+    """Whether a pandas frame may hold a column as pandas spells a table's
+    (a dimensions column of objects: lists of pairs; a summary's count of
+    floats): :func:`_from_pandas_spellings` reads those from Arrow."""
+    if isinstance(dimensions, str) and dimensions in frame.columns \
+            and frame[dimensions].dtype == object:
+        col = frame[dimensions]
+        first = col.first_valid_index()
+        if first is not None and not isinstance(col[first], str):
+            return True   # (a column of str is one dimension, read as it is)
+    return any(spec.summary and frame[spec.summary[3]].dtype.kind == "f" for spec in specs)
 
 
 def _number_columns(specs: List[_Spec], ts_name: Any) -> set:

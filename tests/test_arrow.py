@@ -934,7 +934,8 @@ def test_null_rows_cost_no_call_each(impl, monkeypatch):
 
 @pytest.mark.parametrize("column, values, typ", [
     ("value", ["1", "2", "3"], pa.string()),
-    ("dimensions", [[["a", "b"]], [], []], pa.list_(pa.list_(pa.string()))),
+    ("dimensions", [["a", "b"], [], []], pa.list_(pa.string())),
+    ("dimensions", [[[1, 2]], [], []], pa.list_(pa.list_(pa.int64()))),
 ])
 def test_an_error_of_the_table_itself_is_raised_not_given_to_every_row(impl, column, values, typ):
     """An EncodeError naming no row is the table's (a column of the wrong
@@ -954,3 +955,128 @@ def test_unreadable_schema_metadata_is_raised_before_any_row():
     stream = A._row_stream(t)
     with pytest.raises(ValueError, match="metric_type"):
         next(stream)
+
+
+# ------------------------------------------------------------------ pandas' spellings
+
+
+def _spelled_by_pandas(table):
+    """``table`` as pandas gives it back, then read by pyarrow: dimensions as
+    ``list<list<string>>``, a summary count with a null as float64."""
+    pd = pytest.importorskip("pandas")
+    df = table.to_pandas()
+    assert df["dimensions"].dtype == object and df["count"].dtype == float
+    return df, pa.Table.from_pandas(df, preserve_index=False)
+
+
+_DECODED = dict(key="key", value="value", kind="kind", dimensions="dimensions",
+                timestamp="timestamp")
+
+
+def test_decode_table_through_pandas_encodes_as_the_table(impl):
+    """``decode_table(body).to_pandas()`` (and that frame read back into
+    Arrow, and into Polars) encodes to the bytes of the table itself:
+    pandas' lists of (key, value) tuples are read as the map they were, its
+    float64 counts (an integer column with a null) as integers.  Both
+    raised an EncodeError ("a dimension value must be a str")."""
+    polars = pytest.importorskip("polars")
+    table = A.decode_table(body_with_everything(), now_ms=_corpus.BASE_TS_MS, _codec=impl)
+    want = A.encode_table(table, _codec=impl, **_DECODED)
+    assert want.lines > 4_000 and b"count=" in want and b"\\ " in want
+    df, from_pandas = _spelled_by_pandas(table)
+    assert pa.types.is_list(from_pandas.schema.field("dimensions").type)
+    for spelled in (df, from_pandas, polars.from_pandas(df), polars.from_arrow(table)):
+        got = A.encode_table(spelled, _codec=impl, **_DECODED)
+        assert bytes(got) == bytes(want)
+        assert (got.lines, got.skipped_null, got.rows) == (want.lines, want.skipped_null,
+                                                           want.rows)
+    # slices, as a sender reads them, and the sender's own reading of the frame
+    assert b"".join(A.encode_table(df.iloc[i:i + 333], _codec=impl, **_DECODED)
+                    for i in range(0, len(df), 333)) == bytes(want)
+    assert list(A._row_stream(df, rows=700, _codec=impl)) == \
+        list(A._row_stream(table.replace_schema_metadata(None), rows=700, _codec=impl))
+
+
+def test_a_frame_of_decode_table_sent_accounts_for_every_row(impl):
+    """Sent as it comes back from pandas, every row is stored, as the table's are."""
+    from dtproto import Sender
+    from dtproto.server import IngestServer
+
+    body = _corpus.make_corpus(2_000, cardinality=_corpus.UNIQUE)
+    df, _ = _spelled_by_pandas(A.decode_table(body, _codec=impl))
+    with IngestServer(tokens={"secret": ["metrics.ingest"]}, now_ms=_corpus.BASE_TS_MS) as srv:
+        with Sender(srv.url, "secret", max_bytes=50_000) as s:
+            result = s.send(df)
+    assert result.lines_ok == len(df) == len(srv.accepted_lines)
+    assert result.lines_invalid == 0 and len(result.requests) > 3
+
+
+@pytest.mark.parametrize("pairs, row, code", [
+    ([[("a", "x")], [("a", "x"), ("b", "y", "z")]], 1, "invalid_record"),
+    ([[("a", "x")], [], [("b",)]], 2, "invalid_record"),
+    ([[("a", "x"), None]], 0, "invalid_record"),
+    ([[(None, "x")]], 0, "invalid_record"),
+    ([[(1, 2)], [(3, 4)]], None, "invalid_dimension_key"),
+], ids=["a-triple", "a-single", "a-null-pair", "a-null-key", "int-keys"])
+def test_pairs_that_are_not_pairs_are_an_error_naming_the_row(impl, pairs, row, code):
+    """A list-of-pairs dimensions column is read as a map only when every
+    entry is a (key, value) pair with a key: else an EncodeError naming the
+    row (or, for keys that are not text, the column)."""
+    n = len(pairs)
+    t = pa.table({"key": ["a.b"] * n, "value": [1.0] * n,
+                  "dimensions": pa.array([None if p is None else [list(x) if x else x for x in p]
+                                          for p in pairs])})
+    with pytest.raises(EncodeError) as e:
+        A.encode_table(t, key="key", value="value", dimensions="dimensions", _codec=impl)
+    assert e.value.code == code and e.value.field == "dimensions"
+    assert e.value.record == row
+    if row is not None:   # sent: that row is the client's rejection, the others go
+        t = t.append_column("kind", pa.array(["gauge"] * n)).append_column(
+            "timestamp", pa.array([None] * n, pa.int64()))
+        lines = _stream_lines(A._row_stream(t, _codec=impl))
+        assert [i for i, x in enumerate(lines) if isinstance(x, str)] == [row]
+        assert "pair" in lines[row]
+
+
+def test_pairs_as_structs_a_null_row_and_values_as_integers(impl):
+    """``list<struct<k, v>>`` reads like ``list<list<string>>``; a null row has
+    no dimensions (as in a map column); integer values are written as text."""
+    t = pa.table({
+        "key": ["a.b"] * 3, "value": [1.0, 2.0, 3.0],
+        "dimensions": pa.array([[{"k": "a", "v": 1}], None, [{"k": "b", "v": None}]],
+                               pa.list_(pa.struct([("k", pa.string()), ("v", pa.int64())]))),
+    })
+    got = A.encode_table(t, key="key", value="value", dimensions="dimensions", _codec=impl)
+    assert bytes(got) == b"a.b,a=1 gauge,1\na.b gauge,2\na.b gauge,3\n"
+
+
+@pytest.mark.parametrize("count, ok", [([2.0, None], True), ([2.5, None], False),
+                                       ([-1.0, None], False), ([float("nan"), None], False)])
+def test_a_float_count_column_is_read_as_integers_only_when_whole(impl, count, ok):
+    """pandas keeps an integer column with a missing value as float64: whole
+    counts are read as the integers they were; any other float is the
+    Encoder's error, as before."""
+    t = pa.table({"key": ["a.b", "c.d"], "kind": ["summary", "gauge"], "value": [None, 1.0],
+                  "min": [1.0, None], "max": [3.0, None], "sum": [4.0, None],
+                  "count": pa.array(count, pa.float64())})
+    if ok:
+        got = A.encode_table(t, key="key", value="value", kind="kind", _codec=impl)
+        assert bytes(got) == b"a.b gauge,min=1,max=3,sum=4,count=2\nc.d gauge,1\n"
+    else:
+        with pytest.raises(EncodeError):
+            A.encode_table(t, key="key", value="value", kind="kind", _codec=impl)
+
+
+def test_the_first_bad_row_is_the_error_whatever_is_wrong_with_it(impl):
+    """A row whose dimension is not a pair is judged in row order with the
+    rest: an invalid key on an earlier row is the error, then the pair."""
+    t = pa.table({"key": ["a.b", "bad key", "a.b", "a.b"], "value": [1.0, 2.0, 3.0, 4.0],
+                  "dimensions": pa.array([[["a", "x"]], [["a", "x"]], [["a", "x"]],
+                                          [["a", "x", "y"]]])})
+    with pytest.raises(EncodeError) as e:
+        A.encode_table(t, key="key", value="value", dimensions="dimensions", _codec=impl)
+    assert e.value.record == 1 and e.value.field != "dimensions"
+    with pytest.raises(EncodeError) as e:
+        A.encode_table(t.slice(2), key="key", value="value", dimensions="dimensions",
+                       _codec=impl)
+    assert e.value.record == 1 and e.value.field == "dimensions"
