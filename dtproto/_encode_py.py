@@ -295,9 +295,9 @@ _templates: dict = {}       # valid dimension keys joined by NUL -> their _templ
 # the text of n pairs -> (n, the text to write): the text itself when it was
 # plain, its escaped form otherwise.  A dict lookup hashes the text once (a
 # str keeps its hash, so the admission below reuses it) and reads one tuple,
-# so a reader never sees half an entry.  A hit skips the check (a translate
-# over the line, ~10% of it) and, for a text that needs escapes, the
-# escaping (~40%).
+# so a reader never sees half an entry.  A hit skips the check (a join,
+# an encode and a translate of the values) and, for a text that needs
+# escapes, the escaping.
 #
 # A text is kept only when it has exactly n "=" and n - 1 ",": then no value
 # holds either, the text splits into pairs one way only, and the text with n
@@ -1077,12 +1077,14 @@ class Encoder:
         # collection's callback does to the caller's pairs meanwhile can make
         # the text written differ from the text checked.
         if type(dimensions) is dict:
+            if len(dimensions) > MAX_DIMENSIONS:
+                return False  # never copied: the exact helpers refuse it unread
             # One private copy (_snapshot, called inline: a call is 1% of a
             # line): another thread can change the caller's dict between any
             # two bytecodes, and a count of pairs read after the text was
             # joined let a value holding "," and "=" through unescaped.
-            # (More than MAX_DIMENSIONS pairs have no _template: the join
-            # below fails and the exact helpers name the error.)
+            # (A copy that grew past MAX_DIMENSIONS meanwhile has no
+            # _template: the join below fails and the exact helpers decide.)
             dimensions = dimensions.copy()
             ks = tuple(dimensions)
             vs = tuple(dimensions.values())

@@ -724,9 +724,11 @@ def _pair_lists_as_map(arr: Any, field: str, row_errors: Dict[int, Any]) -> Any:
     for; None when ``arr`` is not such a column.
 
     pandas gives :func:`decode_table`'s ``map<string, string>`` column back
-    as lists of tuples, which pyarrow reads as ``list<list<string>>``; a
-    list of 2-field structs (``list<struct<key, value>>``) is the other
-    common spelling.  Each entry must be a pair: a row with anything else
+    as lists of tuples, which pyarrow reads as ``list<list<string>>``
+    (``list<null>`` when no row has a dimension); a list of 2-field structs
+    is the other common spelling: fields named ``key`` and ``value`` are
+    read by name, any others as (key, value) in their order.  Each entry
+    must be a pair: a row with anything else
     (an entry of one or three items, a null entry, a null key) gets no
     dimensions here and its error in ``row_errors`` (row -> the
     EncodeError's arguments), for the row path to report at that row.  A
@@ -738,6 +740,11 @@ def _pair_lists_as_map(arr: Any, field: str, row_errors: Dict[int, Any]) -> Any:
         return None
     vt = t.value_type
     structs = pa.types.is_struct(vt) and vt.num_fields == 2
+    if pa.types.is_null(vt):   # no row has an entry (or every row is null)
+        if pc.any(pc.greater(pc.fill_null(pc.list_value_length(arr), 0), 0)).as_py():
+            return None   # entries that are all null: not pairs
+        return pa.MapArray.from_arrays(pa.array([0] * (len(arr) + 1), pa.int32()),
+                                       pa.array([], pa.string()), pa.array([], pa.string()))
     if not (structs or pa.types.is_list(vt) or pa.types.is_large_list(vt)
             or pa.types.is_fixed_size_list(vt)):
         return None
@@ -752,7 +759,9 @@ def _pair_lists_as_map(arr: Any, field: str, row_errors: Dict[int, Any]) -> Any:
         bad = pc.invert(pc.fill_null(pc.equal(pc.list_value_length(entries), 2), False))
     if not pc.any(bad).as_py():
         if structs:
-            keys, items = entries.field(0), entries.field(1)
+            named = {vt.field(0).name, vt.field(1).name} == {"key", "value"}
+            keys = entries.field("key" if named else 0)
+            items = entries.field("value" if named else 1)
         else:
             flat = entries.flatten()
             keys = flat.take(pa.array(range(0, len(flat), 2), pa.int64()))
@@ -763,8 +772,12 @@ def _pair_lists_as_map(arr: Any, field: str, row_errors: Dict[int, Any]) -> Any:
         for at in pc.indices_nonzero(pc.fill_null(bad, False)).to_pylist():
             row = parents[at].as_py()
             if row not in row_errors:   # the first bad entry of its row
+                try:
+                    what = repr(entries[at].as_py())
+                except UnicodeDecodeError:   # text that is not UTF-8 (see _texts)
+                    what = "an entry holding invalid UTF-8"
                 row_errors[row] = ("a dimension must be a (key, value) pair with a key, "
-                                   "not %r" % (entries[at].as_py(),), field, _E.INVALID_RECORD)
+                                   "not %s" % (what,), field, _E.INVALID_RECORD)
         rows = pa.array(sorted(row_errors), pa.int64())
         arr = pc.if_else(pc.is_in(pa.array(range(len(arr)), pa.int64()), value_set=rows),
                          pa.scalar([], arr.type), arr)
@@ -790,8 +803,8 @@ def _whole_floats_as_ints(arr: Any) -> Any:
     int64 (pandas keeps an integer column with a missing value as float64,
     its NaN a null); None for any other column, whose values the Encoder
     judges as they are."""
-    if not pa.types.is_floating(arr.type):
-        return None
+    if not pa.types.is_floating(arr.type) or pa.types.is_float16(arr.type):
+        return None   # (float16 has no floor kernel, and holds no count worth reading)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks else pa.array([], arr.type)
     valid = arr.drop_null()
@@ -1693,7 +1706,9 @@ def encode_table(data: Any, *, key: Any = None, value: Any = None, dimensions: A
     * ``dimensions``: columns of strings, categoricals or integers, as a list
       (the column name is the dimension key) or a ``{dimension key: column}``
       mapping, in line order; or the name of one ``map<string, string>``
-      column (what :func:`decode_table` gives).  A null is left out.
+      column (what :func:`decode_table` gives) or of one column of lists of
+      (key, value) pairs (that map column as pandas gives it back).  A null
+      is left out.
     * ``timestamp``: a column of int epoch ms or of time-zone-aware
       timestamps (Arrow ``timestamp[..., tz]``, pandas ``datetime64[ns, UTC]``);
       a null means no timestamp.  A naive one is refused, as by ``Encoder``.

@@ -1080,3 +1080,47 @@ def test_the_first_bad_row_is_the_error_whatever_is_wrong_with_it(impl):
         A.encode_table(t.slice(2), key="key", value="value", dimensions="dimensions",
                        _codec=impl)
     assert e.value.record == 1 and e.value.field == "dimensions"
+
+
+def test_a_frame_of_lines_without_dimensions_comes_back_through_pandas(impl):
+    """No line with a dimension: pandas gives [] for every row, read as
+    ``list<null>`` (``large_list<null>`` by Polars): no dimensions, not a
+    column of the wrong type."""
+    polars = pytest.importorskip("polars")
+    table = A.decode_table(b"m.a gauge,1\nm.b count,delta=2\n", _codec=impl)
+    df = table.to_pandas()
+    for spelled in (df, pa.Table.from_pandas(df), polars.from_pandas(df)):
+        assert bytes(A.encode_table(spelled, _codec=impl, **_DECODED)) == \
+            b"m.a gauge,1\nm.b count,delta=2\n"
+    assert _stream_lines(A._row_stream(df, _codec=impl)) == [b"m.a gauge,1\n",
+                                                             b"m.b count,delta=2\n"]
+
+
+def test_struct_pairs_named_key_and_value_are_read_by_name(impl):
+    typ = pa.list_(pa.struct([("value", pa.string()), ("key", pa.string())]))
+    t = pa.table({"key": ["m.x"], "value": [1.0],
+                  "dimensions": pa.array([[{"key": "host", "value": "h1"}]], typ)})
+    assert bytes(A.encode_table(t, key="key", value="value", dimensions="dimensions",
+                                _codec=impl)) == b"m.x,host=h1 gauge,1\n"
+
+
+def test_a_bad_pair_holding_invalid_utf8_is_its_rows_error(impl):
+    """The row's error names the entry without decoding it (a UnicodeDecodeError
+    escaped, and stopped a send)."""
+    data = b"hostx\xffyzab"
+    offs = pa.array([0, 4, 6, 7, 8, 10], pa.int32())
+    strs = pa.Array.from_buffers(pa.string(), 5, [None, offs.buffers()[1], pa.py_buffer(data)])
+    inner = pa.ListArray.from_arrays(pa.array([0, 3, 5], pa.int32()), strs)
+    outer = pa.ListArray.from_arrays(pa.array([0, 1, 2], pa.int32()), inner)
+    t = pa.table({"key": ["m.a", "m.b"], "value": [1.0, 2.0], "dimensions": outer})
+    with pytest.raises(EncodeError) as e:
+        A.encode_table(t, key="key", value="value", dimensions="dimensions", _codec=impl)
+    assert (e.value.record, e.value.field, e.value.code) == (0, "dimensions", "invalid_record")
+
+
+def test_a_float16_count_is_the_encoders_error(impl):
+    t = pa.table({"key": ["a.b"], "min": [1.0], "max": [3.0], "sum": [4.0],
+                  "count": pa.array([2], pa.float16())})
+    with pytest.raises(EncodeError) as e:
+        A.encode_table(t, key="key", kind="summary", _codec=impl)
+    assert e.value.field == "count"
