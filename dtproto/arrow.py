@@ -762,10 +762,8 @@ def _pair_lists_as_map(arr: Any, field: str, row_errors: Dict[int, Any]) -> Any:
             named = {vt.field(0).name, vt.field(1).name} == {"key", "value"}
             keys = entries.field("key" if named else 0)
             items = entries.field("value" if named else 1)
-        else:
-            flat = entries.flatten()
-            keys = flat.take(pa.array(range(0, len(flat), 2), pa.int64()))
-            items = flat.take(pa.array(range(1, len(flat), 2), pa.int64()))
+        else:   # every entry holds two items
+            keys, items = pc.list_element(entries, 0), pc.list_element(entries, 1)
         bad = keys.is_null() if keys.null_count else None
     if bad is not None:
         parents = pc.list_parent_indices(arr)
