@@ -719,6 +719,13 @@ def _dimension_refs(table: Any, dimensions: Any) -> Tuple[List[Tuple[str, str]],
     return pairs, None
 
 
+def _nulls_as_empty(arr: Any) -> Any:
+    """A list or map column with each null row an empty one (no dimensions)."""
+    if not arr.null_count:
+        return arr
+    return pc.if_else(pc.is_valid(arr), arr, pa.scalar([], arr.type))
+
+
 def _pair_lists_as_map(arr: Any, field: str, row_errors: Dict[int, Any]) -> Any:
     """A column of lists of (key, value) pairs as the map column it stands
     for; None when ``arr`` is not such a column.
@@ -750,8 +757,7 @@ def _pair_lists_as_map(arr: Any, field: str, row_errors: Dict[int, Any]) -> Any:
         return None
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks else pa.array([], t)
-    if arr.null_count:   # a null row: no pairs (and offsets that start at 0)
-        arr = pc.if_else(pc.is_valid(arr), arr, pa.scalar([], t))
+    arr = _nulls_as_empty(arr)   # a null row: no pairs (and offsets that start at 0)
     entries = arr.flatten()   # every row's entries, in row order
     if structs:
         bad = entries.is_null()
@@ -1142,8 +1148,7 @@ def _vector_lines(table: Any, specs: List[_Spec], dims: List[Tuple[str, str]],
         dim_parts.append(pc.fill_null(seg, "") if seg.null_count else seg)
     if map_col is not None:
         m = _col(table, map_col)
-        if m.null_count:
-            m = pc.if_else(pc.is_valid(m), m, pa.scalar([], m.type))
+        m = _nulls_as_empty(m)
         if _bad_utf8_mask(m.keys) is not None or _bad_utf8_mask(m.items) is not None:
             raise _NeedRows(0)   # the row path finds the row
         keys = m.keys.cast(pa.string())
