@@ -16,7 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import strategies as S
-from dtproto import DecodeError, EncodeError, Metadata, Metric, _impl
+from dtproto import DecodeError, EncodeError, Metadata, Metric, _corpus, _impl
 from dtproto import _encode_py as enc_py
 from encoder_memos import ESCAPED_VALUES, dims_of, fresh_escapes, fresh_memo
 
@@ -634,3 +634,49 @@ def test_encoder_memo_differential_reaches_the_memo(both, memo):
              [("a", "x"), ("b.c", "x")], [("a", "x,b.c=x")]]
     for method in ("gauge", "summary"):
         assert _memo_lines_alike(*both, _memo_calls(pairs, method), memo, False) > 0
+
+
+class _Float(float):
+    pass
+
+
+_EARLY_VALUES = [1.5, -0.0, 0.0, 1e-7, 1e22, 2.5e-308, float("nan"), float("inf"),
+                 float("-inf"), _Float(2.5), _Float("nan"), 3, 10**400, True, "1", None]
+_EARLY_DIMS = [None, {}, {"host": "a"}, {"host": "a b,c"}, {"Bad Key": "v"},
+               {"k%d" % i: "v" for i in range(51)}, {"k": "v" * 256}, [("host", "a")],
+               {"k": 1}]
+
+
+@pytest.mark.parametrize("method", ["gauge", "count"])
+def test_encoder_value_written_before_its_dimensions(both, method):
+    """The C path formats an exact float before it reads the dimensions (its
+    text is ready while their strings come from memory): every pairing of a
+    good or bad value with good or bad dimensions and key gives the reference's
+    line or error, and the same buffer."""
+    encs = [m.Encoder() for m in both]
+    for key in ("abc", "a b"):
+        for value in _EARLY_VALUES:
+            for dims in _EARLY_DIMS:
+                for ts in (None, 1_700_000_000_000, -1):
+                    op = (method, (key, value, dims), {"timestamp": ts})
+                    outs = [encode_outcome(lambda: _apply(e, op)) for e in encs]
+                    assert outs[0] == outs[1], op
+                    assert encs[0].getvalue() == encs[1].getvalue(), op
+    assert encs[0].lines == encs[1].lines > 50
+
+
+@pytest.mark.parametrize("lines", [40_000, 90_000])
+def test_encoder_and_encode_past_the_huge_page_size(both, lines):
+    """Buffers past 4 MB are advised to the kernel for huge pages as they grow
+    (a hint, never a change of bytes): an Encoder and encode() that grow past
+    it, through several doublings, write what the reference writes."""
+    recs = list(both[0].decode(_corpus.make_corpus(lines, seed=7, cardinality="unique")))
+    outs = []
+    for m in both:
+        enc = m.Encoder()
+        for r in recs:
+            enc.add(r)
+        body = enc.getvalue()
+        assert body == m.encode(recs)
+        outs.append(body)
+    assert outs[0] == outs[1] and len(outs[0]) > 4 << 20
