@@ -2175,11 +2175,20 @@ cdef int write_dimension(Out *o, object k, object v) except -1:
     return 1
 
 
-cdef int write_head(Out *o, object key, object dims) except -1:
+cdef struct Early:
+    # A gauge's or count's value, formatted while the dimensions' strings are
+    # still on their way from memory (see write_head).
+    double v
+    Py_ssize_t n          # its text's length; 0: not finite
+    char num[40]
+
+
+cdef int write_head(Out *o, object key, object dims, Early *early) except -1:
     """Mirrors _head: 1 when written, 0 when the reference must diagnose.
 
     Stops at the 51st dimension: a huge mapping is not escaped to the end
-    before it is refused.
+    before it is refused.  ``early`` (or NULL): a value to format on the way,
+    at the point where the CPU would otherwise wait for memory.
     """
     cdef Py_ssize_t n, i, pos = 0, count = 0
     cdef const char *s
@@ -2187,14 +2196,15 @@ cdef int write_head(Out *o, object key, object dims) except -1:
     cdef PyObject *pv
     cdef PyObject *ks[MAX_DIMS_C]
     cdef PyObject *vs[MAX_DIMS_C]
-    if not valid_key(key, MKEYS, MKEY_SLOTS, True, &s, &n):
-        return 0
-    out_write(o, s, n)
     if type(dims) is dict:
         # PyDict_Next: no (key, value) tuple per item, so no allocation
         # and no collector pressure on the hot path.  A first pass gathers
         # the items and asks for the values' memory, so that their cache
-        # misses overlap instead of coming one after the other.
+        # misses overlap one another and the work below (the value, the
+        # metric key) instead of coming one after the other.  The pointers
+        # are borrowed: nothing between here and their last use runs Python
+        # code, except a key whose characters raise (a lone surrogate), and
+        # then they are not read again.
         while PyDict_Next(dims, &pos, &pk, &pv):
             if count == MAX_DIMENSIONS:
                 return 0
@@ -2202,10 +2212,20 @@ cdef int write_head(Out *o, object key, object dims) except -1:
             vs[count] = pv
             DT_PREFETCH(pv)
             count += 1
+        if early != NULL:
+            early.n = format_double(early.v, early.num)
+        if not valid_key(key, MKEYS, MKEY_SLOTS, True, &s, &n):
+            return 0
+        out_write(o, s, n)
         for i in range(count):
             if not write_dimension(o, <object>ks[i], <object>vs[i]):
                 return 0
         return 1
+    if early != NULL:
+        early.n = format_double(early.v, early.num)
+    if not valid_key(key, MKEYS, MKEY_SLOTS, True, &s, &n):
+        return 0
+    out_write(o, s, n)
     if dims is None:   # not the truth of the caller's object (mirrors _head)
         return 1
     for pair in (dims if type(dims) is tuple or type(dims) is list
@@ -2346,7 +2366,7 @@ cdef int write_record(Out *o, object record) except -1:
     cdef int k
     if type(record) is Metric and len(<tuple>record) == 9:
         t = <tuple>record
-        if not write_head(o, t[0], t[1]):
+        if not write_head(o, t[0], t[1], NULL):
             return 0
         # The kind compared as the reference compares it: once with "gauge",
         # then once with "count" (a str subclass may answer differently).
@@ -2540,31 +2560,33 @@ A reusable buffer of encoded lines for hot loops.
         """
         cdef Out o
         cdef int ok
-        cdef char num[40]
-        cdef Py_ssize_t nn = -1
+        cdef Early early
+        cdef Early *e = NULL
         if type(dimensions) is dict:
-            dt_prefetch_dict(<PyObject *>dimensions)   # its miss overlaps the key's work
+            dt_prefetch_dict(<PyObject *>dimensions)   # its miss overlaps the call's work
         if self._c_path(dimensions):
             if kind != K_SUMMARY and type(a) is float:
-                # The value's text first (0: not finite), while the dimensions'
-                # strings are still on their way from memory.  Only for an
-                # exact float: reading it runs no Python code, so nothing a
-                # caller can observe happens in another order than in the
-                # reference.
-                nn = format_double(PyFloat_AS_DOUBLE(a), num)
+                # The value's text is written while the dimensions are read
+                # (write_head).  Only for an exact float: reading it runs no
+                # Python code, so nothing a caller can observe happens in
+                # another order than in the reference.
+                early.v = PyFloat_AS_DOUBLE(a)
+                e = &early
             pairs = _materialize(dimensions)
             out_init(&o, self._ascii_only)
             try:
                 try:
-                    ok = write_head(&o, key, pairs)
-                    if ok and nn > 0:
-                        if kind == K_GAUGE:
-                            out_write(&o, " gauge,", 7)
-                        else:
-                            out_write(&o, " count,delta=", 13)
-                        out_write(&o, num, nn)
+                    ok = write_head(&o, key, pairs, e)
+                    if ok and e != NULL:
+                        ok = early.n > 0   # 0: not finite, the reference names the error
+                        if ok:
+                            if kind == K_GAUGE:
+                                out_write(&o, " gauge,", 7)
+                            else:
+                                out_write(&o, " count,delta=", 13)
+                            out_write(&o, early.num, early.n)
                     elif ok:
-                        ok = nn != 0 and write_payload(&o, kind, a, b, c, d)
+                        ok = write_payload(&o, kind, a, b, c, d)
                     ok = ok and finish(&o, timestamp)
                 except Exception:
                     ok = 0  # e.g. a malformed pair: the reference names the error
