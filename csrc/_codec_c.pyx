@@ -57,42 +57,9 @@ cdef extern from *:
         (void)d;
     #endif
     }
-    #if defined(__linux__)
-    #include <sys/mman.h>
-    #include <unistd.h>
-    #endif
-    /* Transparent huge pages for a large output buffer, as NumPy asks for
-       every array of 4 MB or more: where the system's policy is "madvise"
-       (a common default), a 24 MB Encoder buffer otherwise takes ~6,000 page
-       faults, each a trap into the kernel, the first time it is written.  A
-       hint only: the bytes are the same, a refusal (EINVAL on a kernel
-       without THP) is ignored. */
-    #define DT_HUGE_AT ((Py_ssize_t)1 << 22)
-    static void dt_advise_huge(char *p, Py_ssize_t n) {
-    #if defined(__linux__) && defined(MADV_HUGEPAGE)
-        static uintptr_t page = 0;
-        uintptr_t lo, hi;
-        if (page == 0) {
-            long ps = sysconf(_SC_PAGESIZE);
-            page = ps > 0 ? (uintptr_t)ps : 4096;
-        }
-        /* Whole pages around the block, not the pages inside it: advice on
-           part of a mapping splits it in two, and then the mremap() with
-           which realloc() grows a large block fails (EFAULT) and realloc()
-           copies the whole block instead, at every doubling. */
-        lo = (uintptr_t)p & ~(page - 1);
-        hi = ((uintptr_t)p + (uintptr_t)n + page - 1) & ~(page - 1);
-        if (hi > lo)
-            (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-    #else
-        (void)p; (void)n;
-    #endif
-    }
     """
     void DT_PREFETCH(const void *addr) nogil
     void dt_prefetch_dict(PyObject *d) noexcept
-    Py_ssize_t DT_HUGE_AT
-    void dt_advise_huge(char *p, Py_ssize_t n) noexcept nogil
 
 cdef extern from "_blocks.h":
     int DT_BLOCKS
@@ -2203,8 +2170,8 @@ cdef int write_head(Out *o, object key, object dims, Early *early) except -1:
         # misses overlap one another and the work below (the value, the
         # metric key) instead of coming one after the other.  The pointers
         # are borrowed: nothing between here and their last use runs Python
-        # code, except a key whose characters raise (a lone surrogate), and
-        # then they are not read again.
+        # code unless it raises (a key or value with a lone surrogate, a
+        # MemoryError), and then they are not read again.
         while PyDict_Next(dims, &pos, &pk, &pv):
             if count == MAX_DIMENSIONS:
                 return 0
@@ -2538,8 +2505,6 @@ A reusable buffer of encoded lines for hot loops.
         self._blk = nb
         self._buf = nb + DT_BYTES_HDR
         self._cap = cap
-        if cap >= DT_HUGE_AT:
-            dt_advise_huge(nb, DT_BYTES_HDR + cap + 1)
         return 0
 
     cdef int _append(self, const char *s, Py_ssize_t n, Py_ssize_t lines) except -1:

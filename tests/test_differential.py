@@ -8,6 +8,8 @@ after an error are identical; each decodes what the other encodes.
 
 from __future__ import annotations
 
+import collections
+import gc
 import math
 import random
 
@@ -640,11 +642,21 @@ class _Float(float):
     pass
 
 
-_EARLY_VALUES = [1.5, -0.0, 0.0, 1e-7, 1e22, 2.5e-308, float("nan"), float("inf"),
-                 float("-inf"), _Float(2.5), _Float("nan"), 3, 10**400, True, "1", None]
+class _Str(str):
+    pass
+
+
+class _Dict(dict):
+    pass
+
+
+_EARLY_VALUES = [1.5, -0.0, 0.0, 1e-7, 1e-5, 1e16, 1e17, 1e22, 2.5e-308, 5e-324,
+                 float("nan"), float("inf"), float("-inf"), _Float(2.5), _Float("nan"), 3,
+                 10**400, True, "1", None]
 _EARLY_DIMS = [None, {}, {"host": "a"}, {"host": "a b,c"}, {"Bad Key": "v"},
                {"k%d" % i: "v" for i in range(51)}, {"k": "v" * 256}, [("host", "a")],
-               {"k": 1}]
+               {"k": 1}, {"k": "a\ud800"}, _Dict(host="a"), collections.OrderedDict(host="a"),
+               {_Str("host"): _Str("a b")}]
 
 
 @pytest.mark.parametrize("method", ["gauge", "count"])
@@ -654,7 +666,7 @@ def test_encoder_value_written_before_its_dimensions(both, method):
     good or bad value with good or bad dimensions and key gives the reference's
     line or error, and the same buffer."""
     encs = [m.Encoder() for m in both]
-    for key in ("abc", "a b"):
+    for key in ("abc", "a b", _Str("abc"), _Str("a b"), "a.b\ud800"):
         for value in _EARLY_VALUES:
             for dims in _EARLY_DIMS:
                 for ts in (None, 1_700_000_000_000, -1):
@@ -666,10 +678,9 @@ def test_encoder_value_written_before_its_dimensions(both, method):
 
 
 @pytest.mark.parametrize("lines", [40_000, 90_000])
-def test_encoder_and_encode_past_the_huge_page_size(both, lines):
-    """Buffers past 4 MB are advised to the kernel for huge pages as they grow
-    (a hint, never a change of bytes): an Encoder and encode() that grow past
-    it, through several doublings, write what the reference writes."""
+def test_encoder_and_encode_through_many_doublings(both, lines):
+    """An Encoder and encode() whose buffer grows past 4 MB, through many
+    doublings (realloc moving the block), write what the reference writes."""
     recs = list(both[0].decode(_corpus.make_corpus(lines, seed=7, cardinality="unique")))
     outs = []
     for m in both:
@@ -680,3 +691,36 @@ def test_encoder_and_encode_past_the_huge_page_size(both, lines):
         assert body == m.encode(recs)
         outs.append(body)
     assert outs[0] == outs[1] and len(outs[0]) > 4 << 20
+
+
+def test_dimensions_gathered_before_the_key_survive_a_collector_that_clears_them(both):
+    """The C path reads a dict's items (borrowed) before it checks the metric
+    key; a key that raises (a lone surrogate) allocates the exception, which
+    may start the collector, whose callback here empties the dict: nothing
+    read before is used after, the call fails as the reference's does and
+    the buffer stays empty."""
+    py, c = both
+    encs = (py.Encoder(), c.Encoder())
+    state = {}
+
+    def clear_dims(phase, info):
+        if phase == "start" and state.get("d") is not None:
+            state["d"].clear()
+
+    gc.callbacks.append(clear_dims)
+    old = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        for i in range(300):
+            outs = []
+            for enc in encs:
+                d = state["d"] = {"k%d" % j: "v" * 40 + str(i * 64 + j) for j in range(20)}
+                for key in ("a.b\ud800", _Str("a.b\ud800")):
+                    outs.append(encode_outcome(lambda: enc.gauge(key, 1.5, d)))
+                    assert outs[-1][0] == "error"
+                assert len(enc) == 0
+            assert outs[:2] == outs[2:]
+    finally:
+        gc.callbacks.remove(clear_dims)
+        gc.set_threshold(*old)
+        state.clear()
