@@ -21,6 +21,7 @@ import strategies as S
 from dtproto import DecodeError, EncodeError, Metadata, Metric, _corpus, _impl
 from dtproto import _encode_py as enc_py
 from encoder_memos import ESCAPED_VALUES, dims_of, fresh_escapes, fresh_memo
+from stress_fuzz import FloatSub, StrSub
 
 if _impl.env_flag("DTPROTO_NO_EXTENSIONS"):
     pytest.skip("DTPROTO_NO_EXTENSIONS is set: only the pure-Python implementation",
@@ -638,25 +639,17 @@ def test_encoder_memo_differential_reaches_the_memo(both, memo):
         assert _memo_lines_alike(*both, _memo_calls(pairs, method), memo, False) > 0
 
 
-class _Float(float):
-    pass
-
-
-class _Str(str):
-    pass
-
-
 class _Dict(dict):
     pass
 
 
 _EARLY_VALUES = [1.5, -0.0, 0.0, 1e-7, 1e-5, 1e16, 1e17, 1e22, 2.5e-308, 5e-324,
-                 float("nan"), float("inf"), float("-inf"), _Float(2.5), _Float("nan"), 3,
+                 float("nan"), float("inf"), float("-inf"), FloatSub(2.5), FloatSub("nan"), 3,
                  10**400, True, "1", None]
 _EARLY_DIMS = [None, {}, {"host": "a"}, {"host": "a b,c"}, {"Bad Key": "v"},
                {"k%d" % i: "v" for i in range(51)}, {"k": "v" * 256}, [("host", "a")],
                {"k": 1}, {"k": "a\ud800"}, _Dict(host="a"), collections.OrderedDict(host="a"),
-               {_Str("host"): _Str("a b")}]
+               {StrSub("host"): StrSub("a b")}]
 
 
 @pytest.mark.parametrize("method", ["gauge", "count"])
@@ -666,7 +659,7 @@ def test_encoder_value_written_before_its_dimensions(both, method):
     good or bad value with good or bad dimensions and key gives the reference's
     line or error, and the same buffer."""
     encs = [m.Encoder() for m in both]
-    for key in ("abc", "a b", _Str("abc"), _Str("a b"), "a.b\ud800"):
+    for key in ("abc", "a b", StrSub("abc"), StrSub("a b"), "a.b\ud800"):
         for value in _EARLY_VALUES:
             for dims in _EARLY_DIMS:
                 for ts in (None, 1_700_000_000_000, -1):
@@ -715,7 +708,7 @@ def test_dimensions_gathered_before_the_key_survive_a_collector_that_clears_them
             outs = []
             for enc in encs:
                 d = state["d"] = {"k%d" % j: "v" * 40 + str(i * 64 + j) for j in range(20)}
-                for key in ("a.b\ud800", _Str("a.b\ud800")):
+                for key in ("a.b\ud800", StrSub("a.b\ud800")):
                     outs.append(encode_outcome(lambda: enc.gauge(key, 1.5, d)))
                     assert outs[-1][0] == "error"
                 assert len(enc) == 0
