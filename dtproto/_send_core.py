@@ -939,8 +939,14 @@ def _items(items: Iterable[Any]) -> Iterator[Any]:
 
 
 def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: ``localhost`` or a loopback address.
+
+    Names under ``.localhost`` are not: RFC 6761 reserves them for loopback,
+    but the connection resolves them through the system's resolver, and
+    where that asks DNS, ``x.localhost`` can name any host.  Counting it
+    would send the token there over plain HTTP, past the proxy."""
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

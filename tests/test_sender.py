@@ -623,6 +623,13 @@ def test_token_over_plain_http_to_a_remote_host(caplog):
     assert "plain HTTP" in caplog.text
     # Loopback over HTTP is fine (the local endpoint).
     Sender("http://127.0.0.1:1/api/v2/metrics/ingest", TOKEN)
+    Sender("http://[::1]:1/api/v2/metrics/ingest", TOKEN)
+    Sender("http://LocalHost:1/api/v2/metrics/ingest", TOKEN)
+    # A name under .localhost is resolved like any other name (DNS can send
+    # it anywhere), so it is not taken for this machine.
+    for host in ("evil.localhost", "localhost.example.com", "127.0.0.1.nip.io"):
+        with pytest.raises(ConfigurationError, match="plain HTTP to " + host):
+            Sender("http://%s:1/api/v2/metrics/ingest" % host, TOKEN)
 
 
 def test_proxy_from_environment(monkeypatch):
@@ -633,8 +640,14 @@ def test_proxy_from_environment(monkeypatch):
     assert s._proxy is not None and s._proxy.hostname == "proxy.example.com"
     monkeypatch.setenv("NO_PROXY", "abc.live.dynatrace.com")
     assert Sender("https://abc.live.dynatrace.com/api/v2/metrics/ingest", TOKEN)._proxy is None
-    # Loopback never goes through a proxy.
+    # Loopback never goes through a proxy; a name under .localhost may not be
+    # loopback, so it goes the way the environment says.
     assert Sender("http://127.0.0.1:1/api/v2/metrics/ingest", TOKEN)._proxy is None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
+    monkeypatch.delenv("http_proxy", raising=False)
+    assert Sender("http://localhost:1/api/v2/metrics/ingest", TOKEN)._proxy is None
+    s = Sender("http://x.localhost:1/api/v2/metrics/ingest", TOKEN, allow_insecure=True)
+    assert s._proxy is not None and s._proxy.hostname == "proxy.example.com"
 
 
 @pytest.mark.parametrize("port", ["0", "99999", "abc", "-1"])
