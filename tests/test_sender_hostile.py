@@ -640,14 +640,26 @@ def test_a_token_echoed_as_a_json_number_is_masked(token, echoed):
     assert str(echoed) not in repr(r) + str(r)
 
 
-@pytest.mark.parametrize("slashes", [False, True])
-def test_a_token_echoed_as_a_json_string_in_a_raw_answer_is_masked(slashes):
+def _every_char_escaped(text: str) -> str:
+    return "".join("\\u%04X" % ord(c) for c in text)
+
+
+@pytest.mark.parametrize("spelling", [
+    lambda t: t,                                              # '"' and '\\' escaped
+    lambda t: t.replace("/", "\\/"),                          # '/' too, by some servers
+    lambda t: t.replace("<", "\\u003c").replace("&", "\\u0026"),  # Go's HTML-safe JSON
+    lambda t: t.replace("dt0c01", _every_char_escaped("dt0c01")),   # upper-case hex
+    lambda t: t.replace("QZ", "\\u0051\\u005a"),
+], ids=["escaped", "slashes", "go-html", "upper-hex", "lower-hex"])
+def test_a_token_echoed_as_a_json_string_in_a_raw_answer_is_masked(spelling):
     """An answer that is not a ValidationResponse is quoted raw: the token may
-    be there JSON-escaped ('"' and '\\' always, '/' by some servers)."""
-    token = 'dt0c01.QZX/QZY"QZW\\QZV'
+    be there in any of JSON's spellings of its characters ('"' and '\\'
+    always escaped, '/' by some servers, '<' and '&' by Go's encoder, any
+    character as a \\u escape)."""
+    token = 'dt0c01.QZX/QZY"QZW\\QZV<QZ&'
     text = json.dumps({"error": {"code": 503, "message": "echo: " + token}})
-    if slashes:
-        text = text.replace("/", "\\/")
+    text = spelling(text)
+    assert json.loads(text)["error"]["message"] == "echo: " + token
     assert token not in text
     with RawEndpoint(answer_json("503 Service Unavailable", lambda body: text.encode())) as ep:
         seen = shown_by_send(ep.url, token, b"a.b 1\n")
