@@ -23,6 +23,8 @@ without a network and without sleeping.
 
 from __future__ import annotations
 
+import array
+import bisect
 import dataclasses
 import email.utils
 import gzip as _gzip
@@ -1047,27 +1049,72 @@ class _Attempt(Exception):
         self.final = final
 
 
-_SHORT_ESCAPES = {'"': b'\\"', "\\": b"\\\\", "/": b"\\/", "\b": b"\\b",
-                  "\f": b"\\f", "\n": b"\\n", "\r": b"\\r", "\t": b"\\t"}
+# A JSON string escape: a surrogate pair, any other \uXXXX, or a short one.
+_JSON_ESCAPE = re.compile(
+    rb"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|\\u([0-9a-fA-F]{4})|\\([\"\\/bfnrt])")
+_SHORT_UNESCAPED = {b'"': b'"', b"\\": b"\\", b"/": b"/", b"b": b"\b", b"f": b"\f",
+                    b"n": b"\n", b"r": b"\r", b"t": b"\t"}
 
 
-def _json_spellings(value: str) -> "re.Pattern[bytes]":
-    """A pattern for ``value`` as it can be written inside a JSON string:
-    each character as itself (UTF-8), as its short escape if it has one,
-    or as ``\\uXXXX`` (a surrogate pair beyond the BMP), hex digits in
-    either case."""
-    parts = []
-    for ch in value:
-        forms = [re.escape(ch.encode("utf-8", "surrogateescape"))]
-        if ch in _SHORT_ESCAPES:
-            forms.append(re.escape(_SHORT_ESCAPES[ch]))
-        units = ch.encode("utf-16-be", "surrogatepass")
-        forms.append(b"".join(
-            b"\\\\u" + b"".join(b"[%s%s]" % (h.encode(), h.upper().encode())
-                                 for h in "%04x" % int.from_bytes(units[i:i + 2], "big"))
-            for i in range(0, len(units), 2)))
-        parts.append(b"(?:" + b"|".join(forms) + b")")
-    return re.compile(b"".join(parts))
+def _replace_json_spellings(data: bytes, token: bytes) -> bytes:
+    """``data`` with ``token`` (UTF-8) replaced by ``<token>`` wherever it is
+    written, as itself or inside a JSON string with any of its characters
+    escaped (``\\uXXXX`` in either case, a surrogate pair, ``\\"``, ``\\/``...).
+
+    The escapes are decoded into a copy that remembers where each escape
+    came from; the token is found in the copy and replaced in ``data``.
+    Linear in ``data`` (three integers an escape), and the token goes into
+    no pattern (``re`` would keep a pattern holding it in its cache)."""
+    data = data.replace(token, b"<token>")
+    if b"\\" not in data:
+        return data
+    plain = bytearray()
+    # for each escape: where its text starts in plain, and its span in data
+    e_plain, e_start, e_end = array.array("q"), array.array("q"), array.array("q")
+    e_len = bytearray()            # its text's length in plain (1..4 bytes)
+    at = 0
+    for m in _JSON_ESCAPE.finditer(data):
+        plain += data[at:m.start()]
+        hi, lo, unit, short = m.groups()
+        if short is not None:
+            text = _SHORT_UNESCAPED[short]
+        else:
+            code = (0x10000 + ((int(hi, 16) - 0xD800) << 10) + (int(lo, 16) - 0xDC00)
+                    if hi is not None else int(unit, 16))
+            text = chr(code).encode("utf-8", "surrogatepass")
+        e_plain.append(len(plain))
+        e_start.append(m.start())
+        e_end.append(m.end())
+        e_len.append(len(text))
+        plain += text
+        at = m.end()
+    plain += data[at:]
+
+    def where(p: int, after: bool) -> int:
+        """Where byte ``p`` of plain lies in data: where it starts, or (after)
+        where it ends; a byte of an escape's text is the whole escape."""
+        k = bisect.bisect_right(e_plain, p) - 1
+        if k < 0:
+            return p + after
+        off = p - e_plain[k]
+        if off < e_len[k]:
+            return e_end[k] if after else e_start[k]
+        return e_end[k] + off - e_len[k] + after
+
+    out = []
+    at = 0
+    i = plain.find(token)
+    while i >= 0:
+        begin = where(i, False)
+        out.append(data[at:begin])
+        out.append(b"<token>")
+        at = where(i + len(token) - 1, True)
+        i = plain.find(token, i + len(token))
+    if not out:
+        return data
+    out.append(data[at:])
+    return b"".join(out)
 
 
 class _Secret:
@@ -1103,11 +1150,8 @@ class _Secret:
         # As it is, and as the raw answer may hold it inside a JSON string, where any
         # character can be spelled as an escape: '"' and '\\' always are,
         # '/' is by some servers, '<', '>' and '&' are by Go's encoder
-        # (\u003c), and a server may escape anything else.  The pattern has
-        # no repetition: at most len(token) steps a byte (a 1 MB answer
-        # against a token of 100 'A's, the worst overlap: 0.6 s; a real
-        # token: 16 ms), and only for an answer that is shown.
-        return _json_spellings(value).sub(b"<token>", data)
+        # (\u003c), and a server may escape anything else.
+        return _replace_json_spellings(data, value.encode("utf-8", "surrogateescape"))
 
     def masked_text(self, text: str) -> str:
         """:meth:`masked` for a text taken from a parsed answer.  A token that

@@ -622,6 +622,30 @@ def test_proxy_that_would_get_credentials_in_clear_is_refused(monkeypatch, proxy
     assert Sender(url, "dt0c01.TOKEN")._proxy is not None
 
 
+def test_masking_maps_escapes_back_to_the_answer_as_it_came():
+    """The token is found in a decoded copy of the answer and replaced in the
+    answer itself: around other escapes, twice, as a surrogate pair, and
+    also where the raw token holds what reads like an escape ("\\n")."""
+    from dtproto._send_core import _Secret
+
+    token = "dt0c01.Q\\nZ/\U0001F600"
+    escaped = json.dumps(token)[1:-1]                       # \\ and \ud83d\ude00
+    assert "\\ud83d\\ude00" in escaped
+    spelled = (escaped.replace("Q", "\\u0051").replace("/", "\\/")
+               .replace("\\ud83d", "\\uD83D"))
+    assert json.loads('"%s"' % spelled) == token
+    body = ('{"a": "\\u00e9\\\\u0041 %s, \\"%s\\" %s", "b": "\\n"}'
+            % (spelled, escaped, token)).encode("utf-8")
+    assert json.loads(body)["a"].count(token) == 2           # the third is raw, not JSON
+    masked = _Secret(token).masked(body)
+    assert masked == ('{"a": "\\u00e9\\\\u0041 <token>, \\"<token>\\" <token>", '
+                      '"b": "\\n"}').encode("ascii")
+    assert _Secret(token).masked(b"dt0c01.Q no") == b"dt0c01.Q no"
+    # escapes inside, the token's ends in plain text on both sides
+    assert (_Secret("dt0c01.Q/Zend").masked(b'["x\\/", "dt0c01.\\u0051\\/Zend", "\\/"]')
+            == b'["x\\/", "<token>", "\\/"]')
+
+
 @pytest.mark.parametrize("token, echoed", [("123456789", 123456789), ("-1234.5", -1234.5),
                                            ("1e10", 1e10), ("Infinity", float("inf"))])
 def test_a_token_echoed_as_a_json_number_is_masked(token, echoed):
