@@ -47,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -59,12 +58,9 @@ try:  # an installed dtproto wins; otherwise the checkout this script lives in
 except ImportError:
     sys.path.insert(1, _ROOT)
 
-from cardinality import encoder_rows  # noqa: E402
+from cardinality import encoder_rows, timed  # noqa: E402
 
 from dtproto import _corpus  # noqa: E402
-
-perf_counter = time.perf_counter
-
 
 def build_revision(rev: str, workdir: str) -> str:
     """Export ``rev`` of this repository into ``workdir`` and build its
@@ -138,14 +134,6 @@ def check_same(a: ModuleType, b: ModuleType, data: bytes, tuples: List[tuple],
 
 def _report_counts(report: Any) -> Tuple[int, int, int]:
     return report.lines_ok, report.lines_invalid, report.warnings_total
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    """Seconds of one call, after a collection outside the timing."""
-    gc.collect()
-    t0 = perf_counter()
-    fn()
-    return perf_counter() - t0
 
 
 def measure_level(level: Any, builds: Dict[str, ModuleType],
