@@ -103,6 +103,7 @@ import stress_fuzz as sf  # noqa: E402  (the comparison rules and value pools)
 
 MAX_LINE_CHARS = sf.MAX_LINE_CHARS
 MAX_LINE_BYTES = sf.MAX_LINE_BYTES
+SECONDS_TIMESTAMP_BELOW = sf.SECONDS_TIMESTAMP_BELOW
 NOWS = [None, 1_700_000_000_000, 0, 1_717_243_200_000]
 MAX_ERRORS = [None, 0, 1, 3, 10_000]
 MAX_WARNINGS = [None, 0, 2, 10_000]
@@ -297,7 +298,8 @@ def encoder_call(r: ByteChoices) -> Tuple[str, List[Any], Dict[str, Any]]:
         elif param == "dimensions":
             v = dimensions(r)
         elif param == "timestamp":
-            v = r.choice([None, None, 1_717_243_200_000, 0, -1, 2**63 - 1, 2**63, 1.5, True])
+            v = r.choice([None, None, 1_717_243_200_000, 0, -1, 2**63 - 1, 2**63, 1.5, True,
+                          SECONDS_TIMESTAMP_BELOW - 1, SECONDS_TIMESTAMP_BELOW])
         elif param == "metric_type":
             v = r.choice(["gauge", "count", "summary"])
         elif param in ("display_name", "description", "unit"):

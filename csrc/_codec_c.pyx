@@ -84,6 +84,8 @@ cdef extern from "Python.h":
     PyObject *PyType_GenericAlloc(PyTypeObject *tp, Py_ssize_t nitems) except NULL
     void PyObject_GC_UnTrack(void *op)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    void *PyUnicode_DATA(object o)
     const char *PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except NULL
     long long PyLong_AsLongLongAndOverflow(object o, int *overflow) except? -1
     double PyLong_AsDouble(object o) except? -1.0
@@ -1966,6 +1968,9 @@ cdef bint _plain_pairs(object dims):
 cdef enum:
     OUT_INLINE = 1024
     ENCODER_FIRST_CAP = 1 << 16
+    DIRECT_TAIL = 13 + 40 + 21 + 1   # Encoder._write_direct: payload, timestamp, LF
+
+cdef long long DOUBLE_EXACT = 1LL << 53   # ints up to this are exact as doubles
 
 
 cdef struct Out:
@@ -2066,22 +2071,28 @@ cdef inline void key_store(PyObject **slot, object k) noexcept:
 
 cdef extern from *:
     """
-    /* Whether the n bytes at src are all taken as is in a bare value (none
-       of , = SP \\ " nor a control or non-ASCII byte), copying them to w,
-       which has room for n + 16 bytes: whole blocks are tested in src, the
-       last partial block in the copy (its bytes past n masked off), so
-       nothing past src[n] is read.  0: escape_value must run. */
+    /* Whether the n bytes of a compact ASCII str's data at src are all taken
+       as is in a bare value (none of , = SP \\ " nor a control byte), copying
+       them to w.  Whole blocks are tested in src; the last partial block as
+       the 16 bytes that end at src[n - 1], its bytes before the partial block
+       masked off: for a short value those lie in the str's own header (at
+       least 32 bytes precede the data of a compact ASCII str), so nothing
+       outside the object is read.  Not tested in the copy: reading back 16
+       bytes that two overlapping stores just wrote stalls until both reach
+       the cache, which a new buffer's line takes a memory round trip to do.
+       0: escape_value must run. */
     static inline void dt_copy(char *d, const char *s, Py_ssize_t n);   /* _columns.pxi */
     static inline int dt_copy_plain(const uint8_t *src, Py_ssize_t n, char *w) {
     #if DT_BLOCKS
         Py_ssize_t i = 0;
-        unsigned m;
         for (; n - i >= 16; i += 16)
             if (dt_stop_bare(_mm_loadu_si128((const __m128i *)(src + i))))
                 return 0;
+        if (i < n && (dt_stop_bare(_mm_loadu_si128((const __m128i *)(src + n - 16)))
+                      >> (16 - (n - i))))
+            return 0;
         dt_copy(w, (const char *)src, n);
-        m = dt_stop_bare(_mm_loadu_si128((const __m128i *)(w + i)));
-        return (m & ((1u << (n - i)) - 1u)) == 0;
+        return 1;
     #else
         (void)src; (void)n; (void)w;
         return 0;
@@ -2111,35 +2122,76 @@ cdef int valid_key(object k, PyObject **cache, Py_ssize_t slots, bint metric,
     return 1
 
 
+cdef inline int dimension_value(object v, const char **s, Py_ssize_t *n) except -1:
+    """The value's UTF-8 (``*s``, ``*n``) when ``v`` may be a dimension value
+    (a str of at most 255 code points): 2 when it is a compact ASCII str's
+    own characters (dt_copy_plain may read them), 1 otherwise; 0 when not."""
+    if not isinstance(v, str) or PyUnicode_GET_LENGTH(v) > MAX_DIMENSION_VALUE:
+        return 0
+    if PyUnicode_IS_COMPACT_ASCII(v):
+        n[0] = PyUnicode_GET_LENGTH(v)
+        s[0] = <const char *>PyUnicode_DATA(v)
+        return 2
+    s[0] = dt_str_utf8_or_raise(<PyObject *>v, n)   # lone surrogates raise: the reference reports
+    return 1
+
+
+cdef inline Py_ssize_t dimension_text(char *w, const char *ks, Py_ssize_t kn, const char *vs,
+                                      Py_ssize_t vn, int form, int nonascii) noexcept nogil:
+    """``,key=escaped-value`` written at ``w``, which has room for
+    ``kn + 2 + 2 * vn`` bytes (every byte escaped); its length, or -1 when the
+    value is refused.  ``form``: dimension_value's answer."""
+    cdef Py_ssize_t n
+    w[0] = 44
+    dt_copy(w + 1, ks, kn)
+    w[kn + 1] = 61
+    if form == 2 and dt_copy_plain(<const uint8_t *>vs, vn, w + kn + 2):
+        n = vn
+    else:
+        n = escape_value(<const uint8_t *>vs, vn, w + kn + 2, nonascii)
+        if n < 0:
+            return -1
+    return kn + 2 + n
+
+
 cdef int write_dimension(Out *o, object k, object v) except -1:
     """``,key=escaped-value`` (mirrors _dimension_segment)."""
     cdef Py_ssize_t kn, vn, n
     cdef const char *ks
     cdef const char *vs
-    cdef char *w
+    cdef int form
     if not valid_key(k, DKEYS, DKEY_SLOTS, False, &ks, &kn):
         return 0
-    if not isinstance(v, str) or PyUnicode_GET_LENGTH(v) > MAX_DIMENSION_VALUE:
+    form = dimension_value(v, &vs, &vn)
+    if not form:
         return 0
-    vs = dt_str_utf8_or_raise(<PyObject *>v, &vn)   # lone surrogates raise: the reference reports
-    # worst case every byte escaped: "," key "=" 2*value, and 16 bytes that
-    # dt_copy_plain may read past the copied value
-    if o.len + kn + 18 + 2 * vn > o.cap:
-        out_reserve(o, kn + 18 + 2 * vn)
-    w = o.buf + o.len
-    w[0] = 44
-    dt_copy(w + 1, ks, kn)
-    w[kn + 1] = 61
-    if dt_copy_plain(<const uint8_t *>vs, vn, w + kn + 2):
-        n = vn
-    else:
-        # With options non-ASCII goes to the reference: normalization may change it.
-        n = escape_value(<const uint8_t *>vs, vn, w + kn + 2,
-                         NONASCII_REFUSE if o.ascii_only else NONASCII_TRUSTED)
-        if n < 0:
-            return 0
-    o.len += kn + 2 + n
+    if o.len + kn + 2 + 2 * vn > o.cap:
+        out_reserve(o, kn + 2 + 2 * vn)
+    # With options non-ASCII goes to the reference: normalization may change it.
+    n = dimension_text(o.buf + o.len, ks, kn, vs, vn, form,
+                       NONASCII_REFUSE if o.ascii_only else NONASCII_TRUSTED)
+    if n < 0:
+        return 0
+    o.len += n
     return 1
+
+
+cdef inline Py_ssize_t point_tail(char *w, int kind, const char *num, Py_ssize_t n) noexcept nogil:
+    """`` gauge,<num>`` or `` count,delta=<num>`` written at ``w`` (room for
+    ``n + 13`` bytes); its length."""
+    if kind == K_GAUGE:
+        memcpy(w, b" gauge,", 7)
+        dt_copy(w + 7, num, n)
+        return 7 + n
+    memcpy(w, b" count,delta=", 13)
+    dt_copy(w + 13, num, n)
+    return 13 + n
+
+
+cdef inline Py_ssize_t timestamp_text(char *w, uint64_t ts) noexcept nogil:
+    """`` <ts>`` written at ``w`` (room for 21 bytes); its length."""
+    w[0] = 32
+    return 1 + format_u64(ts, w + 1)
 
 
 cdef struct Early:
@@ -2283,8 +2335,7 @@ cdef int finish(Out *o, object timestamp) except -1:
             return 0
         if o.len + 21 > o.cap:
             out_reserve(o, 21)
-        o.buf[o.len] = 32
-        o.len += 1 + format_u64(ts, o.buf + o.len + 1)
+        o.len += timestamp_text(o.buf + o.len, ts)
         if <int64_t>ts < SECONDS_TIMESTAMP_BELOW:
             R.warn_seconds()
     if o.len > MAX_LINE_CHARS:
@@ -2318,11 +2369,20 @@ cdef int write_summary(Out *o, object mn, object mx, object sm, object cnt) exce
 
 
 cdef int write_payload(Out *o, int kind, object a, object b, object c, object d) except -1:
-    if kind == K_GAUGE:
-        return out_write(o, " gauge,", 7) and write_number(o, a)
-    if kind == K_COUNT:
-        return out_write(o, " count,delta=", 13) and write_number(o, a)
-    return write_summary(o, a, b, c, d)
+    cdef double v
+    cdef char num[40]
+    cdef Py_ssize_t n
+    if kind == K_SUMMARY:
+        return write_summary(o, a, b, c, d)
+    if not number_value(a, &v):
+        return 0
+    n = format_double(v, num)  # 0: inf or nan
+    if n == 0:
+        return 0
+    if o.len + n + 13 > o.cap:
+        out_reserve(o, n + 13)
+    o.len += point_tail(o.buf + o.len, kind, num, n)
+    return 1
 
 
 cdef int write_record(Out *o, object record) except -1:
@@ -2516,6 +2576,115 @@ A reusable buffer of encoded lines for hot loops.
         self._lines += lines
         return 0
 
+    cdef int _direct(self, int kind, object key, object value, object dimensions,
+                     object timestamp):
+        """1 when a gauge or count point was written by the direct path, 0 when
+        _point must take it.
+
+        The direct path takes the common call: a plain encoder (no options),
+        an exact float (or an int that a double holds exactly), an exact dict
+        or None, an exact int timestamp or None.  Anything else, and any
+        point that is not plainly valid, goes to _point, which gives the same
+        bytes or names the same error as before (it starts over: nothing the
+        direct path did is kept).
+        """
+        cdef double v
+        cdef int overflow = 0
+        cdef long long sv
+        if self._ref is not None:
+            return 0
+        if type(value) is float:
+            v = PyFloat_AS_DOUBLE(value)
+        elif type(value) is int:
+            # PyLong_AsDouble's value (the reference's) where the double is exact
+            sv = PyLong_AsLongLongAndOverflow(value, &overflow)
+            if overflow or sv > DOUBLE_EXACT or sv < -DOUBLE_EXACT:
+                return 0
+            v = <double>sv
+        else:
+            return 0
+        if not (dimensions is None or type(dimensions) is dict) \
+                or not (timestamp is None or type(timestamp) is int):
+            return 0
+        try:
+            return self._write_direct(kind, key, v, dimensions, timestamp)
+        except Exception:
+            return 0   # e.g. a lone surrogate: _point's reference names the error
+
+    cdef int _write_direct(self, int kind, object key, double v, object dims,
+                           object timestamp) except -1:
+        """Write the line straight into the buffer, past ``_len``; commit it
+        (``_len``, ``_lines``) only once it is whole: 0 leaves the buffer's
+        lines as they were.
+
+        Nothing in here runs Python code, so no other call (another thread,
+        a finalizer that the garbage collector runs) can append to or grow
+        this buffer between the start and the commit: exact types only, no
+        warning (a seconds timestamp goes to _point), no object created.  An
+        exception can run Python code (creating it may start the collector):
+        the caller then drops this attempt and _point starts over.  The borrowed
+        items of ``dims`` stay valid for the same reason.
+        """
+        cdef Py_ssize_t start = self._len, p, kn, vn, n, nn, i, count = 0, pos = 0
+        cdef const char *ks
+        cdef const char *vs
+        cdef PyObject *pk
+        cdef PyObject *pv
+        cdef PyObject *dk[MAX_DIMS_C]
+        cdef PyObject *dv[MAX_DIMS_C]
+        cdef char num[40]
+        cdef uint64_t ts = 0
+        cdef int overflow = 0, form
+        cdef long long sv
+        if dims is not None:
+            dt_prefetch_dict(<PyObject *>dims)
+            # the items gathered first, their values' memory asked for, so that
+            # the cache misses overlap the work below (see write_head)
+            while PyDict_Next(dims, &pos, &pk, &pv):
+                if count == MAX_DIMENSIONS:
+                    return 0
+                dk[count] = pk
+                dv[count] = pv
+                DT_PREFETCH(pv)
+                DT_PREFETCH(<char *>pv + 64)   # a value's text runs past its first line
+                count += 1
+        nn = format_double(v, num)
+        if nn == 0:
+            return 0   # inf or nan
+        if timestamp is not None:
+            sv = PyLong_AsLongLongAndOverflow(timestamp, &overflow)
+            if overflow or sv < SECONDS_TIMESTAMP_BELOW:
+                return 0   # refused, or warned about: _point does either
+            ts = <uint64_t>sv
+        if not valid_key(key, MKEYS, MKEY_SLOTS, True, &ks, &kn):
+            return 0
+        # room for the key and the tail: payload (13 + 40), timestamp (21), LF
+        if self._blk == NULL or self._cap - start < kn + DIRECT_TAIL:
+            self._grow(kn + DIRECT_TAIL)
+        dt_copy(self._buf + start, ks, kn)
+        p = start + kn
+        for i in range(count):
+            if not valid_key(<object>dk[i], DKEYS, DKEY_SLOTS, False, &ks, &kn):
+                return 0
+            form = dimension_value(<object>dv[i], &vs, &vn)
+            if not form:
+                return 0
+            if self._cap - p < kn + 2 + 2 * vn + DIRECT_TAIL:
+                self._grow(p - start + kn + 2 + 2 * vn + DIRECT_TAIL)
+            n = dimension_text(self._buf + p, ks, kn, vs, vn, form, NONASCII_TRUSTED)
+            if n < 0:
+                return 0
+            p += n
+        p += point_tail(self._buf + p, kind, num, nn)
+        if timestamp is not None:
+            p += timestamp_text(self._buf + p, ts)
+        if p - start > MAX_LINE_CHARS:
+            return 0   # in bytes; _point counts the characters
+        self._buf[p] = 10
+        self._len = p + 1
+        self._lines += 1
+        return 1
+
     cdef int _point(self, int kind, object key, object a, object b, object c, object d,
                     object dimensions, object timestamp) except -1:
         """One data point (mirrors Encoder._point and Encoder.summary).
@@ -2545,11 +2714,9 @@ A reusable buffer of encoded lines for hot loops.
                     if ok and e != NULL:
                         ok = early.n > 0   # 0: not finite, the reference names the error
                         if ok:
-                            if kind == K_GAUGE:
-                                out_write(&o, " gauge,", 7)
-                            else:
-                                out_write(&o, " count,delta=", 13)
-                            out_write(&o, early.num, early.n)
+                            if o.len + early.n + 13 > o.cap:
+                                out_reserve(&o, early.n + 13)
+                            o.len += point_tail(o.buf + o.len, kind, early.num, early.n)
                     elif ok:
                         ok = write_payload(&o, kind, a, b, c, d)
                     ok = ok and finish(&o, timestamp)
@@ -2579,11 +2746,13 @@ A reusable buffer of encoded lines for hot loops.
 
     def gauge(self, key, value, dimensions=None, timestamp=None):
         """Append ``key,dims gauge,<value> [timestamp]``."""
-        self._point(K_GAUGE, key, value, None, None, None, dimensions, timestamp)
+        if not self._direct(K_GAUGE, key, value, dimensions, timestamp):
+            self._point(K_GAUGE, key, value, None, None, None, dimensions, timestamp)
 
     def count(self, key, delta, dimensions=None, timestamp=None):
         """Append ``key,dims count,delta=<delta> [timestamp]``."""
-        self._point(K_COUNT, key, delta, None, None, None, dimensions, timestamp)
+        if not self._direct(K_COUNT, key, delta, dimensions, timestamp):
+            self._point(K_COUNT, key, delta, None, None, None, dimensions, timestamp)
 
     def summary(self, key, min, max, sum, count, dimensions=None, timestamp=None):
         """Append ``key,dims gauge,min=..,max=..,sum=..,count=.. [timestamp]``.

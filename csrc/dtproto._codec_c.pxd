@@ -55,5 +55,9 @@ cdef class Encoder:
     cdef int _point(self, int kind, object key, object a, object b, object c, object d,
                     object dimensions, object timestamp) except -1
     cdef bint _c_path(self, object dimensions)
+    cdef int _direct(self, int kind, object key, object value, object dimensions,
+                     object timestamp)
+    cdef int _write_direct(self, int kind, object key, double v, object dims,
+                           object timestamp) except -1
     cdef int _grow(self, Py_ssize_t n) except -1
     cdef int _append(self, const char *s, Py_ssize_t n, Py_ssize_t lines) except -1

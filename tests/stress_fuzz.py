@@ -41,12 +41,11 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from dtproto import DecodeError, EncodeError, Metadata, Metric, _impl
+from dtproto._constants import MAX_LINE_BYTES, MAX_LINE_CHARS, SECONDS_TIMESTAMP_BELOW
 from dtproto._corpus import make_corpus
 
 ALLOWED = (DecodeError, EncodeError, TypeError)
 NOWS = [None, None, 1_700_000_000_000, 0, 1_717_243_200_000]
-MAX_LINE_CHARS = 50_000
-MAX_LINE_BYTES = MAX_LINE_CHARS * 4 + 1
 
 
 class Failure(Exception):
@@ -352,7 +351,8 @@ DIM_VALUES = ["v", "", "ü", "a,b", "a=b", "a b", 'q"', "back\\slash", "x" * 255
 FLOATS = [0.0, -0.0, 1.0, -1.5, 1e-300, 5e-324, 1.7976931348623157e308, 1e16, 1e15, 0.1,
           123456.789, 1e21, 1e22, 1e-7, float("nan"), float("inf"), -float("inf"),
           9007199254740993.0, 2.5e-5]
-INTS = [0, 1, -1, 2**53 + 1, 2**63 - 1, 2**63, 2**64, -(2**63), 10**400, 1_717_243_200_000]
+INTS = [0, 1, -1, 2**53 + 1, 2**63 - 1, 2**63, 2**64, -(2**63), 10**400, 1_717_243_200_000,
+        2**53, 2**53 - 1, -(2**53), -(2**53) - 1, 42]
 
 
 class FloatSub(float):
