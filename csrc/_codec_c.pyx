@@ -2202,6 +2202,33 @@ cdef struct Early:
     char num[40]
 
 
+cdef inline Py_ssize_t gather_items(object dims, PyObject **ks, PyObject **vs) noexcept:
+    """The items of the exact dict ``dims`` into ``ks``/``vs`` (borrowed), their
+    values' first two cache lines asked for; how many, or -1 past MAX_DIMENSIONS
+    (a huge mapping is not read to its end before it is refused).
+
+    PyDict_Next: no (key, value) tuple per item, so no allocation and no
+    collector pressure on the hot path.  Gathering first lets the values'
+    cache misses overlap one another and the work that comes before their
+    first use (the number, the metric key) instead of coming one after the
+    other.  The pointers are borrowed: the callers run no Python code between
+    here and their last use unless something raises, and then they do not
+    read them again.
+    """
+    cdef Py_ssize_t pos = 0, count = 0
+    cdef PyObject *pk
+    cdef PyObject *pv
+    while PyDict_Next(dims, &pos, &pk, &pv):
+        if count == MAX_DIMENSIONS:
+            return -1
+        ks[count] = pk
+        vs[count] = pv
+        DT_PREFETCH(pv)
+        DT_PREFETCH(<char *>pv + 64)   # a value's text runs past its first line
+        count += 1
+    return count
+
+
 cdef int write_head(Out *o, object key, object dims, Early *early) except -1:
     """Mirrors _head: 1 when written, 0 when the reference must diagnose.
 
@@ -2209,28 +2236,17 @@ cdef int write_head(Out *o, object key, object dims, Early *early) except -1:
     before it is refused.  ``early`` (or NULL): a value to format on the way,
     at the point where the CPU would otherwise wait for memory.
     """
-    cdef Py_ssize_t n, i, pos = 0, count = 0
+    cdef Py_ssize_t n, i, count = 0
     cdef const char *s
-    cdef PyObject *pk
-    cdef PyObject *pv
     cdef PyObject *ks[MAX_DIMS_C]
     cdef PyObject *vs[MAX_DIMS_C]
     if type(dims) is dict:
-        # PyDict_Next: no (key, value) tuple per item, so no allocation
-        # and no collector pressure on the hot path.  A first pass gathers
-        # the items and asks for the values' memory, so that their cache
-        # misses overlap one another and the work below (the value, the
-        # metric key) instead of coming one after the other.  The pointers
-        # are borrowed: nothing between here and their last use runs Python
-        # code unless it raises (a key or value with a lone surrogate, a
-        # MemoryError), and then they are not read again.
-        while PyDict_Next(dims, &pos, &pk, &pv):
-            if count == MAX_DIMENSIONS:
-                return 0
-            ks[count] = pk
-            vs[count] = pv
-            DT_PREFETCH(pv)
-            count += 1
+        # The items first (borrowed: nothing below runs Python code unless it
+        # raises, and then they are not read again), their values' misses
+        # overlapping the value's formatting and the metric key.
+        count = gather_items(dims, ks, vs)
+        if count < 0:
+            return 0
         if early != NULL:
             early.n = format_double(early.v, early.num)
         if not valid_key(key, MKEYS, MKEY_SLOTS, True, &s, &n):
@@ -2625,11 +2641,9 @@ A reusable buffer of encoded lines for hot loops.
         the caller then drops this attempt and _point starts over.  The borrowed
         items of ``dims`` stay valid for the same reason.
         """
-        cdef Py_ssize_t start = self._len, p, kn, vn, n, nn, i, count = 0, pos = 0
+        cdef Py_ssize_t start = self._len, p, kn, vn, n, nn, i, count = 0
         cdef const char *ks
         cdef const char *vs
-        cdef PyObject *pk
-        cdef PyObject *pv
         cdef PyObject *dk[MAX_DIMS_C]
         cdef PyObject *dv[MAX_DIMS_C]
         cdef char num[40]
@@ -2638,16 +2652,9 @@ A reusable buffer of encoded lines for hot loops.
         cdef long long sv
         if dims is not None:
             dt_prefetch_dict(<PyObject *>dims)
-            # the items gathered first, their values' memory asked for, so that
-            # the cache misses overlap the work below (see write_head)
-            while PyDict_Next(dims, &pos, &pk, &pv):
-                if count == MAX_DIMENSIONS:
-                    return 0
-                dk[count] = pk
-                dv[count] = pv
-                DT_PREFETCH(pv)
-                DT_PREFETCH(<char *>pv + 64)   # a value's text runs past its first line
-                count += 1
+            count = gather_items(dims, dk, dv)
+            if count < 0:
+                return 0
         nn = format_double(v, num)
         if nn == 0:
             return 0   # inf or nan

@@ -89,3 +89,16 @@ def impl(request: pytest.FixtureRequest):
 def py():
     """The pure-Python reference."""
     return _impl.available_implementations()["python"]
+
+
+@pytest.fixture(scope="session")
+def cython_module(request: pytest.FixtureRequest):
+    """The Cython core, for tests that compare it with the reference: skipped
+    when extensions are switched off, a failure when it cannot be imported."""
+    if not extensions_expected(request.config):
+        pytest.skip("extensions switched off: no Cython core to compare")
+    impls = _impl.available_implementations()
+    if "cython" not in impls:
+        pytest.fail("the Cython core is not importable (%s); build it or set "
+                    "DTPROTO_NO_EXTENSIONS=1" % _impl.extension_error())
+    return impls["cython"]

@@ -21,6 +21,7 @@ import pytest
 
 from dtproto import EncodeError, _codec_py, _impl
 from dtproto._constants import MAX_LINE_CHARS, SECONDS_TIMESTAMP_BELOW
+from stress_fuzz import FloatSub, IntSub, StrSub
 
 if _impl.env_flag("DTPROTO_NO_EXTENSIONS"):
     pytest.skip("DTPROTO_NO_EXTENSIONS is set: only the pure-Python implementation",
@@ -28,25 +29,8 @@ if _impl.env_flag("DTPROTO_NO_EXTENSIONS"):
 
 
 @pytest.fixture(scope="module")
-def cmod(request):
-    if request.config.getoption("--no-extensions"):
-        pytest.skip("--no-extensions: only the pure-Python implementation")
-    impls = _impl.available_implementations()
-    if "cython" not in impls:
-        pytest.fail("the Cython core is not importable (%s)" % _impl.extension_error())
-    return impls["cython"]
-
-
-class FloatSub(float):
-    pass
-
-
-class IntSub(int):
-    pass
-
-
-class StrSub(str):
-    pass
+def cmod(cython_module):
+    return cython_module
 
 
 def _outcome(enc, method, args):
