@@ -2075,9 +2075,9 @@ cdef extern from *:
        as is in a bare value (none of , = SP \\ " nor a control byte), copying
        them to w.  Whole blocks are tested in src; the last partial block as
        the 16 bytes that end at src[n - 1], its bytes before the partial block
-       masked off: for a short value those lie in the str's own header (at
-       least 32 bytes precede the data of a compact ASCII str), so nothing
-       outside the object is read.  Not tested in the copy: reading back 16
+       masked off: for a short value those lie in the str's own header (more
+       than 15 bytes precede the data of a compact ASCII str on any build), so
+       nothing outside the object is read.  Not tested in the copy: reading back 16
        bytes that two overlapping stores just wrote stalls until both reach
        the cache, which a new buffer's line takes a memory round trip to do.
        0: escape_value must run. */
@@ -2126,14 +2126,18 @@ cdef inline int dimension_value(object v, const char **s, Py_ssize_t *n) except 
     """The value's UTF-8 (``*s``, ``*n``) when ``v`` may be a dimension value
     (a str of at most 255 code points): 2 when it is a compact ASCII str's
     own characters (dt_copy_plain may read them), 1 otherwise; 0 when not."""
-    if not isinstance(v, str) or PyUnicode_GET_LENGTH(v) > MAX_DIMENSION_VALUE:
+    if not isinstance(v, str):
         return 0
     if PyUnicode_IS_COMPACT_ASCII(v):
         n[0] = PyUnicode_GET_LENGTH(v)
         s[0] = <const char *>PyUnicode_DATA(v)
-        return 2
+        return 2 if n[0] <= MAX_DIMENSION_VALUE else 0
     s[0] = dt_str_utf8_or_raise(<PyObject *>v, n)   # lone surrogates raise: the reference reports
-    return 1
+    # Counted only now: before 3.12 a str made by the deprecated
+    # PyUnicode_FromUnicode is not "ready" until something reads it (its
+    # UTF-8, just above), and until then its length reads 0 (found by review:
+    # a 300-character value was written).
+    return 1 if PyUnicode_GET_LENGTH(v) <= MAX_DIMENSION_VALUE else 0
 
 
 cdef inline Py_ssize_t dimension_text(char *w, const char *ks, Py_ssize_t kn, const char *vs,
@@ -2593,7 +2597,7 @@ A reusable buffer of encoded lines for hot loops.
         return 0
 
     cdef int _direct(self, int kind, object key, object value, object dimensions,
-                     object timestamp):
+                     object timestamp) except -1:
         """1 when a gauge or count point was written by the direct path, 0 when
         _point must take it.
 

@@ -56,7 +56,7 @@ cdef class Encoder:
                     object dimensions, object timestamp) except -1
     cdef bint _c_path(self, object dimensions)
     cdef int _direct(self, int kind, object key, object value, object dimensions,
-                     object timestamp)
+                     object timestamp) except -1
     cdef int _write_direct(self, int kind, object key, double v, object dims,
                            object timestamp) except -1
     cdef int _grow(self, Py_ssize_t n) except -1

@@ -212,3 +212,37 @@ def test_threads_and_a_gc_hook_share_one_encoder(cmod):
         seen[(k, i)] = seen.get((k, i), 0) + 1
     assert hook_values == {float(n) for n in range(1, hooked[0] + 1)}
     assert len(seen) == 4 * per_thread and set(seen.values()) == {1}
+
+
+def _legacy_str(n: int) -> str:
+    """A str made by the deprecated PyUnicode_FromUnicode (before 3.12): not
+    "ready" until something reads it, and until then its length reads 0."""
+    ctypes = pytest.importorskip("ctypes")
+    api = ctypes.pythonapi
+    if sys.version_info >= (3, 12) or not hasattr(api, "PyUnicode_FromUnicode"):
+        pytest.skip("no legacy (not ready) str on Python 3.12+")
+    api.PyUnicode_FromUnicode.restype = ctypes.py_object
+    api.PyUnicode_FromUnicode.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+    api.PyUnicode_AsUnicode.restype = ctypes.c_void_p
+    api.PyUnicode_AsUnicode.argtypes = [ctypes.py_object]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        s = api.PyUnicode_FromUnicode(None, n)
+    chars = ctypes.sizeof(ctypes.c_wchar)
+    (ctypes.c_uint32 * n if chars == 4 else ctypes.c_uint16 * n).from_address(
+        api.PyUnicode_AsUnicode(s))[:] = [97] * n
+    return s
+
+
+@pytest.mark.parametrize("n", [255, 256, 300])
+@pytest.mark.parametrize("form", ["dict", "pairs"])
+def test_a_str_not_yet_ready_is_measured_after_it_is_read(cmod, n, form):
+    """Found by review: the C core read the length of a legacy str before
+    reading its characters, got 0, and wrote a 300-character value."""
+    got = []
+    for mod in (_codec_py, cmod):
+        value = _legacy_str(n)   # a fresh one each: reading it makes it ready
+        dims = {"k": value} if form == "dict" else [("k", value)]
+        got.append(_outcome(mod.Encoder(), "gauge", ("a.b", 1.0, dims)))
+    assert got[0] == got[1]
+    assert got[0][0] == ("ok" if n <= 255 else "error")
