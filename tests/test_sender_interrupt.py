@@ -45,13 +45,20 @@ def assert_accounts_for(result: SendResult, n: int) -> None:
 
 
 class Interrupt:
-    """An on_request hook that raises KeyboardInterrupt when request ``at`` completes."""
+    """An on_request hook that raises KeyboardInterrupt when request ``at`` completes.
 
-    def __init__(self, at: int) -> None:
+    With ``thread``, only the requests completed on that thread count: Ctrl-C
+    reaches the main thread only, never a background flush.
+    """
+
+    def __init__(self, at: int, thread: "threading.Thread | None" = None) -> None:
         self.at = at
         self.seen = 0
+        self.thread = thread
 
     def __call__(self, info, in_flight) -> None:
+        if self.thread is not None and threading.current_thread() is not self.thread:
+            return
         self.seen += 1
         if self.seen == self.at:
             raise KeyboardInterrupt
@@ -354,10 +361,13 @@ def test_the_exit_flush_sends_what_is_queued(concurrency):
 
 
 def test_an_interrupted_close_keeps_the_background_flush():
+    # Ctrl-C in close(), on the main thread.  The background flush waits a
+    # second, so that it does not take the queue before close() does: with
+    # 0.1 s a busy host let it start first, and the hook raised in its thread.
     with IngestServer() as srv:
-        hook = Interrupt(1)
+        hook = Interrupt(1, thread=threading.main_thread())
         s = Sender(srv.url, None, max_bytes=200, concurrency=1, flush_bytes=10**6,
-                   flush_interval=0.1, on_request=hook)
+                   flush_interval=1.0, on_request=hook)
         s.add(body())
         with pytest.raises(KeyboardInterrupt):
             s.close()
